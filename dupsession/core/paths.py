@@ -1,0 +1,115 @@
+"""One path's state as the session core sees it: liveness, RTT, loss, who-arrived-first.
+
+A path is an unreliable, unordered frame pipe (anyio's `UnreliableObjectStream` contract):
+the core never assumes a path delivers anything; it only measures what the path does.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+#: RTT assumed before the first sample (seconds); high enough not to fire spurious resends.
+INITIAL_RTT = 0.3
+#: Samples kept for the status view's spread (sparkline / histogram).
+RTT_HISTORY = 64
+#: Weight of a new sample in the loss and lag moving averages.
+EWMA_GAIN = 1 / 16
+
+
+class PathState(StrEnum):
+    PROBING = "probing"  #: configured, nothing heard back yet
+    UP = "up"
+    DOWN = "down"  #: was up, silent for longer than the path timeout
+
+
+class RttEstimator:
+    """RFC 6298 smoothing; `min_rtt` is kept because the scheduler ranks paths by it."""
+
+    __slots__ = ("latest", "min_rtt", "rttvar", "samples", "srtt")
+
+    def __init__(self) -> None:
+        self.srtt = INITIAL_RTT
+        self.rttvar = INITIAL_RTT / 2
+        self.min_rtt = float("inf")
+        self.latest = 0.0
+        self.samples = 0
+
+    def add(self, sample: float) -> None:
+        sample = max(sample, 0.0)
+        self.latest = sample
+        self.min_rtt = min(self.min_rtt, sample)
+        if self.samples == 0:
+            self.srtt = sample
+            self.rttvar = sample / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
+            self.srtt = 0.875 * self.srtt + 0.125 * sample
+        self.samples += 1
+
+
+@dataclass(slots=True)
+class DirectionStats:
+    """Per-direction counters: wins and lag are measured by whichever side receives."""
+
+    frames: int = 0  #: DATA copies that arrived on this path (duplicates included)
+    first: int = 0  #: frames this path delivered before any other path
+    lag: float = 0.0  #: moving average of how far behind the first copy this path's copy came
+    loss: float = 0.0  #: moving average of DATA loss on this path in this direction
+
+
+@dataclass(slots=True)
+class Path:
+    path_id: int
+    datagram: bool  #: datagram paths carry only frames that fit one 1280-byte-MTU datagram
+    state: PathState = PathState.PROBING
+    writable: bool = True  #: stream paths: the glue clears this while the socket is full
+    cursor: int = 0  #: next frame number this path has not sent yet
+    last_recv: float | None = None
+    last_sent: float = float("-inf")
+    rtt: RttEstimator = field(default_factory=RttEstimator)
+    rtt_history: deque[float] = field(default_factory=lambda: deque(maxlen=RTT_HISTORY))
+    recent_sends: deque[float] = field(default_factory=deque)
+    # ACK bookkeeping
+    ack_pseq: int = 0
+    peer_ts_us: int = 0
+    peer_ts_at: float = 0.0
+    peer_pseq: int = -1
+    acks_received: int = 0
+    acks_lost: int = 0
+    data_sent: int = 0
+    data_recv: int = 0
+    peer_report: tuple[int, int] | None = None  #: (peer data_sent, our data_recv) at last ACK
+    our_report: tuple[int, int] | None = None  #: (our data_sent, peer data_recv) at last ACK
+    inbound: DirectionStats = field(default_factory=DirectionStats)
+    outbound: DirectionStats = field(default_factory=DirectionStats)
+    bytes_sent: int = 0
+    bytes_recv: int = 0
+    bad_frames: int = 0
+
+    def heard(self, now: float) -> bool:
+        """Record that a valid frame arrived; True when this revives a silent path."""
+        revived = self.state is not PathState.UP
+        self.last_recv = now
+        self.state = PathState.UP
+        return revived
+
+    def inflight(self, now: float, window: float) -> int:
+        """Datagram frames sent within the last `window` seconds: a rate cap, not a cwnd."""
+        sends = self.recent_sends
+        horizon = now - window
+        while sends and sends[0] <= horizon:
+            sends.popleft()
+        return len(sends)
+
+    def update_loss(
+        self, sent_total: int, recv_total: int, stats: DirectionStats, last: tuple[int, int] | None
+    ) -> tuple[int, int]:
+        """Fold one (sent, received) counter report into a direction's loss average."""
+        if last is not None:
+            sent = (sent_total - last[0]) & 0xFFFFFFFF
+            recv = (recv_total - last[1]) & 0xFFFFFFFF
+            if sent > 0 and recv <= sent:
+                stats.loss += EWMA_GAIN * ((1 - recv / sent) - stats.loss)
+        return sent_total, recv_total

@@ -1,0 +1,140 @@
+"""Send side of one direction: the shared buffer of unacked frames and their resend timers.
+
+Rules:
+- Bytes are cut into frames only when a path can take them (no Nagle: a keystroke becomes a
+  frame at once), and a frame never changes once made: every copy is byte-identical.
+- The buffer is bounded in bytes (`window_bytes`) and by the peer's advertised window; when
+  full, `writable()` is false and the glue stops reading its source.
+- Each frame has one resend deadline; paths keep their own cursors (see `Path.cursor`), so a
+  slow path skips whatever the peer already acknowledged.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: The peer's window before its first ACK says otherwise (frames).
+INITIAL_PEER_WINDOW = 1024
+#: Resend backoff doubles per resend up to this many doublings.
+MAX_BACKOFF_EXPONENT = 5
+
+
+@dataclass(slots=True)
+class SentFrame:
+    seq: int
+    frame: bytes
+    payload_len: int
+    fin: bool
+    sent_at: float = 0.0
+    sends: int = 0  #: rounds: copies on several paths at once count as one
+    armed: bool = False  #: a resend deadline is pending
+
+
+class Sender:
+    def __init__(self, window_bytes: int) -> None:
+        self.window_bytes = window_bytes
+        self.frames: dict[int, SentFrame] = {}
+        self.next_seq = 0
+        self.acked_below = 0  #: peer's cumulative ack
+        self.peer_window_end = INITIAL_PEER_WINDOW
+        self.unacked_bytes = 0
+        self._pending = bytearray()
+        self._fin_requested = False
+        self.fin_seq: int | None = None
+        self._deadlines: list[tuple[float, int]] = []
+        self.bytes_in = 0
+        self.retransmissions = 0
+
+    # -- application side --------------------------------------------------------------------
+
+    def writable(self) -> int:
+        """How many more bytes the buffer takes now (0: push back on the source)."""
+        if self._fin_requested:
+            return 0
+        return max(0, self.window_bytes - self.unacked_bytes - len(self._pending))
+
+    def push(self, data: bytes) -> None:
+        if self._fin_requested:
+            raise RuntimeError("stream already closed for sending")
+        self._pending += data
+        self.bytes_in += len(data)
+
+    def close(self) -> None:
+        self._fin_requested = True
+
+    @property
+    def fin_acked(self) -> bool:
+        return self.fin_seq is not None and self.acked_below > self.fin_seq
+
+    def has_pending(self) -> bool:
+        return bool(self._pending) or (self._fin_requested and self.fin_seq is None)
+
+    def make_frames(self, max_payload: int, encode: Callable[[int, bytes, bool], bytes]) -> None:
+        """Cut pending bytes into frames while the peer's window and our buffer allow."""
+        pending = self._pending
+        while self.has_pending() and self.next_seq < self.peer_window_end:
+            chunk = bytes(pending[:max_payload])
+            del pending[:max_payload]
+            fin = self._fin_requested and not pending
+            seq = self.next_seq
+            self.frames[seq] = SentFrame(seq, encode(seq, chunk, fin), len(chunk), fin)
+            self.unacked_bytes += len(chunk)
+            self.next_seq = seq + 1
+            if fin:
+                self.fin_seq = seq
+
+    # -- acks and timers ---------------------------------------------------------------------
+
+    def on_ack(self, cumulative: int, ranges: tuple[tuple[int, int], ...]) -> int:
+        """Forget acknowledged frames; return how many were newly acknowledged."""
+        freed = 0
+        frames = self.frames
+        if cumulative > self.acked_below:
+            for seq in range(self.acked_below, min(cumulative, self.next_seq)):
+                sent = frames.pop(seq, None)
+                if sent is not None:
+                    self.unacked_bytes -= sent.payload_len
+                    freed += 1
+            self.acked_below = min(cumulative, self.next_seq)
+        for start, end in ranges:
+            for seq in range(max(start, self.acked_below), min(end, self.next_seq)):
+                sent = frames.pop(seq, None)
+                if sent is not None:
+                    self.unacked_bytes -= sent.payload_len
+                    freed += 1
+        return freed
+
+    def sent(self, frame: SentFrame, now: float, rto: float) -> None:
+        """Note a send; the first copy of a round arms the frame's resend deadline.
+
+        Copies sent later on slower paths do not re-arm it: the timer measures the round.
+        """
+        if frame.armed:
+            return
+        if frame.sends:
+            self.retransmissions += 1
+        frame.sends += 1
+        frame.sent_at = now
+        frame.armed = True
+        backoff = 2 ** min(frame.sends - 1, MAX_BACKOFF_EXPONENT)
+        heapq.heappush(self._deadlines, (now + rto * backoff, frame.seq))
+
+    def next_deadline(self) -> float | None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1] not in self.frames:
+            heapq.heappop(deadlines)
+        return deadlines[0][0] if deadlines else None
+
+    def expired(self, now: float) -> list[SentFrame]:
+        """Frames whose resend deadline passed, oldest first (their deadlines are consumed)."""
+        out = []
+        frames, heap = self.frames, self._deadlines
+        while heap and heap[0][0] <= now:
+            _, seq = heapq.heappop(heap)
+            frame = frames.get(seq)
+            if frame is not None and frame.armed:
+                frame.armed = False
+                out.append(frame)
+        return out

@@ -1,0 +1,548 @@
+"""The session core: one duplicated, ordered byte stream over many paths. Sans-IO.
+
+The I/O glue drives it the aioquic way, always passing `now` (seconds, monotonic):
+
+    session.receive_frame(frame, now, path_id)   # every frame from any path
+    session.send(data) / session.close_stream()  # bytes from the local source
+    for path_id, frames in session.transmit(now).items(): ...   # send these
+    while (event := session.next_event()) is not None: ...      # StreamData, ...
+    timer = session.get_timer(); at that time: session.handle_timer(now)
+
+House rules:
+- A frame that fails its tag is counted and dropped; it never changes state or gets an answer.
+- Acks go on every path; DATA goes on every usable path (the `redundant` policy).
+- Resends follow the best live path's RTT, not the worst; a path that comes back to life is
+  rewound to the oldest unacked frame, so a resume costs one round trip.
+- With no live path the session waits `grace_period`, then closes with `CloseCode.TIMEOUT`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from dupsession.core import wire
+from dupsession.core.events import (
+    Event,
+    PathDown,
+    PathUp,
+    SessionClosed,
+    StreamData,
+    StreamEnded,
+)
+from dupsession.core.handshake import SessionKeys
+from dupsession.core.paths import EWMA_GAIN, Path, PathState
+from dupsession.core.receiver import Receiver
+from dupsession.core.sender import Sender
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Tunables, each with its unit. Defaults suit interactive sessions on bad networks."""
+
+    #: Unacked bytes the sender may hold; bounds memory and the bandwidth-delay product.
+    window_bytes: int = 8 * 1024 * 1024
+    #: Frames the receiver accepts beyond its cumulative point.
+    window_frames: int = 8192
+    #: Every path carries an ACK at least this often (s): keepalive, RTT probe, resume probe.
+    probe_interval: float = 0.5
+    #: A path silent this long (s) is down; never below 3 probe intervals.
+    path_timeout: float = 2.0
+    #: With every path down, keep the session this long (s) before giving up.
+    grace_period: float = 600.0
+    #: Hold an ACK at most this long (s) after unacked DATA arrives...
+    ack_delay: float = 0.004
+    #: ...or until this many frames arrived since the last ACK.
+    ack_every: int = 16
+    #: Resend timer bounds (s).
+    min_rto: float = 0.010
+    max_rto: float = 2.0
+    #: Datagram paths send at most this many frames per `srtt` window: a rate cap that keeps a
+    #: saturated uplink from drowning its own ACKs. Not congestion control (see ARCHITECTURE).
+    datagram_burst: int = 2048
+    #: Whether this end may use 16 KiB frames when every live path is a stream path.
+    large_frames: bool = True
+
+
+class Role(StrEnum):
+    CLIENT = "client"
+    EXIT = "exit"
+
+
+class SessionState(StrEnum):
+    OPEN = "open"
+    RESUMING = "resuming"  #: every path is down; within the grace period
+    CLOSED = "closed"
+
+
+#: At most one tombstone CLOSE answer per this many seconds after the session closed.
+TOMBSTONE_INTERVAL = 0.1
+
+
+class Session:
+    def __init__(
+        self,
+        role: Role,
+        session_id: bytes,
+        keys: SessionKeys,
+        now: float,
+        config: SessionConfig | None = None,
+    ) -> None:
+        self.role = role
+        self.session_id = session_id
+        self.config = config or SessionConfig()
+        if role is Role.CLIENT:
+            self._tx_key, self._rx_key = keys.client_to_exit, keys.exit_to_client
+        else:
+            self._tx_key, self._rx_key = keys.exit_to_client, keys.client_to_exit
+        self.created = now
+        self.state = SessionState.OPEN
+        self.paths: dict[int, Path] = {}
+        self.sender = Sender(self.config.window_bytes)
+        self.receiver = Receiver(self.config.window_frames)
+        self._events: deque[Event] = deque()
+        self._ack_pending_since: float | None = None
+        self._ack_pending_count = 0
+        self._resend: list[int] = []
+        self._all_down_since: float | None = now
+        self._close_frame: tuple[int, str] | None = None
+        self._close_queued: set[int] = set()
+        self._last_tombstone = float("-inf")
+        self.closed_event: SessionClosed | None = None
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.bad_frames = 0
+        self.duplicates = 0
+        self._fin_event_sent = False
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def add_path(self, path_id: int, datagram: bool, now: float) -> Path:
+        """Register a path (idempotent). It carries data at once and is probed every interval."""
+        path = self.paths.get(path_id)
+        if path is None:
+            path = Path(path_id, datagram, cursor=self.sender.acked_below)
+            self.paths[path_id] = path
+        else:
+            path.datagram = datagram
+        return path
+
+    def remove_path(self, path_id: int) -> None:
+        self.paths.pop(path_id, None)
+
+    def set_path_writable(self, path_id: int, writable: bool) -> None:
+        """Stream-path backpressure from the glue (socket buffer above its high-water mark)."""
+        path = self.paths.get(path_id)
+        if path is not None:
+            path.writable = writable
+
+    # -- the local byte stream -------------------------------------------------------------------
+
+    def writable(self) -> int:
+        """Bytes `send` takes now; 0 means pause the source (bounded memory, backpressure)."""
+        return self.sender.writable() if self.state is not SessionState.CLOSED else 0
+
+    def send(self, data: bytes) -> None:
+        if self.state is SessionState.CLOSED:
+            raise RuntimeError("session is closed")
+        self.sender.push(data)
+        self.bytes_out += len(data)
+
+    def close_stream(self) -> None:
+        """Half-close: a FIN follows the last byte; the peer's direction stays open."""
+        if self.state is not SessionState.CLOSED:
+            self.sender.close()
+
+    def pause_receiving(self, paused: bool) -> None:
+        """The local consumer is full: stop opening the peer's window until it drains."""
+        self.receiver.pause(paused)
+
+    def abort(self, code: int, reason: str, now: float) -> None:
+        """End the session now and tell the peer why on every path."""
+        if self.state is SessionState.CLOSED:
+            return
+        self._finish(code, reason, by_peer=False, now=now)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    # -- frames in ----------------------------------------------------------------------------
+
+    def receive_frame(self, frame: bytes, now: float, path_id: int | None = None) -> int | None:
+        """Process one frame from the network.
+
+        `path_id` is the path it came on when the glue knows it (a socket of its own); ACK and
+        CLOSE frames name their path inside the tag, and that id is returned so the glue can
+        move the path's reply address to the frame's source (roaming). Invalid frames are
+        counted and dropped; nothing is ever raised at the network.
+        """
+        if len(frame) < wire.PREFIX.size + wire.TAG_SIZE or frame[1] == wire.FrameType.HELLO:
+            self.bad_frames += 1
+            return None
+        ftype = frame[1]
+        if self.state is SessionState.CLOSED:
+            self._answer_after_close(frame, now, path_id)
+            return None
+        if ftype == wire.FrameType.DATA:
+            self._receive_data(frame, now, path_id)
+            return None
+        try:
+            body = wire.verify(self._rx_key, frame)
+            if ftype == wire.FrameType.ACK:
+                ack = wire.decode_ack(body)
+            elif ftype == wire.FrameType.CLOSE:
+                code, reason = wire.decode_close(body)
+                self._finish(code, reason, by_peer=True, now=now)
+                return frame[3]
+            else:
+                raise wire.FrameError(f"unexpected frame type {ftype}")
+        except wire.FrameError:
+            self.bad_frames += 1
+            if path_id is not None and path_id in self.paths:
+                self.paths[path_id].bad_frames += 1
+            return None
+        self._receive_ack(ack, len(frame), now)
+        return ack.path_id
+
+    def _receive_data(self, frame: bytes, now: float, path_id: int | None) -> None:
+        receiver = self.receiver
+        try:
+            seq = wire.data_seq(frame)
+        except wire.FrameError:
+            self.bad_frames += 1
+            return
+        path = self.paths.get(path_id) if path_id is not None else None
+        if receiver.is_duplicate(seq):
+            # Dropped unverified: it cannot change the stream. Counted for wins and lag only.
+            self.duplicates += 1
+            if path is not None:
+                path.data_recv += 1
+                path.inbound.frames += 1
+                first = receiver.first_arrival(seq)
+                if first is not None and first[1] != path.path_id:
+                    path.inbound.lag += EWMA_GAIN * ((now - first[0]) - path.inbound.lag)
+            self._note_ack_needed(now)
+            return
+        if not receiver.in_window(seq):
+            return
+        try:
+            seq, fin, payload = wire.decode_data(wire.verify(self._rx_key, frame))
+        except wire.FrameError:
+            self.bad_frames += 1
+            if path is not None:
+                path.bad_frames += 1
+            return
+        if path is not None:
+            self._heard(path, now, len(frame))
+            path.data_recv += 1
+            path.inbound.frames += 1
+            path.inbound.first += 1
+            path.inbound.lag -= EWMA_GAIN * path.inbound.lag
+        delivered = receiver.accept(seq, fin, payload, now, -1 if path is None else path.path_id)
+        for chunk in delivered:
+            self.bytes_in += len(chunk)
+            self._events.append(StreamData(chunk))
+        if receiver.fin_delivered:
+            self._emit_stream_end()
+        self._note_ack_needed(now)
+        self._check_done(now)
+
+    def _emit_stream_end(self) -> None:
+        if not self._fin_event_sent:
+            self._fin_event_sent = True
+            self._events.append(StreamEnded())
+
+    def _receive_ack(self, ack: wire.Ack, size: int, now: float) -> None:
+        path = self.paths.get(ack.path_id)
+        if path is None:
+            return
+        self._heard(path, now, size)
+        path.acks_received += 1
+        if path.peer_pseq >= 0 and ack.pseq > path.peer_pseq + 1:
+            path.acks_lost += ack.pseq - path.peer_pseq - 1
+        path.peer_pseq = max(path.peer_pseq, ack.pseq)
+        path.peer_ts_us = ack.ts_us
+        path.peer_ts_at = now
+        if ack.echo_ts_us:
+            sample = now - ack.echo_ts_us / 1e6 - ack.echo_delay_us / 1e6
+            if 0 <= sample < 60:
+                path.rtt.add(sample)
+                path.rtt_history.append(sample)
+        path.outbound.lag = ack.lag_us / 1e6
+        path.peer_report = path.update_loss(
+            ack.data_sent, path.data_recv, path.inbound, path.peer_report
+        )
+        path.our_report = path.update_loss(
+            path.data_sent, ack.data_recv, path.outbound, path.our_report
+        )
+        sender = self.sender
+        sender.peer_window_end = max(sender.peer_window_end, ack.window_end)
+        sender.on_ack(ack.cumulative, ack.ranges)
+        self._check_done(now)
+
+    def _heard(self, path: Path, now: float, size: int) -> None:
+        path.bytes_recv += size
+        if path.heard(now):
+            # Back from silence (or first contact): resend everything unacked on it at once.
+            path.cursor = self.sender.acked_below
+            path.last_sent = float("-inf")  # probe back now, so the peer learns it too
+            self._events.append(PathUp(path.path_id))
+        if self._all_down_since is not None:
+            self._all_down_since = None
+            if self.state is SessionState.RESUMING:
+                self.state = SessionState.OPEN
+
+    def _note_ack_needed(self, now: float) -> None:
+        if self._ack_pending_since is None:
+            self._ack_pending_since = now
+        self._ack_pending_count += 1
+
+    def _check_done(self, now: float) -> None:
+        if self.sender.fin_acked and self.receiver.fin_delivered:
+            self._finish(wire.CloseCode.NORMAL, "session ended", by_peer=False, now=now)
+
+    def _finish(self, code: int, reason: str, by_peer: bool, now: float) -> None:
+        self.state = SessionState.CLOSED
+        self.closed_event = SessionClosed(code, reason, by_peer)
+        self._events.append(self.closed_event)
+        if not by_peer:
+            self._close_frame = (code, reason)
+            self._close_queued = set(self.paths)
+
+    def _answer_after_close(self, frame: bytes, now: float, path_id: int | None) -> None:
+        """A closed session answers its peer's stragglers with CLOSE, rate-limited."""
+        if self._close_frame is None or now - self._last_tombstone < TOMBSTONE_INTERVAL:
+            return
+        try:
+            wire.verify(self._rx_key, frame)
+        except wire.FrameError:
+            return
+        self._last_tombstone = now
+        target = frame[3] if frame[1] != wire.FrameType.DATA else path_id
+        if target is not None:
+            self._close_queued.add(target)
+
+    # -- frames out -----------------------------------------------------------------------------
+
+    def _encode_data(self, seq: int, payload: bytes, fin: bool) -> bytes:
+        return wire.encode_data(self._tx_key, self.session_id, seq, payload, fin)
+
+    def max_payload(self) -> int:
+        """Frames must fit every live path; 16 KiB ones only when no datagram path is live."""
+        paths = self.paths.values()
+        live = [p for p in paths if p.state is PathState.UP] or list(paths)
+        if not self.config.large_frames or any(p.datagram for p in live):
+            return wire.MAX_DATAGRAM_PAYLOAD
+        return wire.MAX_STREAM_PAYLOAD
+
+    def rto(self) -> float:
+        """Resend timeout from the *best* live path: a slow path never delays recovery."""
+        cfg = self.config
+        best = min(
+            (
+                p.rtt.srtt + max(4 * p.rtt.rttvar, 0.001)
+                for p in self.paths.values()
+                if p.state is PathState.UP and p.rtt.samples
+            ),
+            default=None,
+        )
+        if best is None:
+            best = cfg.max_rto / 2
+        return min(max(best + cfg.ack_delay, cfg.min_rto), cfg.max_rto)
+
+    def transmit(self, now: float) -> dict[int, list[bytes]]:
+        """Frames to send now, per path id. Call after every input and on every timer."""
+        out: dict[int, list[bytes]] = {}
+        if self.state is SessionState.CLOSED:
+            self._transmit_close(out)
+            return out
+        sender = self.sender
+        if sender.has_pending():
+            sender.make_frames(self.max_payload(), self._encode_data)
+        rto = self.rto()
+        resend = [sender.frames[s] for s in self._resend if s in sender.frames]
+        self._resend = []
+        ack_due = self._ack_due(now)
+        for path in self.paths.values():
+            frames: list[bytes] = []
+            usable = path.state is not PathState.DOWN and path.writable
+            if usable:
+                limit = wire.MAX_DATAGRAM_FRAME if path.datagram else wire.MAX_STREAM_FRAME
+                for sent in resend:
+                    if len(sent.frame) <= limit:
+                        frames.append(sent.frame)
+                        sender.sent(sent, now, rto)
+                self._send_new(path, frames, now, rto, limit)
+            if ack_due or now - path.last_sent >= self.config.probe_interval:
+                frames.append(self._make_ack(path, now))
+            if frames:
+                path.last_sent = now
+                path.bytes_sent += sum(len(f) for f in frames)
+                out[path.path_id] = frames
+        if ack_due:
+            self._ack_pending_since = None
+            self._ack_pending_count = 0
+        return out
+
+    def _send_new(
+        self, path: Path, frames: list[bytes], now: float, rto: float, limit: int
+    ) -> None:
+        sender = self.sender
+        seq = max(path.cursor, sender.acked_below)
+        end = sender.next_seq
+        table = sender.frames
+        budget = None
+        if path.datagram:
+            window = max(path.rtt.srtt, 0.001)
+            budget = self.config.datagram_burst - path.inflight(now, window)
+        while seq < end:
+            sent = table.get(seq)
+            seq += 1
+            if sent is None or len(sent.frame) > limit:
+                continue
+            if budget is not None:
+                if budget <= 0:
+                    seq -= 1
+                    break
+                budget -= 1
+                path.recent_sends.append(now)
+            frames.append(sent.frame)
+            path.data_sent += 1
+            sender.sent(sent, now, rto)
+        path.cursor = seq
+
+    def _ack_due(self, now: float) -> bool:
+        since = self._ack_pending_since
+        return since is not None and (
+            self._ack_pending_count >= self.config.ack_every or now - since >= self.config.ack_delay
+        )
+
+    def _make_ack(self, path: Path, now: float) -> bytes:
+        receiver = self.receiver
+        echo, delay = 0, 0
+        if path.peer_ts_us:
+            echo, delay = path.peer_ts_us, int((now - path.peer_ts_at) * 1e6)
+        path.ack_pseq += 1
+        ack = wire.Ack(
+            path_id=path.path_id,
+            pseq=path.ack_pseq,
+            ts_us=int(now * 1e6),
+            echo_ts_us=echo,
+            echo_delay_us=delay,
+            data_sent=path.data_sent,
+            data_recv=path.data_recv,
+            cumulative=receiver.cumulative,
+            window_end=receiver.window_end(),
+            ranges=receiver.ranges.lowest(wire.MAX_ACK_RANGES),
+            lag_us=int(path.inbound.lag * 1e6),
+        )
+        return wire.encode_ack(self._tx_key, self.session_id, ack)
+
+    def _transmit_close(self, out: dict[int, list[bytes]]) -> None:
+        if self._close_frame is None or not self._close_queued:
+            return
+        code, reason = self._close_frame
+        for path_id in self._close_queued:
+            if path_id in self.paths:
+                frame = wire.encode_close(self._tx_key, self.session_id, path_id, code, reason)
+                out[path_id] = [frame]
+        self._close_queued = set()
+
+    # -- timers ---------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` must run next (None: only on input)."""
+        if self.state is SessionState.CLOSED:
+            return None
+        cfg = self.config
+        times: list[float] = []
+        if self._ack_pending_since is not None:
+            times.append(self._ack_pending_since + cfg.ack_delay)
+        if any(p.state is PathState.UP for p in self.paths.values()):
+            deadline = self.sender.next_deadline()
+            if deadline is not None:
+                times.append(deadline)
+        timeout = self._path_timeout()
+        for path in self.paths.values():
+            times.append(path.last_sent + cfg.probe_interval)
+            if path.state is PathState.UP and path.last_recv is not None:
+                times.append(path.last_recv + timeout)
+            if path.datagram and path.recent_sends and path.cursor < self.sender.next_seq:
+                times.append(path.recent_sends[0] + max(path.rtt.srtt, 0.001))
+        if self._all_down_since is not None:
+            times.append(self._all_down_since + cfg.grace_period)
+        return min(times) if times else None
+
+    def _path_timeout(self) -> float:
+        return max(self.config.path_timeout, 3 * self.config.probe_interval)
+
+    def handle_timer(self, now: float) -> None:
+        if self.state is SessionState.CLOSED:
+            return
+        timeout = self._path_timeout()
+        for path in self.paths.values():
+            if (
+                path.state is PathState.UP
+                and path.last_recv is not None
+                and now - path.last_recv >= timeout
+            ):
+                path.state = PathState.DOWN
+                self._events.append(PathDown(path.path_id))
+        if not any(p.state is PathState.UP for p in self.paths.values()):
+            if self._all_down_since is None:
+                self._all_down_since = now
+            if self.paths and any(p.last_recv is not None for p in self.paths.values()):
+                self.state = SessionState.RESUMING
+            if now - self._all_down_since >= self.config.grace_period:
+                self._finish(
+                    wire.CloseCode.TIMEOUT,
+                    f"no path alive for {self.config.grace_period:.0f} s",
+                    by_peer=False,
+                    now=now,
+                )
+                return
+        else:
+            expired = self.sender.expired(now)
+            self._resend.extend(f.seq for f in expired)
+
+    # -- observation ------------------------------------------------------------------------------
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """A JSON-ready picture of the session for status views and tests."""
+        return {
+            "session_id": self.session_id.hex(),
+            "role": str(self.role),
+            "state": str(self.state),
+            "age": now - self.created,
+            "bytes_out": self.bytes_out,
+            "bytes_in": self.bytes_in,
+            "unacked_bytes": self.sender.unacked_bytes,
+            "retransmissions": self.sender.retransmissions,
+            "duplicates": self.duplicates,
+            "bad_frames": self.bad_frames,
+            "rto": self.rto(),
+            "paths": [
+                {
+                    "id": p.path_id,
+                    "kind": "datagram" if p.datagram else "stream",
+                    "state": str(p.state),
+                    "rtt": p.rtt.srtt if p.rtt.samples else None,
+                    "rtt_min": p.rtt.min_rtt if p.rtt.samples else None,
+                    "rtt_recent": list(p.rtt_history),
+                    "bytes_sent": p.bytes_sent,
+                    "bytes_recv": p.bytes_recv,
+                    "acks_lost": p.acks_lost,
+                    "acks_received": p.acks_received,
+                    "inbound": {
+                        "frames": p.inbound.frames,
+                        "first": p.inbound.first,
+                        "lag": p.inbound.lag,
+                        "loss": p.inbound.loss,
+                    },
+                    "outbound": {"lag": p.outbound.lag, "loss": p.outbound.loss},
+                }
+                for p in self.paths.values()
+            ],
+        }

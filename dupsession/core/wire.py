@@ -1,0 +1,316 @@
+"""Frame codec: byte layouts of every frame type and their keyed BLAKE3 tags.
+
+House rules:
+- Every frame starts with the same 12-byte prefix (version, type, flags, path id, session id)
+  so a listener can route a datagram to its session before touching the body.
+- Every frame ends with a 16-byte keyed BLAKE3 tag over everything before it. A frame whose tag
+  fails is a `FrameError`; callers drop and count it, they never answer it.
+- DATA frames carry no per-path or per-time field: every copy of frame *n* is byte-identical,
+  so whichever copy arrives first can be verified and delivered.
+- Decoding never trusts a length: truncated, oversized or trailing bytes are rejected.
+
+Layouts are documented in docs/PROTOCOL.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+import blake3
+
+VERSION = 1
+TAG_SIZE = 16
+SESSION_ID_SIZE = 8
+
+PREFIX = struct.Struct("!BBBB8s")  # version, type, flags, path_id, session_id
+DATA_HEADER = struct.Struct("!BBBB8sQ")  # prefix + frame number
+ACK_FIXED = struct.Struct("!BBBB8sIQQIIIQQB")
+RANGE = struct.Struct("!II")  # start offset above cumulative ack, length
+CLOSE_FIXED = struct.Struct("!BBBB8sBB")
+HELLO_FIXED = struct.Struct("!BBBB8s16sQ32sB")
+WELCOME_FIXED = struct.Struct("!BBBB8sB16s32sB")
+
+#: Largest frame on a datagram path: a 1280-byte IPv6 minimum MTU less 40 (IPv6) and 8 (UDP).
+MAX_DATAGRAM_FRAME = 1232
+#: DATA payload that fits one datagram frame.
+MAX_DATAGRAM_PAYLOAD = MAX_DATAGRAM_FRAME - DATA_HEADER.size - TAG_SIZE
+#: Largest frame on a stream path (TCP, SSH channel): the u16 length prefix's limit.
+MAX_STREAM_FRAME = 65535
+#: DATA payload when every live path is a stream path: bigger frames, fewer per-frame costs.
+MAX_STREAM_PAYLOAD = 16384
+#: HELLO is padded to this size so that no answer is ever larger than the request.
+HELLO_SIZE = 1200
+MAX_ACK_RANGES = 32
+MAX_REASON = 200
+
+
+class FrameType(IntEnum):
+    HELLO = 1
+    WELCOME = 2
+    DATA = 3
+    ACK = 4
+    CLOSE = 5
+
+
+class DataFlags:
+    FIN = 0x01
+
+
+class FrameError(ValueError):
+    """A frame from the network that is malformed or fails its tag: drop it, count it."""
+
+
+def tag(key: bytes, body: bytes | memoryview) -> bytes:
+    """Keyed BLAKE3 over `body`, truncated to 128 bits (ample for a per-frame MAC)."""
+    return blake3.blake3(body, key=key).digest(TAG_SIZE)
+
+
+def seal(key: bytes, body: bytes) -> bytes:
+    return body + tag(key, body)
+
+
+def verify(key: bytes, frame: bytes | memoryview) -> memoryview:
+    """Return the body of `frame` if its tag is valid under `key`, else raise FrameError."""
+    view = memoryview(frame)
+    if len(view) < PREFIX.size + TAG_SIZE:
+        raise FrameError("frame too short")
+    body = view[:-TAG_SIZE]
+    if not hmac.compare_digest(tag(key, body), view[-TAG_SIZE:]):
+        raise FrameError("bad tag")
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class Prefix:
+    version: int
+    type: int
+    flags: int
+    path_id: int
+    session_id: bytes
+
+
+def peek_prefix(frame: bytes | memoryview) -> Prefix:
+    """Read the unauthenticated routing prefix; callers must still verify the tag."""
+    if len(frame) < PREFIX.size + TAG_SIZE:
+        raise FrameError("frame too short")
+    version, ftype, flags, path_id, sid = PREFIX.unpack_from(frame)
+    if version != VERSION:
+        raise FrameError(f"unsupported version {version}")
+    return Prefix(version, ftype, flags, path_id, sid)
+
+
+# --- DATA -----------------------------------------------------------------------------------
+
+
+def encode_data(key: bytes, session_id: bytes, seq: int, payload: bytes, fin: bool) -> bytes:
+    flags = DataFlags.FIN if fin else 0
+    return seal(key, DATA_HEADER.pack(VERSION, FrameType.DATA, flags, 0, session_id, seq) + payload)
+
+
+def data_seq(frame: bytes | memoryview) -> int:
+    """Frame number of an (unverified) DATA frame: lets duplicates be dropped before hashing."""
+    if len(frame) < DATA_HEADER.size + TAG_SIZE:
+        raise FrameError("data frame too short")
+    return int.from_bytes(frame[12:20], "big")
+
+
+def decode_data(body: memoryview) -> tuple[int, bool, bytes]:
+    """(seq, fin, payload) of a verified DATA body."""
+    if len(body) < DATA_HEADER.size:
+        raise FrameError("data frame too short")
+    _, _, flags, _, _, seq = DATA_HEADER.unpack_from(body)
+    return seq, bool(flags & DataFlags.FIN), bytes(body[DATA_HEADER.size :])
+
+
+# --- ACK (per path: acks, RTT timestamps, per-path counters, flow-control window) ----------
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Everything one side tells the other about one path, sent on that path.
+
+    ACKs double as probes and keepalives: they flow on every path at least once per probe
+    interval, so they carry the RTT timestamps and the per-path DATA counters too.
+    """
+
+    path_id: int
+    pseq: int  #: per-path ACK counter, for control-frame loss
+    ts_us: int  #: sender's clock when sent
+    echo_ts_us: int  #: latest ts_us received on this path (0: none yet)
+    echo_delay_us: int  #: how long the echoed ts was held before this ACK went out
+    data_sent: int  #: DATA frames the sender has sent on this path (mod 2**32)
+    data_recv: int  #: DATA frames the sender has received on this path, copies included
+    cumulative: int  #: every frame number below this has been received
+    window_end: int  #: the peer may send frame numbers below this
+    ranges: tuple[tuple[int, int], ...] = ()  #: received runs above `cumulative`: (start, end)
+    lag_us: int = 0  #: typical lag of this path's DATA copies behind the first copy
+
+
+ACK_LAG = struct.Struct("!I")
+
+
+def encode_ack(key: bytes, session_id: bytes, ack: Ack) -> bytes:
+    ranges = ack.ranges[:MAX_ACK_RANGES]
+    parts = [
+        ACK_FIXED.pack(
+            VERSION,
+            FrameType.ACK,
+            0,
+            ack.path_id,
+            session_id,
+            ack.pseq & 0xFFFFFFFF,
+            ack.ts_us,
+            ack.echo_ts_us,
+            min(ack.echo_delay_us, 0xFFFFFFFF),
+            ack.data_sent & 0xFFFFFFFF,
+            ack.data_recv & 0xFFFFFFFF,
+            ack.cumulative,
+            ack.window_end,
+            len(ranges),
+        )
+    ]
+    parts.extend(RANGE.pack(s - ack.cumulative, e - s) for s, e in ranges)
+    parts.append(ACK_LAG.pack(min(ack.lag_us, 0xFFFFFFFF)))
+    return seal(key, b"".join(parts))
+
+
+def decode_ack(body: memoryview) -> Ack:
+    if len(body) < ACK_FIXED.size + ACK_LAG.size:
+        raise FrameError("ack frame too short")
+    (_, _, _, path_id, _, pseq, ts, echo, delay, sent, recv, cum, wend, n) = ACK_FIXED.unpack_from(
+        body
+    )
+    if n > MAX_ACK_RANGES or len(body) != ACK_FIXED.size + n * RANGE.size + ACK_LAG.size:
+        raise FrameError("ack frame length mismatch")
+    ranges = []
+    offset = ACK_FIXED.size
+    for _ in range(n):
+        start, length = RANGE.unpack_from(body, offset)
+        offset += RANGE.size
+        if start == 0 or length == 0:
+            raise FrameError("empty or overlapping ack range")
+        ranges.append((cum + start, cum + start + length))
+    (lag,) = ACK_LAG.unpack_from(body, offset)
+    return Ack(path_id, pseq, ts, echo, delay, sent, recv, cum, wend, tuple(ranges), lag)
+
+
+# --- CLOSE ----------------------------------------------------------------------------------
+
+
+class CloseCode(IntEnum):
+    NORMAL = 0
+    TARGET_UNREACHABLE = 1
+    TARGET_REFUSED = 2  #: the exit's allow-list does not permit the target
+    PROTOCOL_ERROR = 3
+    TIMEOUT = 4  #: the grace period ran out with no path alive
+    SHUTDOWN = 5  #: the exit is shutting down
+
+
+def encode_close(key: bytes, session_id: bytes, path_id: int, code: int, reason: str) -> bytes:
+    text = reason.encode()[:MAX_REASON]
+    head = CLOSE_FIXED.pack(VERSION, FrameType.CLOSE, 0, path_id, session_id, code, len(text))
+    return seal(key, head + text)
+
+
+def decode_close(body: memoryview) -> tuple[int, str]:
+    if len(body) < CLOSE_FIXED.size:
+        raise FrameError("close frame too short")
+    *_, code, length = CLOSE_FIXED.unpack_from(body)
+    if len(body) != CLOSE_FIXED.size + length:
+        raise FrameError("close frame length mismatch")
+    return code, bytes(body[CLOSE_FIXED.size :]).decode(errors="replace")
+
+
+# --- HELLO / WELCOME (sealed with the handshake key derived from the pre-shared key) -------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    path_id: int
+    session_id: bytes
+    client_nonce: bytes
+    unix_ms: int
+    client_public: bytes
+    target: str
+
+
+def encode_hello(auth_key: bytes, hello: Hello) -> bytes:
+    target = hello.target.encode()
+    if len(target) > 255:
+        raise ValueError("target too long")
+    head = HELLO_FIXED.pack(
+        VERSION,
+        FrameType.HELLO,
+        0,
+        hello.path_id,
+        hello.session_id,
+        hello.client_nonce,
+        hello.unix_ms,
+        hello.client_public,
+        len(target),
+    )
+    body = head + target
+    return seal(auth_key, body + bytes(HELLO_SIZE - TAG_SIZE - len(body)))
+
+
+def decode_hello(body: memoryview) -> Hello:
+    if len(body) != HELLO_SIZE - TAG_SIZE:
+        raise FrameError("hello frame has the wrong size")
+    _, _, _, path_id, sid, nonce, unix_ms, pub, tlen = HELLO_FIXED.unpack_from(body)
+    target = bytes(body[HELLO_FIXED.size : HELLO_FIXED.size + tlen])
+    try:
+        return Hello(path_id, sid, nonce, unix_ms, pub, target.decode())
+    except UnicodeDecodeError as exc:
+        raise FrameError("target is not UTF-8") from exc
+
+
+class WelcomeStatus(IntEnum):
+    OK = 0
+    REFUSED = 1  #: target not permitted by the exit's allow-list
+    FULL = 2  #: the exit holds its maximum number of sessions
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    path_id: int
+    session_id: bytes
+    status: int
+    server_nonce: bytes
+    server_public: bytes
+    reason: str
+
+
+def encode_welcome(auth_key: bytes, hello_tag: bytes, welcome: Welcome) -> bytes:
+    """WELCOME's tag also covers the HELLO's tag: an answer is bound to the request it answers."""
+    reason = welcome.reason.encode()[:MAX_REASON]
+    body = (
+        WELCOME_FIXED.pack(
+            VERSION,
+            FrameType.WELCOME,
+            0,
+            welcome.path_id,
+            welcome.session_id,
+            welcome.status,
+            welcome.server_nonce,
+            welcome.server_public,
+            len(reason),
+        )
+        + reason
+    )
+    return body + tag(auth_key, hello_tag + body)
+
+
+def verify_welcome(auth_key: bytes, hello_tag: bytes, frame: bytes) -> Welcome:
+    if len(frame) < WELCOME_FIXED.size + TAG_SIZE:
+        raise FrameError("welcome frame too short")
+    body = frame[:-TAG_SIZE]
+    if not hmac.compare_digest(tag(auth_key, hello_tag + body), frame[-TAG_SIZE:]):
+        raise FrameError("bad tag")
+    _, _, _, path_id, sid, status, nonce, pub, rlen = WELCOME_FIXED.unpack_from(body)
+    if len(body) != WELCOME_FIXED.size + rlen:
+        raise FrameError("welcome frame length mismatch")
+    reason = body[WELCOME_FIXED.size :].decode(errors="replace")
+    return Welcome(path_id, sid, status, nonce, pub, reason)
