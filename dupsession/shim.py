@@ -25,7 +25,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 __all__ = ["Counters", "Impairment", "TcpShim", "UdpShim"]
 
@@ -197,8 +197,8 @@ class _UdpClient(asyncio.DatagramProtocol):
         self.failed = False  # the upstream socket could not be opened
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # cast, not isinstance: 3.11's selector datagram transport lacks the ABC as a base.
+        self.transport = cast(asyncio.DatagramTransport, transport)
         for data in self.pending:
             self.send(data)
         self.pending.clear()
@@ -454,13 +454,12 @@ class _TcpSide(asyncio.Protocol):
         incoming.dst = self
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's lacks the ABC base
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Interactive bytes must not wait for Nagle; asyncio usually sets it, be sure.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.transport = transport
         self.conn.sides.add(self)
         self.incoming.kick()
 

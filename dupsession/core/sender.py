@@ -39,7 +39,10 @@ class Sender:
         self.next_seq = 0
         self.acked_below = 0  #: peer's cumulative ack
         self.peer_window_end = INITIAL_PEER_WINDOW
-        self.unacked_bytes = 0
+        self.unacked_bytes = 0  #: payload bytes at or above the peer's cumulative ack
+        #: seq -> payload length of frames acked only selectively: the peer holds them behind a
+        #: hole, so their bytes keep counting against `window_bytes` (bounds its memory too).
+        self._sacked: dict[int, int] = {}
         self._pending = bytearray()
         self._fin_requested = False
         self.fin_seq: int | None = None
@@ -97,12 +100,14 @@ class Sender:
                 if sent is not None:
                     self.unacked_bytes -= sent.payload_len
                     freed += 1
+                else:
+                    self.unacked_bytes -= self._sacked.pop(seq, 0)
             self.acked_below = min(cumulative, self.next_seq)
         for start, end in ranges:
             for seq in range(max(start, self.acked_below), min(end, self.next_seq)):
                 sent = frames.pop(seq, None)
                 if sent is not None:
-                    self.unacked_bytes -= sent.payload_len
+                    self._sacked[seq] = sent.payload_len
                     freed += 1
         return freed
 

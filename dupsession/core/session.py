@@ -315,6 +315,8 @@ class Session:
         """A closed session answers its peer's stragglers with CLOSE, rate-limited."""
         if self._close_frame is None or now - self._last_tombstone < TOMBSTONE_INTERVAL:
             return
+        if frame[1] == wire.FrameType.CLOSE:
+            return  # the peer is closed too: answering would ping-pong CLOSEs forever
         try:
             wire.verify(self._rx_key, frame)
         except wire.FrameError:
@@ -330,10 +332,13 @@ class Session:
         return wire.encode_data(self._tx_key, self.session_id, seq, payload, fin)
 
     def max_payload(self) -> int:
-        """Frames must fit every live path; 16 KiB ones only when no datagram path is live."""
-        paths = self.paths.values()
-        live = [p for p in paths if p.state is PathState.UP] or list(paths)
-        if not self.config.large_frames or any(p.datagram for p in live):
+        """Frames must fit every path; 16 KiB ones only when no path is a datagram path.
+
+        Every path, not only the live ones: a frame never changes once made, so a 16 KiB frame
+        cut while only stream paths were up could never be resent if they then died and only a
+        datagram path were left; the session would wedge, neither delivering nor timing out.
+        """
+        if not self.config.large_frames or any(p.datagram for p in self.paths.values()):
             return wire.MAX_DATAGRAM_PAYLOAD
         return wire.MAX_STREAM_PAYLOAD
 
@@ -469,7 +474,13 @@ class Session:
             times.append(path.last_sent + cfg.probe_interval)
             if path.state is PathState.UP and path.last_recv is not None:
                 times.append(path.last_recv + timeout)
-            if path.datagram and path.recent_sends and path.cursor < self.sender.next_seq:
+            if (
+                path.datagram
+                and path.recent_sends
+                and path.cursor < self.sender.next_seq
+                and path.state is not PathState.DOWN  # `transmit` skips a down or full path,
+                and path.writable  # so its send budget never refills: waking is a busy loop
+            ):
                 times.append(path.recent_sends[0] + max(path.rtt.srtt, 0.001))
         if self._all_down_since is not None:
             times.append(self._all_down_since + cfg.grace_period)

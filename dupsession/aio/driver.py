@@ -1,0 +1,142 @@
+"""The asyncio glue around one sans-IO `Session`: transmit, one timer, events out.
+
+Everything the core asks for happens here and nowhere else (aioquic's `QuicConnectionProtocol`
+shape): after any input, `poke()` schedules one `flush()` for the end of this loop iteration,
+so a burst of frames read in one go costs one transmit and one timer re-arm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from dupsession.core import events
+from dupsession.core.session import Session
+
+log = logging.getLogger(__name__)
+
+
+class FrameSink(Protocol):
+    """One path's way out: sends whole frames; reliability is not promised."""
+
+    def send_frames(self, frames: list[bytes]) -> None: ...
+
+
+class Endpoint(Protocol):
+    """What a driver hands session events to (the client's stdio, the exit's target)."""
+
+    def on_data(self, data: bytes) -> None: ...
+    def on_eof(self) -> None: ...
+    def on_closed(self, event: events.SessionClosed) -> None: ...
+    def on_writable(self) -> None: ...
+
+
+class SessionDriver:
+    def __init__(self, session: Session, endpoint: Endpoint) -> None:
+        self.session = session
+        self.endpoint = endpoint
+        self.sinks: dict[int, FrameSink] = {}
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flush_pending = False
+        self.on_path_event: Callable[[events.Event], None] | None = None
+        self.closed = asyncio.Event()
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    def attach(self, path_id: int, sink: FrameSink, datagram: bool) -> None:
+        """Give the session a path (new, or a reconnected one replacing its old sink)."""
+        self.sinks[path_id] = sink
+        self.session.add_path(path_id, datagram, self.now())
+        self.poke()
+
+    def detach(self, path_id: int, sink: FrameSink) -> None:
+        if self.sinks.get(path_id) is sink:
+            del self.sinks[path_id]
+
+    def frame_received(self, frame: bytes, path_id: int | None) -> int | None:
+        """Feed one frame; returns the authenticated path id named inside it, if any."""
+        named = self.session.receive_frame(frame, self.now(), path_id)
+        self.poke()
+        return named
+
+    def send(self, data: bytes) -> None:
+        self.session.send(data)
+        self.poke()
+
+    def close_stream(self) -> None:
+        self.session.close_stream()
+        self.poke()
+
+    def poke(self) -> None:
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_pending = False
+        session = self.session
+        now = self.now()
+        for path_id, frames in session.transmit(now).items():
+            sink = self.sinks.get(path_id)
+            if sink is not None:
+                try:
+                    sink.send_frames(frames)
+                except OSError as exc:  # an uplink vanished: the path is just silent
+                    log.debug("path %d send failed: %s", path_id, exc)
+        self._dispatch_events()
+        if session.writable():
+            self.endpoint.on_writable()
+        self._arm_timer(session.get_timer())
+
+    def _dispatch_events(self) -> None:
+        endpoint = self.endpoint
+        while (event := self.session.next_event()) is not None:
+            if isinstance(event, events.StreamData):
+                endpoint.on_data(event.data)
+            elif isinstance(event, events.StreamEnded):
+                endpoint.on_eof()
+            elif isinstance(event, events.SessionClosed):
+                # Send the CLOSE frames the core queued before anyone tears the paths down.
+                for path_id, frames in self.session.transmit(self.now()).items():
+                    sink = self.sinks.get(path_id)
+                    if sink is not None:
+                        try:
+                            sink.send_frames(frames)
+                        except OSError:
+                            pass
+                endpoint.on_closed(event)
+                self.closed.set()
+            if self.on_path_event is not None and isinstance(
+                event, events.PathUp | events.PathDown
+            ):
+                self.on_path_event(event)
+
+    def _arm_timer(self, when: float | None) -> None:
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            # monotonic() and loop.time() share a clock on Linux; convert anyway to be safe.
+            delay = max(0.0, when - self.now())
+            self._timer = self._loop.call_at(self._loop.time() + delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.session.handle_timer(self.now())
+        self.flush()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -1,0 +1,253 @@
+"""The client endpoint: handshake over every path, then one session between a byte stream
+(ssh's stdin/stdout in ProxyCommand mode, or any asyncio stream pair) and the exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from enum import IntEnum
+
+from dupsession.aio.driver import SessionDriver
+from dupsession.aio.transports import TcpPath, UdpPath, open_path
+from dupsession.core import events, wire
+from dupsession.core.handshake import ClientHandshake, HandshakeError, SessionKeys
+from dupsession.core.session import Role, Session
+from dupsession.settings import ClientSettings
+
+log = logging.getLogger(__name__)
+
+#: HELLO is resent on datagram paths this often (s) until a WELCOME arrives.
+HELLO_RESEND = 0.5
+
+
+class ExitCode(IntEnum):
+    """Process exit codes: scripts can tell failures apart without parsing stderr."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    HANDSHAKE = 3  #: no path answered: wrong key, exit down, or every path blocked
+    REFUSED = 4  #: the exit's allow-list refused the target
+    TARGET = 5  #: the exit could not reach the target
+    LOST = 6  #: the session died: grace period over, or a protocol error
+
+
+class SessionFailed(Exception):
+    def __init__(self, code: ExitCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_CLOSE_TO_EXIT = {
+    wire.CloseCode.NORMAL: ExitCode.OK,
+    wire.CloseCode.TARGET_UNREACHABLE: ExitCode.TARGET,
+    wire.CloseCode.TARGET_REFUSED: ExitCode.REFUSED,
+    wire.CloseCode.PROTOCOL_ERROR: ExitCode.LOST,
+    wire.CloseCode.TIMEOUT: ExitCode.LOST,
+    wire.CloseCode.SHUTDOWN: ExitCode.LOST,
+}
+
+
+class ByteStream:
+    """The local side of the session: where bytes come from and go to."""
+
+    def write(self, data: bytes) -> None: ...
+    def write_eof(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def is_congested(self) -> bool:
+        return False
+
+
+@dataclass
+class _Handshaking:
+    handshake: ClientHandshake
+    done: asyncio.Future[tuple[int, SessionKeys]]
+    closed_after_hello: set[int]
+
+
+class Client:
+    """Owns the paths; first runs the handshake, then drives the session."""
+
+    def __init__(self, settings: ClientSettings, target: str, psk: bytes) -> None:
+        self.settings = settings
+        self.target = target
+        self.psk = psk
+        self.paths: dict[int, UdpPath | TcpPath] = {}
+        self.driver: SessionDriver | None = None
+        self._hs: _Handshaking | None = None
+        self._path_errors: dict[int, str] = {}
+        self.stream: ByteStream | None = None
+        self.result: asyncio.Future[events.SessionClosed] | None = None
+
+    # -- PathOwner ---------------------------------------------------------------------------
+
+    def path_open(self, path_id: int, sink: object) -> None:
+        self._path_errors.pop(path_id, None)
+        path = self.paths[path_id]
+        if self.driver is not None:
+            self.driver.attach(path_id, path, path.datagram)
+        elif self._hs is not None:
+            path.send_frames([self._hs.handshake.hello_frame(path_id)])
+
+    def path_frame(self, path_id: int, frame: bytes) -> None:
+        if self.driver is not None:
+            self.driver.frame_received(frame, path_id)
+            return
+        hs = self._hs
+        if hs is None or hs.done.done() or len(frame) < 2 or frame[1] != wire.FrameType.WELCOME:
+            return
+        try:
+            welcome, keys = hs.handshake.accept(path_id, frame)
+        except (wire.FrameError, HandshakeError) as exc:
+            log.debug("path %d: ignoring bad welcome: %s", path_id, exc)
+            return
+        if keys is None:
+            code = (
+                ExitCode.REFUSED if welcome.status == wire.WelcomeStatus.REFUSED else ExitCode.ERROR
+            )
+            hs.done.set_exception(
+                SessionFailed(code, f"exit refused the session: {welcome.reason}")
+            )
+        else:
+            hs.done.set_result((path_id, keys))
+
+    def path_writable(self, path_id: int, writable: bool) -> None:
+        if self.driver is not None:
+            self.driver.session.set_path_writable(path_id, writable)
+            self.driver.poke()
+
+    def path_lost(self, path_id: int, reason: str) -> None:
+        self._path_errors[path_id] = reason
+        if self.driver is not None:
+            self.driver.detach(path_id, self.paths[path_id])
+        elif self._hs is not None:
+            self._hs.closed_after_hello.add(path_id)
+        log.info("path %d (%s) lost: %s", path_id, self.paths[path_id].spec, reason)
+
+    # -- Endpoint (session events) -----------------------------------------------------------
+
+    def on_data(self, data: bytes) -> None:
+        assert self.stream is not None and self.driver is not None
+        self.stream.write(data)
+        if self.stream.is_congested():
+            self.driver.session.pause_receiving(True)
+
+    def on_eof(self) -> None:
+        assert self.stream is not None
+        self.stream.write_eof()
+
+    def on_closed(self, event: events.SessionClosed) -> None:
+        if self.result is not None and not self.result.done():
+            self.result.set_result(event)
+
+    def on_writable(self) -> None:
+        if self.stream is not None:
+            self.stream.resume_reading()
+
+    # -- the local stream -------------------------------------------------------------------
+
+    def local_data(self, data: bytes) -> None:
+        assert self.driver is not None and self.stream is not None
+        self.driver.send(data)
+        if not self.driver.session.writable():
+            self.stream.pause_reading()
+
+    def local_eof(self) -> None:
+        if self.driver is not None:
+            self.driver.close_stream()
+
+    def local_drained(self) -> None:
+        if self.driver is not None:
+            self.driver.session.pause_receiving(False)
+            self.driver.poke()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open every path and run the handshake; raise SessionFailed with a clear reason."""
+        if not self.settings.paths:
+            raise SessionFailed(
+                ExitCode.USAGE,
+                "no paths configured: give --path udp://HOST:PORT (or tcp://) or a config file",
+            )
+        loop = asyncio.get_running_loop()
+        handshake = ClientHandshake(self.psk, self.target, time.time())
+        self._hs = _Handshaking(handshake, loop.create_future(), set())
+        for index, spec in enumerate(self.settings.paths, start=1):
+            self.paths[index] = open_path(index, spec, self)
+        openers = [loop.create_task(self._open(pid)) for pid in self.paths]
+        resend = loop.create_task(self._resend_hello())
+        try:
+            path_id, keys = await asyncio.wait_for(
+                asyncio.shield(self._hs.done), self.settings.connect_timeout
+            )
+        except TimeoutError:
+            raise SessionFailed(ExitCode.HANDSHAKE, self._handshake_failure()) from None
+        finally:
+            resend.cancel()
+        session = Session(
+            Role.CLIENT, handshake.session_id, keys, time.monotonic(), self.settings.session
+        )
+        self.driver = SessionDriver(session, self)
+        self.result = loop.create_future()
+        for pid, path in self.paths.items():
+            if path.is_open():
+                self.driver.attach(pid, path, path.datagram)
+        del openers
+
+    async def _open(self, path_id: int) -> None:
+        path = self.paths[path_id]
+        try:
+            await path.open()
+        except (OSError, TimeoutError) as exc:
+            self.path_lost(path_id, f"cannot open: {exc}")
+            path.retry_later()
+
+    async def _resend_hello(self) -> None:
+        assert self._hs is not None
+        while True:
+            await asyncio.sleep(HELLO_RESEND)
+            for pid, path in self.paths.items():
+                if path.datagram and pid not in self._path_errors:
+                    path.send_frames([self._hs.handshake.hello_frame(pid)])
+
+    def _handshake_failure(self) -> str:
+        assert self._hs is not None
+        timeout = self.settings.connect_timeout
+        stream_ids = [pid for pid, p in self.paths.items() if not p.datagram]
+        if any(
+            p in self._hs.closed_after_hello and "closed by peer" in self._path_errors.get(p, "")
+            for p in stream_ids
+        ):
+            return (
+                "the exit closed the connection without answering the handshake: "
+                "wrong key (the exit and this client must share the same key file)"
+            )
+        if len(self._path_errors) == len(self.paths):
+            details = "; ".join(
+                f"{self.paths[p].spec}: {self._path_errors[p]}" for p in sorted(self.paths)
+            )
+            return f"no path reachable ({details})"
+        return (
+            f"no answer from the exit within {timeout:g} s on any path: "
+            "wrong key, exit not running, or every path blocked"
+        )
+
+    def close(self) -> None:
+        for path in self.paths.values():
+            path.close()
+        if self.driver is not None:
+            self.driver.stop()
+
+
+def exit_code_for(event: events.SessionClosed) -> ExitCode:
+    return _CLOSE_TO_EXIT.get(event.code, ExitCode.ERROR)  # type: ignore[call-overload]
+
+
+async def wait_closed(client: Client) -> events.SessionClosed:
+    assert client.result is not None
+    return await client.result

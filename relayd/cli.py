@@ -1,0 +1,102 @@
+"""`relayd serve`: run the exit. Logs to stderr; SIGTERM/SIGINT shut down cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from dupsession.aio.loop import run
+from dupsession.core.session import SessionConfig
+from dupsession.keyfile import KeyFileError, load
+from dupsession.pathspec import PathSpecError, parse_hostport
+from relayd.acl import AclError, AllowList
+from relayd.server import ExitConfig, ExitServer
+
+log = logging.getLogger("relayd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relayd", description="dupsession exit daemon")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the exit: terminate sessions, connect targets")
+    serve.add_argument(
+        "--listen",
+        required=True,
+        metavar="HOST:PORT",
+        help="UDP and TCP address to listen on (same port for both)",
+    )
+    serve.add_argument(
+        "--key",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="pre-shared key file (dupsession keygen FILE)",
+    )
+    serve.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="target sessions may reach (repeatable; HOST:* for any port); default: none",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=SessionConfig().grace_period,
+        metavar="SECONDS",
+        help="keep sessions this long with every path down",
+    )
+    serve.add_argument("--max-sessions", type=int, default=1024)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+async def serve(config: ExitConfig) -> int:
+    server = ExitServer(config)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", *config.listen, exc.strerror or exc)
+        return 1
+    if not config.allow.entries:
+        log.warning("the allow-list is empty: every session will be refused (use --allow)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: closing %d session(s)", len(server.sessions))
+    await server.close()
+    await asyncio.sleep(0.05)  # let the CLOSE frames leave
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s relayd %(levelname)s %(message)s",
+    )
+    try:
+        listen = parse_hostport(args.listen, "--listen")
+        allow = AllowList.parse(args.allow)
+        psk = load(args.key)
+    except (PathSpecError, AclError, KeyFileError) as exc:
+        print(f"relayd: {exc}", file=sys.stderr)
+        return 2
+    from dataclasses import replace
+
+    config = ExitConfig(
+        listen, psk, allow, args.max_sessions, replace(SessionConfig(), grace_period=args.grace)
+    )
+    return run(serve(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""One session at the exit: the sans-IO session, its paths' reply sinks, the target connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+
+from dupsession.aio.driver import SessionDriver
+from dupsession.core import events, wire
+from dupsession.core.handshake import Accepted
+
+log = logging.getLogger("relayd")
+
+TARGET_CONNECT_TIMEOUT = 10.0
+#: Above this many bytes queued toward the target, stop opening the client's window.
+TARGET_HIGH_WATER = 1024 * 1024
+
+
+class UdpReply:
+    """Frames to one UDP path go to the latest authenticated source address (roaming)."""
+
+    datagram = True
+
+    def __init__(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+        self.sock = sock
+        self.addr = addr
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            try:
+                self.sock.sendto(frame, self.addr)
+            except (BlockingIOError, InterruptedError):
+                return
+
+
+class _TargetProtocol(asyncio.Protocol):
+    def __init__(self, exit_session: ExitSession) -> None:
+        self.exit = exit_session
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        transport.set_write_buffer_limits(high=TARGET_HIGH_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        driver = self.exit.driver
+        driver.send(data)
+        if not driver.session.writable() and self.transport is not None:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.exit.driver.close_stream()
+        return True  # keep our write side open: half-close
+
+    def pause_writing(self) -> None:
+        self.exit.driver.session.pause_receiving(True)
+
+    def resume_writing(self) -> None:
+        self.exit.driver.session.pause_receiving(False)
+        self.exit.driver.poke()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self.exit.abort(wire.CloseCode.TARGET_UNREACHABLE, f"target connection lost: {exc}")
+
+
+class ExitSession:
+    """Endpoint for a `SessionDriver`: session bytes go to the target, target bytes back."""
+
+    def __init__(
+        self,
+        accepted: Accepted,
+        driver_factory: Callable[[ExitSession], SessionDriver],
+        host: str,
+        port: int,
+    ) -> None:
+        self.accepted = accepted
+        self.host = host
+        self.port = port
+        self.target_name = accepted.hello.target
+        self.label = accepted.hello.session_id.hex()
+        self.udp_paths: dict[tuple[str, int], int] = {}  #: source address -> path id
+        self._target: _TargetProtocol | None = None
+        self._early: list[bytes] = []
+        self._early_eof = False
+        self.closed: events.SessionClosed | None = None
+        self.driver = driver_factory(self)
+        self.on_finished: Callable[[ExitSession], None] | None = None
+
+    async def connect_target(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(lambda: _TargetProtocol(self), self.host, self.port),
+                TARGET_CONNECT_TIMEOUT,
+            )
+        except (OSError, TimeoutError) as exc:
+            reason = f"exit cannot connect to {self.target_name}: {exc or 'timed out'}"
+            log.warning("session %s: %s", self.label, reason)
+            self.abort(wire.CloseCode.TARGET_UNREACHABLE, reason)
+            return
+        if self.closed is not None:
+            protocol.transport and protocol.transport.close()
+            return
+        self._target = protocol
+        assert protocol.transport is not None
+        for chunk in self._early:
+            protocol.transport.write(chunk)
+        self._early.clear()
+        if self._early_eof:
+            protocol.transport.write_eof()
+        log.info("session %s: connected to target %s", self.label, self.target_name)
+
+    def abort(self, code: int, reason: str) -> None:
+        self.driver.session.abort(code, reason, self.driver.now())
+        self.driver.flush()
+
+    # -- Endpoint ----------------------------------------------------------------------------
+
+    def on_data(self, data: bytes) -> None:
+        target = self._target
+        if target is None or target.transport is None:
+            self._early.append(data)  # bounded: the session's window limits what arrives
+            return
+        target.transport.write(data)
+
+    def on_eof(self) -> None:
+        target = self._target
+        if target is None or target.transport is None:
+            self._early_eof = True
+        elif target.transport.can_write_eof() and not target.transport.is_closing():
+            target.transport.write_eof()
+
+    def on_closed(self, event: events.SessionClosed) -> None:
+        self.closed = event
+        if self._target is not None and self._target.transport is not None:
+            self._target.transport.close()
+        snap = self.driver.session
+        who = "client" if event.by_peer else "exit"
+        log.info(
+            "session %s: closed by %s: %s (to target %d B, from target %d B)",
+            self.label,
+            who,
+            event.reason,
+            snap.bytes_in,
+            snap.bytes_out,
+        )
+        if self.on_finished is not None:
+            self.on_finished(self)
+
+    def on_writable(self) -> None:
+        target = self._target
+        if (
+            target is not None
+            and target.transport is not None
+            and not target.transport.is_reading()
+        ):
+            target.transport.resume_reading()

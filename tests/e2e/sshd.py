@@ -1,0 +1,315 @@
+"""A private OpenSSH server for end-to-end tests.
+
+Why: dupsession exists to carry real `ssh` sessions, so the end-to-end tests run the real
+client against a real `sshd` -- but never the machine's own. Everything here lives in one
+temp dir (throwaway host and user keys, config, known_hosts, pid file, log), listens only on
+127.0.0.1 at a free high port, and is stopped by its own PID. Nothing in /etc/ssh is read or
+written (`sshd -f` and `ssh -F /dev/null`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+__all__ = ["HOST_KEY_ALIAS", "PrivateSshd", "private_sshd", "require_binary", "start_sshd"]
+
+# The name the host key is pinned under, so the same known_hosts verifies the server whether
+# ssh reaches it directly, through a shim's port or through a ProxyCommand.
+HOST_KEY_ALIAS = "dupsession-test"
+
+SSHD_START_TIMEOUT = 10.0  # seconds for sshd to accept connections; it takes ~50 ms
+SSHD_STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
+PRIVSEP_DIR = Path("/run/sshd")  # compiled into Debian's sshd; it refuses to start without it
+
+# Directives newer OpenSSH releases need for a test server but older ones reject.
+# PerSourcePenalties (9.8+) would otherwise throttle 127.0.0.1 after a few failed sessions.
+OPTIONAL_DIRECTIVES = ("PerSourcePenalties no",)
+
+
+def require_binary(name: str) -> str:
+    """The absolute path of the program `name`, or skip the test (fail it when CI=true).
+
+    Why fail under CI: a CI run that silently skips every end-to-end test would look green.
+    sbin directories are searched too, since `sshd` is often not on a user's PATH.
+    """
+    search = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"])
+    path = shutil.which(name, path=search)
+    if path is not None:
+        return path
+    reason = (
+        f"{name!r} not found on PATH or in /usr/sbin: install it (Debian: apt-get install "
+        "openssh-server openssh-client tmux socat, or run contrib/install-and-test.sh)"
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1 (the caller retries if it is taken meanwhile)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _keygen(ssh_keygen: str, path: Path, comment: str) -> None:
+    subprocess.run(
+        [ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _descendants(pid: int) -> list[int]:
+    """PIDs of every process below `pid` (sshd forks one child per connection)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to exited (gone, or a zombie waiting for its parent to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class PrivateSshd:
+    """A running private sshd and everything a client needs to log into it."""
+
+    dir: Path
+    """Temp dir holding keys, config, known_hosts, pid file and `sshd.log`."""
+    port: int
+    user: str
+    user_key: Path
+    """Private key whose public half is the only authorized key."""
+    known_hosts: Path
+    """Pins the host key for [127.0.0.1]:port and for `HOST_KEY_ALIAS`."""
+    process: subprocess.Popen[bytes]
+    ssh: str
+    """Absolute path of the `ssh` client."""
+    host: str = "127.0.0.1"
+
+    @property
+    def log(self) -> str:
+        """sshd's log so far (LogLevel VERBOSE), for assertion messages."""
+        return (self.dir / "sshd.log").read_text(errors="replace")
+
+    def ssh_command(
+        self,
+        *remote_cmd: str,
+        proxy_command: str | None = None,
+        extra_opts: Sequence[str] = (),
+        port: int | None = None,
+    ) -> list[str]:
+        """argv for `ssh` to this server, host key checked strictly, no agent or user config.
+
+        `proxy_command` becomes `-o ProxyCommand=...` (ssh expands %h and %p in it).
+        `extra_opts` go before the destination. `port` replaces the server's port, e.g. to
+        connect through a TcpShim; the host key still verifies through `HOST_KEY_ALIAS`.
+        """
+        argv = [
+            self.ssh,
+            "-F", "/dev/null",
+            "-i", str(self.user_key),
+            "-o", "IdentitiesOnly=yes",
+            "-o", "IdentityAgent=none",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "UpdateHostKeys=no",
+            "-o", f"HostKeyAlias={HOST_KEY_ALIAS}",
+            "-o", "BatchMode=yes",
+            "-o", "ConnectTimeout=20",
+        ]  # fmt: skip
+        if proxy_command is not None:
+            argv += ["-o", f"ProxyCommand={proxy_command}"]
+        argv += [*extra_opts, "-p", str(port or self.port), f"{self.user}@{self.host}"]
+        return [*argv, *remote_cmd]
+
+    def stop(self) -> None:
+        """Stop sshd and its per-connection children, each by its own PID."""
+        if self.process.poll() is not None:
+            return
+        # Per-connection children run in their own sessions (sshd calls setsid), so they
+        # are found through /proc and stopped one by one -- first, while the listener is
+        # still alive to reap them (an orphan zombie may never be reaped in a container).
+        children = _descendants(self.process.pid)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + SSHD_STOP_TIMEOUT
+        while any(_alive(pid) for pid in children):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        self.process.terminate()
+        try:
+            self.process.wait(SSHD_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(SSHD_STOP_TIMEOUT)
+
+
+def _write_config(root: Path, port: int, optional: Sequence[str]) -> Path:
+    config = root / "sshd_config"
+    lines = [
+        f"Port {port}",
+        "ListenAddress 127.0.0.1",
+        f"HostKey {root / 'host_ed25519'}",
+        f"AuthorizedKeysFile {root / 'authorized_keys'}",
+        f"PidFile {root / 'sshd.pid'}",
+        "PermitRootLogin prohibit-password",  # CI runs as root
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "StrictModes no",  # the temp dir's modes are not sshd's business
+        "LogLevel VERBOSE",
+        "Subsystem sftp internal-sftp",
+        "AllowTcpForwarding yes",  # SSH relays use direct-tcpip channels
+        "X11Forwarding no",
+        "PrintMotd no",
+        "UseDNS no",
+        "MaxStartups 100",  # tests open many connections at once
+        "MaxSessions 100",
+        *optional,
+    ]
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+def _check_config(sshd: str, root: Path, port: int) -> Path:
+    """Write a config this sshd accepts, dropping optional directives it does not know."""
+    optional = list(OPTIONAL_DIRECTIVES)
+    while True:
+        config = _write_config(root, port, optional)
+        result = subprocess.run(
+            [sshd, "-t", "-f", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+        if result.returncode == 0:
+            return config
+        rejected = [d for d in optional if d.split()[0] in result.stderr]
+        if not rejected:
+            raise RuntimeError(f"sshd rejects its test config:\n{result.stderr}")
+        optional = [d for d in optional if d not in rejected]
+
+
+def _ensure_privsep_dir() -> None:
+    if PRIVSEP_DIR.is_dir():
+        return
+    try:
+        PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+        PRIVSEP_DIR.chmod(0o755)  # mkdir's mode is filtered by the umask
+    except PermissionError:
+        pass  # not root: an unprivileged sshd can still serve its own user
+
+
+def _wait_listening(process: subprocess.Popen[bytes], port: int) -> bool:
+    """True once the port accepts; False if sshd exited first (e.g. the port was taken)."""
+    deadline = time.monotonic() + SSHD_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.02)
+    raise TimeoutError(f"sshd did not listen on 127.0.0.1:{port} within {SSHD_START_TIMEOUT}s")
+
+
+def start_sshd(attempts: int = 3) -> PrivateSshd:
+    """Generate keys and config in a new temp dir and start sshd; call `.stop()` after.
+
+    Prefer `private_sshd()` (or the `sshd` fixture), which also removes the temp dir.
+    """
+    sshd = require_binary("sshd")
+    ssh = require_binary("ssh")
+    ssh_keygen = require_binary("ssh-keygen")
+    _ensure_privsep_dir()
+    root = Path(tempfile.mkdtemp(prefix="dupsession-sshd-"))
+    user = getpass.getuser()
+    _keygen(ssh_keygen, root / "host_ed25519", "dupsession-test-host")
+    _keygen(ssh_keygen, root / "user_ed25519", f"{user}@dupsession-test")
+    shutil.copyfile(root / "user_ed25519.pub", root / "authorized_keys")
+    host_key = " ".join((root / "host_ed25519.pub").read_text().split()[:2])
+    for _ in range(attempts):
+        port = free_port()
+        config = _check_config(sshd, root, port)
+        (root / "known_hosts").write_text(
+            f"[127.0.0.1]:{port} {host_key}\n{HOST_KEY_ALIAS} {host_key}\n"
+        )
+        with (root / "sshd.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sshd, "-D", "-e", "-f", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        server = PrivateSshd(
+            dir=root,
+            port=port,
+            user=user,
+            user_key=root / "user_ed25519",
+            known_hosts=root / "known_hosts",
+            process=process,
+            ssh=ssh,
+        )
+        try:
+            if _wait_listening(process, port):
+                return server
+        except BaseException:
+            server.stop()
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        server.stop()  # exited early: most likely the port was taken meanwhile; retry
+    log_text = (root / "sshd.log").read_text(errors="replace")
+    shutil.rmtree(root, ignore_errors=True)
+    raise RuntimeError(f"sshd would not start after {attempts} attempts:\n{log_text}")
+
+
+@contextlib.contextmanager
+def private_sshd() -> Iterator[PrivateSshd]:
+    """A private sshd for the duration of the block; stopped and its temp dir removed."""
+    server = start_sshd()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
