@@ -271,6 +271,7 @@ class Session:
                 path.rtt.add(sample)
                 path.rtt_history.append(sample)
         path.outbound.lag = ack.lag_us / 1e6
+        path.outbound.first = ack.first
         path.peer_report = path.update_loss(
             ack.data_sent, path.data_recv, path.inbound, path.peer_report
         )
@@ -442,6 +443,7 @@ class Session:
             window_end=receiver.window_end(),
             ranges=receiver.ranges.lowest(wire.MAX_ACK_RANGES),
             lag_us=int(path.inbound.lag * 1e6),
+            first=path.inbound.first,
         )
         return wire.encode_ack(self._tx_key, self.session_id, ack)
 
@@ -552,7 +554,11 @@ class Session:
                         "lag": p.inbound.lag,
                         "loss": p.inbound.loss,
                     },
-                    "outbound": {"lag": p.outbound.lag, "loss": p.outbound.loss},
+                    "outbound": {
+                        "first": p.outbound.first,
+                        "lag": p.outbound.lag,
+                        "loss": p.outbound.loss,
+                    },
                 }
                 for p in self.paths.values()
             ],

@@ -147,9 +147,10 @@ class Ack:
     window_end: int  #: the peer may send frame numbers below this
     ranges: tuple[tuple[int, int], ...] = ()  #: received runs above `cumulative`: (start, end)
     lag_us: int = 0  #: typical lag of this path's DATA copies behind the first copy
+    first: int = 0  #: DATA frames this path delivered before any other path (mod 2**32)
 
 
-ACK_LAG = struct.Struct("!I")
+ACK_TAIL = struct.Struct("!II")  # lag_us, first
 
 
 def encode_ack(key: bytes, session_id: bytes, ack: Ack) -> bytes:
@@ -173,17 +174,17 @@ def encode_ack(key: bytes, session_id: bytes, ack: Ack) -> bytes:
         )
     ]
     parts.extend(RANGE.pack(s - ack.cumulative, e - s) for s, e in ranges)
-    parts.append(ACK_LAG.pack(min(ack.lag_us, 0xFFFFFFFF)))
+    parts.append(ACK_TAIL.pack(min(ack.lag_us, 0xFFFFFFFF), ack.first & 0xFFFFFFFF))
     return seal(key, b"".join(parts))
 
 
 def decode_ack(body: memoryview) -> Ack:
-    if len(body) < ACK_FIXED.size + ACK_LAG.size:
+    if len(body) < ACK_FIXED.size + ACK_TAIL.size:
         raise FrameError("ack frame too short")
     (_, _, _, path_id, _, pseq, ts, echo, delay, sent, recv, cum, wend, n) = ACK_FIXED.unpack_from(
         body
     )
-    if n > MAX_ACK_RANGES or len(body) != ACK_FIXED.size + n * RANGE.size + ACK_LAG.size:
+    if n > MAX_ACK_RANGES or len(body) != ACK_FIXED.size + n * RANGE.size + ACK_TAIL.size:
         raise FrameError("ack frame length mismatch")
     ranges = []
     offset = ACK_FIXED.size
@@ -193,8 +194,8 @@ def decode_ack(body: memoryview) -> Ack:
         if start == 0 or length == 0:
             raise FrameError("empty or overlapping ack range")
         ranges.append((cum + start, cum + start + length))
-    (lag,) = ACK_LAG.unpack_from(body, offset)
-    return Ack(path_id, pseq, ts, echo, delay, sent, recv, cum, wend, tuple(ranges), lag)
+    lag, first = ACK_TAIL.unpack_from(body, offset)
+    return Ack(path_id, pseq, ts, echo, delay, sent, recv, cum, wend, tuple(ranges), lag, first)
 
 
 # --- CLOSE ----------------------------------------------------------------------------------
