@@ -16,7 +16,7 @@ from dupsession import keyfile, settings
 from dupsession.aio.loop import run
 from dupsession.client import ExitCode
 
-SUBCOMMANDS = ("keygen", "demo")
+SUBCOMMANDS = ("keygen", "demo", "status")
 
 
 def _proxy_parser() -> argparse.ArgumentParser:
@@ -80,6 +80,19 @@ def _demo(argv: list[str]) -> int:
     return demo.main(argv)
 
 
+def _status(argv: list[str]) -> int:
+    from dupsession import status
+
+    parser = argparse.ArgumentParser(
+        prog="dupsession status",
+        description="live view of every dupsession session and path on this machine",
+    )
+    parser.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    parser.add_argument("--json", action="store_true", help="one snapshot as JSON, for scripts")
+    args = parser.parse_args(argv)
+    return status.run("client", args.once, args.json)
+
+
 def _proxy(argv: list[str]) -> int:
     from dataclasses import replace
 
@@ -111,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         return _keygen(argv[1:])
     if argv and argv[0] == "demo":
         return _demo(argv[1:])
+    if argv and argv[0] == "status":
+        return _status(argv[1:])
     return _proxy(argv)
 
 

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
+from dupsession import control
 from dupsession.aio.driver import SessionDriver
 from dupsession.aio.transports import TcpPath, UdpPath, open_path
 from dupsession.core import events, wire
 from dupsession.core.handshake import ClientHandshake, HandshakeError, SessionKeys
-from dupsession.core.session import Role, Session
+from dupsession.core.session import Role, Session, SessionState
 from dupsession.settings import ClientSettings
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,8 @@ class Client:
         self._path_errors: dict[int, str] = {}
         self.stream: ByteStream | None = None
         self.result: asyncio.Future[events.SessionClosed] | None = None
+        self.started = time.monotonic()
+        self._control: control.ControlServer | None = None
 
     # -- PathOwner ---------------------------------------------------------------------------
 
@@ -175,6 +180,7 @@ class Client:
                 "no paths configured: give --path udp://HOST:PORT (or tcp://) or a config file",
             )
         loop = asyncio.get_running_loop()
+        await self._start_control()
         handshake = ClientHandshake(self.psk, self.target, time.time())
         self._hs = _Handshaking(handshake, loop.create_future(), set())
         for index, spec in enumerate(self.settings.paths, start=1):
@@ -182,7 +188,7 @@ class Client:
         openers = [loop.create_task(self._open(pid)) for pid in self.paths]
         resend = loop.create_task(self._resend_hello())
         try:
-            path_id, keys = await asyncio.wait_for(
+            _, keys = await asyncio.wait_for(
                 asyncio.shield(self._hs.done), self.settings.connect_timeout
             )
         except TimeoutError:
@@ -242,6 +248,54 @@ class Client:
             path.close()
         if self.driver is not None:
             self.driver.stop()
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
+    # -- observation -------------------------------------------------------------------------
+
+    async def _start_control(self) -> None:
+        """Expose this session to `dupsession status`; a failure here never stops the session."""
+        try:
+            path = control.socket_path("client", str(os.getpid()) + f"-{id(self):x}")
+            server = control.ControlServer(path, "client", self.snapshot)
+            await server.start()
+        except (OSError, control.ControlError) as exc:
+            log.info("no control socket (%s): dupsession status will not see this session", exc)
+            return
+        self._control = server
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """This session for the control channel: the core's snapshot plus what only we know."""
+        now = time.monotonic()
+        if self.driver is None:
+            doc: dict[str, Any] = {
+                "state": "connecting",
+                "age": now - self.started,
+                "bytes_out": 0,
+                "bytes_in": 0,
+                "paths": [{"id": pid, "state": "connecting"} for pid in self.paths],
+            }
+        else:
+            doc = self.driver.session.snapshot(now)
+            doc["age"] = now - self.started
+            doc["state"] = _STATE_NAMES[self.driver.session.state]
+        doc["target"] = self.target
+        doc["role"] = "client"
+        for path in doc["paths"]:
+            spec = self.paths[path["id"]].spec
+            path["spec"] = str(spec)
+            path["uplink"] = spec.uplink or "default"
+            path["via"] = "direct"
+            path["error"] = self._path_errors.get(path["id"])
+        return [doc]
+
+
+_STATE_NAMES = {
+    SessionState.OPEN: "up",
+    SessionState.RESUMING: "resuming",
+    SessionState.CLOSED: "closed",
+}
 
 
 def exit_code_for(event: events.SessionClosed) -> ExitCode:

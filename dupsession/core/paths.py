@@ -81,7 +81,6 @@ class Path:
     data_sent: int = 0
     data_recv: int = 0
     peer_report: tuple[int, int] | None = None  #: (peer data_sent, our data_recv) at last ACK
-    our_report: tuple[int, int] | None = None  #: (our data_sent, peer data_recv) at last ACK
     inbound: DirectionStats = field(default_factory=DirectionStats)
     outbound: DirectionStats = field(default_factory=DirectionStats)
     bytes_sent: int = 0

@@ -272,12 +272,12 @@ class Session:
                 path.rtt_history.append(sample)
         path.outbound.lag = ack.lag_us / 1e6
         path.outbound.first = ack.first
+        # Inbound loss is measured here: on a FIFO path every DATA frame the peer sent before
+        # this ACK has arrived by now unless lost. Outbound loss is the peer's own measure.
         path.peer_report = path.update_loss(
             ack.data_sent, path.data_recv, path.inbound, path.peer_report
         )
-        path.our_report = path.update_loss(
-            path.data_sent, ack.data_recv, path.outbound, path.our_report
-        )
+        path.outbound.loss = ack.loss_bp / 10000
         sender = self.sender
         sender.peer_window_end = max(sender.peer_window_end, ack.window_end)
         sender.on_ack(ack.cumulative, ack.ranges)
@@ -379,6 +379,7 @@ class Session:
                 for sent in resend:
                     if len(sent.frame) <= limit:
                         frames.append(sent.frame)
+                        path.data_sent += 1
                         sender.sent(sent, now, rto)
                 self._send_new(path, frames, now, rto, limit)
             if ack_due or now - path.last_sent >= self.config.probe_interval:
@@ -444,6 +445,7 @@ class Session:
             ranges=receiver.ranges.lowest(wire.MAX_ACK_RANGES),
             lag_us=int(path.inbound.lag * 1e6),
             first=path.inbound.first,
+            loss_bp=round(path.inbound.loss * 10000),
         )
         return wire.encode_ack(self._tx_key, self.session_id, ack)
 

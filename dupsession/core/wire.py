@@ -148,9 +148,10 @@ class Ack:
     ranges: tuple[tuple[int, int], ...] = ()  #: received runs above `cumulative`: (start, end)
     lag_us: int = 0  #: typical lag of this path's DATA copies behind the first copy
     first: int = 0  #: DATA frames this path delivered before any other path (mod 2**32)
+    loss_bp: int = 0  #: DATA loss the ACK's sender measured on this path inbound, 1/10000ths
 
 
-ACK_TAIL = struct.Struct("!II")  # lag_us, first
+ACK_TAIL = struct.Struct("!IIH")  # lag_us, first, loss_bp
 
 
 def encode_ack(key: bytes, session_id: bytes, ack: Ack) -> bytes:
@@ -174,7 +175,9 @@ def encode_ack(key: bytes, session_id: bytes, ack: Ack) -> bytes:
         )
     ]
     parts.extend(RANGE.pack(s - ack.cumulative, e - s) for s, e in ranges)
-    parts.append(ACK_TAIL.pack(min(ack.lag_us, 0xFFFFFFFF), ack.first & 0xFFFFFFFF))
+    parts.append(
+        ACK_TAIL.pack(min(ack.lag_us, 0xFFFFFFFF), ack.first & 0xFFFFFFFF, min(ack.loss_bp, 10000))
+    )
     return seal(key, b"".join(parts))
 
 
@@ -194,8 +197,12 @@ def decode_ack(body: memoryview) -> Ack:
         if start == 0 or length == 0:
             raise FrameError("empty or overlapping ack range")
         ranges.append((cum + start, cum + start + length))
-    lag, first = ACK_TAIL.unpack_from(body, offset)
-    return Ack(path_id, pseq, ts, echo, delay, sent, recv, cum, wend, tuple(ranges), lag, first)
+    lag, first, loss_bp = ACK_TAIL.unpack_from(body, offset)
+    if loss_bp > 10000:
+        raise FrameError("ack loss above 100 %")
+    return Ack(
+        path_id, pseq, ts, echo, delay, sent, recv, cum, wend, tuple(ranges), lag, first, loss_bp
+    )
 
 
 # --- CLOSE ----------------------------------------------------------------------------------
