@@ -85,12 +85,14 @@ def _share(path_stats: dict[str, Any], total: int) -> str:
 
 def session_table(doc: dict[str, Any], plain: bool) -> Table:
     state = doc.get("state", "?")
+    client_view = doc.get("role") == "client"
+    sent_up = doc.get("bytes_out" if client_view else "bytes_in", 0)
+    sent_down = doc.get("bytes_in" if client_view else "bytes_out", 0)
     title = Text.assemble(
         (f"{doc.get('target', '?')}", "bold"),
         f"  {doc.get('role', '?')}  ",
         (state, STATE_STYLE.get(state, "")),
-        f"  age {doc.get('age', 0):.0f} s  up {_bytes(doc.get('bytes_out' if doc.get('role') == 'client' else 'bytes_in', 0))}"
-        f"  down {_bytes(doc.get('bytes_in' if doc.get('role') == 'client' else 'bytes_out', 0))}",
+        f"  age {doc.get('age', 0):.0f} s  up {_bytes(sent_up)}  down {_bytes(sent_down)}",
     )
     table = Table(
         title=title,
