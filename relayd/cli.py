@@ -9,11 +9,13 @@ import signal
 import sys
 from pathlib import Path
 
+from dupsession import control
 from dupsession.aio.loop import run
 from dupsession.core.session import SessionConfig
 from dupsession.keyfile import KeyFileError, load
 from dupsession.pathspec import PathSpecError, parse_hostport
 from relayd.acl import AclError, AllowList
+from relayd.metrics import MetricsServer, SessionCollector
 from relayd.server import ExitConfig, ExitServer
 
 log = logging.getLogger("relayd")
@@ -52,15 +54,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-sessions", type=int, default=1024)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--control",
+        type=Path,
+        metavar="SOCKET",
+        help="control socket for `relayd status` (default: relayd-PORT.sock in the per-user "
+        "runtime directory); 'none' disables it",
+    )
+    serve.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (off by default; "
+        "use 127.0.0.1 unless the scraper is elsewhere)",
+    )
+    status = sub.add_parser("status", help="live view of this machine's relayd sessions")
+    status.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    status.add_argument("--json", action="store_true", help="one snapshot as JSON")
     return parser
 
 
-async def serve(config: ExitConfig) -> int:
+async def serve(
+    config: ExitConfig, control_path: Path | None, metrics: tuple[str, int] | None
+) -> int:
     server = ExitServer(config)
     try:
         await server.start()
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", *config.listen, exc.strerror or exc)
+        return 1
+    assert server.address is not None
+    closers = []
+    try:
+        if control_path != Path("none"):
+            path = control_path or control.socket_path("relayd", str(server.address[1]))
+            control_server = control.ControlServer(path, "relayd", server.snapshot)
+            await control_server.start()
+            closers.append(control_server.close)
+            log.info("control socket %s", path)
+        if metrics is not None:
+            collector = SessionCollector(server.snapshot, lambda: server.rejected_frames)
+            metrics_server = MetricsServer(*metrics, collector)
+            await metrics_server.start()
+            closers.append(metrics_server.close)
+    except (OSError, control.ControlError) as exc:
+        log.error("cannot start control or metrics endpoint: %s", exc)
+        await server.close()
         return 1
     if not config.allow.entries:
         log.warning("the allow-list is empty: every session will be refused (use --allow)")
@@ -70,6 +108,8 @@ async def serve(config: ExitConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: closing %d session(s)", len(server.sessions))
+    for close in closers:
+        close()
     await server.close()
     await asyncio.sleep(0.05)  # let the CLOSE frames leave
     log.info("stopped")
@@ -78,6 +118,10 @@ async def serve(config: ExitConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "status":
+        from dupsession import status
+
+        return status.run("relayd", args.once, args.json)
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
@@ -87,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         listen = parse_hostport(args.listen, "--listen")
         allow = AllowList.parse(args.allow)
         psk = load(args.key)
+        metrics = parse_hostport(args.metrics, "--metrics") if args.metrics else None
     except (PathSpecError, AclError, KeyFileError) as exc:
         print(f"relayd: {exc}", file=sys.stderr)
         return 2
@@ -95,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     config = ExitConfig(
         listen, psk, allow, args.max_sessions, replace(SessionConfig(), grace_period=args.grace)
     )
-    return run(serve(config))
+    return run(serve(config, args.control, metrics))
 
 
 if __name__ == "__main__":

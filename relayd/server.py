@@ -17,18 +17,25 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from dupsession.aio import framing
 from dupsession.aio.driver import SessionDriver
 from dupsession.aio.transports import READ_BATCH, RECV_SIZE, SOCKET_BUFFER, WRITE_HIGH_WATER
 from dupsession.core import wire
 from dupsession.core.handshake import HandshakeError, ServerHandshake
-from dupsession.core.session import Role, Session, SessionConfig
+from dupsession.core.session import Role, Session, SessionConfig, SessionState
 from dupsession.pathspec import PathSpecError, parse_hostport
 from relayd.acl import AllowList
 from relayd.exit import ExitSession, UdpReply
 
 log = logging.getLogger("relayd")
+
+_STATE_NAMES = {
+    SessionState.OPEN: "up",
+    SessionState.RESUMING: "resuming",
+    SessionState.CLOSED: "closed",
+}
 
 #: A closed session answers stragglers with CLOSE for this long (s), then is forgotten.
 TOMBSTONE_LINGER = 30.0
@@ -271,6 +278,27 @@ class ExitServer:
                 exit_session.driver.stop()
 
         self._loop.call_later(TOMBSTONE_LINGER, forget)
+
+    # -- observation ---------------------------------------------------------------------------
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every session in the table, for the control socket and the metrics."""
+        now = time.monotonic()
+        docs = []
+        for exit_session in self.sessions.values():
+            session = exit_session.driver.session
+            doc = session.snapshot(now)
+            doc["state"] = _STATE_NAMES[session.state]
+            doc["target"] = exit_session.target_name
+            sources = {p: a for a, p in exit_session.udp_paths.items()}
+            for path in doc["paths"]:
+                addr = sources.get(path["id"])
+                kind = "udp" if path["kind"] == "datagram" else "tcp"
+                path["spec"] = f"{kind} from {addr[0]}:{addr[1]}" if addr else f"{kind} path"
+                path["uplink"] = "-"
+                path["via"] = "-"
+            docs.append(doc)
+        return docs
 
     # -- shutdown ------------------------------------------------------------------------------
 

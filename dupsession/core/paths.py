@@ -6,6 +6,7 @@ the core never assumes a path delivers anything; it only measures what the path 
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -14,6 +15,8 @@ from enum import StrEnum
 INITIAL_RTT = 0.3
 #: Samples kept for the status view's spread (sparkline / histogram).
 RTT_HISTORY = 64
+#: Upper bounds (s) of the RTT histogram buckets exported as metrics; the last is +Inf.
+RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, float("inf"))
 #: Weight of a new sample in the loss and lag moving averages.
 EWMA_GAIN = 1 / 16
 
@@ -27,9 +30,11 @@ class PathState(StrEnum):
 class RttEstimator:
     """RFC 6298 smoothing; `min_rtt` is kept because the scheduler ranks paths by it."""
 
-    __slots__ = ("latest", "min_rtt", "rttvar", "samples", "srtt")
+    __slots__ = ("buckets", "latest", "min_rtt", "rttvar", "samples", "srtt", "total")
 
     def __init__(self) -> None:
+        self.buckets = [0] * len(RTT_BUCKETS)  #: per-bucket (not cumulative) sample counts
+        self.total = 0.0  #: sum of all samples, for the histogram's _sum
         self.srtt = INITIAL_RTT
         self.rttvar = INITIAL_RTT / 2
         self.min_rtt = float("inf")
@@ -39,6 +44,8 @@ class RttEstimator:
     def add(self, sample: float) -> None:
         sample = max(sample, 0.0)
         self.latest = sample
+        self.total += sample
+        self.buckets[bisect.bisect_left(RTT_BUCKETS, sample)] += 1
         self.min_rtt = min(self.min_rtt, sample)
         if self.samples == 0:
             self.srtt = sample

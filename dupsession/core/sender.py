@@ -39,6 +39,7 @@ class Sender:
         self.next_seq = 0
         self.acked_below = 0  #: peer's cumulative ack
         self.peer_window_end = INITIAL_PEER_WINDOW
+        self._peer_window_known = False
         self.unacked_bytes = 0  #: payload bytes at or above the peer's cumulative ack
         #: seq -> payload length of frames acked only selectively: the peer holds them behind a
         #: hole, so their bytes keep counting against `window_bytes` (bounds its memory too).
@@ -110,6 +111,19 @@ class Sender:
                     self._sacked[seq] = sent.payload_len
                     freed += 1
         return freed
+
+    def on_peer_window(self, window_end: int) -> None:
+        """The peer's advertised window end from an ACK.
+
+        The first ACK replaces the initial guess, which may be wider than the peer's real
+        window: frames past that are dropped unacked and resent with ever longer backoff. Later
+        ACKs only widen it, since a reordered older ACK must not shrink it.
+        """
+        if self._peer_window_known:
+            self.peer_window_end = max(self.peer_window_end, window_end)
+        else:
+            self.peer_window_end = window_end
+            self._peer_window_known = True
 
     def sent(self, frame: SentFrame, now: float, rto: float) -> None:
         """Note a send; the first copy of a round arms the frame's resend deadline.

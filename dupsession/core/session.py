@@ -279,7 +279,7 @@ class Session:
         )
         path.outbound.loss = ack.loss_bp / 10000
         sender = self.sender
-        sender.peer_window_end = max(sender.peer_window_end, ack.window_end)
+        sender.on_peer_window(ack.window_end)
         sender.on_ack(ack.cumulative, ack.ranges)
         self._check_done(now)
 
@@ -546,6 +546,9 @@ class Session:
                     "rtt": p.rtt.srtt if p.rtt.samples else None,
                     "rtt_min": p.rtt.min_rtt if p.rtt.samples else None,
                     "rtt_recent": list(p.rtt_history),
+                    "rtt_buckets": list(p.rtt.buckets),
+                    "rtt_sum": p.rtt.total,
+                    "rtt_count": p.rtt.samples,
                     "bytes_sent": p.bytes_sent,
                     "bytes_recv": p.bytes_recv,
                     "acks_lost": p.acks_lost,
