@@ -13,8 +13,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import struct
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,15 +22,12 @@ from rich.table import Table
 from dupsession.aio.loop import run
 from dupsession.client import Client, SessionFailed
 from dupsession.core.session import SessionConfig
+from dupsession.echo import EchoMeter, open_echo_session, percentile, type_keystrokes
 from dupsession.pathspec import PathSpec
 from dupsession.settings import ClientSettings
 from dupsession.shim import Impairment, TcpShim, UdpShim
 from relayd.acl import AllowList
 from relayd.server import ExitConfig, ExitServer
-
-#: One keystroke: a counter and padding, like a small SSH packet.
-RECORD = struct.Struct("!I12x")
-KEYSTROKE_INTERVAL = 0.05
 
 
 @dataclass(frozen=True)
@@ -63,61 +58,9 @@ class _EchoProtocol(asyncio.Protocol):
         return True
 
 
-class EchoMeter:
-    """The local side of a session: types keystrokes, times each echo."""
-
-    def __init__(self) -> None:
-        self.sent: dict[int, float] = {}
-        self.rtts: list[float] = []
-        self._buffer = bytearray()
-        self.ended = asyncio.Event()
-
-    # ByteStream interface used by Client
-    def write(self, data: bytes) -> None:
-        self._buffer += data
-        now = time.monotonic()
-        while len(self._buffer) >= RECORD.size:
-            (counter,) = RECORD.unpack_from(self._buffer)
-            del self._buffer[: RECORD.size]
-            self.rtts.append(now - self.sent.pop(counter))
-
-    def write_eof(self) -> None:
-        self.ended.set()
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def is_congested(self) -> bool:
-        return False
-
-
 async def _open_session(psk: bytes, target: str, specs: list[PathSpec]) -> tuple[Client, EchoMeter]:
-    settings = ClientSettings(
-        key_path=Path("unused"),
-        paths=tuple(specs),
-        connect_timeout=5.0,
-        session=SessionConfig(),
-    )
-    client = Client(settings, target, psk)
-    meter = EchoMeter()
-    client.stream = meter  # type: ignore[assignment]
-    await client.connect()
-    return client, meter
-
-
-async def _type(client: Client, meter: EchoMeter, seconds: float) -> None:
-    counter = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        meter.sent[counter] = time.monotonic()
-        client.local_data(RECORD.pack(counter))
-        counter += 1
-        await asyncio.sleep(KEYSTROKE_INTERVAL)
-    await asyncio.sleep(1.0)  # let the last echoes come home
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    settings = ClientSettings(key_path=Path("unused"), paths=tuple(specs), connect_timeout=5.0)
+    return await open_echo_session(settings, target, psk)
 
 
 async def demo(seconds: float, seed: int) -> int:
@@ -158,7 +101,8 @@ async def demo(seconds: float, seed: int) -> int:
         single, single_meter = await _open_session(psk, target, single_spec)
         clients = [multi, single]
         await asyncio.gather(
-            _type(multi, multi_meter, seconds), _type(single, single_meter, seconds)
+            type_keystrokes(multi, multi_meter, seconds),
+            type_keystrokes(single, single_meter, seconds),
         )
         _report(console, best, single_meter, multi_meter, multi, exit_server)
     except SessionFailed as exc:
@@ -205,12 +149,12 @@ def _report(
             label,
             str(len(meter.rtts)),
             f"{statistics.median(rtts) * 1e3:.1f}",
-            f"{_percentile(rtts, 0.99) * 1e3:.1f}",
+            f"{percentile(rtts, 0.99) * 1e3:.1f}",
             f"{max(rtts) * 1e3:.1f}",
         )
     console.print(echo)
     if single.rtts and multi.rtts:
-        gain = _percentile(single.rtts, 0.99) / _percentile(multi.rtts, 0.99)
+        gain = percentile(single.rtts, 0.99) / percentile(multi.rtts, 0.99)
         console.print(
             f"p99 is [bold]{gain:.1f}x[/] lower over all paths; the floor (best way out + best "
             f"way back, from different paths) is {floor * 1e3:.0f} ms, below every single "

@@ -92,7 +92,16 @@ class ExitSession:
         self.driver = driver_factory(self)
         self.on_finished: Callable[[ExitSession], None] | None = None
 
+    @property
+    def is_probe(self) -> bool:
+        return self.target_name == wire.PROBE_TARGET
+
     async def connect_target(self) -> None:
+        if self.is_probe:
+            for chunk in self._early:
+                self.driver.send(chunk)
+            self._early.clear()
+            return
         loop = asyncio.get_running_loop()
         try:
             _, protocol = await asyncio.wait_for(
@@ -123,6 +132,9 @@ class ExitSession:
     # -- Endpoint ----------------------------------------------------------------------------
 
     def on_data(self, data: bytes) -> None:
+        if self.is_probe:
+            self.driver.send(data)  # bounded: what arrives is bounded by the session window
+            return
         target = self._target
         if target is None or target.transport is None:
             self._early.append(data)  # bounded: the session's window limits what arrives
@@ -130,6 +142,9 @@ class ExitSession:
         target.transport.write(data)
 
     def on_eof(self) -> None:
+        if self.is_probe:
+            self.driver.close_stream()
+            return
         target = self._target
         if target is None or target.transport is None:
             self._early_eof = True

@@ -227,7 +227,9 @@ class ExitServer:
             log.warning("session %s: refused: %s", hello.session_id.hex(), reason)
             reply.send_frames([self.handshake.refusal_frame(frame, hello, status, reason)])
             return True
-        host, port = parse_hostport(hello.target)
+        host, port = (
+            ("probe", 0) if hello.target == wire.PROBE_TARGET else (parse_hostport(hello.target))
+        )
         accepted = self.handshake.accept(hello, unix_now)
         exit_session = ExitSession(accepted, self._make_driver, host, port)
         exit_session.on_finished = self._finished
@@ -239,14 +241,16 @@ class ExitServer:
         return True
 
     def _refusal(self, hello: wire.Hello) -> tuple[int, str] | None:
+        if len(self.sessions) >= self.config.max_sessions:
+            return wire.WelcomeStatus.FULL, "exit is full"
+        if hello.target == wire.PROBE_TARGET:
+            return None  # an echo inside the exit: reaches nothing, needs no allow-list entry
         try:
             host, port = parse_hostport(hello.target, "target")
         except PathSpecError as exc:
             return wire.WelcomeStatus.REFUSED, str(exc)
         if not self.config.allow.permits(host, port):
             return wire.WelcomeStatus.REFUSED, f"target {hello.target} is not allowed by this exit"
-        if len(self.sessions) >= self.config.max_sessions:
-            return wire.WelcomeStatus.FULL, "exit is full"
         return None
 
     def _join(

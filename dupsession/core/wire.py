@@ -44,6 +44,9 @@ MAX_STREAM_PAYLOAD = 16384
 #: HELLO is padded to this size so that no answer is ever larger than the request.
 HELLO_SIZE = 1200
 MAX_ACK_RANGES = 32
+#: HELLO target of a probe session: the exit echoes the stream itself and connects nowhere,
+#: so no allow-list entry is needed (`dupsession probe` measures routes with it).
+PROBE_TARGET = "probe:0"
 MAX_REASON = 200
 
 

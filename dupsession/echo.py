@@ -1,0 +1,73 @@
+"""Keystroke echo measurement shared by `dupsession demo` and `dupsession probe`."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+
+from dupsession.client import Client
+from dupsession.settings import ClientSettings
+
+#: One keystroke: a counter and padding, like a small SSH packet.
+RECORD = struct.Struct("!I12x")
+KEYSTROKE_INTERVAL = 0.05
+#: After the last keystroke, wait this long (s) for the last echoes to come home.
+SETTLE = 1.0
+
+
+class EchoMeter:
+    """The local side of a session: types keystrokes, times each echo."""
+
+    def __init__(self) -> None:
+        self.sent: dict[int, float] = {}
+        self.rtts: list[float] = []
+        self._buffer = bytearray()
+        self.ended = asyncio.Event()
+
+    # ByteStream interface used by Client
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        now = time.monotonic()
+        while len(self._buffer) >= RECORD.size:
+            (counter,) = RECORD.unpack_from(self._buffer)
+            del self._buffer[: RECORD.size]
+            self.rtts.append(now - self.sent.pop(counter))
+
+    def write_eof(self) -> None:
+        self.ended.set()
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def is_congested(self) -> bool:
+        return False
+
+
+async def type_keystrokes(
+    client: Client, meter: EchoMeter, seconds: float, interval: float = KEYSTROKE_INTERVAL
+) -> None:
+    """Type one keystroke every `interval` for `seconds`, then let the echoes settle."""
+    counter = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        meter.sent[counter] = time.monotonic()
+        client.local_data(RECORD.pack(counter))
+        counter += 1
+        await asyncio.sleep(interval)
+    await asyncio.sleep(SETTLE)
+
+
+async def open_echo_session(
+    settings: ClientSettings, target: str, psk: bytes
+) -> tuple[Client, EchoMeter]:
+    """A client session whose local side is an `EchoMeter` (the target must echo)."""
+    client = Client(settings, target, psk)
+    meter = EchoMeter()
+    client.stream = meter  # type: ignore[assignment]
+    await client.connect()
+    return client, meter
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
