@@ -1,4 +1,7 @@
-"""`relayd serve`: run the exit. Logs to stderr; SIGTERM/SIGINT shut down cleanly."""
+"""`relayd serve` (the exit), `relayd relay` (a forwarder), `relayd status`.
+
+Logs go to stderr; SIGTERM/SIGINT shut down cleanly.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from dupsession.keyfile import KeyFileError, load
 from dupsession.pathspec import PathSpecError, parse_hostport
 from relayd.acl import AclError, AllowList
 from relayd.metrics import MetricsServer, SessionCollector
+from relayd.relay import Forward, Relay
 from relayd.server import ExitConfig, ExitServer
 
 log = logging.getLogger("relayd")
@@ -67,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics on http://HOST:PORT/metrics (off by default; "
         "use 127.0.0.1 unless the scraper is elsewhere)",
     )
+    relay = sub.add_parser(
+        "relay",
+        help="forward frames of authenticated sessions to configured exits (never an open proxy)",
+    )
+    relay.add_argument(
+        "--forward",
+        action="append",
+        default=[],
+        metavar="LISTEN=EXIT",
+        help="listen on HOST:PORT (UDP and TCP), forward to the exit at HOST:PORT (repeatable)",
+    )
+    relay.add_argument("--listen", metavar="HOST:PORT", help="shorthand: with --exit, one forward")
+    relay.add_argument("--exit", metavar="HOST:PORT", help="the exit for --listen")
+    relay.add_argument("--key", required=True, type=Path, metavar="FILE", help="pre-shared key")
+    relay.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     status = sub.add_parser("status", help="live view of this machine's relayd sessions")
     status.add_argument("--once", action="store_true", help="print one snapshot and exit")
     status.add_argument("--json", action="store_true", help="one snapshot as JSON")
@@ -116,6 +135,41 @@ async def serve(
     return 0
 
 
+def _forwards(args: argparse.Namespace) -> list[Forward]:
+    pairs = list(args.forward)
+    if args.listen or args.exit:
+        if not (args.listen and args.exit):
+            raise PathSpecError("--listen and --exit go together")
+        pairs.append(f"{args.listen}={args.exit}")
+    if not pairs:
+        raise PathSpecError("give --listen HOST:PORT --exit HOST:PORT or --forward LISTEN=EXIT")
+    forwards = []
+    for pair in pairs:
+        listen, sep, exit_ = pair.partition("=")
+        if not sep:
+            raise PathSpecError(f"--forward {pair!r}: expected LISTEN_HOST:PORT=EXIT_HOST:PORT")
+        forwards.append(Forward(parse_hostport(listen, "listen"), parse_hostport(exit_, "exit")))
+    return forwards
+
+
+async def relay(forwards: list[Forward], psk: bytes) -> int:
+    server = Relay(forwards, psk)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("cannot listen: %s", exc.strerror or exc)
+        server.close()
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+    log.info("relay stopped (%d frames dropped unanswered)", server.gate.dropped)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "status":
@@ -127,6 +181,14 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s relayd %(levelname)s %(message)s",
     )
+    if args.command == "relay":
+        try:
+            forwards = _forwards(args)
+            psk = load(args.key)
+        except (PathSpecError, KeyFileError) as exc:
+            print(f"relayd: {exc}", file=sys.stderr)
+            return 2
+        return run(relay(forwards, psk))
     try:
         listen = parse_hostport(args.listen, "--listen")
         allow = AllowList.parse(args.allow)
