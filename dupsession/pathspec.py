@@ -1,11 +1,28 @@
-"""Path URLs: `udp://HOST:PORT`, `tcp://HOST:PORT`, each with an optional `?bind=UPLINK`."""
+"""Path URLs, one per route to the exit:
+
+    udp://HOST:PORT            the exit (direct) or a `relayd relay`, over UDP
+    tcp://HOST:PORT            the same over TCP
+    ssh://[USER@]HOST[:PORT]?exit=EXITHOST:EXITPORT
+                               any stock SSH server: a direct-tcpip channel to the exit's TCP
+                               port, with the user's own keys, agent and known_hosts
+
+Options, after `?`: `bind=IFACE_OR_ADDR` pins the path to an uplink; `via=NAME` labels the
+route in status views (default: `direct`, or the relay's host); for ssh, `exit=` (required),
+`identity=FILE` and `known_hosts=FILE`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-SCHEMES = ("udp", "tcp")
+SCHEMES = ("udp", "tcp", "ssh")
+SSH_DEFAULT_PORT = 22
+_OPTIONS = {
+    "udp": {"bind", "via"},
+    "tcp": {"bind", "via"},
+    "ssh": {"bind", "via", "exit", "identity", "known_hosts"},
+}
 
 
 class PathSpecError(ValueError):
@@ -18,6 +35,11 @@ class PathSpec:
     host: str
     port: int
     uplink: str | None = None  #: interface name or source address
+    via: str = "direct"  #: route label: "direct", or the relay's name
+    user: str | None = None  #: ssh only
+    exit: tuple[str, int] | None = None  #: ssh only: where the direct-tcpip channel goes
+    identity: str | None = None  #: ssh only: private key file (default: agent and ~/.ssh)
+    known_hosts: str | None = None  #: ssh only (default: ~/.ssh/known_hosts)
 
     @property
     def datagram(self) -> bool:
@@ -25,11 +47,17 @@ class PathSpec:
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        suffix = f"?bind={self.uplink}" if self.uplink else ""
-        return f"{self.scheme}://{host}:{self.port}{suffix}"
+        user = f"{self.user}@" if self.user else ""
+        options = []
+        if self.exit is not None:
+            options.append(f"exit={self.exit[0]}:{self.exit[1]}")
+        if self.uplink:
+            options.append(f"bind={self.uplink}")
+        suffix = "?" + "&".join(options) if options else ""
+        return f"{self.scheme}://{user}{host}:{self.port}{suffix}"
 
 
-def parse_path(url: str) -> PathSpec:
+def parse_path(url: str, via: str | None = None) -> PathSpec:
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
         raise PathSpecError(
@@ -39,16 +67,47 @@ def parse_path(url: str) -> PathSpec:
         port = parts.port
     except ValueError as exc:
         raise PathSpecError(f"path {url!r}: bad port") from exc
+    if parts.scheme == "ssh" and port is None:
+        port = SSH_DEFAULT_PORT
     if not parts.hostname or port is None:
         raise PathSpecError(f"path {url!r}: expected {parts.scheme}://HOST:PORT")
     if parts.path not in ("", "/"):
         raise PathSpecError(f"path {url!r}: unexpected path component {parts.path!r}")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = set(query) - {"bind"}
+    if parts.username and parts.scheme != "ssh":
+        raise PathSpecError(f"path {url!r}: only ssh:// paths take a user name")
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    unknown = set(query) - _OPTIONS[parts.scheme]
     if unknown:
         raise PathSpecError(f"path {url!r}: unknown option(s) {', '.join(sorted(unknown))}")
-    bind = query.get("bind", [None])[-1] or None
-    return PathSpec(parts.scheme, parts.hostname, port, bind)
+    exit_address = None
+    if parts.scheme == "ssh":
+        if not query.get("exit"):
+            raise PathSpecError(
+                f"path {url!r}: ssh paths need ?exit=HOST:PORT, the exit's TCP address as "
+                "the SSH server reaches it"
+            )
+        exit_address = parse_hostport(query["exit"], f"path {url!r}: exit")
+    label = query.get("via") or via
+    if label is None:
+        label = parts.hostname if parts.scheme == "ssh" else "direct"
+    return PathSpec(
+        parts.scheme,
+        parts.hostname,
+        port,
+        uplink=query.get("bind") or None,
+        via=label,
+        user=parts.username,
+        exit=exit_address,
+        identity=query.get("identity") or None,
+        known_hosts=query.get("known_hosts") or None,
+    )
+
+
+def with_uplink(spec: PathSpec, uplink: str | None) -> PathSpec:
+    """The same route pinned to another uplink."""
+    from dataclasses import replace
+
+    return replace(spec, uplink=uplink)
 
 
 def parse_hostport(text: str, what: str = "address") -> tuple[str, int]:

@@ -239,4 +239,8 @@ class TcpPath:
 
 
 def open_path(path_id: int, spec: PathSpec, owner: PathOwner) -> UdpPath | TcpPath:
+    if spec.scheme == "ssh":
+        from dupsession.aio.sshpath import SshPath  # asyncssh loads only when used
+
+        return SshPath(path_id, spec, owner)
     return UdpPath(path_id, spec, owner) if spec.datagram else TcpPath(path_id, spec, owner)
