@@ -8,8 +8,10 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
 
 from dupsession import control
@@ -18,10 +20,14 @@ from dupsession.aio.transports import TcpPath, UdpPath, open_path
 from dupsession.core import events, wire
 from dupsession.core.handshake import ClientHandshake, HandshakeError, SessionKeys
 from dupsession.core.session import Role, Session, SessionState
-from dupsession.settings import ClientSettings
+from dupsession.pathspec import PathSpec
+from dupsession.settings import ClientSettings, SettingsError
+from dupsession.settings import load as settings_load
 
 log = logging.getLogger(__name__)
 
+#: How often (s) the config file is checked for added or removed paths.
+CONFIG_POLL = 2.0
 #: HELLO is resent on datagram paths this often (s) until a WELCOME arrives.
 HELLO_RESEND = 0.5
 
@@ -87,6 +93,8 @@ class Client:
         self.result: asyncio.Future[events.SessionClosed] | None = None
         self.started = time.monotonic()
         self._control: control.ControlServer | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- PathOwner ---------------------------------------------------------------------------
 
@@ -185,7 +193,8 @@ class Client:
         self._hs = _Handshaking(handshake, loop.create_future(), set())
         for index, spec in enumerate(self.settings.paths, start=1):
             self.paths[index] = open_path(index, spec, self)
-        openers = [loop.create_task(self._open(pid)) for pid in self.paths]
+        for pid in self.paths:
+            self._spawn(self._open(pid))
         resend = loop.create_task(self._resend_hello())
         try:
             _, keys = await asyncio.wait_for(
@@ -203,7 +212,8 @@ class Client:
         for pid, path in self.paths.items():
             if path.is_open():
                 self.driver.attach(pid, path, path.datagram)
-        del openers
+        if self.settings.config_path is not None:
+            self._watcher = loop.create_task(self._watch_config(self.settings.config_path))
 
     async def _open(self, path_id: int) -> None:
         path = self.paths[path_id]
@@ -243,7 +253,55 @@ class Client:
             "wrong key, exit not running, or every path blocked"
         )
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` in the background, holding a reference until it finishes."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch_config(self, config: Path) -> None:
+        """Paths added to (or removed from) the config join (or leave) the live session."""
+        seen = _mtime(config)
+        while True:
+            await asyncio.sleep(CONFIG_POLL)
+            mtime = _mtime(config)
+            if mtime == seen:
+                continue
+            seen = mtime
+            try:
+                fresh = settings_load(config, self.settings.host)
+            except SettingsError as exc:
+                log.warning("config change ignored: %s", exc)
+                continue
+            self.update_paths(list(fresh.paths))
+
+    def update_paths(self, specs: list[PathSpec]) -> None:
+        """Open paths not yet in the session, close the ones no longer wanted."""
+        assert self.driver is not None
+        current = {str(p.spec): pid for pid, p in self.paths.items()}
+        wanted = {str(spec): spec for spec in specs}
+        for key, pid in current.items():
+            if key not in wanted:
+                log.info("path %d (%s) removed from the config", pid, key)
+                path = self.paths.pop(pid)
+                path.close()
+                self.driver.detach(pid, path)
+                self.driver.session.remove_path(pid)
+                self._path_errors.pop(pid, None)
+        next_id = max(self.paths, default=0) + 1
+        for key, spec in wanted.items():
+            if key in current:
+                continue
+            log.info("path %d (%s) added from the config", next_id, key)
+            self.paths[next_id] = open_path(next_id, spec, self)
+            self._spawn(self._open(next_id))
+            next_id += 1
+
     def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+        for task in self._tasks:
+            task.cancel()
         for path in self.paths.values():
             path.close()
         if self.driver is not None:
@@ -286,7 +344,7 @@ class Client:
             spec = self.paths[path["id"]].spec
             path["spec"] = str(spec)
             path["uplink"] = spec.uplink or "default"
-            path["via"] = "direct"
+            path["via"] = spec.via
             path["error"] = self._path_errors.get(path["id"])
         return [doc]
 
@@ -296,6 +354,13 @@ _STATE_NAMES = {
     SessionState.RESUMING: "resuming",
     SessionState.CLOSED: "closed",
 }
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def exit_code_for(event: events.SessionClosed) -> ExitCode:

@@ -1,16 +1,31 @@
 """Client settings: TOML config (found with platformdirs) merged with command-line flags.
 
-Config file (default `<user config dir>/dupsession/config.toml`):
+Paths are uplinks x (relays + direct), each bound to its uplink. The config file (default
+`<user config dir>/dupsession/config.toml`; documented example: contrib/config.example.toml):
 
     key = "~/.config/dupsession/key"
-    paths = ["udp://198.18.0.1:7300", "tcp://198.18.0.1:7300?bind=wlan0"]
-    connect_timeout = 10     # seconds to wait for the first WELCOME
-    grace_period = 600       # seconds a session survives with every path down
+    uplinks = ["wlan0", "usb0"]          # interface names or source addresses
+    exit = "home"                        # the default exit
 
-    [hosts."build-box"]      # per-target choices, matched on the HOST argument
-    paths = ["udp://198.18.0.9:7300"]
+    [exits.home]
+    address = "198.18.0.1:7300"          # the exit's UDP+TCP port
+    transports = ["udp", "tcp"]          # direct paths, per uplink
 
-Every problem is a `SettingsError` whose message names the file and the key at fault.
+    [relays.vps1]
+    url = "udp://198.18.1.1:7400"        # a `relayd relay` forwarding to this exit
+    exit = "home"
+
+    [relays.jump]
+    url = "ssh://me@198.18.2.1"          # any SSH server; reaches the exit's TCP port
+    exit = "home"
+    exit_address = "10.0.0.5:7300"       # optional: the exit as the SSH server sees it
+
+    [hosts."build-box"]                  # per-target choices, matched on the HOST argument
+    exit = "lab"
+    uplinks = ["wlan0"]
+
+`paths = [URL, ...]` adds explicit paths. Every problem is a `SettingsError` whose message
+names the file and the key at fault.
 """
 
 from __future__ import annotations
@@ -23,10 +38,11 @@ from typing import Any
 import platformdirs
 
 from dupsession.core.session import SessionConfig
-from dupsession.pathspec import PathSpec, PathSpecError, parse_path
+from dupsession.pathspec import PathSpec, PathSpecError, parse_hostport, parse_path
 
 APP = "dupsession"
 DEFAULT_CONNECT_TIMEOUT = 10.0
+DIRECT_TRANSPORTS = ("udp", "tcp")
 
 
 class SettingsError(ValueError):
@@ -47,60 +63,123 @@ class ClientSettings:
     paths: tuple[PathSpec, ...] = ()
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     session: SessionConfig = field(default_factory=SessionConfig)
+    config_path: Path | None = None  #: the file these came from, watched for changes
+    host: str | None = None  #: the HOST whose [hosts.HOST] choices apply
 
 
-_TOP_KEYS = {"key", "paths", "connect_timeout", "grace_period", "probe_interval", "hosts"}
+_SCALARS = ("connect_timeout", "grace_period", "probe_interval")
+_TOP_KEYS = {"key", "paths", "uplinks", "exit", "exits", "relays", "hosts", *_SCALARS}
+_HOST_KEYS = {"key", "paths", "uplinks", "exit", *_SCALARS}
 
 
-def _apply(settings: ClientSettings, table: dict[str, Any], where: str) -> ClientSettings:
-    unknown = set(table) - _TOP_KEYS
-    if unknown:
-        raise SettingsError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+def _strings(value: Any, where: str, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SettingsError(f"{where}: {name!r} must be a list of strings")
+    return list(value)
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SettingsError(f"{where} must be a table")
+    return value
+
+
+def _scalars(settings: ClientSettings, table: dict[str, Any], where: str) -> ClientSettings:
     if "key" in table:
         if not isinstance(table["key"], str):
             raise SettingsError(f"{where}: 'key' must be a file path string")
         settings = replace(settings, key_path=Path(table["key"]).expanduser())
-    if "paths" in table:
-        raw = table["paths"]
-        if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
-            raise SettingsError(f"{where}: 'paths' must be a list of URL strings")
-        try:
-            settings = replace(settings, paths=tuple(parse_path(p) for p in raw))
-        except PathSpecError as exc:
-            raise SettingsError(f"{where}: {exc}") from exc
-    for name in ("connect_timeout", "grace_period", "probe_interval"):
+    for name in _SCALARS:
         if name in table:
             value = table[name]
-            if not isinstance(value, int | float) or value <= 0:
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise SettingsError(f"{where}: {name!r} must be a positive number of seconds")
             if name == "connect_timeout":
                 settings = replace(settings, connect_timeout=float(value))
             else:
-                settings = replace(
-                    settings, session=replace(settings.session, **{name: float(value)})
-                )
+                session = replace(settings.session, **{name: float(value)})
+                settings = replace(settings, session=session)
     return settings
 
 
+def _route_paths(
+    document: dict[str, Any], exit_name: str, uplinks: list[str | None], where: str
+) -> list[PathSpec]:
+    """uplinks x (direct transports of the exit + the exit's relays)."""
+    exits = _table(document.get("exits", {}), f"{where}: [exits]")
+    if exit_name not in exits:
+        raise SettingsError(f"{where}: exit {exit_name!r} is not defined under [exits]")
+    exit_table = _table(exits[exit_name], f"{where}: [exits.{exit_name}]")
+    try:
+        host, port = parse_hostport(str(exit_table.get("address", "")), "address")
+    except PathSpecError as exc:
+        raise SettingsError(f"{where}: [exits.{exit_name}] {exc}") from exc
+    transports = _strings(
+        exit_table.get("transports", list(DIRECT_TRANSPORTS)), where, "transports"
+    )
+    bad = set(transports) - set(DIRECT_TRANSPORTS)
+    if bad:
+        raise SettingsError(f"{where}: [exits.{exit_name}] unknown transport(s) {sorted(bad)}")
+    relays = _table(document.get("relays", {}), f"{where}: [relays]")
+    routes: list[PathSpec] = [PathSpec(t, host, port, via="direct") for t in transports]
+    for name, raw in relays.items():
+        relay = _table(raw, f"{where}: [relays.{name}]")
+        if relay.get("exit", exit_name) != exit_name:
+            continue
+        url = relay.get("url")
+        if not isinstance(url, str):
+            raise SettingsError(f'{where}: [relays.{name}] needs url = "udp|tcp|ssh://..."')
+        if url.startswith("ssh://") and "exit=" not in url:
+            forward = relay.get("exit_address", f"{host}:{port}")
+            url += ("&" if "?" in url else "?") + f"exit={forward}"
+        try:
+            routes.append(parse_path(url, via=name))
+        except PathSpecError as exc:
+            raise SettingsError(f"{where}: [relays.{name}] {exc}") from exc
+    return [replace(route, uplink=uplink) for uplink in uplinks for route in routes]
+
+
+def _resolve(document: dict[str, Any], host: str | None, where: str) -> ClientSettings:
+    unknown = set(document) - _TOP_KEYS
+    if unknown:
+        raise SettingsError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    hosts = _table(document.get("hosts", {}), f"{where}: [hosts]")
+    overrides: dict[str, Any] = {}
+    if host is not None and host in hosts:
+        overrides = _table(hosts[host], f"{where}: [hosts.{host}]")
+        unknown = set(overrides) - _HOST_KEYS
+        if unknown:
+            raise SettingsError(
+                f"{where}: [hosts.{host}] unknown key(s) {', '.join(sorted(unknown))}"
+            )
+    merged = {**document, **overrides}
+    settings = _scalars(ClientSettings(), merged, where)
+    uplinks: list[str | None] = list(_strings(merged.get("uplinks", []), where, "uplinks"))
+    paths: list[PathSpec] = []
+    exit_name = merged.get("exit")
+    if exit_name is not None:
+        if not isinstance(exit_name, str):
+            raise SettingsError(f"{where}: 'exit' must be the name of an [exits] table")
+        paths += _route_paths(document, exit_name, uplinks or [None], where)
+    try:
+        paths += [parse_path(p) for p in _strings(merged.get("paths", []), where, "paths")]
+    except PathSpecError as exc:
+        raise SettingsError(f"{where}: {exc}") from exc
+    return replace(settings, paths=tuple(paths))
+
+
 def load(config: Path | None, host: str | None) -> ClientSettings:
-    """Settings from `config` (or the default file, if it exists), with `host`'s overrides."""
+    """Settings from `config` (or the default file, if it exists), with `host`'s choices."""
     path = config if config is not None else default_config_path()
-    settings = ClientSettings()
     if config is None and not path.exists():
-        return settings
+        return ClientSettings(host=host)
     try:
         document = tomllib.loads(path.read_text())
     except OSError as exc:
         raise SettingsError(f"cannot read config {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"config {path} is not valid TOML: {exc}") from exc
-    settings = _apply(settings, {k: v for k, v in document.items() if k != "hosts"}, str(path))
-    hosts = document.get("hosts", {})
-    if not isinstance(hosts, dict):
-        raise SettingsError(f"{path}: 'hosts' must be a table of tables")
-    if host is not None and host in hosts:
-        settings = _apply(settings, hosts[host], f"{path} [hosts.{host}]")
-    return settings
+    return replace(_resolve(document, host, str(path)), config_path=path, host=host)
 
 
 def with_overrides(
@@ -109,14 +188,18 @@ def with_overrides(
     paths: list[str],
     grace_period: float | None = None,
 ) -> ClientSettings:
-    """Command-line flags win over the file: `--path` replaces the configured paths."""
+    """Command-line flags win over the file: `--path` replaces the configured paths (and
+    stops the config file from being watched for path changes)."""
     if key is not None:
         settings = replace(settings, key_path=key)
     if paths:
         try:
-            settings = replace(settings, paths=tuple(parse_path(p) for p in paths))
+            specs = tuple(parse_path(p) for p in paths)
         except PathSpecError as exc:
             raise SettingsError(str(exc)) from exc
+        settings = replace(settings, paths=specs, config_path=None)
     if grace_period is not None:
+        if grace_period <= 0:
+            raise SettingsError("--grace must be a positive number of seconds")
         settings = replace(settings, session=replace(settings.session, grace_period=grace_period))
     return settings
