@@ -120,13 +120,17 @@ class Session:
     # -- paths ---------------------------------------------------------------------------------
 
     def add_path(self, path_id: int, datagram: bool, now: float) -> Path:
-        """Register a path (idempotent). It carries data at once and is probed every interval."""
+        """Register a path, or re-register a reconnected one. It carries data at once and is
+        probed every interval."""
         path = self.paths.get(path_id)
         if path is None:
             path = Path(path_id, datagram, cursor=self.sender.acked_below)
             self.paths[path_id] = path
         else:
+            # A reconnected path: probe at once so the peer binds the new connection to it.
             path.datagram = datagram
+            path.last_sent = float("-inf")
+            path.writable = True
         return path
 
     def remove_path(self, path_id: int) -> None:
