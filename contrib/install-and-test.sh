@@ -10,7 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
 missing=()
-for bin in ssh sshd tmux socat; do
+for bin in ssh sshd tmux socat ip; do
     have "$bin" || missing+=("$bin")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
