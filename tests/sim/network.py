@@ -80,7 +80,8 @@ class LinkSpec:
     jitter: float = 0.0
     #: Probability a frame is lost (datagram links only).
     loss: float = 0.0
-    #: Probability a frame is held back an extra [0, 2 * delay + 10 ms], so later ones pass it.
+    #: Probability a frame is held back an extra [0, 2 * delay + 10 ms], so later ones pass it
+    #: (datagram links only).
     reorder: float = 0.0
     #: Probability a frame is delivered twice (datagram links only).
     duplicate: float = 0.0
@@ -125,7 +126,7 @@ class Link:
 
     def _overlapping(self, begin: float, end: float) -> tuple[float, float] | None:
         for s, e in self.outages:
-            if s < end and begin < e or s <= begin < e:
+            if (s < end and begin < e) or s <= begin < e:
                 return s, e
         return None
 
