@@ -221,6 +221,10 @@ class ExitServer:
             )
             self._join(existing, hello.path_id, reply)
             return True
+        if self.handshake.seen(hello):
+            # Its session is gone (closed, tombstone expired): a replay, not a new session.
+            log.warning("session %s: replayed hello dropped", hello.session_id.hex())
+            return False
         refusal = self._refusal(hello)
         if refusal is not None:
             status, reason = refusal

@@ -173,6 +173,10 @@ class ServerHandshake:
             raise HandshakeError("replayed hello nonce")
         return hello
 
+    def seen(self, hello: wire.Hello) -> bool:
+        """Whether this HELLO's nonce was already accepted (within the replay window)."""
+        return hello.client_nonce in self._seen
+
     def accept(self, hello: wire.Hello, unix_now: float) -> Accepted:
         """Make the exit's half of the key exchange for a verified, permitted HELLO."""
         if len(self._seen) >= self._max_nonces:

@@ -33,8 +33,9 @@ class SentFrame:
 
 
 class Sender:
-    def __init__(self, window_bytes: int) -> None:
+    def __init__(self, window_bytes: int, max_delay: float = float("inf")) -> None:
         self.window_bytes = window_bytes
+        self.max_delay = max_delay  #: cap on one resend delay after backoff (s)
         self.frames: dict[int, SentFrame] = {}
         self.next_seq = 0
         self.acked_below = 0  #: peer's cumulative ack
@@ -138,7 +139,8 @@ class Sender:
         frame.sent_at = now
         frame.armed = True
         backoff = 2 ** min(frame.sends - 1, MAX_BACKOFF_EXPONENT)
-        heapq.heappush(self._deadlines, (now + rto * backoff, frame.seq))
+        delay = min(rto * backoff, max(rto, self.max_delay))
+        heapq.heappush(self._deadlines, (now + delay, frame.seq))
 
     def next_deadline(self) -> float | None:
         deadlines = self._deadlines

@@ -100,7 +100,7 @@ class Session:
         self.created = now
         self.state = SessionState.OPEN
         self.paths: dict[int, Path] = {}
-        self.sender = Sender(self.config.window_bytes)
+        self.sender = Sender(self.config.window_bytes, self.config.max_rto)
         self.receiver = Receiver(self.config.window_frames)
         self._events: deque[Event] = deque()
         self._ack_pending_since: float | None = None
@@ -434,7 +434,7 @@ class Session:
         receiver = self.receiver
         echo, delay = 0, 0
         if path.peer_ts_us:
-            echo, delay = path.peer_ts_us, int((now - path.peer_ts_at) * 1e6)
+            echo, delay = path.peer_ts_us, max(0, int((now - path.peer_ts_at) * 1e6))
         path.ack_pseq += 1
         ack = wire.Ack(
             path_id=path.path_id,
