@@ -165,6 +165,11 @@ class Client:
 
     def local_data(self, data: bytes) -> None:
         assert self.driver is not None and self.stream is not None
+        if self.driver.session.state is SessionState.CLOSED:
+            # The session ended (e.g. the exit could not reach the target) while ssh was
+            # still writing: nowhere to send it, and Session.send would raise.
+            self.stream.pause_reading()
+            return
         self.driver.send(data)
         if not self.driver.session.writable():
             self.stream.pause_reading()

@@ -15,7 +15,9 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 import sys
+import threading
 
 from dupsession.client import Client, ExitCode, SessionFailed, exit_code_for
 from dupsession.core import wire
@@ -26,6 +28,42 @@ log = logging.getLogger(__name__)
 
 #: Our stdout counts as congested (stop opening the peer's window) above this many bytes.
 STDOUT_HIGH_WATER = 1024 * 1024
+#: Chunk size of the threads that stand in for stdin/stdout when they are not pollable.
+PUMP_CHUNK = 64 * 1024
+
+
+def _pollable(fd: int) -> bool:
+    """Whether the event loop can watch `fd`: pipes, sockets and ttys yes, files no.
+
+    uvloop aborts the whole process (SIGABRT, no message) when asked to watch a regular file
+    or /dev/null, and plain asyncio refuses them; `dupsession ... </dev/null >out` must work.
+    """
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _copy(src: int, dst: int) -> None:
+    """Copy `src` to `dst` until EOF or an error on either side, then close both."""
+    try:
+        while chunk := os.read(src, PUMP_CHUNK):
+            _write_all(dst, chunk)
+    except OSError as exc:  # the other end went away (EPIPE) or the file failed
+        log.debug("stdio pump stopped: %s", exc)
+    finally:
+        os.close(src)
+        os.close(dst)
+
+
+def _pump(src: int, dst: int) -> threading.Thread:
+    thread = threading.Thread(target=_copy, args=(src, dst), name="stdio-pump", daemon=True)
+    thread.start()
+    return thread
 
 
 class _StdinProtocol(asyncio.Protocol):
@@ -43,12 +81,14 @@ class _StdinProtocol(asyncio.Protocol):
 class _StdoutProtocol(asyncio.Protocol):
     def __init__(self, client: Client) -> None:
         self.client = client
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def resume_writing(self) -> None:
         self.client.local_drained()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        pass
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 class StdioStream:
@@ -57,15 +97,40 @@ class StdioStream:
     def __init__(self) -> None:
         self.reader: asyncio.ReadTransport | None = None
         self.writer: asyncio.WriteTransport | None = None
+        self._stdout: _StdoutProtocol | None = None
+        self._out_pump: threading.Thread | None = None
+        # Session bytes that arrive while `open` is still awaiting the pipe transports (the
+        # exit's target often speaks first: sshd's banner) wait here instead of being lost.
+        self._early: list[bytes] = []
+        self._early_eof = False
 
     async def open(self, client: Client) -> None:
         loop = asyncio.get_running_loop()
         # Duplicate the fds so closing the transports never closes fds Python itself owns.
-        stdin = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
-        stdout = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+        in_fd = os.dup(sys.stdin.fileno())
+        out_fd = os.dup(sys.stdout.fileno())
+        # A regular file or /dev/null cannot be watched by the loop: a thread copies it
+        # through a pipe instead, which the loop can watch (and which keeps backpressure).
+        if not _pollable(in_fd):
+            pipe_r, pipe_w = os.pipe()
+            _pump(in_fd, pipe_w)
+            in_fd = pipe_r
+        if not _pollable(out_fd):
+            pipe_r, pipe_w = os.pipe()
+            self._out_pump = _pump(pipe_r, out_fd)
+            out_fd = pipe_w
+        stdin = os.fdopen(in_fd, "rb", buffering=0)
+        stdout = os.fdopen(out_fd, "wb", buffering=0)
         self.reader, _ = await loop.connect_read_pipe(lambda: _StdinProtocol(client), stdin)
-        self.writer, _ = await loop.connect_write_pipe(lambda: _StdoutProtocol(client), stdout)
+        self.writer, self._stdout = await loop.connect_write_pipe(
+            lambda: _StdoutProtocol(client), stdout
+        )
         self.writer.set_write_buffer_limits(high=STDOUT_HIGH_WATER)
+        for chunk in self._early:
+            self.writer.write(chunk)
+        self._early.clear()
+        if self._early_eof:
+            self.writer.close()
         # Our own fd 1 must let go of the pipe too, or ssh never sees EOF on it; /dev/null
         # takes its place so no later socket can inherit fd 1.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -73,11 +138,15 @@ class StdioStream:
         os.close(devnull)
 
     def write(self, data: bytes) -> None:
-        if self.writer is not None and not self.writer.is_closing():
+        if self.writer is None:
+            self._early.append(data)  # bounded by the session's receive window
+        elif not self.writer.is_closing():
             self.writer.write(data)
 
     def write_eof(self) -> None:
-        if self.writer is not None:
+        if self.writer is None:
+            self._early_eof = True
+        else:
             self.writer.close()  # pipes have no half-close: closing is ssh's EOF
 
     def pause_reading(self) -> None:
@@ -97,6 +166,24 @@ class StdioStream:
             if transport is not None:
                 transport.close()
 
+    async def drained(self, stop: asyncio.Event) -> None:
+        """Wait until everything written to stdout has left (or `stop` is set).
+
+        Without this the loop ends with the pipe transport's buffer still full, and the tail
+        of the stream (up to STDOUT_HIGH_WATER bytes) is silently lost: a truncated download
+        with exit code 0.
+        """
+        self.close()
+        if self._stdout is None:
+            return
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([self._stdout.closed, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if self._out_pump is not None and not stop.is_set():
+            await asyncio.to_thread(self._out_pump.join)
+
 
 async def run(settings: ClientSettings, host: str, port: int) -> int:
     """Run one ProxyCommand session; return the process exit code."""
@@ -109,6 +196,7 @@ async def run(settings: ClientSettings, host: str, port: int) -> int:
     client = Client(settings, target, psk)
     stream = StdioStream()
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
     try:
         await client.connect()
         client.stream = stream  # type: ignore[assignment]
@@ -117,6 +205,7 @@ async def run(settings: ClientSettings, host: str, port: int) -> int:
         driver = client.driver
 
         def terminate() -> None:
+            stop.set()
             driver.session.abort(wire.CloseCode.NORMAL, "client terminated", driver.now())
             driver.flush()
 
@@ -129,7 +218,7 @@ async def run(settings: ClientSettings, host: str, port: int) -> int:
         return exc.code
     finally:
         client.close()
-        stream.close()
+        await stream.drained(stop)
     code = exit_code_for(event)
     if code != ExitCode.OK:
         print(f"dupsession: session ended: {event.reason}", file=sys.stderr)

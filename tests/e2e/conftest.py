@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.e2e.proxycmd import ProxyProbe
+from tests.e2e.relay import Relay, start_relay
+from tests.e2e.shims import ShimThread
 from tests.e2e.sshd import PrivateSshd, private_sshd
 
 E2E_DIR = Path(__file__).parent
@@ -27,3 +33,76 @@ def sshd() -> Iterator[PrivateSshd]:
     """
     with private_sshd() as server:
         yield server
+
+
+# -- dupsession/relayd end-to-end fixtures ----------------------------------------------------
+
+#: Bytes moved each way by the bulk-transfer tests.
+BULK_SIZE = 50_000_000
+
+
+@pytest.fixture(autouse=True)
+def _no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dupsession must not pick up a config file from the user running the tests."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+
+
+@pytest.fixture
+def relays(tmp_path: Path) -> Iterator[Callable[..., Relay]]:
+    """Start relayd processes with `relays(allow=[...], key=..., extra_args=...)`.
+
+    Each is stopped by PID with SIGTERM at teardown, and must then exit 0 with a clean log
+    (a test that stops one itself has already checked that).
+    """
+    started: list[Relay] = []
+
+    def start(allow: Sequence[str], **kwargs: Any) -> Relay:
+        relay = start_relay(tmp_path / f"relay{len(started)}", allow, **kwargs)
+        started.append(relay)
+        return relay
+
+    yield start
+    errors: list[str] = []
+    for relay in started:
+        try:
+            relay.stop()
+        except AssertionError as exc:
+            errors.append(str(exc))
+    assert not errors, "\n".join(errors)
+
+
+@pytest.fixture
+def shims() -> Iterator[ShimThread]:
+    """A background loop for impairment shims; every shim is closed at teardown."""
+    with ShimThread() as thread:
+        yield thread
+
+
+@pytest.fixture
+def probes(tmp_path: Path) -> Iterator[Callable[..., ProxyProbe]]:
+    """`probes(args)` -> an observed dupsession ProxyCommand; leftovers stopped by PID."""
+    made: list[ProxyProbe] = []
+
+    def make(args: Sequence[str]) -> ProxyProbe:
+        probe = ProxyProbe(tmp_path / "probes", args, name=f"proxy{len(made)}")
+        made.append(probe)
+        return probe
+
+    yield make
+    for probe in made:
+        probe.cleanup()
+
+
+@pytest.fixture(scope="session")
+def bulk_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A file of BULK_SIZE random bytes and its sha256 hex digest."""
+    path = tmp_path_factory.mktemp("bulk") / "random.bin"
+    digest = hashlib.sha256()
+    with path.open("wb") as handle:
+        remaining = BULK_SIZE
+        while remaining:
+            chunk = os.urandom(min(remaining, 1 << 20))
+            digest.update(chunk)
+            handle.write(chunk)
+            remaining -= len(chunk)
+    return path, digest.hexdigest()

@@ -1,0 +1,647 @@
+"""`dupsession status` and `relayd status` on a live session over three impaired paths.
+
+One session for the whole module: a real `dupsession 127.0.0.1 ECHOPORT` process, fed a
+16-byte "keystroke" every 50 ms by a writer thread, reaches an echo target through a real
+`relayd` over three UDP shims with distinct, asymmetric one-way delays:
+
+    A: up 10 ms, down 30 ms (RTT 40)    fastest way out
+    B: up 60 ms, down 10 ms (RTT 70)    fastest way back
+    C: up 50 ms, down 50 ms (RTT 100), 10 % loss each way
+
+So the views must show three different RTTs, A winning "first up" and B "first down" (the
+session's floor is A out + B back), and the losers' lag behind the winner: the difference of
+one-way delays, measured without any clock sync. The live view runs in a real terminal (a
+private tmux server) and must quit on `q` and on Ctrl-C.
+
+Every process is stopped by its PID, the tmux server by its unique socket name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dupsession import control
+from dupsession.shim import Impairment
+from tests.e2e.proxycmd import stop_pid
+from tests.e2e.relay import Relay, start_relay
+from tests.e2e.shims import ShimThread
+from tests.e2e.sshd import _descendants, require_binary
+from tests.e2e.targets import TcpTarget
+
+pytestmark = pytest.mark.timeout(60)
+
+KEYSTROKE = 16  #: bytes per keystroke record
+KEYSTROKE_INTERVAL = 0.05  #: seconds between keystrokes
+WARMUP_TIMEOUT = 20.0  #: seconds for the session to have enough samples
+MIN_FRAMES = 60  #: frames each way before the views are judged (the lag averages settle)
+MIN_RTT_SAMPLES = 20  #: RTT samples per path before the views are judged
+
+#: Measured values must be within ABS_TOL + REL_TOL * expected of the configured ones.
+ABS_TOL = 0.008
+REL_TOL = 0.20
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    up: float  #: one-way delay client -> exit (s)
+    down: float  #: one-way delay exit -> client (s)
+    loss: float = 0.0  #: per datagram, each direction
+
+    @property
+    def rtt(self) -> float:
+        return self.up + self.down
+
+
+ROUTES = (
+    Route("A", 0.010, 0.030),
+    Route("B", 0.060, 0.010),
+    Route("C", 0.050, 0.050, loss=0.10),
+)
+FIRST_UP = "A"  #: the lowest up delay
+FIRST_DOWN = "B"  #: the lowest down delay
+
+
+def close_to(measured: float, expected: float) -> bool:
+    return abs(measured - expected) <= ABS_TOL + REL_TOL * expected
+
+
+def expected_lags(routes: Sequence[Route]) -> dict[str, tuple[float, float]]:
+    """(lag up, lag down) of each route: how far behind the fastest copy its copies arrive."""
+    best_up = min(r.up for r in routes)
+    best_down = min(r.down for r in routes)
+    return {r.name: (r.up - best_up, r.down - best_down) for r in routes}
+
+
+# -- the workload -------------------------------------------------------------------------------
+
+
+class Typist:
+    """A `dupsession ... HOST PORT` process typing a keystroke record every 50 ms."""
+
+    def __init__(self, args: Sequence[str], env: dict[str, str]) -> None:
+        dupsession = require_binary("dupsession")
+        self.process = subprocess.Popen(
+            [dupsession, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.sent = 0
+        self.echoed = 0
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write, daemon=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._writer.start()
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _write(self) -> None:
+        assert self.process.stdin is not None
+        counter = 0
+        try:
+            while not self._stop.wait(KEYSTROKE_INTERVAL):
+                self.process.stdin.write(b"key %011d\n" % counter)
+                self.process.stdin.flush()
+                counter += 1
+                self.sent += KEYSTROKE
+        except OSError as exc:
+            self.errors.append(exc)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        while data := self.process.stdout.read1(65536):
+            self.echoed += len(data)
+
+    def finish(self, timeout: float = 15.0) -> tuple[int, str]:
+        """Stop typing, close stdin (EOF to the target), wait; (exit code, stderr)."""
+        self._stop.set()
+        self._writer.join(5)
+        assert self.process.stdin is not None and self.process.stderr is not None
+        self.process.stdin.close()
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            stop_pid(self.process.pid)
+            self.process.wait(5)
+            raise AssertionError(f"dupsession did not exit {timeout}s after EOF") from None
+        finally:
+            self._reader.join(5)
+        return code, self.process.stderr.read().decode(errors="replace")
+
+    def kill(self) -> None:
+        self._stop.set()
+        if self.process.poll() is None:
+            stop_pid(self.process.pid)
+            self.process.wait(5)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@dataclass
+class LiveSession:
+    run_dir: Path
+    env: dict[str, str]  #: for subprocesses: only this module's control sockets are seen
+    relay: Relay
+    target_port: int
+    specs: dict[str, str]  #: route name -> the client's --path URL
+    typist: Typist
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.target_port}"
+
+    def route_of_spec(self, spec: str) -> Route:
+        names = [name for name, s in self.specs.items() if s == spec]
+        assert len(names) == 1, f"unknown path {spec!r}; expected one of {self.specs}"
+        return next(r for r in ROUTES if r.name == names[0])
+
+    def client_document(self) -> dict[str, Any]:
+        documents = control.discover("client", self.run_dir)
+        assert len(documents) == 1, documents
+        return documents[0]
+
+    def wait_warm(self) -> dict[str, Any]:
+        """Wait until every path has RTT samples and both directions enough frames."""
+        deadline = time.monotonic() + WARMUP_TIMEOUT
+        doc: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            assert self.typist.process.poll() is None, "dupsession exited during warm-up"
+            documents = control.discover("client", self.run_dir)
+            if documents and documents[0]["sessions"]:
+                doc = documents[0]["sessions"][0]
+                paths = doc.get("paths", [])
+                if (
+                    doc.get("state") == "up"
+                    and len(paths) == len(ROUTES)
+                    and all(p.get("rtt_count", 0) >= MIN_RTT_SAMPLES for p in paths)
+                    and sum(p["outbound"]["first"] for p in paths) >= MIN_FRAMES
+                    and sum(p["inbound"]["first"] for p in paths) >= MIN_FRAMES
+                ):
+                    return doc
+            time.sleep(0.2)
+        raise AssertionError(f"session not warm after {WARMUP_TIMEOUT}s: {doc}")
+
+
+def start_live_session(
+    workdir: Path, shims: ShimThread, target: TcpTarget, relay_args: Sequence[str] = ()
+) -> LiveSession:
+    """relayd, three shims in front of it, and a typing dupsession; caller cleans up."""
+    run_dir = workdir / "run"
+    run_dir.mkdir(mode=0o700)
+    env = {
+        **os.environ,
+        "DUPSESSION_RUNTIME_DIR": str(run_dir),
+        "XDG_CONFIG_HOME": str(workdir / "xdg-config"),
+    }
+    relay = start_relay(
+        workdir / "relay",
+        [f"127.0.0.1:{target.port}"],
+        extra_args=["--control", str(run_dir / "relayd-status.sock"), *relay_args],
+    )
+    specs = {}
+    for seed, route in enumerate(ROUTES):
+        shim = shims.udp(
+            (relay.host, relay.port),
+            up=Impairment(delay=route.up, loss=route.loss),
+            down=Impairment(delay=route.down, loss=route.loss),
+            seed=seed,
+        )
+        specs[route.name] = f"udp://127.0.0.1:{shim.port}"
+    args = ["--key", str(relay.key)]
+    for route in ROUTES:
+        args += ["--path", specs[route.name]]
+    typist = Typist([*args, "127.0.0.1", str(target.port)], env)
+    return LiveSession(run_dir, env, relay, target.port, specs, typist)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSession]:
+    workdir = tmp_path_factory.mktemp("status")
+    with TcpTarget("echo") as target, ShimThread() as shims:
+        session = start_live_session(workdir, shims, target)
+        try:
+            session.wait_warm()
+            yield session
+            code, stderr = session.typist.finish()
+            assert code == 0, stderr
+            assert stderr == ""
+            assert not session.typist.errors
+            assert session.typist.echoed == session.typist.sent  # every keystroke came back
+        finally:
+            session.typist.kill()
+            session.relay.stop()
+
+
+# -- reading the tables -------------------------------------------------------------------------
+
+HEADER = (
+    "path",
+    "uplink",
+    "via",
+    "state",
+    "rtt ms",
+    "spread",
+    "loss up",
+    "loss down",
+    "first up",
+    "first down",
+    "lag up ms",
+    "lag down ms",
+)
+FIRST = re.compile(r"(?P<share>\d+)% \((?P<count>\d+)\)")
+
+
+def parse_rows(screen: str) -> list[dict[str, str]]:
+    """Every path row of every status table on `screen` (live view or plain text).
+
+    Cells are at least two spaces apart in both layouts (the plain one also has `|`), while
+    no cell holds two spaces in a row, so splitting on runs of 2+ spaces recovers them.
+    """
+    rows: list[dict[str, str]] = []
+    in_table = False
+    for line in screen.splitlines():
+        cells = [c for c in re.split(r"\s{2,}", line.replace("|", " ").strip()) if c]
+        if tuple(cells) == HEADER:
+            in_table = True
+        elif in_table and len(cells) == len(HEADER):
+            rows.append(dict(zip(HEADER, cells, strict=True)))
+        elif in_table and cells and not set("".join(cells)) <= set("+-─━ "):
+            in_table = False  # the next session's title, or anything else
+    return rows
+
+
+def first_count(cell: str) -> int:
+    match = FIRST.fullmatch(cell)
+    assert match is not None, f"not a 'share% (count)' cell: {cell!r}"
+    return int(match["count"])
+
+
+def check_rows(rows: list[dict[str, str]], route_of: dict[str, Route]) -> None:
+    """The rows show each route's RTT, the asymmetric winners and the one-way delay gaps."""
+    by_route = {route_of[row["path"]].name: row for row in rows if row["path"] in route_of}
+    assert sorted(by_route) == sorted(r.name for r in ROUTES), rows
+    lags = expected_lags(ROUTES)
+    for route in ROUTES:
+        row = by_route[route.name]
+        assert row["state"] == "up", row
+        rtt = float(row["rtt ms"]) / 1e3
+        assert close_to(rtt, route.rtt), f"{route.name}: rtt {rtt} vs {route.rtt}: {row}"
+        lag_up, lag_down = lags[route.name]
+        if route.name != FIRST_UP:
+            measured = float(row["lag up ms"]) / 1e3
+            assert close_to(measured, lag_up), f"{route.name} lag up {measured}: {row}"
+        if route.name != FIRST_DOWN:
+            measured = float(row["lag down ms"]) / 1e3
+            assert close_to(measured, lag_down), f"{route.name} lag down {measured}: {row}"
+    ups = {name: first_count(row["first up"]) for name, row in by_route.items()}
+    downs = {name: first_count(row["first down"]) for name, row in by_route.items()}
+    assert max(ups, key=ups.__getitem__) == FIRST_UP, ups
+    assert max(downs, key=downs.__getitem__) == FIRST_DOWN, downs
+    # 40 ms (up) and 20 ms (down) ahead of the next route: it wins nearly every frame.
+    assert ups[FIRST_UP] >= 0.9 * sum(ups.values()), ups
+    assert downs[FIRST_DOWN] >= 0.9 * sum(downs.values()), downs
+
+
+def client_route_map(live: LiveSession) -> dict[str, Route]:
+    return {spec: live.route_of_spec(spec) for spec in live.specs.values()}
+
+
+# -- the live view in a real terminal -----------------------------------------------------------
+
+
+EXITED = re.compile(r"^exited with status (\d+)$", re.MULTILINE)
+
+
+def shell_wrapped(argv: Sequence[str], stdin_devnull: bool = False) -> list[str]:
+    """`argv` under sh, which prints its exit status when it ends.
+
+    sh traps SIGINT (a trap, not an ignore, so the command still gets Ctrl-C's SIGINT with
+    the default action) and runs the trap only after the command ends: Ctrl-C reaches the
+    command, and sh lives on to print how it ended (130 if SIGINT killed it).
+    """
+    redirect = " </dev/null" if stdin_devnull else ""
+    # The sleep keeps the terminal open: output written just before the last process on a
+    # pty exits can be lost to tmux (it reads EIO instead).
+    script = f'trap true INT; "$@"{redirect}; echo "exited with status $?"; exec sleep 10'
+    return ["sh", "-c", script, "sh", *argv]
+
+
+class TmuxPane:
+    """One command in a detached 220x50 tmux pane on a private tmux server.
+
+    The server has its own socket name (`-L`), so nothing here touches the user's tmux; it
+    keeps dead panes (remain-on-exit) so the command's exit status can be read.
+    """
+
+    def __init__(self, workdir: Path, argv: Sequence[str], env: dict[str, str]) -> None:
+        self.tmux = require_binary("tmux")
+        self.name = f"dupsession-test-{os.getpid()}-{secrets.token_hex(4)}"
+        self.target = f"={self.name}:"  # exact session name, its current window
+        conf = workdir / f"{self.name}.conf"
+        conf.write_text("set -g remain-on-exit on\nset -g status off\n")
+        self.env = {**env, "LANG": "C.UTF-8"}
+        session_env = [
+            arg
+            for key in ("DUPSESSION_RUNTIME_DIR", "XDG_CONFIG_HOME")
+            if key in env
+            for arg in ("-e", f"{key}={env[key]}")
+        ]
+        self.closed = False
+        self._tmux(
+            "-f", str(conf), "new-session", "-d", "-s", self.name, "-x", "220", "-y", "50",
+            *session_env, "--", *argv,
+        )  # fmt: skip
+
+    def _tmux(self, *args: str, check: bool = True) -> str:
+        result = subprocess.run(
+            [self.tmux, "-u", "-L", self.name, *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+        )
+        if check:
+            assert result.returncode == 0, f"tmux {args}: {result.stderr}"
+        return result.stdout
+
+    def capture(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", self.target)
+
+    def display(self, fmt: str) -> str:
+        return self._tmux("display-message", "-p", "-t", self.target, fmt).strip()
+
+    def send_keys(self, *keys: str) -> None:
+        self._tmux("send-keys", "-t", self.target, *keys)
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float, what: str) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.capture()
+            if predicate(screen):
+                return screen
+            if self.display("#{pane_dead}") == "1":
+                raise AssertionError(f"the command exited before showing {what}:\n{screen}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} not on screen after {timeout}s:\n{screen}")
+            time.sleep(0.2)
+
+    def wait_exit(self, timeout: float) -> int:
+        """The command's exit status, from the line the `shell_wrapped` wrapper prints.
+
+        (tmux 3.3's own #{pane_dead_status} is sometimes never set: it can mark the pane
+        dead on the pty's EOF and then leave the child unreaped.)
+        """
+        screen = self.wait_for(lambda s: EXITED.search(s) is not None, timeout, "an exit status")
+        match = EXITED.search(screen)
+        assert match is not None
+        return int(match[1])
+
+    def close(self) -> None:
+        """Kill the session by its unique name; the private server then exits by itself."""
+        if self.closed:
+            return
+        self.closed = True
+        state = self._tmux(
+            "display-message", "-p", "-t", self.target, "#{pane_dead} #{pane_pid}", check=False
+        ).split()
+        self._tmux("kill-session", "-t", self.target, check=False)
+        if state[:1] == ["0"] and state[1:2] and state[1].isdigit():
+            stop_pid(int(state[1]))  # the command, should it survive the hangup
+
+
+@pytest.fixture
+def pane_factory(tmp_path: Path) -> Iterator[Any]:
+    panes: list[TmuxPane] = []
+
+    def make(argv: Sequence[str], env: dict[str, str]) -> TmuxPane:
+        pane = TmuxPane(tmp_path, argv, env)
+        panes.append(pane)
+        return pane
+
+    yield make
+    for pane in panes:
+        pane.close()
+
+
+def _live_view(live: LiveSession, pane_factory: Any) -> tuple[TmuxPane, str]:
+    """`dupsession status` in a terminal, once it shows all three paths with RTTs."""
+    pane = pane_factory(shell_wrapped([require_binary("dupsession"), "status"]), live.env)
+    route_of = client_route_map(live)
+
+    def complete(screen: str) -> bool:
+        rows = parse_rows(screen)
+        return {r["path"] for r in rows if r["rtt ms"] != "-"} >= set(route_of)
+
+    screen = pane.wait_for(complete, 15, "a status table with every path")
+    return pane, screen
+
+
+def test_live_view_in_terminal_quits_on_q(live: LiveSession, pane_factory: Any) -> None:
+    pane, screen = _live_view(live, pane_factory)
+    assert pane.display("#{alternate_on}") == "1"  # a full-screen view, like top
+    assert "(q to quit)" in screen
+    assert live.target in screen and "client" in screen
+    check_rows(parse_rows(screen), client_route_map(live))
+    rows = parse_rows(screen)
+    assert len(rows) == len(ROUTES)  # only this module's session: the runtime dir is ours
+    # It is live: counters grow while the typist types (refresh every 0.5 s).
+    before = sum(first_count(r["first up"]) for r in rows)
+    later = pane.wait_for(
+        lambda s: sum(first_count(r["first up"]) for r in parse_rows(s)) > before,
+        5,
+        "a refreshed table",
+    )
+    check_rows(parse_rows(later), client_route_map(live))
+    sent = time.monotonic()
+    pane.send_keys("q")
+    assert pane.wait_exit(5) == 0
+    assert time.monotonic() - sent < 3
+    assert pane.display("#{alternate_on}") == "0"  # the terminal's screen was given back
+    assert "first up" not in pane.capture()
+
+
+def test_live_view_quits_on_ctrl_c(live: LiveSession, pane_factory: Any) -> None:
+    pane, screen = _live_view(live, pane_factory)
+    check_rows(parse_rows(screen), client_route_map(live))
+    pane.send_keys("C-c")
+    assert pane.wait_exit(5) == 0  # handled: not 130, not a traceback
+    assert pane.display("#{alternate_on}") == "0"
+    assert "Traceback" not in pane.capture()
+
+
+def test_live_view_with_stdin_at_eof_does_not_spin(live: LiveSession, pane_factory: Any) -> None:
+    """stdin at EOF (here /dev/null) must not turn the refresh loop into a busy loop."""
+    argv = shell_wrapped([require_binary("dupsession"), "status"], stdin_devnull=True)
+    pane = pane_factory(argv, live.env)
+    pane.wait_for(lambda s: "first up" in s, 15, "the status table")
+    (pid,) = _descendants(int(pane.display("#{pane_pid}")))  # sh's one child: the view
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+    start_cpu, start = cpu_seconds(), time.monotonic()
+    time.sleep(3)
+    share = (cpu_seconds() - start_cpu) / (time.monotonic() - start)
+    assert share < 0.5, f"status used {share:.0%} of a CPU while idle"
+    pane.send_keys("C-c")
+    assert pane.wait_exit(5) == 0
+
+
+# -- one-shot views -----------------------------------------------------------------------------
+
+
+def run_cli(live: LiveSession, *argv: str) -> str:
+    result = subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=live.env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    return result.stdout
+
+
+@pytest.mark.parametrize("once", [True, False], ids=["once", "not-a-terminal"])
+def test_once_prints_plain_text(live: LiveSession, once: bool) -> None:
+    """--once, or any stdout that is not a terminal: one plain-text snapshot, then exit."""
+    dupsession = require_binary("dupsession")
+    out = run_cli(live, dupsession, "status", *(["--once"] if once else []))
+    assert "\x1b" not in out  # no colour, no cursor movement: fit for a pipe or a file
+    assert "+---" in out and "| path" in out  # ASCII box
+    assert out.count(live.target) == 1
+    rows = parse_rows(out)
+    assert len(rows) == len(ROUTES), out
+    assert all(row["uplink"] == "default" and row["via"] == "direct" for row in rows)
+    check_rows(rows, client_route_map(live))
+    doc = live.client_document()["sessions"][0]
+    assert f"session {doc['session_id']}" in out
+
+
+def test_json_snapshot(live: LiveSession) -> None:
+    out = run_cli(live, require_binary("dupsession"), "status", "--json")
+    documents = json.loads(out)
+    assert isinstance(documents, list) and len(documents) == 1
+    document = documents[0]
+    assert document["v"] == control.VERSION
+    assert document["kind"] == "client"
+    assert document["pid"] == live.typist.pid
+    (doc,) = document["sessions"]
+    assert doc["role"] == "client" and doc["state"] == "up"
+    assert doc["target"] == live.target
+    assert re.fullmatch(r"[0-9a-f]{16}", doc["session_id"])
+    assert doc["bytes_out"] > 0 and doc["bytes_in"] > 0
+    assert [p["spec"] for p in doc["paths"]] == [live.specs[r.name] for r in ROUTES]
+    assert [p["id"] for p in doc["paths"]] == [1, 2, 3]  # the --path order
+    lags = expected_lags(ROUTES)
+    for path in doc["paths"]:
+        route = live.route_of_spec(path["spec"])
+        assert path["kind"] == "datagram" and path["state"] == "up"
+        assert close_to(path["rtt"], route.rtt), (route, path["rtt"])
+        # No sample can beat the configured delays (the shim adds them; there is no jitter).
+        assert route.rtt - 0.002 <= path["rtt_min"] <= path["rtt"] + 0.002
+        assert sum(path["rtt_buckets"]) == path["rtt_count"] > 0
+        assert len(path["rtt_recent"]) > 0
+        lag_up, lag_down = lags[route.name]
+        if route.name != FIRST_UP:
+            assert close_to(path["outbound"]["lag"], lag_up), (route, path["outbound"])
+        if route.name != FIRST_DOWN:
+            assert close_to(path["inbound"]["lag"], lag_down), (route, path["inbound"])
+        assert path["inbound"]["first"] <= path["inbound"]["frames"]
+        if route.loss:
+            assert 0 < path["outbound"]["loss"] < 0.5, path  # measured by the exit
+            assert 0 < path["inbound"]["loss"] < 0.5, path  # measured here
+        else:
+            assert path["outbound"]["loss"] < 0.02 and path["inbound"]["loss"] < 0.02, path
+    ups = {live.route_of_spec(p["spec"]).name: p["outbound"]["first"] for p in doc["paths"]}
+    downs = {live.route_of_spec(p["spec"]).name: p["inbound"]["first"] for p in doc["paths"]}
+    assert max(ups, key=ups.__getitem__) == FIRST_UP
+    assert max(downs, key=downs.__getitem__) == FIRST_DOWN
+
+
+def test_relayd_status_shows_the_same_session(live: LiveSession) -> None:
+    relayd = require_binary("relayd")
+    client_doc = live.client_document()["sessions"][0]
+    documents = json.loads(run_cli(live, relayd, "status", "--json"))
+    assert [d["kind"] for d in documents] == ["relayd"]
+    assert documents[0]["pid"] == live.relay.pid
+    (exit_doc,) = documents[0]["sessions"]
+    assert exit_doc["session_id"] == client_doc["session_id"]
+    assert exit_doc["role"] == "exit" and exit_doc["state"] == "up"
+    assert exit_doc["target"] == live.target
+    # The exit knows each path by the id the client gave it (the --path order) and by the
+    # source address it comes from: the shim's upstream socket.
+    routes_by_id = dict(enumerate(ROUTES, start=1))
+    assert sorted(p["id"] for p in exit_doc["paths"]) == sorted(routes_by_id)
+    route_of: dict[str, Route] = {}
+    for path in exit_doc["paths"]:
+        route = routes_by_id[path["id"]]
+        assert re.fullmatch(r"udp from 127\.0\.0\.1:\d+", path["spec"]), path["spec"]
+        assert close_to(path["rtt"], route.rtt), (route, path["rtt"])
+        route_of[path["spec"]] = route
+    # Seen from the exit, "up" is what it receives: the client's outbound wins are its inbound.
+    wins_up = {routes_by_id[p["id"]].name: p["inbound"]["first"] for p in exit_doc["paths"]}
+    wins_down = {routes_by_id[p["id"]].name: p["outbound"]["first"] for p in exit_doc["paths"]}
+    assert max(wins_up, key=wins_up.__getitem__) == FIRST_UP
+    assert max(wins_down, key=wins_down.__getitem__) == FIRST_DOWN
+
+    out = run_cli(live, relayd, "status", "--once")
+    assert "\x1b" not in out
+    title = next(line for line in out.splitlines() if live.target in line)
+    assert "exit" in title and f"session {client_doc['session_id']}" in title
+    rows = parse_rows(out)
+    assert len(rows) == len(ROUTES), out
+    assert all(row["uplink"] == "-" and row["via"] == "-" for row in rows)
+    check_rows(rows, route_of)
+    # And the client's view does not list the exit's side, nor the exit the client's.
+    assert "udp from" not in run_cli(live, require_binary("dupsession"), "status", "--once")
+    assert "udp://" not in out
+
+
+def test_status_without_sessions(tmp_path: Path) -> None:
+    run_dir = tmp_path / "empty-run"
+    env = {**os.environ, "DUPSESSION_RUNTIME_DIR": str(run_dir)}
+    for program in ("dupsession", "relayd"):
+        result = subprocess.run(
+            [require_binary(program), "status", "--once"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "no dupsession sessions on this machine"
+        result = subprocess.run(
+            [require_binary(program), "status", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        assert json.loads(result.stdout) == []
