@@ -139,6 +139,13 @@ class Client:
             self.driver.detach(path_id, self.paths[path_id])
         elif self._hs is not None:
             self._hs.closed_after_hello.add(path_id)
+            # Every path failed and none is a datagram path (whose silence proves nothing):
+            # waiting out the connect timeout would only delay the same answer.
+            failed = all(p in self._path_errors for p in self.paths)
+            datagram = any(p.datagram for p in self.paths.values())
+            if failed and not datagram and not self._hs.done.done():
+                failure = SessionFailed(ExitCode.HANDSHAKE, self._handshake_failure())
+                self._hs.done.set_exception(failure)
         log.info("path %d (%s) lost: %s", path_id, self.paths[path_id].spec, reason)
 
     # -- Endpoint (session events) -----------------------------------------------------------

@@ -37,6 +37,9 @@ _STATE_NAMES = {
     SessionState.CLOSED: "closed",
 }
 
+#: At shutdown, CLOSE goes out this many times on every path, this far apart (s).
+CLOSE_REPEATS = 3
+CLOSE_REPEAT_INTERVAL = 0.02
 #: A closed session answers stragglers with CLOSE for this long (s), then is forgotten.
 TOMBSTONE_LINGER = 30.0
 
@@ -311,9 +314,15 @@ class ExitServer:
     # -- shutdown ------------------------------------------------------------------------------
 
     async def close(self, reason: str = "exit shutting down") -> None:
-        for exit_session in list(self.sessions.values()):
-            if exit_session.closed is None:
-                exit_session.abort(wire.CloseCode.SHUTDOWN, reason)
+        live = [s for s in self.sessions.values() if s.closed is None]
+        for exit_session in live:
+            exit_session.abort(wire.CloseCode.SHUTDOWN, reason)
+        for _ in range(CLOSE_REPEATS - 1):  # a lost CLOSE would leave a client waiting
+            await asyncio.sleep(CLOSE_REPEAT_INTERVAL)
+            for exit_session in live:
+                exit_session.driver.session.repeat_close()
+                exit_session.driver.flush()
+        for exit_session in self.sessions.values():
             exit_session.driver.stop()
         self.sessions.clear()
         if self._udp is not None:

@@ -169,6 +169,12 @@ class Session:
             return
         self._finish(code, reason, by_peer=False, now=now)
 
+    def repeat_close(self) -> None:
+        """Queue our CLOSE on every path again: a shutdown sends it a few times, so one lost
+        datagram does not leave the peer waiting out its grace period."""
+        if self._close_frame is not None:
+            self._close_queued = set(self.paths)
+
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
