@@ -8,7 +8,8 @@
 
 Options, after `?`: `bind=IFACE_OR_ADDR` pins the path to an uplink; `via=NAME` labels the
 route in status views (default: `direct`, or the relay's host); for ssh, `exit=` (required),
-`identity=FILE` and `known_hosts=FILE`.
+`identity=FILE`, `known_hosts=FILE` and `pty=no` (skip the pty session that makes sshd
+disable Nagle: only for measuring what it buys).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ SSH_DEFAULT_PORT = 22
 _OPTIONS = {
     "udp": {"bind", "via"},
     "tcp": {"bind", "via"},
-    "ssh": {"bind", "via", "exit", "identity", "known_hosts"},
+    "ssh": {"bind", "via", "exit", "identity", "known_hosts", "pty"},
 }
 
 
@@ -40,6 +41,7 @@ class PathSpec:
     exit: tuple[str, int] | None = None  #: ssh only: where the direct-tcpip channel goes
     identity: str | None = None  #: ssh only: private key file (default: agent and ~/.ssh)
     known_hosts: str | None = None  #: ssh only (default: ~/.ssh/known_hosts)
+    pty: bool = True  #: ssh only: open the pty session that makes sshd set TCP_NODELAY
 
     @property
     def datagram(self) -> bool:
@@ -100,6 +102,7 @@ def parse_path(url: str, via: str | None = None) -> PathSpec:
         exit=exit_address,
         identity=query.get("identity") or None,
         known_hosts=query.get("known_hosts") or None,
+        pty=query.get("pty", "yes").lower() not in ("no", "0", "false"),
     )
 
 

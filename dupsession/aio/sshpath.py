@@ -94,7 +94,7 @@ class SshPath(TcpPath):
         except asyncssh.Error as exc:
             raise OSError(f"ssh to {spec.host}:{spec.port}: {exc.reason}") from exc
         try:
-            self.interactive = await self._go_interactive(conn)
+            self.interactive = spec.pty and await self._go_interactive(conn)
             _, channel = await conn.create_connection(
                 lambda: _SshChannel(self), spec.exit[0], spec.exit[1]
             )
