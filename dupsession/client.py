@@ -148,6 +148,14 @@ class Client:
                 self._hs.done.set_exception(failure)
         log.info("path %d (%s) lost: %s", path_id, self.paths[path_id].spec, reason)
 
+    def _path_event(self, event: events.Event) -> None:
+        """A stream path gone silent is reconnected rather than waited for."""
+        if isinstance(event, events.PathDown):
+            path = self.paths.get(event.path_id)
+            if isinstance(path, TcpPath):
+                log.info("path %d (%s) silent: reconnecting", event.path_id, path.spec)
+                path.reconnect()
+
     # -- Endpoint (session events) -----------------------------------------------------------
 
     def on_data(self, data: bytes) -> None:
@@ -220,6 +228,7 @@ class Client:
             Role.CLIENT, handshake.session_id, keys, time.monotonic(), self.settings.session
         )
         self.driver = SessionDriver(session, self)
+        self.driver.on_path_event = self._path_event
         self.result = loop.create_future()
         for pid, path in self.paths.items():
             if path.is_open():
@@ -352,6 +361,11 @@ class Client:
             doc["state"] = _STATE_NAMES[self.driver.session.state]
         doc["target"] = self.target
         doc["role"] = "client"
+        listed = {path["id"] for path in doc["paths"]}
+        for pid in self.paths:
+            if pid not in listed:  # never opened (refused, no route): shown, not hidden
+                state = "unreachable" if pid in self._path_errors else "connecting"
+                doc["paths"].append({"id": pid, "state": state})
         for path in doc["paths"]:
             spec = self.paths[path["id"]].spec
             path["spec"] = str(spec)

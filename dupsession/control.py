@@ -77,7 +77,9 @@ class ControlServer:
             self.path.unlink()
         old_umask = os.umask(0o177)  # the socket is born 0600: no window where it is wider
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_REQUEST
+            )
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
@@ -87,8 +89,12 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), QUERY_TIMEOUT)
-            reply = self._answer(line[:MAX_REQUEST])
+            try:
+                line = await asyncio.wait_for(reader.readline(), QUERY_TIMEOUT)
+            except ValueError:  # longer than MAX_REQUEST without a newline
+                reply: dict[str, Any] = {"v": VERSION, "error": "request too long"}
+            else:
+                reply = self._answer(line)
             writer.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
             await writer.drain()
         except (TimeoutError, ConnectionError):
@@ -101,7 +107,8 @@ class ControlServer:
             request = json.loads(line)
         except ValueError:
             return {"v": VERSION, "error": "request is not JSON"}
-        if not isinstance(request, dict) or request.get("v") != VERSION:
+        version = request.get("v") if isinstance(request, dict) else None
+        if type(version) is not int or version != VERSION:
             return {"v": VERSION, "error": f"unsupported request version (this is v{VERSION})"}
         if request.get("cmd") != "snapshot":
             return {"v": VERSION, "error": f"unknown command {request.get('cmd')!r}"}
@@ -131,8 +138,12 @@ def query(path: Path, timeout: float = QUERY_TIMEOUT) -> dict[str, Any]:
         document = json.loads(b"".join(chunks))
     except ValueError as exc:
         raise ControlError(f"{path}: reply is not JSON") from exc
-    if not isinstance(document, dict) or "error" in document:
-        raise ControlError(f"{path}: {document.get('error', 'bad reply')}")
+    if not isinstance(document, dict):
+        raise ControlError(f"{path}: bad reply")
+    if "error" in document:
+        raise ControlError(f"{path}: {document['error']}")
+    if document.get("v") != VERSION:
+        raise ControlError(f"{path}: speaks control protocol v{document.get('v')}, not v{VERSION}")
     return document
 
 
@@ -145,7 +156,7 @@ def discover(kind: str | None = None, directory: Path | None = None) -> list[dic
         try:
             documents.append(query(path))
         except ControlError:
-            if isinstance(path, Path) and _is_stale(path):
+            if _is_stale(path):
                 with contextlib.suppress(OSError):
                     path.unlink()
     return documents

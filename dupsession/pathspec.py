@@ -113,10 +113,12 @@ def with_uplink(spec: PathSpec, uplink: str | None) -> PathSpec:
     return replace(spec, uplink=uplink)
 
 
-def parse_hostport(text: str, what: str = "address") -> tuple[str, int]:
-    """`HOST:PORT` or `[V6]:PORT` -> (host, port), with a clear error."""
+def parse_hostport(text: str, what: str = "address", listen: bool = False) -> tuple[str, int]:
+    """`HOST:PORT` or `[V6]:PORT` -> (host, port), with a clear error. A listening address
+    may use port 0 (any free port)."""
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    lowest = 0 if listen else 1
+    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
         raise PathSpecError(f"{what} {text!r}: expected HOST:PORT")
     return host, int(port)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 
 #: Our stdout counts as congested (stop opening the peer's window) above this many bytes.
 STDOUT_HIGH_WATER = 1024 * 1024
+#: Pipe capacity asked for on stdin/stdout (Linux F_SETPIPE_SZ; 1 MiB is the unprivileged
+#: maximum). The default 64 KiB makes every 64 KiB of a bulk transfer cost a wake-up of both
+#: ssh and us, on top of a small read; best effort, the default works too.
+PIPE_SIZE = 1024 * 1024
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 #: Chunk size of the threads that stand in for stdin/stdout when they are not pollable.
 PUMP_CHUNK = 64 * 1024
 
@@ -40,6 +46,12 @@ def _pollable(fd: int) -> bool:
     """
     mode = os.fstat(fd).st_mode
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+
+
+def _grow_pipe(fd: int) -> None:
+    if stat.S_ISFIFO(os.fstat(fd).st_mode) and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -119,6 +131,8 @@ class StdioStream:
             pipe_r, pipe_w = os.pipe()
             self._out_pump = _pump(pipe_r, out_fd)
             out_fd = pipe_w
+        _grow_pipe(in_fd)
+        _grow_pipe(out_fd)
         stdin = os.fdopen(in_fd, "rb", buffering=0)
         stdout = os.fdopen(out_fd, "wb", buffering=0)
         self.reader, _ = await loop.connect_read_pipe(lambda: _StdinProtocol(client), stdin)

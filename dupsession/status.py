@@ -36,6 +36,7 @@ STATE_STYLE = {
     "probing": "yellow",
     "resuming": "bold red",
     "down": "red",
+    "unreachable": "red",
     "closed": "dim",
 }
 
@@ -93,6 +94,7 @@ def session_table(doc: dict[str, Any], plain: bool) -> Table:
         f"  {doc.get('role', '?')}  ",
         (state, STATE_STYLE.get(state, "")),
         f"  age {doc.get('age', 0):.0f} s  up {_bytes(sent_up)}  down {_bytes(sent_down)}",
+        (f"  session {doc['session_id']}" if doc.get("session_id") else "", "dim"),
     )
     table = Table(
         title=title,
@@ -149,16 +151,32 @@ def render(documents: list[dict[str, Any]], plain: bool = False) -> RenderableTy
     return Group(*tables)
 
 
-def _keys() -> Iterator[str]:
-    """Keys typed during one refresh interval (stdin in cbreak mode)."""
-    ready, _, _ = select.select([sys.stdin], [], [], REFRESH)
-    if ready:
-        yield os.read(sys.stdin.fileno(), 32).decode(errors="ignore")
+class _Keys:
+    """Keys typed on stdin (in cbreak mode when it is a terminal)."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            self.fd = sys.stdin.fileno()
+
+    def wait(self, timeout: float) -> str:
+        """What was typed within `timeout` seconds; at EOF, sleep it out (never spin)."""
+        if self.fd is None:
+            time.sleep(timeout)
+            return ""
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return ""
+        data = os.read(self.fd, 32)
+        if not data:  # stdin closed or /dev/null: no more keys, only Ctrl-C stops us
+            self.fd = None
+            time.sleep(timeout)
+        return data.decode(errors="ignore")
 
 
 @contextlib.contextmanager
 def _cbreak() -> Iterator[None]:
-    if not sys.stdin.isatty():
+    if sys.stdin is None or not sys.stdin.isatty():
         yield
         return
     fd = sys.stdin.fileno()
@@ -177,6 +195,17 @@ def run(
     collect: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> int:
     gather = collect or (lambda: control.discover(kind))
+    program = f"{'relayd' if kind == 'relayd' else 'dupsession'} status"
+    try:
+        return _run(gather, once, as_json, program)
+    except control.ControlError as exc:
+        print(f"{program}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(
+    gather: Callable[[], list[dict[str, Any]]], once: bool, as_json: bool, program: str
+) -> int:
     if as_json:
         print(json.dumps(gather(), indent=2))
         return 0
@@ -186,21 +215,24 @@ def run(
         console.print(render(gather(), plain=plain))
         return 0
     console = Console()
+    keys = _Keys()
     try:
         with (
             _cbreak(),
-            Live(render(gather()), console=console, screen=True, auto_refresh=False) as live,
+            Live(
+                with_help(render(gather()), program),
+                console=console,
+                screen=True,
+                auto_refresh=False,
+            ) as live,
         ):
-            while True:
-                if any("q" in key.lower() for key in _keys()):
-                    break
-                live.update(_with_help(render(gather())), refresh=True)
+            while "q" not in keys.wait(REFRESH).lower():
+                live.update(with_help(render(gather()), program), refresh=True)
     except KeyboardInterrupt:
         pass
     return 0
 
 
-def _with_help(body: RenderableType) -> RenderableType:
-    return Group(
-        Text(f"dupsession status  {time.strftime('%H:%M:%S')}  (q to quit)", style="dim"), body
-    )
+def with_help(body: RenderableType, program: str = "dupsession status") -> RenderableType:
+    """The live view's screen: a clock and the key help above the tables."""
+    return Group(Text(f"{program}  {time.strftime('%H:%M:%S')}  (q to quit)", style="dim"), body)

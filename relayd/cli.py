@@ -190,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return run(relay(forwards, psk))
     try:
-        listen = parse_hostport(args.listen, "--listen")
+        listen = parse_hostport(args.listen, "--listen", listen=True)
         allow = AllowList.parse(args.allow)
         psk = load(args.key)
-        metrics = parse_hostport(args.metrics, "--metrics") if args.metrics else None
+        metrics = parse_hostport(args.metrics, "--metrics", listen=True) if args.metrics else None
     except (PathSpecError, AclError, KeyFileError) as exc:
         print(f"relayd: {exc}", file=sys.stderr)
         return 2

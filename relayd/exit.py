@@ -8,6 +8,7 @@ import socket
 from collections.abc import Callable
 
 from dupsession.aio.driver import SessionDriver
+from dupsession.aio.udp import BatchSocket
 from dupsession.core import events, wire
 from dupsession.core.handshake import Accepted
 
@@ -23,16 +24,14 @@ class UdpReply:
 
     datagram = True
 
-    def __init__(self, sock: socket.socket, addr: tuple[str, int]) -> None:
-        self.sock = sock
+    def __init__(self, sock: BatchSocket | socket.socket, addr: tuple[str, int]) -> None:
+        # The listener's shared socket, with GSO batching when the server set it up.
+        self.io = sock if isinstance(sock, BatchSocket) else BatchSocket(sock, batching=False)
+        self.sock = self.io.sock
         self.addr = addr
 
     def send_frames(self, frames: list[bytes]) -> None:
-        for frame in frames:
-            try:
-                self.sock.sendto(frame, self.addr)
-            except (BlockingIOError, InterruptedError):
-                return
+        self.io.send_frames(frames, self.addr)  # a full socket buffer is loss, as on the wire
 
 
 class _TargetProtocol(asyncio.Protocol):
@@ -85,6 +84,7 @@ class ExitSession:
         self.target_name = accepted.hello.target
         self.label = accepted.hello.session_id.hex()
         self.udp_paths: dict[tuple[str, int], int] = {}  #: source address -> path id
+        self.stream_peers: dict[int, tuple[str, int]] = {}  #: path id -> TCP peer address
         self._target: _TargetProtocol | None = None
         self._early: list[bytes] = []
         self._early_eof = False

@@ -2,9 +2,15 @@
 
 A relay is a second route to the exit, never an open proxy:
 - each listening port forwards to exactly one exit, fixed by configuration;
-- a client is forwarded only once the relay has verified a HELLO of its session with the
+- a client is forwarded once the relay has verified a HELLO of its session with the
   pre-shared key (the relay cannot check later frames: their keys are forward-secret between
   client and exit), or when its frame names a session the relay has verified before (roaming);
+- a session the relay never saw the HELLO of (the relay restarted, the HELLO was lost, or the
+  path joined the session later) is put on probation: its ACK and CLOSE frames -- small, and
+  what makes the exit bind a path -- are forwarded within a small budget per session and
+  overall, and the session is verified as soon as the exit answers it over UDP, since the
+  exit answers only frames that authenticate with the session's keys (over TCP, the exit
+  closes a connection whose first frame does not authenticate);
 - anything else is dropped without an answer, and forwarding is 1:1, so nothing amplifies.
 
 UDP: each client source address gets its own upstream socket, so the exit sees one stable
@@ -35,6 +41,13 @@ IDLE_EXPIRY = 900.0
 MAX_SESSIONS = 4096
 MAX_UDP_CLIENTS = 8192
 CONNECT_TIMEOUT = 10.0
+#: Probation (see the module docstring): frames forwarded per unverified session per window,
+#: the window (s), the overall rate (frames/s, also the burst) and the sessions tracked at once.
+PROBATION_FRAMES = 8
+PROBATION_WINDOW = 5.0
+PROBATION_RATE = 64.0
+MAX_PROBATION = 1024
+_PROBATION_TYPES = (wire.FrameType.ACK, wire.FrameType.CLOSE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +62,9 @@ class SessionGate:
     def __init__(self, psk: bytes) -> None:
         self._handshake = ServerHandshake(psk)
         self._sessions: dict[bytes, float] = {}
+        self._probation: dict[bytes, list[float]] = {}  #: sid -> [window start, frames]
+        self._tokens = PROBATION_RATE
+        self._refilled = 0.0
         self.dropped = 0
 
     def admit(self, frame: bytes | memoryview, now: float) -> bool:
@@ -62,19 +78,59 @@ class SessionGate:
             except (wire.FrameError, HandshakeError):
                 self.dropped += 1
                 return False
-            if sid not in self._sessions and len(self._sessions) >= MAX_SESSIONS:
-                self._expire(now)
-                if len(self._sessions) >= MAX_SESSIONS:
-                    self.dropped += 1
-                    return False
-            self._sessions[sid] = now
+            if not self._remember(sid, now):
+                self.dropped += 1
+                return False
             return True
         seen = self._sessions.get(sid)
         if seen is None:
+            if (
+                frame[1] in _PROBATION_TYPES
+                and len(frame) <= wire.MAX_DATAGRAM_FRAME
+                and self._on_probation(sid, now)
+            ):
+                return True
             self.dropped += 1
             return False
         if now - seen > 1.0:  # refresh at most once a second: cheap on the hot path
             self._sessions[sid] = now
+        return True
+
+    def vouch(self, frame: bytes | memoryview) -> None:
+        """The exit sent a frame of a session on probation: the exit answers only frames that
+        authenticate, so the session is genuine and its frames pass from now on."""
+        if self._probation and len(frame) >= wire.PREFIX.size:
+            sid = bytes(frame[4:12])
+            if self._probation.pop(sid, None) is not None:
+                self._remember(sid, time.monotonic())
+
+    def _remember(self, sid: bytes, now: float) -> bool:
+        if sid not in self._sessions and len(self._sessions) >= MAX_SESSIONS:
+            self._expire(now)
+            if len(self._sessions) >= MAX_SESSIONS:
+                return False
+        self._sessions[sid] = now
+        return True
+
+    def _on_probation(self, sid: bytes, now: float) -> bool:
+        """Whether this frame of an unverified session may go to the exit (within budget)."""
+        entry = self._probation.get(sid)
+        if entry is None or now - entry[0] > PROBATION_WINDOW:
+            if entry is None and len(self._probation) >= MAX_PROBATION:
+                self._probation = {
+                    s: e for s, e in self._probation.items() if now - e[0] <= PROBATION_WINDOW
+                }
+                if len(self._probation) >= MAX_PROBATION:
+                    return False
+            entry = self._probation[sid] = [now, 0.0]
+        if entry[1] >= PROBATION_FRAMES:
+            return False
+        self._tokens = min(PROBATION_RATE, self._tokens + (now - self._refilled) * PROBATION_RATE)
+        self._refilled = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        entry[1] += 1
         return True
 
     def _expire(self, now: float) -> None:
@@ -94,6 +150,7 @@ class _Upstream(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.relay.gate.vouch(data)
         self.relay.to_client(data, self.client)
 
     def error_received(self, exc: Exception) -> None:

@@ -21,7 +21,8 @@ from typing import Any
 
 from dupsession.aio import framing
 from dupsession.aio.driver import SessionDriver
-from dupsession.aio.transports import READ_BATCH, RECV_SIZE, SOCKET_BUFFER, WRITE_HIGH_WATER
+from dupsession.aio.transports import READ_BATCH, SOCKET_BUFFER, WRITE_HIGH_WATER, take_turns
+from dupsession.aio.udp import BatchSocket
 from dupsession.core import wire
 from dupsession.core.handshake import HandshakeError, ServerHandshake
 from dupsession.core.session import Role, Session, SessionConfig, SessionState
@@ -86,6 +87,8 @@ class _StreamConnection(asyncio.Protocol):
             if not self.server.stream_frame(self, frame):
                 self.drop()
                 return
+        if self.transport is not None:
+            take_turns(self.transport, len(data))
 
     def pause_writing(self) -> None:
         self._writable(False)
@@ -97,6 +100,13 @@ class _StreamConnection(asyncio.Protocol):
         if self.session is not None and self.path_id is not None:
             self.session.driver.session.set_path_writable(self.path_id, writable)
             self.session.driver.poke()
+
+    def note_peer(self, exit_session: ExitSession, path_id: int) -> None:
+        """Remember who is at the other end, for status views."""
+        if self.transport is not None:
+            peer = self.transport.get_extra_info("peername")
+            if peer:
+                exit_session.stream_peers[path_id] = tuple(peer[:2])  # type: ignore[assignment]
 
     def drop(self) -> None:
         if self.transport is not None:
@@ -114,6 +124,7 @@ class ExitServer:
         self.handshake = ServerHandshake(config.psk)
         self.sessions: dict[bytes, ExitSession] = {}
         self._udp: socket.socket | None = None
+        self._udp_io: BatchSocket | None = None
         self._tcp: asyncio.Server | None = None
         self._loop = asyncio.get_running_loop()
         self.address: tuple[str, int] | None = None
@@ -130,6 +141,7 @@ class ExitServer:
                 udp.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
         udp.bind(addr)
         self._udp = udp
+        self._udp_io = BatchSocket(udp)
         bound_port = udp.getsockname()[1]
         # TCP on the same port number as UDP, so one `--listen` names both.
         self._tcp = await self._loop.create_server(
@@ -142,17 +154,20 @@ class ExitServer:
     # -- UDP ---------------------------------------------------------------------------------
 
     def _udp_readable(self) -> None:
-        sock = self._udp
-        if sock is None:
+        io = self._udp_io
+        if io is None:
             return
-        for _ in range(READ_BATCH):
+        count = 0
+        while count < READ_BATCH:
             try:
-                data, addr = sock.recvfrom(RECV_SIZE)
+                frames, addr = io.recv_frames()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
-            self._udp_frame(data, addr)
+            for data in frames:
+                self._udp_frame(data, addr)
+            count += len(frames)
 
     def _udp_frame(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) < wire.PREFIX.size + wire.TAG_SIZE or data[0] != wire.VERSION:
@@ -160,7 +175,7 @@ class ExitServer:
             return
         assert self._udp is not None
         if data[1] == wire.FrameType.HELLO:
-            self._hello(data, UdpReply(self._udp, addr))
+            self._hello(data, UdpReply(self._udp_io or self._udp, addr))
             return
         exit_session = self.sessions.get(data[4:12])
         if exit_session is None:
@@ -181,7 +196,8 @@ class ExitServer:
             del exit_session.udp_paths[old]
             log.info("session %s: path %d moved %s -> %s", exit_session.label, path_id, old, addr)
         exit_session.udp_paths[addr] = path_id
-        exit_session.driver.attach(path_id, UdpReply(self._udp, addr), datagram=True)
+        reply = UdpReply(self._udp_io or self._udp, addr)
+        exit_session.driver.attach(path_id, reply, datagram=True)
 
     # -- TCP ---------------------------------------------------------------------------------
 
@@ -199,6 +215,7 @@ class ExitServer:
         if named is not None and named != conn.path_id:
             conn.session, conn.path_id = exit_session, named
             driver.attach(named, conn, datagram=False)
+            conn.note_peer(exit_session, named)
             driver.frame_received(frame, named)
         return True
 
@@ -268,6 +285,7 @@ class ExitServer:
         else:
             reply.session, reply.path_id = exit_session, path_id
             exit_session.driver.attach(path_id, reply, datagram=False)
+            reply.note_peer(exit_session, path_id)
 
     def _make_driver(self, exit_session: ExitSession) -> SessionDriver:
         hello = exit_session.accepted.hello
@@ -302,6 +320,7 @@ class ExitServer:
             doc["state"] = _STATE_NAMES[session.state]
             doc["target"] = exit_session.target_name
             sources = {p: a for a, p in exit_session.udp_paths.items()}
+            sources.update(exit_session.stream_peers)
             for path in doc["paths"]:
                 addr = sources.get(path["id"])
                 kind = "udp" if path["kind"] == "datagram" else "tcp"
@@ -329,6 +348,7 @@ class ExitServer:
             self._loop.remove_reader(self._udp.fileno())
             self._udp.close()
             self._udp = None
+            self._udp_io = None
         if self._tcp is not None:
             self._tcp.close()
             await self._tcp.wait_closed()

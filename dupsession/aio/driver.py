@@ -8,6 +8,7 @@ so a burst of frames read in one go costs one transmit and one timer re-arm.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,12 @@ from dupsession.core import events
 from dupsession.core.session import Session
 
 log = logging.getLogger(__name__)
+
+#: Frames fed in before a flush runs at once instead of at the end of the loop iteration.
+#: An event loop may hand over megabytes from one socket in one go (libuv reads a stream up
+#: to 32 times per wake-up); without this, no ACK would leave until all of it was processed,
+#: and the peer's window would stall for that long.
+FLUSH_EVERY = 128
 
 
 class FrameSink(Protocol):
@@ -43,6 +50,7 @@ class SessionDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_pending = False
+        self._unflushed = 0  #: frames fed in since the last flush
         self.on_path_event: Callable[[events.Event], None] | None = None
         self.closed = asyncio.Event()
 
@@ -63,7 +71,11 @@ class SessionDriver:
     def frame_received(self, frame: bytes, path_id: int | None) -> int | None:
         """Feed one frame; returns the authenticated path id named inside it, if any."""
         named = self.session.receive_frame(frame, self.now(), path_id)
-        self.poke()
+        self._unflushed += 1
+        if self._unflushed >= FLUSH_EVERY:
+            self.flush()
+        else:
+            self.poke()
         return named
 
     def send(self, data: bytes) -> None:
@@ -81,6 +93,7 @@ class SessionDriver:
 
     def flush(self) -> None:
         self._flush_pending = False
+        self._unflushed = 0
         session = self.session
         now = self.now()
         for path_id, frames in session.transmit(now).items():
@@ -97,26 +110,32 @@ class SessionDriver:
 
     def _dispatch_events(self) -> None:
         endpoint = self.endpoint
-        while (event := self.session.next_event()) is not None:
-            if isinstance(event, events.StreamData):
-                endpoint.on_data(event.data)
-            elif isinstance(event, events.StreamEnded):
+        next_event = self.session.next_event
+        data: list[bytes] = []  # consecutive StreamData: one write for the whole batch
+        while (event := next_event()) is not None:
+            if type(event) is events.StreamData:
+                data.append(event.data)
+                continue
+            if data:
+                endpoint.on_data(data[0] if len(data) == 1 else b"".join(data))
+                data = []
+            if isinstance(event, events.StreamEnded):
                 endpoint.on_eof()
             elif isinstance(event, events.SessionClosed):
                 # Send the CLOSE frames the core queued before anyone tears the paths down.
                 for path_id, frames in self.session.transmit(self.now()).items():
                     sink = self.sinks.get(path_id)
                     if sink is not None:
-                        try:
+                        with contextlib.suppress(OSError):
                             sink.send_frames(frames)
-                        except OSError:
-                            pass
                 endpoint.on_closed(event)
                 self.closed.set()
             if self.on_path_event is not None and isinstance(
                 event, events.PathUp | events.PathDown
             ):
                 self.on_path_event(event)
+        if data:
+            endpoint.on_data(data[0] if len(data) == 1 else b"".join(data))
 
     def _arm_timer(self, when: float | None) -> None:
         if when == self._timer_at:

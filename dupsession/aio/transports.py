@@ -14,6 +14,7 @@ from typing import Protocol
 
 from dupsession.aio import framing
 from dupsession.aio.bind import make_socket
+from dupsession.aio.udp import BatchSocket
 from dupsession.pathspec import PathSpec
 
 log = logging.getLogger(__name__)
@@ -25,10 +26,14 @@ RECV_SIZE = 65535
 RECONNECT_MIN = 0.2
 RECONNECT_MAX = 5.0
 CONNECT_TIMEOUT = 10.0
+#: A UDP path whose sends fail (its uplink's address changed) gets a new socket this soon (s).
+REOPEN_DELAY = 0.2
 #: Socket buffers: big enough for a burst of a bandwidth-delay product of frames.
 SOCKET_BUFFER = 4 * 1024 * 1024
 #: Stream paths report "not writable" above this much queued data.
 WRITE_HIGH_WATER = 1024 * 1024
+#: A stream read at least this large is bulk: see `take_turns`.
+BULK_READ = 64 * 1024
 
 
 class PathOwner(Protocol):
@@ -47,6 +52,24 @@ async def resolve(host: str, port: int, kind: int) -> tuple[int, tuple[str, int]
     return family, addr[:2]
 
 
+def take_turns(transport: asyncio.Transport, size: int) -> None:
+    """After a bulk read, let the loop serve other sockets before this stream reads again.
+
+    libuv reads a busy stream up to 32 times per wake-up (megabytes on loopback) before any
+    other callback runs: meanwhile the UDP paths' copies queue up (later, lost, and their
+    RTT inflated), and no ACK leaves. One read per loop turn keeps the paths interleaved.
+    """
+    if size >= BULK_READ and not transport.is_closing():
+        transport.pause_reading()
+        asyncio.get_running_loop().call_soon(_resume_reading, transport)
+
+
+def _resume_reading(transport: asyncio.Transport) -> None:
+    if not transport.is_closing():
+        with contextlib.suppress(RuntimeError):
+            transport.resume_reading()
+
+
 def _tune_buffers(sock: socket.socket) -> None:
     for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
         with contextlib.suppress(OSError):
@@ -63,6 +86,7 @@ class UdpPath:
         self.spec = spec
         self.owner = owner
         self._sock: socket.socket | None = None
+        self._io: BatchSocket | None = None
         self._loop = asyncio.get_running_loop()
         self._retry: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
@@ -73,6 +97,7 @@ class UdpPath:
         _tune_buffers(sock)
         sock.connect(addr)
         self._sock = sock
+        self._io = BatchSocket(sock)
         self._loop.add_reader(sock.fileno(), self._readable)
         self.owner.path_open(self.path_id, self)
 
@@ -96,31 +121,47 @@ class UdpPath:
             self.retry_later()
 
     def _readable(self) -> None:
-        sock = self._sock
-        if sock is None:
+        io = self._io
+        if io is None:
             return
         owner, path_id = self.owner, self.path_id
-        for _ in range(READ_BATCH):
+        count = 0
+        while count < READ_BATCH:
             try:
-                data = sock.recv(RECV_SIZE)
+                frames, _ = io.recv_frames()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # ICMP unreachable and friends: the path is just silent
                 log.debug("udp path %d: %s", path_id, exc)
+                # uvloop stops polling a socket after an error event: watch it afresh.
+                fd = io.sock.fileno()
+                self._loop.remove_reader(fd)
+                self._loop.add_reader(fd, self._readable)
                 return
-            owner.path_frame(path_id, data)
+            for frame in frames:
+                owner.path_frame(path_id, frame)
+            count += len(frames)
 
     def send_frames(self, frames: list[bytes]) -> None:
-        sock = self._sock
-        if sock is None:
+        # A full socket buffer is loss; the core resends what matters.
+        if self._io is None:
             return
-        for frame in frames:
-            try:
-                sock.send(frame)
-            except (BlockingIOError, InterruptedError):
-                return  # a full socket buffer is loss; the core resends what matters
-            except ConnectionRefusedError:
-                continue
+        try:
+            self._io.send_frames(frames)
+        except OSError as exc:
+            # The uplink's address changed or vanished (ENETUNREACH, EADDRNOTAVAIL, EINVAL):
+            # a connected socket keeps its old source address forever, so make a new one.
+            log.info("udp path %d: %s; reopening the socket", self.path_id, exc)
+            self._drop_socket()
+            if self._retry is None and (self._task is None or self._task.done()):
+                self._retry = self._loop.call_later(REOPEN_DELAY, self._retry_open)
+
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+            self._io = None
 
     def close(self) -> None:
         if self._retry is not None:
@@ -129,6 +170,7 @@ class UdpPath:
             self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
+            self._io = None
 
 
 class _TcpProtocol(asyncio.Protocol):
@@ -152,6 +194,8 @@ class _TcpProtocol(asyncio.Protocol):
         owner, path_id = self.path.owner, self.path.path_id
         for frame in frames:
             owner.path_frame(path_id, frame)
+        if self.transport is not None:
+            take_turns(self.transport, len(data))
 
     def eof_received(self) -> bool:
         return False
@@ -209,6 +253,14 @@ class TcpPath:
         protocol = self._protocol
         if protocol is not None and protocol.transport is not None:
             protocol.transport.write(framing.pack(frames))
+
+    def reconnect(self) -> None:
+        """Drop the connection and make a new one: after the path went silent, the old one
+        may sit on a vanished address or deep in TCP's retransmission backoff."""
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            transport = protocol.transport
+            getattr(transport, "abort", transport.close)()
 
     def lost(self, protocol: _TcpProtocol, reason: str) -> None:
         if protocol is not self._protocol:

@@ -9,8 +9,6 @@ Rules:
 
 from __future__ import annotations
 
-from collections import deque
-
 from dupsession.core.ranges import RangeSet
 
 #: How many recent frame numbers keep their first-arrival record, for lag measurement.
@@ -19,7 +17,6 @@ ARRIVAL_MEMORY = 8192
 
 class Receiver:
     __slots__ = (
-        "_arrival_order",
         "_arrivals",
         "_frozen_end",
         "_held",
@@ -40,8 +37,8 @@ class Receiver:
         self.fin_delivered = False
         self._frozen_end: int | None = None
         self.advertised_end = window_frames
-        self._arrivals: dict[int, tuple[float, int]] = {}
-        self._arrival_order: deque[int] = deque()
+        #: A ring indexed by frame number: (seq, time, path id) of each recent first copy.
+        self._arrivals: list[tuple[int, float, int] | None] = [None] * ARRIVAL_MEMORY
 
     def is_duplicate(self, seq: int) -> bool:
         return seq < self.cumulative or seq in self._held
@@ -51,7 +48,10 @@ class Receiver:
 
     def first_arrival(self, seq: int) -> tuple[float, int] | None:
         """(time, path id) of the first copy of a recent frame, for duplicate-lag stats."""
-        return self._arrivals.get(seq)
+        entry = self._arrivals[seq % ARRIVAL_MEMORY]
+        if entry is None or entry[0] != seq:
+            return None
+        return entry[1], entry[2]
 
     def accept(self, seq: int, fin: bool, payload: bytes, now: float, path_id: int) -> list[bytes]:
         """Take the first valid copy of frame `seq`; return the payloads now deliverable.
@@ -59,10 +59,7 @@ class Receiver:
         The caller checked `is_duplicate` and `in_window`. A FIN frame's payload comes out
         with the rest; `fin_delivered` turns true once the FIN frame itself is delivered.
         """
-        self._arrivals[seq] = (now, path_id)
-        self._arrival_order.append(seq)
-        if len(self._arrival_order) > ARRIVAL_MEMORY:
-            self._arrivals.pop(self._arrival_order.popleft(), None)
+        self._arrivals[seq % ARRIVAL_MEMORY] = (seq, now, path_id)
         if seq != self.cumulative:
             self._held[seq] = (payload, fin)
             self.held_bytes += len(payload)

@@ -12,6 +12,7 @@ Rules:
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,7 +49,13 @@ class Sender:
         self._pending = bytearray()
         self._fin_requested = False
         self.fin_seq: int | None = None
-        self._deadlines: list[tuple[float, int]] = []
+        #: Resend deadlines as a heap of (deadline, tie-break, frame numbers): frames armed
+        #: together (one transmit, same RTO) share one entry, so a bulk transfer costs one heap
+        #: operation per batch rather than one push and one pop per frame.
+        self._deadlines: list[tuple[float, int, deque[int]]] = []
+        self._group: deque[int] | None = None  #: newest entry's frames, while it can grow
+        self._group_deadline = 0.0
+        self._entries = 0
         self.bytes_in = 0
         self.retransmissions = 0
 
@@ -79,16 +86,21 @@ class Sender:
     def make_frames(self, max_payload: int, encode: Callable[[int, bytes, bool], bytes]) -> None:
         """Cut pending bytes into frames while the peer's window and our buffer allow."""
         pending = self._pending
-        while self.has_pending() and self.next_seq < self.peer_window_end:
-            chunk = bytes(pending[:max_payload])
-            del pending[:max_payload]
-            fin = self._fin_requested and not pending
-            seq = self.next_seq
-            self.frames[seq] = SentFrame(seq, encode(seq, chunk, fin), len(chunk), fin)
-            self.unacked_bytes += len(chunk)
-            self.next_seq = seq + 1
-            if fin:
-                self.fin_seq = seq
+        seq, limit, frames = self.next_seq, self.peer_window_end, self.frames
+        fin_requested = self._fin_requested
+        total, offset = len(pending), 0
+        with memoryview(pending) as view:  # slices without shifting the buffer per frame
+            while seq < limit and (offset < total or (fin_requested and self.fin_seq is None)):
+                chunk = bytes(view[offset : offset + max_payload])
+                offset += len(chunk)
+                fin = fin_requested and offset >= total
+                frames[seq] = SentFrame(seq, encode(seq, chunk, fin), len(chunk), fin)
+                if fin:
+                    self.fin_seq = seq
+                seq += 1
+        del pending[:offset]
+        self.unacked_bytes += offset
+        self.next_seq = seq
 
     # -- acks and timers ---------------------------------------------------------------------
 
@@ -139,23 +151,48 @@ class Sender:
         frame.sent_at = now
         frame.armed = True
         backoff = 2 ** min(frame.sends - 1, MAX_BACKOFF_EXPONENT)
-        delay = min(rto * backoff, max(rto, self.max_delay))
-        heapq.heappush(self._deadlines, (now + delay, frame.seq))
+        self._arm(frame.seq, now + min(rto * backoff, max(rto, self.max_delay)))
+
+    def defer(self, frame: SentFrame, deadline: float) -> None:
+        """Re-arm an expired frame that no path could take yet (rate-capped, busy), without
+        counting a round: it expires again at `deadline` and is offered to the paths anew."""
+        if not frame.armed:
+            frame.armed = True
+            self._arm(frame.seq, deadline)
+
+    def _arm(self, seq: int, deadline: float) -> None:
+        group = self._group
+        if group is not None and deadline == self._group_deadline:
+            group.append(seq)
+            return
+        group = self._group = deque((seq,))
+        self._group_deadline = deadline
+        self._entries += 1
+        heapq.heappush(self._deadlines, (deadline, self._entries, group))
 
     def next_deadline(self) -> float | None:
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][1] not in self.frames:
-            heapq.heappop(deadlines)
-        return deadlines[0][0] if deadlines else None
+        deadlines, frames = self._deadlines, self.frames
+        while deadlines:
+            group = deadlines[0][2]
+            while group and group[0] not in frames:
+                group.popleft()
+            if group:
+                return deadlines[0][0]
+            if heapq.heappop(deadlines)[2] is self._group:
+                self._group = None
+        return None
 
     def expired(self, now: float) -> list[SentFrame]:
         """Frames whose resend deadline passed, oldest first (their deadlines are consumed)."""
         out = []
         frames, heap = self.frames, self._deadlines
         while heap and heap[0][0] <= now:
-            _, seq = heapq.heappop(heap)
-            frame = frames.get(seq)
-            if frame is not None and frame.armed:
-                frame.armed = False
-                out.append(frame)
+            group = heapq.heappop(heap)[2]
+            if group is self._group:
+                self._group = None
+            for seq in group:
+                frame = frames.get(seq)
+                if frame is not None and frame.armed:
+                    frame.armed = False
+                    out.append(frame)
         return out

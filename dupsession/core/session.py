@@ -18,6 +18,7 @@ House rules:
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -80,6 +81,14 @@ class SessionState(StrEnum):
 #: At most one tombstone CLOSE answer per this many seconds after the session closed.
 TOMBSTONE_INTERVAL = 0.1
 
+# Frame-layout constants bound once: `receive_frame` and `_receive_data` run for every copy.
+_MIN_FRAME = wire.PREFIX.size + wire.TAG_SIZE
+_DATA_MIN = wire.DATA_HEADER.size + wire.TAG_SIZE
+_HELLO = int(wire.FrameType.HELLO)
+_DATA = int(wire.FrameType.DATA)
+_SEQ_AT = struct.Struct("!Q").unpack_from
+_SEQ_OFFSET = wire.PREFIX.size
+
 
 class Session:
     def __init__(
@@ -105,6 +114,7 @@ class Session:
         self._events: deque[Event] = deque()
         self._ack_pending_since: float | None = None
         self._ack_pending_count = 0
+        self._window_update = False  #: the receive window reopened: tell the peer now
         self._resend: list[int] = []
         self._all_down_since: float | None = now
         self._close_frame: tuple[int, str] | None = None
@@ -131,6 +141,8 @@ class Session:
             path.datagram = datagram
             path.last_sent = float("-inf")
             path.writable = True
+            if not datagram:  # a new connection: whatever the old one held may be lost
+                path.cursor = self.sender.acked_below
         return path
 
     def remove_path(self, path_id: int) -> None:
@@ -160,8 +172,17 @@ class Session:
             self.sender.close()
 
     def pause_receiving(self, paused: bool) -> None:
-        """The local consumer is full: stop opening the peer's window until it drains."""
-        self.receiver.pause(paused)
+        """The local consumer is full: stop opening the peer's window until it drains.
+
+        When it drains, the wider window goes out in an ACK at once: a peer that filled the
+        frozen window sends nothing more, so no DATA would prompt that ACK until the next
+        probe interval, and the stream would stall that long every time.
+        """
+        receiver = self.receiver
+        before = receiver.advertised_end
+        receiver.pause(paused)
+        if not paused and receiver.window_end() > before:
+            self._window_update = True
 
     def abort(self, code: int, reason: str, now: float) -> None:
         """End the session now and tell the peer why on every path."""
@@ -188,14 +209,14 @@ class Session:
         move the path's reply address to the frame's source (roaming). Invalid frames are
         counted and dropped; nothing is ever raised at the network.
         """
-        if len(frame) < wire.PREFIX.size + wire.TAG_SIZE or frame[1] == wire.FrameType.HELLO:
+        if len(frame) < _MIN_FRAME or frame[1] == _HELLO:
             self.bad_frames += 1
             return None
         ftype = frame[1]
         if self.state is SessionState.CLOSED:
             self._answer_after_close(frame, now, path_id)
             return None
-        if ftype == wire.FrameType.DATA:
+        if ftype == _DATA:
             self._receive_data(frame, now, path_id)
             return None
         try:
@@ -217,47 +238,55 @@ class Session:
         return ack.path_id
 
     def _receive_data(self, frame: bytes, now: float, path_id: int | None) -> None:
+        # The hot path: every copy of every frame comes through here, so helpers are inlined.
         receiver = self.receiver
-        try:
-            seq = wire.data_seq(frame)
-        except wire.FrameError:
+        if len(frame) < _DATA_MIN:
             self.bad_frames += 1
             return
+        seq = _SEQ_AT(frame, _SEQ_OFFSET)[0]
         path = self.paths.get(path_id) if path_id is not None else None
         if receiver.is_duplicate(seq):
             # Dropped unverified: it cannot change the stream. Counted for wins and lag only.
+            if self._ack_pending_since is None:  # `_note_ack_needed`, inlined
+                self._ack_pending_since = now
+            self._ack_pending_count += 1
             self.duplicates += 1
             if path is not None:
                 path.data_recv += 1
-                path.inbound.frames += 1
+                inbound = path.inbound
+                inbound.frames += 1
                 first = receiver.first_arrival(seq)
-                if first is not None and first[1] != path.path_id:
-                    path.inbound.lag += EWMA_GAIN * ((now - first[0]) - path.inbound.lag)
-            self._note_ack_needed(now)
+                if first is not None and first[1] != path_id:
+                    inbound.lag += EWMA_GAIN * ((now - first[0]) - inbound.lag)
             return
         if not receiver.in_window(seq):
             return
         try:
-            seq, fin, payload = wire.decode_data(wire.verify(self._rx_key, frame))
+            fin, payload = wire.open_data(self._rx_key, frame)
         except wire.FrameError:
             self.bad_frames += 1
             if path is not None:
                 path.bad_frames += 1
             return
+        if self._ack_pending_since is None:
+            self._ack_pending_since = now
+        self._ack_pending_count += 1
         if path is not None:
             self._heard(path, now, len(frame))
             path.data_recv += 1
-            path.inbound.frames += 1
-            path.inbound.first += 1
-            path.inbound.lag -= EWMA_GAIN * path.inbound.lag
-        delivered = receiver.accept(seq, fin, payload, now, -1 if path is None else path.path_id)
-        for chunk in delivered:
-            self.bytes_in += len(chunk)
-            self._events.append(StreamData(chunk))
+            inbound = path.inbound
+            inbound.frames += 1
+            inbound.first += 1
+            inbound.lag -= EWMA_GAIN * inbound.lag
+        delivered = receiver.accept(seq, fin, payload, now, -1 if path is None else path_id)
+        if delivered:
+            events = self._events
+            for chunk in delivered:
+                self.bytes_in += len(chunk)
+                events.append(StreamData(chunk))
         if receiver.fin_delivered:
             self._emit_stream_end()
-        self._note_ack_needed(now)
-        self._check_done(now)
+            self._check_done(now)
 
     def _emit_stream_end(self) -> None:
         if not self._fin_event_sent:
@@ -295,7 +324,9 @@ class Session:
 
     def _heard(self, path: Path, now: float, size: int) -> None:
         path.bytes_recv += size
-        if path.heard(now):
+        if path.state is PathState.UP:
+            path.last_recv = now  # `Path.heard` for a live path: the common case
+        elif path.heard(now):
             # Back from silence (or first contact): resend everything unacked on it at once.
             path.cursor = self.sender.acked_below
             path.last_sent = float("-inf")  # probe back now, so the peer learns it too
@@ -378,56 +409,95 @@ class Session:
         if sender.has_pending():
             sender.make_frames(self.max_payload(), self._encode_data)
         rto = self.rto()
-        resend = [sender.frames[s] for s in self._resend if s in sender.frames]
+        table = sender.frames
+        resend = [table[s] for s in self._resend if s in table]
         self._resend = []
-        ack_due = self._ack_due(now)
+        # A stream path delivers what it was given unless its connection dies (and a new one
+        # rewinds its cursor, see `add_path`), so a frame's first resend goes on the datagram
+        # paths only when there are any: resending into a deep TCP queue only lengthens it.
+        stream_resend = resend
+        datagram_up = bool(resend) and any(
+            p.datagram and p.writable and p.state is not PathState.DOWN for p in self.paths.values()
+        )
+        if datagram_up:
+            stream_resend = [
+                sent
+                for sent in resend
+                if sent.sends > 1 or len(sent.frame) > wire.MAX_DATAGRAM_FRAME
+            ]
+        ack_due = self._window_update or self._ack_due(now)
         for path in self.paths.values():
             frames: list[bytes] = []
-            usable = path.state is not PathState.DOWN and path.writable
-            if usable:
-                limit = wire.MAX_DATAGRAM_FRAME if path.datagram else wire.MAX_STREAM_FRAME
-                for sent in resend:
-                    if len(sent.frame) <= limit:
-                        frames.append(sent.frame)
-                        path.data_sent += 1
-                        sender.sent(sent, now, rto)
-                self._send_new(path, frames, now, rto, limit)
+            if path.state is not PathState.DOWN and path.writable:
+                budget: int | None = None
+                if path.datagram:
+                    limit = wire.MAX_DATAGRAM_FRAME
+                    window = max(path.rtt.srtt, 0.001)
+                    budget = self.config.datagram_burst - path.inflight(now, window)
+                else:
+                    limit = wire.MAX_STREAM_FRAME
+                cursor = path.cursor
+                for sent in resend if path.datagram else stream_resend:
+                    if sent.seq >= cursor or len(sent.frame) > limit:
+                        continue  # not sent here yet (`_send_new` will), or too big
+                    if budget is not None:
+                        if budget <= 0:
+                            break  # resends count against the rate cap like new frames
+                        budget -= 1
+                    frames.append(sent.frame)
+                    sender.sent(sent, now, rto)
+                if frames:
+                    path.data_sent += len(frames)
+                    if path.datagram:
+                        path.recent_sends.extend([now] * len(frames))
+                self._send_new(path, frames, now, rto, limit, budget)
             if ack_due or now - path.last_sent >= self.config.probe_interval:
                 frames.append(self._make_ack(path, now))
             if frames:
                 path.last_sent = now
-                path.bytes_sent += sum(len(f) for f in frames)
+                path.bytes_sent += sum(map(len, frames))
                 out[path.path_id] = frames
         if ack_due:
+            self._window_update = False
             self._ack_pending_since = None
             self._ack_pending_count = 0
+        if datagram_up:
+            for sent in resend:
+                if not sent.armed:  # the datagram paths' rate cap held it back: try later
+                    sender.defer(sent, now + rto)
         return out
 
     def _send_new(
-        self, path: Path, frames: list[bytes], now: float, rto: float, limit: int
+        self,
+        path: Path,
+        frames: list[bytes],
+        now: float,
+        rto: float,
+        limit: int,
+        budget: int | None,
     ) -> None:
+        """New frames from the path's cursor on, at most `budget` of them (None: no cap)."""
         sender = self.sender
         seq = max(path.cursor, sender.acked_below)
         end = sender.next_seq
-        table = sender.frames
-        budget = None
-        if path.datagram:
-            window = max(path.rtt.srtt, 0.001)
-            budget = self.config.datagram_burst - path.inflight(now, window)
-        while seq < end:
-            sent = table.get(seq)
-            seq += 1
-            if sent is None or len(sent.frame) > limit:
-                continue
-            if budget is not None:
-                if budget <= 0:
-                    seq -= 1
-                    break
-                budget -= 1
-                path.recent_sends.append(now)
-            frames.append(sent.frame)
-            path.data_sent += 1
-            sender.sent(sent, now, rto)
+        if seq < end:
+            table, mark, append = sender.frames, sender.sent, frames.append
+            if budget is None:
+                budget = end - seq
+            count = 0
+            while seq < end and count < budget:
+                sent = table.get(seq)
+                seq += 1
+                if sent is None or len(sent.frame) > limit:
+                    continue
+                append(sent.frame)
+                count += 1
+                if not sent.armed:  # only the round's first copy arms the resend timer
+                    mark(sent, now, rto)
+            if count:
+                path.data_sent += count
+                if path.datagram:
+                    path.recent_sends.extend([now] * count)
         path.cursor = seq
 
     def _ack_due(self, now: float) -> bool:

@@ -270,7 +270,7 @@ class _BlackholeWhen:
         self.shims = shims
         self.shim = shim
         self.counters = shim.up_counters if direction == "upload" else shim.down_counters
-        self.threshold = BULK_SIZE // 3
+        self.threshold = BULK_SIZE // 10  # a path skips what others delivered: may carry less
         self.fired = threading.Event()
         self.frozen: tuple[Counters, Counters] | None = None  # (up, down) when it fired
         self._stop = threading.Event()
@@ -308,7 +308,8 @@ def test_transfer_survives_path_blackholed_midway(
     probes: Callable[..., ProxyProbe],
     bulk_file: tuple[Path, str],
 ) -> None:
-    """A third of the way in, one path dies both ways; another loses 20 % all along."""
+    """Once it has carried a tenth of the bulk, one path dies both ways; another loses 20 %
+    all along."""
     if dead == "udp":
         victim, lossy = paths.udp_a, paths.udp_b
     else:
@@ -317,7 +318,7 @@ def test_transfer_survives_path_blackholed_midway(
     paths.shims.set(lossy.down, loss=0.2)
     with _BlackholeWhen(paths.shims, victim, direction) as cut:
         _transfer(direction, sshd, probes(paths.args()), paths, bulk_file)
-    assert cut.fired.is_set(), "the victim path never carried a third of the bulk"
+    assert cut.fired.is_set(), "the victim path never carried a tenth of the bulk"
     assert cut.frozen is not None
     after = (victim.up_counters, victim.down_counters)
     if dead == "tcp":

@@ -18,6 +18,7 @@ Every process is stopped by its PID, the tmux server by its unique socket name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -206,7 +207,7 @@ def start_live_session(
 ) -> LiveSession:
     """relayd, three shims in front of it, and a typing dupsession; caller cleans up."""
     run_dir = workdir / "run"
-    run_dir.mkdir(mode=0o700)
+    run_dir.mkdir(mode=0o700, parents=True)
     env = {
         **os.environ,
         "DUPSESSION_RUNTIME_DIR": str(run_dir),
@@ -217,19 +218,23 @@ def start_live_session(
         [f"127.0.0.1:{target.port}"],
         extra_args=["--control", str(run_dir / "relayd-status.sock"), *relay_args],
     )
-    specs = {}
-    for seed, route in enumerate(ROUTES):
-        shim = shims.udp(
-            (relay.host, relay.port),
-            up=Impairment(delay=route.up, loss=route.loss),
-            down=Impairment(delay=route.down, loss=route.loss),
-            seed=seed,
-        )
-        specs[route.name] = f"udp://127.0.0.1:{shim.port}"
-    args = ["--key", str(relay.key)]
-    for route in ROUTES:
-        args += ["--path", specs[route.name]]
-    typist = Typist([*args, "127.0.0.1", str(target.port)], env)
+    try:
+        specs = {}
+        for seed, route in enumerate(ROUTES):
+            shim = shims.udp(
+                (relay.host, relay.port),
+                up=Impairment(delay=route.up, loss=route.loss),
+                down=Impairment(delay=route.down, loss=route.loss),
+                seed=seed,
+            )
+            specs[route.name] = f"udp://127.0.0.1:{shim.port}"
+        args = ["--key", str(relay.key)]
+        for route in ROUTES:
+            args += ["--path", specs[route.name]]
+        typist = Typist([*args, "127.0.0.1", str(target.port)], env)
+    except BaseException:
+        relay.stop(check=False)
+        raise
     return LiveSession(run_dir, env, relay, target.port, specs, typist)
 
 
@@ -427,6 +432,10 @@ class TmuxPane:
         self._tmux("kill-session", "-t", self.target, check=False)
         if state[:1] == ["0"] and state[1:2] and state[1].isdigit():
             stop_pid(int(state[1]))  # the command, should it survive the hangup
+        # The server exits with its last session but leaves its socket file behind.
+        tmpdir = self.env.get("TMUX_TMPDIR") or "/tmp"
+        with contextlib.suppress(OSError):
+            (Path(tmpdir) / f"tmux-{os.getuid()}" / self.name).unlink()
 
 
 @pytest.fixture

@@ -1,0 +1,612 @@
+"""A whole dupsession deployment inside a netlab lab, for end-to-end tests.
+
+Who runs where (every process started in its namespace, stopped by its own PID):
+
+    client   real `ssh`, whose ProxyCommand is `dupsession --config CONFIG %h %p`
+    relay1   `relayd relay` (UDP + TCP) forwarding to the exit
+    relay2   `relayd relay`, and a stock `sshd` used as an SSH relay (direct-tcpip)
+    server   `relayd serve` (the exit) and the target `sshd` on 127.0.0.1:22
+
+Paths come from a dupsession config TOML (uplinks x (direct + relays)), so config path
+generation is exercised end to end. Routes have their own asymmetric delays and independent
+loss (`ROUTES`); `route_rtt` gives each path's RTT as the scenario configures it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from contrib.netlab import Lab
+from dupsession import control
+from tests.e2e.sshd import require_binary
+
+SSH_PORT = 22
+EXIT_PORT = 7300
+RELAY_PORT = 7400
+JUMP = "relay2"  #: the relay namespace that also runs a stock sshd (the SSH relay)
+UPLINKS = ("up1", "up2")
+RELAYS = ("relay1", "relay2")
+GRACE = 120.0  #: seconds: the exit's and the client's grace period, covers every outage
+PROBE_INTERVAL = 0.5  #: the client's probe interval (the default, written into the config)
+
+#: (uplink, relay or "server") -> (out ms, back ms, loss per direction). Asymmetric on purpose:
+#: the best way out (up1-relay1) is not the best way back for most routes.
+ROUTES: dict[tuple[str, str], tuple[float, float, float]] = {
+    ("up1", "relay1"): (10, 12, 0.02),
+    ("up1", "relay2"): (25, 15, 0.03),
+    ("up1", "server"): (20, 30, 0.04),
+    ("up2", "relay1"): (30, 20, 0.05),
+    ("up2", "relay2"): (18, 22, 0.03),
+    ("up2", "server"): (35, 25, 0.02),
+}
+#: relay -> (out ms, back ms) of its clean leg to the server.
+RELAY_LEGS: dict[str, tuple[float, float]] = {"relay1": (3, 3), "relay2": (4, 4)}
+
+START_TIMEOUT = 15.0  #: seconds for a daemon to log that it listens
+STOP_TIMEOUT = 5.0  #: seconds between SIGTERM and SIGKILL
+#: Log lines that must never appear in a daemon's or the client's log.
+UNCLEAN = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b|Exception in callback|never retrieved")
+
+
+def scenario() -> dict[str, Any]:
+    routes: dict[str, Any] = {}
+    for (uplink, far), (out, back, loss) in ROUTES.items():
+        routes[f"{uplink}-{far}"] = {
+            "loss": loss,
+            "out": {"delay_ms": out},
+            "back": {"delay_ms": back},
+        }
+    for relay, (out, back) in RELAY_LEGS.items():
+        routes[f"{relay}-server"] = {"out": {"delay_ms": out}, "back": {"delay_ms": back}}
+    return {
+        "name": "dupsession-e2e",
+        "uplinks": list(UPLINKS),
+        "relays": list(RELAYS),
+        "seed": 3,
+        "routes": routes,
+    }
+
+
+def one_way(uplink: str, via: str) -> tuple[float, float]:
+    """(out, back) delay in ms of the path from `uplink` via a relay (or "server": direct)."""
+    out, back, _ = ROUTES[uplink, via]
+    if via != "server":
+        out += RELAY_LEGS[via][0]
+        back += RELAY_LEGS[via][1]
+    return out, back
+
+
+def route_rtt(uplink: str, via: str) -> float:
+    return sum(one_way(uplink, via))
+
+
+def require_lab() -> None:
+    """Skip (fail under CI=true) unless this machine can build a lab and run OpenSSH."""
+    problem = None
+    if os.uname().sysname != "Linux":
+        problem = "needs Linux"
+    elif os.geteuid() != 0:
+        problem = "needs root for network namespaces"
+    elif not os.path.exists("/dev/net/tun"):
+        problem = "needs /dev/net/tun"
+    else:
+        try:
+            res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+        except FileNotFoundError:
+            problem = "needs iproute2 (`ip`)"
+        else:
+            if res.returncode != 0:
+                problem = f"`ip netns list` failed: {res.stderr.strip()}"
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"lab e2e: {problem}", pytrace=False)
+        pytest.skip(f"lab e2e: {problem}")
+    for name in ("ssh", "sshd", "ssh-keygen", "dupsession", "relayd"):
+        require_binary(name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    """Every process below `pid` (sshd forks one per connection, each in its own session)."""
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        tree.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in tree.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def stop_pid(pid: int, timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM, then SIGKILL: for a process that is not our child (found by PID)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not _alive(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def stop_process(proc: subprocess.Popen[Any], *, tree: bool = False) -> None:
+    """Stop our child `proc` (and, with `tree`, its descendants first), each by PID."""
+    if tree and proc.poll() is None:
+        for pid in _children(proc.pid):
+            stop_pid(pid)
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT)
+
+
+def wait_for(predicate: Any, timeout: float, what: str, step: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(step)
+
+
+@dataclass
+class Daemon:
+    """A long-running process in one namespace, logging to a file."""
+
+    name: str
+    node: str
+    argv: list[str]
+    log_path: Path
+    ready: str  #: regex that appears in the log once it serves
+    proc: subprocess.Popen[bytes] | None = None
+    tree: bool = False  #: stop its children too (sshd)
+
+    @property
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, lab: Lab) -> Daemon:
+        offset = len(self.log)
+        with self.log_path.open("ab") as log:
+            self.proc = lab.popen(
+                self.node, self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not re.search(self.ready, self.log[offset:]):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} did not start:\n{self.log[-3000:]}")
+            time.sleep(0.02)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no cleanup, no goodbye frames."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(STOP_TIMEOUT)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, tree=self.tree)
+
+    def unclean_lines(self) -> list[str]:
+        return [line for line in self.log.splitlines() if UNCLEAN.search(line)]
+
+
+def _keygen(path: Path, comment: str) -> str:
+    subprocess.run(
+        [require_binary("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", comment,
+         "-f", str(path)],
+        check=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return " ".join(path.with_suffix(".pub").read_text().split()[:2])
+
+
+def sshd_daemon(root: Path, name: str, node: str, listen: str, user_pub: Path) -> Daemon:
+    """A private sshd config in `root` (own host key, one authorized key) listening on `listen`.
+
+    Like tests/e2e/sshd.py, but on any address of a namespace (its port space is private).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "authorized_keys").write_text(user_pub.read_text())
+    lines = [
+        f"Port {SSH_PORT}",
+        f"ListenAddress {listen}",
+        f"HostKey {root / 'host_ed25519'}",
+        f"AuthorizedKeysFile {root / 'authorized_keys'}",
+        f"PidFile {root / 'sshd.pid'}",
+        "PermitRootLogin prohibit-password",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "StrictModes no",
+        "LogLevel VERBOSE",
+        "AllowTcpForwarding yes",
+        "X11Forwarding no",
+        "PrintMotd no",
+        "UseDNS no",
+        "MaxStartups 100",
+        "MaxSessions 100",
+    ]
+    (root / "sshd_config").write_text("\n".join(lines) + "\n")
+    sshd = require_binary("sshd")
+    argv = [sshd, "-D", "-e", "-f", str(root / "sshd_config")]
+    return Daemon(name, node, argv, root / "sshd.log", r"Server listening on", tree=True)
+
+
+class Proxy:
+    """The ProxyCommand, observed: a wrapper that records dupsession's PID, stderr and exit
+    code (ssh hides all three and sends it SIGHUP on the way out)."""
+
+    def __init__(self, workdir: Path, args: Sequence[str], name: str) -> None:
+        q = shlex.quote
+        self.err_path = workdir / f"{name}.stderr"
+        self.rc_path = workdir / f"{name}.rc"
+        self.pid_path = workdir / f"{name}.pid"
+        script = workdir / f"{name}.sh"
+        script.write_text(
+            "#!/bin/sh\ntrap '' HUP\n"
+            f'sh -c \'echo $$ > "$0"; exec "$@"\' {q(str(self.pid_path))} '
+            f'{q(require_binary("dupsession"))} "$@" 2>{q(str(self.err_path))}\n'
+            f"echo $? > {q(str(self.rc_path))}.tmp && mv {q(str(self.rc_path))}.tmp "
+            f"{q(str(self.rc_path))}\n"
+        )
+        script.chmod(0o755)
+        self.command = " ".join([q(str(script)), *(q(a) for a in args), "%h", "%p"])
+
+    @property
+    def stderr(self) -> str:
+        try:
+            return self.err_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait(self, timeout: float = 20.0) -> int:
+        wait_for(self.rc_path.exists, timeout, f"dupsession to exit; stderr:\n{self.stderr}")
+        return int(self.rc_path.read_text())
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            stop_pid(int(self.pid_path.read_text()))
+
+
+@dataclass
+class World:
+    """The lab plus every daemon; `ssh_popen` starts a real ssh session in the client."""
+
+    lab: Lab
+    dir: Path
+    key: Path = field(init=False)
+    user_key: Path = field(init=False)
+    known_hosts: Path = field(init=False)
+    jump_known_hosts: Path = field(init=False)
+    exit: Daemon = field(init=False)
+    relays: dict[str, Daemon] = field(init=False, default_factory=dict)
+    sshds: dict[str, Daemon] = field(init=False, default_factory=dict)
+    proxies: list[Proxy] = field(init=False, default_factory=list)
+    sessions: list[subprocess.Popen[Any]] = field(init=False, default_factory=list)
+    run_dir: Path | None = field(init=False, default=None)
+
+    def start(self) -> World:
+        lab, d = self.lab, self.dir
+        subprocess.run(
+            [require_binary("dupsession"), "keygen", str(d / "psk")],
+            check=True, capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.key = d / "psk"
+        # Control sockets (`dupsession status`): a short path, unix socket names are limited.
+        self.run_dir = Path(tempfile.mkdtemp(prefix="dsl-run-"))
+        self.user_key = d / "user_ed25519"
+        _keygen(self.user_key, "root@dupsession-lab")
+        user_pub = self.user_key.with_suffix(".pub")
+        server_root, jump_root = d / "sshd-server", d / "sshd-jump"
+        for root in (server_root, jump_root):
+            root.mkdir()
+        server_host = _keygen(server_root / "host_ed25519", "lab-server")
+        jump_host = _keygen(jump_root / "host_ed25519", "lab-jump")
+        self.known_hosts = d / "known_hosts"
+        self.known_hosts.write_text(f"lab-server {server_host}\n")
+        self.jump_known_hosts = d / "jump_known_hosts"
+        self.jump_known_hosts.write_text(f"{lab.addr(JUMP)} {jump_host}\n")
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # Debian's sshd needs it
+        self.sshds["server"] = sshd_daemon(
+            server_root, "sshd@server", "server", "127.0.0.1", user_pub
+        ).start(lab)
+        self.sshds[JUMP] = sshd_daemon(
+            jump_root, f"sshd@{JUMP}", JUMP, lab.addr(JUMP), user_pub
+        ).start(lab)
+        relayd = require_binary("relayd")
+        self.exit = Daemon(
+            "exit",
+            "server",
+            [relayd, "serve", "--listen", f"0.0.0.0:{EXIT_PORT}", "--key", str(self.key),
+             "--allow", f"127.0.0.1:{SSH_PORT}", "--grace", str(GRACE),
+             "--control", str(self.run_dir / "relayd.sock"), "--log-level", "info"],
+            d / "exit.log",
+            r"listening on",
+        ).start(lab)  # fmt: skip
+        for relay in RELAYS:
+            self.relays[relay] = Daemon(
+                relay,
+                relay,
+                [relayd, "relay", "--listen", f"0.0.0.0:{RELAY_PORT}",
+                 "--exit", f"{lab.addr('server')}:{EXIT_PORT}", "--key", str(self.key),
+                 "--log-level", "info"],
+                d / f"{relay}.log",
+                r"relay listening on",
+            ).start(lab)  # fmt: skip
+        return self
+
+    def close(self) -> None:
+        """Stop every process by PID, sessions first; the lab's teardown does the rest."""
+        for proc in self.sessions:
+            stop_process(proc)
+        for proxy in self.proxies:
+            proxy.cleanup()
+        exit_daemon = getattr(self, "exit", None)
+        for daemon in [*self.relays.values(), exit_daemon, *self.sshds.values()]:
+            if daemon is not None:
+                daemon.stop()
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # -- client side ------------------------------------------------------------------------
+
+    def write_config(self, uplinks: Iterable[str] | None = None, name: str = "client.toml") -> Path:
+        """A dupsession config: uplinks x (direct udp+tcp, relay1 udp+tcp, relay2 udp, SSH
+        relay through relay2's sshd). Uplinks default to the uplinks' source addresses."""
+        lab = self.lab
+        if uplinks is None:
+            uplinks = [lab.addr("client", u) for u in UPLINKS]
+        jump = (
+            f"ssh://root@{lab.addr(JUMP)}:{SSH_PORT}?identity={self.user_key}"
+            f"&known_hosts={self.jump_known_hosts}"
+        )
+        relay_url = {r: f"{lab.addr(r)}:{RELAY_PORT}" for r in RELAYS}
+        text = f"""\
+key = "{self.key}"
+uplinks = [{", ".join(f'"{u}"' for u in uplinks)}]
+exit = "lab"
+grace_period = {GRACE}
+probe_interval = {PROBE_INTERVAL}
+connect_timeout = 20
+
+[exits.lab]
+address = "{lab.addr("server")}:{EXIT_PORT}"
+transports = ["udp", "tcp"]
+
+[relays.relay1]
+url = "udp://{relay_url["relay1"]}"
+
+[relays.relay1tcp]
+url = "tcp://{relay_url["relay1"]}?via=relay1"
+
+[relays.relay2]
+url = "udp://{relay_url["relay2"]}"
+
+[relays.jump]
+url = "{jump}&via={JUMP}"
+"""
+        path = self.dir / name
+        path.write_text(text)
+        return path
+
+    def proxy(self, config: Path, name: str) -> Proxy:
+        proxy = Proxy(self.dir, ["-v", "--config", str(config)], name)
+        self.proxies.append(proxy)
+        return proxy
+
+    def ssh_argv(self, proxy: Proxy, remote: str) -> list[str]:
+        return [
+            require_binary("ssh"),
+            "-F", "/dev/null",
+            "-i", str(self.user_key),
+            "-o", "IdentitiesOnly=yes",
+            "-o", "IdentityAgent=none",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "UpdateHostKeys=no",
+            "-o", "HostKeyAlias=lab-server",
+            "-o", "BatchMode=yes",
+            "-o", "ConnectTimeout=30",
+            "-o", f"ProxyCommand={proxy.command}",
+            "-p", str(SSH_PORT),
+            "root@127.0.0.1",
+            remote,
+        ]  # fmt: skip
+
+    def ssh_popen(self, proxy: Proxy, remote: str, **kwargs: Any) -> subprocess.Popen[Any]:
+        env = {**os.environ, "DUPSESSION_RUNTIME_DIR": str(self.run_dir)}
+        proc = self.lab.popen("client", self.ssh_argv(proxy, remote), env=env, **kwargs)
+        self.sessions.append(proc)
+        return proc
+
+    def client_paths(self) -> list[dict[str, Any]]:
+        """The live client session's paths, from its control socket (`dupsession status`):
+        each with spec, uplink, via, state ("probing", "up", "down"), rtt, bytes_recv..."""
+        sessions = [s for doc in control.discover("client", self.run_dir) for s in doc["sessions"]]
+        assert len(sessions) == 1, sessions
+        paths: list[dict[str, Any]] = sessions[0]["paths"]
+        return paths
+
+    def diagnostics(self, proxy: Proxy | None = None, tail: int = 3000) -> str:
+        parts = []
+        if proxy is not None:
+            parts.append(f"--- dupsession stderr ---\n{proxy.stderr[-tail:]}")
+        parts.append(f"--- exit log ---\n{self.exit.log[-tail:]}")
+        for name, relay in self.relays.items():
+            parts.append(f"--- {name} log ---\n{relay.log[-tail // 3 :]}")
+        return "\n".join(parts)
+
+    def check_logs_clean(self) -> None:
+        unclean = {d.name: d.unclean_lines() for d in [self.exit, *self.relays.values()]}
+        unclean = {k: v for k, v in unclean.items() if v}
+        assert not unclean, f"daemons logged errors: {unclean}"
+        for proxy in self.proxies:
+            bad = [line for line in proxy.stderr.splitlines() if UNCLEAN.search(line)]
+            assert not bad, f"dupsession logged errors:\n{proxy.stderr[-4000:]}"
+
+    # -- routes ------------------------------------------------------------------------------
+
+    def set_routes(self, routes: Iterable[tuple[str, str]], down: bool) -> None:
+        for uplink, via in routes:
+            self.lab.set_link(f"{uplink}-{via}", down=down)
+
+
+class EchoSession:
+    """`ssh ... cat` with a writer sending a numbered line every `interval` and a reader
+    stamping each echo: keystroke-like traffic whose every byte can be accounted for."""
+
+    def __init__(self, world: World, proxy: Proxy, interval: float = 0.05) -> None:
+        self.world = world
+        self.proxy = proxy
+        self.interval = interval
+        self.stderr_path = world.dir / f"{id(self):x}.ssh.stderr"
+        with self.stderr_path.open("wb") as err:
+            self.proc = world.ssh_popen(
+                proxy, "echo READY; exec cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=err, bufsize=0,
+            )  # fmt: skip
+        self.sent: list[float] = []  #: monotonic send time of line i
+        self.received: list[tuple[bytes, float]] = []  #: (line, monotonic arrival)
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write, daemon=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self.started = 0.0
+
+    @property
+    def ssh_stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def start(self, timeout: float = 30.0) -> EchoSession:
+        assert self.proc.stdout is not None
+        out: IO[bytes] = self.proc.stdout
+        box: list[bytes] = []
+        t = threading.Thread(target=lambda: box.append(out.readline()), daemon=True)
+        t.start()
+        t.join(timeout)
+        if box != [b"READY\n"]:
+            raise AssertionError(
+                f"ssh session did not start ({box!r}); ssh stderr:\n{self.ssh_stderr}\n"
+                + self.world.diagnostics(self.proxy)
+            )
+        self.started = time.monotonic()
+        self._reader.start()
+        self._writer.start()
+        return self
+
+    def _write(self) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        t0 = time.monotonic()
+        seq = 0
+        while not self._stop.is_set():
+            delay = t0 + seq * self.interval - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            self.sent.append(time.monotonic())
+            try:
+                stdin.write(b"%07d\n" % seq)
+            except OSError:
+                return
+            seq += 1
+
+    def _read(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        for line in stdout:
+            self.received.append((line, time.monotonic()))
+
+    def wait_echoes(self, count: int, timeout: float) -> None:
+        wait_for(lambda: len(self.received) >= count, timeout, f"{count} echoes", step=0.005)
+
+    def finish(self, timeout: float = 30.0) -> int:
+        """Stop writing, end ssh's stdin, wait for every echo and for ssh to exit."""
+        self._stop.set()
+        self._writer.join(5)
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        self._reader.join(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"ssh did not exit; stderr:\n{self.ssh_stderr}\n"
+                + self.world.diagnostics(self.proxy)
+            ) from None
+
+    def check_stream(self) -> None:
+        """Every line came back once, in order, intact: no byte lost or repeated."""
+        got = [line for line, _ in self.received]
+        want = [b"%07d\n" % i for i in range(len(self.sent))]
+        if got != want:
+            first = next(
+                (i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), None
+            )
+            raise AssertionError(
+                f"echo stream differs: sent {len(want)} lines, got {len(got)}; first "
+                f"difference at {first}: {got[first : first + 3] if first is not None else ''}\n"
+                + self.world.diagnostics(self.proxy)
+            )
+
+    def latencies(self, since: float = 0.0, until: float = float("inf")) -> list[float]:
+        """Echo time in ms of every line sent in [since, until) (monotonic)."""
+        return [
+            (arrived - self.sent[i]) * 1000
+            for i, (_, arrived) in enumerate(self.received)
+            if since <= self.sent[i] < until
+        ]
+
+    def arrivals_after(self, when: float) -> list[float]:
+        return [arrived for _, arrived in self.received if arrived >= when]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
