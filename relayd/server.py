@@ -21,7 +21,7 @@ from typing import Any
 
 from dupsession.aio import framing
 from dupsession.aio.driver import SessionDriver
-from dupsession.aio.transports import READ_BATCH, SOCKET_BUFFER, WRITE_HIGH_WATER, take_turns
+from dupsession.aio.transports import READ_BATCH, SOCKET_BUFFER, WRITE_HIGH_WATER
 from dupsession.aio.udp import BatchSocket
 from dupsession.core import wire
 from dupsession.core.handshake import HandshakeError, ServerHandshake
@@ -87,8 +87,6 @@ class _StreamConnection(asyncio.Protocol):
             if not self.server.stream_frame(self, frame):
                 self.drop()
                 return
-        if self.transport is not None:
-            take_turns(self.transport, len(data))
 
     def pause_writing(self) -> None:
         self._writable(False)

@@ -19,12 +19,6 @@ from dupsession.core.session import Session
 
 log = logging.getLogger(__name__)
 
-#: Frames fed in before a flush runs at once instead of at the end of the loop iteration.
-#: An event loop may hand over megabytes from one socket in one go (libuv reads a stream up
-#: to 32 times per wake-up); without this, no ACK would leave until all of it was processed,
-#: and the peer's window would stall for that long.
-FLUSH_EVERY = 128
-
 
 class FrameSink(Protocol):
     """One path's way out: sends whole frames; reliability is not promised."""
@@ -50,7 +44,6 @@ class SessionDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_pending = False
-        self._unflushed = 0  #: frames fed in since the last flush
         self.on_path_event: Callable[[events.Event], None] | None = None
         self.closed = asyncio.Event()
 
@@ -71,11 +64,7 @@ class SessionDriver:
     def frame_received(self, frame: bytes, path_id: int | None) -> int | None:
         """Feed one frame; returns the authenticated path id named inside it, if any."""
         named = self.session.receive_frame(frame, self.now(), path_id)
-        self._unflushed += 1
-        if self._unflushed >= FLUSH_EVERY:
-            self.flush()
-        else:
-            self.poke()
+        self.poke()
         return named
 
     def send(self, data: bytes) -> None:
@@ -93,7 +82,6 @@ class SessionDriver:
 
     def flush(self) -> None:
         self._flush_pending = False
-        self._unflushed = 0
         session = self.session
         now = self.now()
         for path_id, frames in session.transmit(now).items():

@@ -32,8 +32,6 @@ REOPEN_DELAY = 0.2
 SOCKET_BUFFER = 4 * 1024 * 1024
 #: Stream paths report "not writable" above this much queued data.
 WRITE_HIGH_WATER = 1024 * 1024
-#: A stream read at least this large is bulk: see `take_turns`.
-BULK_READ = 64 * 1024
 
 
 class PathOwner(Protocol):
@@ -50,24 +48,6 @@ async def resolve(host: str, port: int, kind: int) -> tuple[int, tuple[str, int]
         raise OSError(f"cannot resolve {host}")
     family, _, _, _, addr = infos[0]
     return family, addr[:2]
-
-
-def take_turns(transport: asyncio.Transport, size: int) -> None:
-    """After a bulk read, let the loop serve other sockets before this stream reads again.
-
-    libuv reads a busy stream up to 32 times per wake-up (megabytes on loopback) before any
-    other callback runs: meanwhile the UDP paths' copies queue up (later, lost, and their
-    RTT inflated), and no ACK leaves. One read per loop turn keeps the paths interleaved.
-    """
-    if size >= BULK_READ and not transport.is_closing():
-        transport.pause_reading()
-        asyncio.get_running_loop().call_soon(_resume_reading, transport)
-
-
-def _resume_reading(transport: asyncio.Transport) -> None:
-    if not transport.is_closing():
-        with contextlib.suppress(RuntimeError):
-            transport.resume_reading()
 
 
 def _tune_buffers(sock: socket.socket) -> None:
@@ -194,8 +174,6 @@ class _TcpProtocol(asyncio.Protocol):
         owner, path_id = self.path.owner, self.path.path_id
         for frame in frames:
             owner.path_frame(path_id, frame)
-        if self.transport is not None:
-            take_turns(self.transport, len(data))
 
     def eof_received(self) -> bool:
         return False

@@ -145,13 +145,21 @@ class Sender:
         """
         if frame.armed:
             return
-        if frame.sends:
-            self.retransmissions += 1
-        frame.sends += 1
+        sends = frame.sends
+        frame.sends = sends + 1
         frame.sent_at = now
         frame.armed = True
-        backoff = 2 ** min(frame.sends - 1, MAX_BACKOFF_EXPONENT)
-        self._arm(frame.seq, now + min(rto * backoff, max(rto, self.max_delay)))
+        if sends:
+            self.retransmissions += 1
+            backoff = 2 ** min(sends, MAX_BACKOFF_EXPONENT)
+            deadline = now + min(rto * backoff, max(rto, self.max_delay))
+        else:
+            deadline = now + rto  # a first send: no backoff (the common case, kept cheap)
+        group = self._group
+        if group is not None and deadline == self._group_deadline:
+            group.append(frame.seq)
+        else:
+            self._arm(frame.seq, deadline)
 
     def defer(self, frame: SentFrame, deadline: float) -> None:
         """Re-arm an expired frame that no path could take yet (rate-capped, busy), without
