@@ -396,6 +396,23 @@ def test_pause_receiving_freezes_the_advertised_window() -> None:
     assert drain(e) == [StreamData(bytes([4, 5, 6, 7]))]
 
 
+def test_drained_consumer_acks_the_reopened_window_at_once() -> None:
+    """A sender stuck on a frozen window hears of the wider one right away, not a probe later."""
+    pair = Pair(exit=SessionConfig(window_frames=4))
+    c, e = pair.client, pair.exit
+    now = pair.connect()
+    e.pause_receiving(True)
+    for i in range(6):
+        c.send(bytes([i]))
+        pair.deliver(e, c.transmit(now + 0.001 * i), now + 0.05)
+    now += 0.1
+    e.transmit(now)  # the ACK for what arrived; nothing else is pending afterwards
+    assert e.transmit(now + 0.001) == {}
+    e.pause_receiving(False)
+    out = e.transmit(now + 0.002)  # same instant as the drain: no timer, no DATA needed
+    assert [a.window_end for a in pair.acks(e, out.get(0, []))] == [8]
+
+
 # --- duplicates and who arrived first --------------------------------------------------------
 
 
