@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 
 from dupsession.aio import framing
-from dupsession.aio.transports import READ_BATCH, RECV_SIZE, SOCKET_BUFFER, WRITE_HIGH_WATER
+from dupsession.aio.transports import READ_BATCH, RECV_SIZE, WRITE_HIGH_WATER, bind_udp
 from dupsession.core import wire
 from dupsession.core.handshake import HandshakeError, ServerHandshake
 
@@ -168,15 +168,7 @@ class UdpRelay:
         self.address: tuple[str, int] | None = None
 
     async def start(self) -> None:
-        host, port = self.forward.listen
-        infos = await self._loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        family, _, _, _, addr = infos[0]
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-        sock.bind(addr)
+        sock = await bind_udp(*self.forward.listen)
         self._sock = sock
         self.address = sock.getsockname()[:2]
         self._loop.add_reader(sock.fileno(), self._readable)

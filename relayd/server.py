@@ -12,7 +12,6 @@ Security rules applied here, each at the line that enforces it:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 from dupsession.aio import framing
 from dupsession.aio.driver import SessionDriver
-from dupsession.aio.transports import READ_BATCH, SOCKET_BUFFER, WRITE_HIGH_WATER
+from dupsession.aio.transports import READ_BATCH, WRITE_HIGH_WATER, bind_udp
 from dupsession.aio.udp import BatchSocket
 from dupsession.core import wire
 from dupsession.core.handshake import HandshakeError, ServerHandshake
@@ -130,14 +129,7 @@ class ExitServer:
 
     async def start(self) -> None:
         host, port = self.config.listen
-        infos = await self._loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        family, _, _, _, addr = infos[0]
-        udp = socket.socket(family, socket.SOCK_DGRAM)
-        udp.setblocking(False)
-        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-            with contextlib.suppress(OSError):
-                udp.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-        udp.bind(addr)
+        udp = await bind_udp(host, port)
         self._udp = udp
         self._udp_io = BatchSocket(udp)
         bound_port = udp.getsockname()[1]

@@ -50,6 +50,21 @@ async def resolve(host: str, port: int, kind: int) -> tuple[int, tuple[str, int]
     return family, addr[:2]
 
 
+async def bind_udp(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to `host:port` with large buffers, for listeners."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        _tune_buffers(sock)
+        sock.bind(addr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _tune_buffers(sock: socket.socket) -> None:
     for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
         with contextlib.suppress(OSError):
