@@ -138,7 +138,6 @@ class Method:
     first_unechoed: int = 0
     error: str | None = None
     raw_log: Any = None
-    note: str = ""
 
     def type_key(self, now: float) -> None:
         n = len(self.sent)
@@ -309,6 +308,12 @@ class Bench:
         from contrib.netlab import Lab
 
         self.args = args
+        self.ssh = which("ssh")
+        self.bins = {n: which(n) for n in ("sshd", "ssh-keygen", "socat", "mptcpize")}
+        self.bins["dupsession"] = which("dupsession")
+        self.bins["relayd"] = which("relayd")
+        self.bins["mosh-client"] = which("mosh-client")
+        which("mosh-server")
         self.tmp = Path(tempfile.mkdtemp(prefix="dupsession-labbench-"))
         self.tmp.chmod(0o755)
         self.logs = Path(args.logs) if args.logs else self.tmp
@@ -324,12 +329,6 @@ class Bench:
         self.servers: list[subprocess.Popen[bytes]] = []
         self.methods: list[Method] = []
         self.mosh_server_pid: int | None = None
-        self.ssh = which("ssh")
-        self.bins = {n: which(n) for n in ("sshd", "ssh-keygen", "socat", "mptcpize")}
-        self.bins["dupsession"] = which("dupsession")
-        self.bins["relayd"] = which("relayd")
-        self.bins["mosh-client"] = which("mosh-client")
-        which("mosh-server")
         self.mptcp_checks: list[tuple[str, subprocess.Popen[bytes], Path]] = []
         self.dup_snapshot: dict[str, Any] | None = None
         self.cpu_busy = self.cpu_before = float("nan")
@@ -490,8 +489,7 @@ class Bench:
             stop_tree(proc.pid)
             proc.wait()
         self.lab.down()
-        if not self.args.logs:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- clients ---------------------------------------------------------------------------
 

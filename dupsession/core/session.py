@@ -247,15 +247,20 @@ class Session:
         path = self.paths.get(path_id) if path_id is not None else None
         if receiver.is_duplicate(seq):
             # Dropped unverified: it cannot change the stream. Counted for wins and lag only.
-            if self._ack_pending_since is None:  # `_note_ack_needed`, inlined
-                self._ack_pending_since = now
-            self._ack_pending_count += 1
             self.duplicates += 1
+            first = receiver.first_arrival(seq)
+            # A later copy of a frame that just arrived is redundancy, already acked with the
+            # first copy: acking it again would send an ACK on every path per copy. A copy
+            # that comes about a resend timeout after the first is a resend: our ACK was lost
+            # (half of our own estimate, as the sender's timer may run shorter than ours).
+            if first is None or now - first[0] >= self.rto() / 2:
+                if self._ack_pending_since is None:  # `_note_ack_needed`, inlined
+                    self._ack_pending_since = now
+                self._ack_pending_count += 1
             if path is not None:
                 path.data_recv += 1
                 inbound = path.inbound
                 inbound.frames += 1
-                first = receiver.first_arrival(seq)
                 if first is not None and first[1] != path_id:
                     inbound.lag += EWMA_GAIN * ((now - first[0]) - inbound.lag)
             return

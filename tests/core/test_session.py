@@ -450,11 +450,26 @@ def test_duplicate_after_delivery_still_triggers_an_ack() -> None:
     out = c.transmit(now)
     pair.deliver(e, out, now + 0.05)
     e.transmit(now + 0.06)  # ACK sent (and lost)
-    assert e.get_timer() != pytest.approx(now + 0.1 + e.config.ack_delay)
-    pair.deliver(e, out, now + 0.1)  # the resend arrives
-    assert e.get_timer() == pytest.approx(now + 0.1 + e.config.ack_delay)
-    acks = pair.acks(e, e.transmit(now + 0.1 + e.config.ack_delay)[0])
+    resend_at = now + 0.05 + c.rto()  # the sender's timer fired: the resend arrives
+    assert e.get_timer() != pytest.approx(resend_at + e.config.ack_delay)
+    pair.deliver(e, out, resend_at)
+    assert e.get_timer() == pytest.approx(resend_at + e.config.ack_delay)
+    acks = pair.acks(e, e.transmit(resend_at + e.config.ack_delay)[0])
     assert [a.cumulative for a in acks] == [1]
+
+
+def test_redundant_copies_do_not_trigger_more_acks() -> None:
+    """Copies of a frame arriving on slower paths right after the first are not acked again:
+    otherwise every copy would send an ACK on every path."""
+    pair = Pair(paths=3)
+    c, e = pair.client, pair.exit
+    now = pair.connect()
+    c.send(b"x")
+    out = c.transmit(now)
+    pair.deliver(e, out, now + 0.05, paths=[0])  # the fastest copy
+    assert len(e.transmit(now + 0.05 + e.config.ack_delay)) == 3  # acked on every path
+    pair.deliver(e, out, now + 0.06, paths=[1, 2])  # the slower copies, 10 ms later
+    assert e.transmit(now + 0.06 + e.config.ack_delay) == {}
 
 
 # --- bad input -------------------------------------------------------------------------------
