@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from tests.prereq import missing
 
 __all__ = ["HOST_KEY_ALIAS", "PrivateSshd", "private_sshd", "require_binary", "start_sshd"]
 
@@ -53,9 +53,7 @@ def require_binary(name: str) -> str:
         f"{name!r} not found on PATH or in /usr/sbin: install it (Debian: apt-get install "
         "openssh-server openssh-client tmux socat, or run contrib/install-and-test.sh)"
     )
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    missing(reason)
 
 
 def free_port() -> int:

@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import pytest
-
 from contrib.netlab import Lab
 from dupsession import control
 from tests.e2e.sshd import require_binary
+from tests.prereq import lab_problem, missing
 
 SSH_PORT = 22
 EXIT_PORT = 7300
@@ -98,25 +97,9 @@ def route_rtt(uplink: str, via: str) -> float:
 
 def require_lab() -> None:
     """Skip (fail under CI=true) unless this machine can build a lab and run OpenSSH."""
-    problem = None
-    if os.uname().sysname != "Linux":
-        problem = "needs Linux"
-    elif os.geteuid() != 0:
-        problem = "needs root for network namespaces"
-    elif not os.path.exists("/dev/net/tun"):
-        problem = "needs /dev/net/tun"
-    else:
-        try:
-            res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-        except FileNotFoundError:
-            problem = "needs iproute2 (`ip`)"
-        else:
-            if res.returncode != 0:
-                problem = f"`ip netns list` failed: {res.stderr.strip()}"
+    problem = lab_problem()
     if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"lab e2e: {problem}", pytrace=False)
-        pytest.skip(f"lab e2e: {problem}")
+        missing(f"lab e2e: {problem}")
     for name in ("ssh", "sshd", "ssh-keygen", "dupsession", "relayd"):
         require_binary(name)
 

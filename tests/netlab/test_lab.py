@@ -7,8 +7,6 @@ that silently skips these would hide a broken lab). Every probe is bounded in co
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -20,6 +18,7 @@ import pytest
 
 from contrib.netlab import Lab
 from contrib.netlab.lab import list_netns
+from tests.prereq import lab_problem, missing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,23 +48,9 @@ PORT = 9000
 
 def require_lab() -> None:
     """Skip (or fail under CI) unless this machine can build a lab."""
-    problem = None
-    if not sys.platform.startswith("linux"):
-        problem = "needs Linux"
-    elif os.geteuid() != 0:
-        problem = "needs root for network namespaces"
-    elif shutil.which("ip") is None and not os.path.exists("/usr/sbin/ip"):
-        problem = "needs iproute2 (`ip`)"
-    elif not os.path.exists("/dev/net/tun"):
-        problem = "needs /dev/net/tun"
-    else:
-        res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-        if res.returncode != 0:
-            problem = f"`ip netns list` failed: {res.stderr.strip()}"
+    problem = lab_problem()
     if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"netlab: {problem}", pytrace=False)
-        pytest.skip(f"netlab: {problem}")
+        missing(f"netlab: {problem}")
 
 
 @pytest.fixture(scope="module")
