@@ -126,6 +126,8 @@ class Session:
         self.bad_frames = 0
         self.duplicates = 0
         self._fin_event_sent = False
+        #: The resend timeout as of the last transmit: per-copy checks read it, not recompute.
+        self._rto = self.config.max_rto / 2
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -253,7 +255,7 @@ class Session:
             # first copy: acking it again would send an ACK on every path per copy. A copy
             # that comes about a resend timeout after the first is a resend: our ACK was lost
             # (half of our own estimate, as the sender's timer may run shorter than ours).
-            if first is None or now - first[0] >= self.rto() / 2:
+            if first is None or now - first[0] >= self._rto / 2:
                 if self._ack_pending_since is None:  # `_note_ack_needed`, inlined
                     self._ack_pending_since = now
                 self._ack_pending_count += 1
@@ -413,7 +415,7 @@ class Session:
         sender = self.sender
         if sender.has_pending():
             sender.make_frames(self.max_payload(), self._encode_data)
-        rto = self.rto()
+        rto = self._rto = self.rto()
         table = sender.frames
         resend = [table[s] for s in self._resend if s in table]
         self._resend = []
