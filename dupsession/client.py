@@ -17,7 +17,7 @@ from typing import Any
 from dupsession import control
 from dupsession.aio.driver import SessionDriver
 from dupsession.aio.transports import TcpPath, UdpPath, open_path
-from dupsession.core import events, wire
+from dupsession.core import events, negotiate, wire
 from dupsession.core.handshake import ClientHandshake, HandshakeError, SessionKeys
 from dupsession.core.session import Role, Session, SessionState
 from dupsession.pathspec import PathSpec
@@ -81,10 +81,18 @@ class _Handshaking:
 class Client:
     """Owns the paths; first runs the handshake, then drives the session."""
 
-    def __init__(self, settings: ClientSettings, target: str, psk: bytes) -> None:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        target: str,
+        psk: bytes,
+        features: negotiate.Features | None = None,
+    ) -> None:
         self.settings = settings
         self.target = target
         self.psk = psk
+        self.wanted = features or negotiate.Features()  #: what we offer in the HELLO
+        self.features = negotiate.Features()  #: what the exit agreed to
         self.paths: dict[int, UdpPath | TcpPath] = {}
         self.driver: SessionDriver | None = None
         self._hs: _Handshaking | None = None
@@ -125,8 +133,13 @@ class Client:
             hs.done.set_exception(
                 SessionFailed(code, f"exit refused the session: {welcome.reason}")
             )
-        else:
-            hs.done.set_result((path_id, keys))
+            return
+        try:
+            self.features = negotiate.settle(self.wanted, welcome.options)
+        except negotiate.NegotiationError as exc:
+            hs.done.set_exception(SessionFailed(ExitCode.HANDSHAKE, str(exc)))
+            return
+        hs.done.set_result((path_id, keys))
 
     def path_writable(self, path_id: int, writable: bool) -> None:
         if self.driver is not None:
@@ -209,7 +222,9 @@ class Client:
             )
         loop = asyncio.get_running_loop()
         await self._start_control()
-        handshake = ClientHandshake(self.psk, self.target, time.time())
+        handshake = ClientHandshake(
+            self.psk, self.target, time.time(), negotiate.offer(self.wanted)
+        )
         self._hs = _Handshaking(handshake, loop.create_future(), set())
         for index, spec in enumerate(self.settings.paths, start=1):
             self.paths[index] = open_path(index, spec, self)
@@ -225,7 +240,12 @@ class Client:
         finally:
             resend.cancel()
         session = Session(
-            Role.CLIENT, handshake.session_id, keys, time.monotonic(), self.settings.session
+            Role.CLIENT,
+            handshake.session_id,
+            keys,
+            time.monotonic(),
+            self.settings.session,
+            self.features,
         )
         self.driver = SessionDriver(session, self)
         self.driver.on_path_event = self._path_event

@@ -22,8 +22,8 @@ from dupsession.aio import framing
 from dupsession.aio.driver import SessionDriver
 from dupsession.aio.transports import READ_BATCH, WRITE_HIGH_WATER, bind_udp
 from dupsession.aio.udp import BatchSocket
-from dupsession.core import wire
-from dupsession.core.handshake import HandshakeError, ServerHandshake
+from dupsession.core import negotiate, wire
+from dupsession.core.handshake import KNOWN_CRITICAL, HandshakeError, ServerHandshake
 from dupsession.core.session import Role, Session, SessionConfig, SessionState
 from dupsession.pathspec import PathSpecError, parse_hostport
 from relayd.acl import AllowList
@@ -244,7 +244,8 @@ class ExitServer:
         host, port = (
             ("probe", 0) if hello.target == wire.PROBE_TARGET else (parse_hostport(hello.target))
         )
-        accepted = self.handshake.accept(hello, unix_now)
+        welcome_options, _ = negotiate.answer(hello.options)
+        accepted = self.handshake.accept(hello, unix_now, welcome_options)
         exit_session = ExitSession(accepted, self._make_driver, host, port)
         exit_session.on_finished = self._finished
         self.sessions[hello.session_id] = exit_session
@@ -257,6 +258,9 @@ class ExitServer:
     def _refusal(self, hello: wire.Hello) -> tuple[int, str] | None:
         if len(self.sessions) >= self.config.max_sessions:
             return wire.WelcomeStatus.FULL, "exit is full"
+        critical = wire.unknown_critical(hello.options, KNOWN_CRITICAL)
+        if critical:  # the client relies on something this exit does not do: say so, never guess
+            return wire.WelcomeStatus.UNSUPPORTED, f"exit does not implement option(s) {critical}"
         if hello.target == wire.PROBE_TARGET:
             return None  # an echo inside the exit: reaches nothing, needs no allow-list entry
         try:
@@ -279,12 +283,14 @@ class ExitServer:
 
     def _make_driver(self, exit_session: ExitSession) -> SessionDriver:
         hello = exit_session.accepted.hello
+        _, features = negotiate.answer(hello.options)  # the same answer its WELCOME carries
         session = Session(
             Role.EXIT,
             hello.session_id,
             exit_session.accepted.keys,
             time.monotonic(),
             self.config.session,
+            features,
         )
         return SessionDriver(session, exit_session)
 

@@ -26,6 +26,10 @@ PSK_SIZE = 32
 #: How far a HELLO's clock may be from the exit's (seconds): bounds the replay cache.
 MAX_CLOCK_SKEW = 120.0
 
+#: Critical handshake option types this implementation knows (none yet): a peer's critical
+#: option outside this set refuses the session (see docs/PROTOCOL.md, "Handshake options").
+KNOWN_CRITICAL: set[int] = set()
+
 _AUTH_CONTEXT = "dupsession 2026-11 v1 handshake auth"
 _C2S_CONTEXT = "dupsession 2026-11 v1 session key client-to-exit"
 _S2C_CONTEXT = "dupsession 2026-11 v1 session key exit-to-client"
@@ -77,7 +81,9 @@ def derive_keys(
 class ClientHandshake:
     """The client side: one HELLO (copied to every path), the first valid WELCOME wins."""
 
-    def __init__(self, psk: bytes, target: str, unix_now: float) -> None:
+    def __init__(
+        self, psk: bytes, target: str, unix_now: float, options: wire.Options = ()
+    ) -> None:
         self._psk = psk
         self._auth = auth_key(psk)
         self._private = X25519PrivateKey.generate()
@@ -88,6 +94,7 @@ class ClientHandshake:
             unix_ms=int(unix_now * 1000),
             client_public=_public_bytes(self._private),
             target=target,
+            options=options,
         )
 
     @property
@@ -104,6 +111,9 @@ class ClientHandshake:
         welcome = wire.verify_welcome(self._auth, hello_tag, frame)
         if welcome.session_id != self.hello.session_id:
             raise HandshakeError("welcome for another session")
+        critical = wire.unknown_critical(welcome.options, KNOWN_CRITICAL)
+        if critical:  # the exit relies on something we do not implement: never guess
+            raise HandshakeError(f"exit requires unknown handshake option(s) {critical}")
         if welcome.status != wire.WelcomeStatus.OK:
             return welcome, None
         try:
@@ -125,6 +135,7 @@ def _with_path(hello: wire.Hello, path_id: int) -> wire.Hello:
         hello.unix_ms,
         hello.client_public,
         hello.target,
+        hello.options,
     )
 
 
@@ -136,6 +147,7 @@ class Accepted:
     keys: SessionKeys
     server_nonce: bytes
     server_public: bytes
+    options: wire.Options = ()  #: the exit's answer to the HELLO's options
 
     def welcome_frame(self, psk_auth: bytes, path_id: int, hello_tag: bytes) -> bytes:
         welcome = wire.Welcome(
@@ -145,6 +157,7 @@ class Accepted:
             self.server_nonce,
             self.server_public,
             "",
+            self.options,
         )
         return wire.encode_welcome(psk_auth, hello_tag, welcome)
 
@@ -177,8 +190,9 @@ class ServerHandshake:
         """Whether this HELLO's nonce was already accepted (within the replay window)."""
         return hello.client_nonce in self._seen
 
-    def accept(self, hello: wire.Hello, unix_now: float) -> Accepted:
-        """Make the exit's half of the key exchange for a verified, permitted HELLO."""
+    def accept(self, hello: wire.Hello, unix_now: float, options: wire.Options = ()) -> Accepted:
+        """Make the exit's half of the key exchange for a verified, permitted HELLO; `options`
+        (the answer to the HELLO's options) go into every WELCOME for it."""
         if len(self._seen) >= self._max_nonces:
             raise HandshakeError("too many handshakes in the replay window")
         self._seen[hello.client_nonce] = (unix_now + MAX_CLOCK_SKEW, hello.session_id)
@@ -189,7 +203,8 @@ class ServerHandshake:
             raise HandshakeError(f"bad client public key: {exc}") from exc
         nonce = os.urandom(16)
         public = _public_bytes(private)
-        return Accepted(hello, derive_keys(self._psk, shared, hello, nonce, public), nonce, public)
+        keys = derive_keys(self._psk, shared, hello, nonce, public)
+        return Accepted(hello, keys, nonce, public, options)
 
     def refusal_frame(
         self, hello_frame: bytes, hello: wire.Hello, status: int, reason: str

@@ -34,6 +34,7 @@ from dupsession.core.events import (
     StreamEnded,
 )
 from dupsession.core.handshake import SessionKeys
+from dupsession.core.negotiate import Features
 from dupsession.core.paths import EWMA_GAIN, Path, PathState
 from dupsession.core.receiver import Receiver
 from dupsession.core.sender import Sender
@@ -98,10 +99,13 @@ class Session:
         keys: SessionKeys,
         now: float,
         config: SessionConfig | None = None,
+        features: Features | None = None,
     ) -> None:
         self.role = role
         self.session_id = session_id
         self.config = config or SessionConfig()
+        #: What the handshake agreed on (encryption, compression); the same at both ends.
+        self.features = features or Features()
         if role is Role.CLIENT:
             self._tx_key, self._rx_key = keys.client_to_exit, keys.exit_to_client
         else:

@@ -48,6 +48,10 @@ MAX_ACK_RANGES = 32
 #: so no allow-list entry is needed (`dupsession probe` measures routes with it).
 PROBE_TARGET = "probe:0"
 MAX_REASON = 200
+#: Bytes of options a WELCOME may carry: with the largest reason it stays far below HELLO_SIZE.
+MAX_WELCOME_OPTIONS = 512
+#: Option types at or above this are critical: a receiver that does not know one must refuse.
+CRITICAL_OPTION = 0x80
 
 
 class FrameType(IntEnum):
@@ -258,6 +262,68 @@ def decode_close(body: memoryview) -> tuple[int, str]:
     return code, bytes(body[CLOSE_FIXED.size :]).decode(errors="replace")
 
 
+# --- handshake options: type-length-value, inside the authenticated HELLO and WELCOME -------
+
+#: (type, value) pairs, each type at most once. Type 0 never appears: in a HELLO it starts the
+#: zero padding. See docs/PROTOCOL.md, "Handshake options", for the rule on unknown types.
+Options = tuple[tuple[int, bytes], ...]
+_OPTION_HEAD = struct.Struct("!BB")
+
+
+class OptionType(IntEnum):
+    """Known option types (values below 0x80 may be ignored by a peer that does not know them)."""
+
+    PAD = 0  #: in a HELLO: the options end, zero padding follows
+    CIPHER = 1  #: payload encryption; see core/negotiate.py
+    COMPRESS = 2  #: stream compression; see core/negotiate.py
+
+
+def encode_options(options: Options) -> bytes:
+    seen: set[int] = set()
+    parts = []
+    for otype, value in options:
+        if not 0 < otype <= 0xFF or otype in seen or len(value) > 0xFF:
+            raise ValueError(f"bad or repeated handshake option {otype}")
+        seen.add(otype)
+        parts.append(_OPTION_HEAD.pack(otype, len(value)) + value)
+    return b"".join(parts)
+
+
+def decode_options(data: bytes | memoryview, padded: bool) -> Options:
+    """Options from `data`; with `padded` (a HELLO), a type-0 byte starts zero padding.
+
+    A repeated type, a value running past the end, or non-zero padding is a FrameError: the
+    tag verified, so the peer is buggy, not the network.
+    """
+    view = memoryview(data)
+    out: list[tuple[int, bytes]] = []
+    seen: set[int] = set()
+    offset = 0
+    while offset < len(view):
+        otype = view[offset]
+        if otype == OptionType.PAD:
+            if not padded or any(view[offset:]):
+                raise FrameError("handshake options: unexpected padding")
+            break
+        if offset + 2 > len(view):
+            raise FrameError("handshake option truncated")
+        length = view[offset + 1]
+        value = bytes(view[offset + 2 : offset + 2 + length])
+        if len(value) != length:
+            raise FrameError("handshake option truncated")
+        if otype in seen:
+            raise FrameError(f"handshake option {otype} repeated")
+        seen.add(otype)
+        out.append((otype, value))
+        offset += 2 + length
+    return tuple(out)
+
+
+def unknown_critical(options: Options, known: set[int]) -> list[int]:
+    """Critical option types in `options` that this end does not implement."""
+    return [t for t, _ in options if t >= CRITICAL_OPTION and t not in known]
+
+
 # --- HELLO / WELCOME (sealed with the handshake key derived from the pre-shared key) -------
 
 
@@ -269,12 +335,14 @@ class Hello:
     unix_ms: int
     client_public: bytes
     target: str
+    options: Options = ()
 
 
 def encode_hello(auth_key: bytes, hello: Hello) -> bytes:
     target = hello.target.encode()
     if len(target) > 255:
         raise ValueError("target too long")
+    options = encode_options(hello.options)
     head = HELLO_FIXED.pack(
         VERSION,
         FrameType.HELLO,
@@ -286,7 +354,9 @@ def encode_hello(auth_key: bytes, hello: Hello) -> bytes:
         hello.client_public,
         len(target),
     )
-    body = head + target
+    body = head + target + options
+    if len(body) > HELLO_SIZE - TAG_SIZE:
+        raise ValueError("hello options too long")
     return seal(auth_key, body + bytes(HELLO_SIZE - TAG_SIZE - len(body)))
 
 
@@ -295,8 +365,9 @@ def decode_hello(body: memoryview) -> Hello:
         raise FrameError("hello frame has the wrong size")
     _, _, _, path_id, sid, nonce, unix_ms, pub, tlen = HELLO_FIXED.unpack_from(body)
     target = bytes(body[HELLO_FIXED.size : HELLO_FIXED.size + tlen])
+    options = decode_options(body[HELLO_FIXED.size + tlen :], padded=True)
     try:
-        return Hello(path_id, sid, nonce, unix_ms, pub, target.decode())
+        return Hello(path_id, sid, nonce, unix_ms, pub, target.decode(), options)
     except UnicodeDecodeError as exc:
         raise FrameError("target is not UTF-8") from exc
 
@@ -305,6 +376,7 @@ class WelcomeStatus(IntEnum):
     OK = 0
     REFUSED = 1  #: target not permitted by the exit's allow-list
     FULL = 2  #: the exit holds its maximum number of sessions
+    UNSUPPORTED = 3  #: the HELLO carries a critical option the exit does not implement
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,11 +387,15 @@ class Welcome:
     server_nonce: bytes
     server_public: bytes
     reason: str
+    options: Options = ()
 
 
 def encode_welcome(auth_key: bytes, hello_tag: bytes, welcome: Welcome) -> bytes:
     """WELCOME's tag also covers the HELLO's tag: an answer is bound to the request it answers."""
     reason = welcome.reason.encode()[:MAX_REASON]
+    options = encode_options(welcome.options)
+    if len(options) > MAX_WELCOME_OPTIONS:
+        raise ValueError("welcome options too long")  # a WELCOME must stay below HELLO_SIZE
     body = (
         WELCOME_FIXED.pack(
             VERSION,
@@ -333,6 +409,7 @@ def encode_welcome(auth_key: bytes, hello_tag: bytes, welcome: Welcome) -> bytes
             len(reason),
         )
         + reason
+        + options
     )
     return body + tag(auth_key, hello_tag + body)
 
@@ -344,7 +421,11 @@ def verify_welcome(auth_key: bytes, hello_tag: bytes, frame: bytes) -> Welcome:
     if not hmac.compare_digest(tag(auth_key, hello_tag + body), frame[-TAG_SIZE:]):
         raise FrameError("bad tag")
     _, _, _, path_id, sid, status, nonce, pub, rlen = WELCOME_FIXED.unpack_from(body)
-    if len(body) != WELCOME_FIXED.size + rlen:
+    if len(body) < WELCOME_FIXED.size + rlen:
         raise FrameError("welcome frame length mismatch")
-    reason = body[WELCOME_FIXED.size :].decode(errors="replace")
-    return Welcome(path_id, sid, status, nonce, pub, reason)
+    reason = body[WELCOME_FIXED.size : WELCOME_FIXED.size + rlen].decode(errors="replace")
+    options_bytes = body[WELCOME_FIXED.size + rlen :]
+    if len(options_bytes) > MAX_WELCOME_OPTIONS:
+        raise FrameError("welcome options too long")
+    options = decode_options(options_bytes, padded=False)
+    return Welcome(path_id, sid, status, nonce, pub, reason, options)

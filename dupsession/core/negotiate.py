@@ -1,0 +1,94 @@
+"""What the two ends agree on in the handshake: payload encryption and stream compression.
+
+The client offers in HELLO options, the exit answers in WELCOME options (layouts in
+docs/PROTOCOL.md, "Handshake options"). Both frames are authenticated under the handshake key
+and the WELCOME is bound to its HELLO, so nobody without the key can strip an offer or an
+answer. The rules that make a downgrade impossible sit in `settle`:
+- a client that asked for encryption refuses a WELCOME that does not agree to it;
+- an answer to something the client never offered is a protocol error, not a surprise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from dupsession.core import wire
+
+#: CIPHER option value: ChaCha20 over each DATA payload, BLAKE3 tag over the ciphertext.
+CIPHER_CHACHA20 = 1
+#: COMPRESS option's first byte: the algorithm.
+COMPRESS_ZSTD = 1
+
+
+class Compress(StrEnum):
+    OFF = "off"
+    ON = "on"  #: every write is compressed
+    AUTO = "auto"  #: compressed while the stream compresses, raw while it does not
+
+
+_MODE_BYTE = {Compress.ON: 1, Compress.AUTO: 2}
+_BYTE_MODE = {v: k for k, v in _MODE_BYTE.items()}
+
+
+class NegotiationError(ValueError):
+    """The peers cannot agree (or the exit's answer does not fit the offer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What one session does on top of the base protocol; both ends hold the same value."""
+
+    encrypt: bool = False
+    compress: Compress = Compress.OFF
+
+
+def offer(wanted: Features) -> wire.Options:
+    """The client's HELLO options for `wanted`."""
+    options: list[tuple[int, bytes]] = []
+    if wanted.encrypt:
+        options.append((wire.OptionType.CIPHER, bytes([CIPHER_CHACHA20])))
+    if wanted.compress is not Compress.OFF:
+        options.append(
+            (wire.OptionType.COMPRESS, bytes([COMPRESS_ZSTD, _MODE_BYTE[wanted.compress]]))
+        )
+    return tuple(options)
+
+
+def answer(offered: wire.Options) -> tuple[wire.Options, Features]:
+    """The exit's WELCOME options and the features it will run, for a HELLO's `offered`.
+
+    The exit takes whatever it implements and echoes exactly that; anything else it leaves
+    out of the answer, and the client decides whether it can live without it.
+    """
+    found = dict(offered)
+    options: list[tuple[int, bytes]] = []
+    encrypt = found.get(wire.OptionType.CIPHER) == bytes([CIPHER_CHACHA20])
+    if encrypt:
+        options.append((wire.OptionType.CIPHER, bytes([CIPHER_CHACHA20])))
+    compress = Compress.OFF
+    value = found.get(wire.OptionType.COMPRESS, b"")
+    if len(value) == 2 and value[0] == COMPRESS_ZSTD and value[1] in _BYTE_MODE:
+        compress = _BYTE_MODE[value[1]]
+        options.append((wire.OptionType.COMPRESS, value))
+    return tuple(options), Features(encrypt, compress)
+
+
+def settle(wanted: Features, answered: wire.Options) -> Features:
+    """The features the session runs, from the exit's answer; NegotiationError if unusable."""
+    found = dict(answered)
+    expected = dict(offer(wanted))
+    for otype in (wire.OptionType.CIPHER, wire.OptionType.COMPRESS):
+        if otype in found and found[otype] != expected.get(otype):
+            raise NegotiationError(f"the exit answered option {otype.name} that was not offered")
+    encrypt = wire.OptionType.CIPHER in found
+    if wanted.encrypt and not encrypt:
+        # Refuse rather than fall back: the answer is authenticated, so this is the exit's own
+        # choice (an old relayd), never an attacker's; plaintext the user did not choose is not
+        # an option.
+        raise NegotiationError(
+            "the exit does not support payload encryption (relayd too old?); "
+            "use --no-encrypt to go without"
+        )
+    compress = wanted.compress if wire.OptionType.COMPRESS in found else Compress.OFF
+    return Features(encrypt, compress)
