@@ -11,6 +11,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from dupsession.core.congestion import CongestionController
+
 #: RTT assumed before the first sample (seconds); high enough not to fire spurious resends.
 INITIAL_RTT = 0.3
 #: Samples kept for the status view's spread (sparkline / histogram).
@@ -77,7 +79,7 @@ class Path:
     last_sent: float = float("-inf")
     rtt: RttEstimator = field(default_factory=RttEstimator)
     rtt_history: deque[float] = field(default_factory=lambda: deque(maxlen=RTT_HISTORY))
-    recent_sends: deque[float] = field(default_factory=deque)
+    cc: CongestionController = field(default_factory=CongestionController)
     # ACK bookkeeping
     ack_pseq: int = 0
     peer_ts_us: int = 0
@@ -100,14 +102,6 @@ class Path:
         self.last_recv = now
         self.state = PathState.UP
         return revived
-
-    def inflight(self, now: float, window: float) -> int:
-        """Datagram frames sent within the last `window` seconds: a rate cap, not a cwnd."""
-        sends = self.recent_sends
-        horizon = now - window
-        while sends and sends[0] <= horizon:
-            sends.popleft()
-        return len(sends)
 
     def update_loss(
         self, sent_total: int, recv_total: int, stats: DirectionStats, last: tuple[int, int] | None

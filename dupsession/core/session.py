@@ -10,10 +10,14 @@ The I/O glue drives it the aioquic way, always passing `now` (seconds, monotonic
 
 House rules:
 - A frame that fails its tag is counted and dropped; it never changes state or gets an answer.
-- Acks go on every path; DATA goes on every usable path (the `redundant` policy).
-- Resends follow the best live path's RTT, not the worst; a path that comes back to life is
-  rewound to the oldest unacked frame, so a resume costs one round trip.
+- Acks go on every path; which DATA goes on which path is the scheduler's (`scheduler`).
+- Resends follow the best live path's RTT, not the worst (`recovery`); a path that comes back
+  to life is rewound to the oldest unacked frame, so a resume costs one round trip.
 - With no live path the session waits `grace_period`, then closes with `CloseCode.TIMEOUT`.
+
+The session itself only dispatches frames to its parts and runs the lifecycle: the sender and
+receiver (`sender`, `receiver`), ACKs (`acks`), recovery (`recovery`), one congestion
+controller per path (`congestion`) and the scheduler. Its timer is the earliest of theirs.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from enum import StrEnum
 from typing import Any
 
 from dupsession.core import wire
+from dupsession.core.acks import AckPending, make_ack, on_path_ack
+from dupsession.core.congestion import CongestionController, RateCap
 from dupsession.core.events import (
     Event,
     PathDown,
@@ -37,6 +43,8 @@ from dupsession.core.handshake import SessionKeys
 from dupsession.core.negotiate import Features
 from dupsession.core.paths import EWMA_GAIN, Path, PathState
 from dupsession.core.receiver import Receiver
+from dupsession.core.recovery import Recovery
+from dupsession.core.scheduler import Redundant, Scheduler
 from dupsession.core.sender import Sender
 
 
@@ -116,10 +124,9 @@ class Session:
         self.sender = Sender(self.config.window_bytes, self.config.max_rto)
         self.receiver = Receiver(self.config.window_frames)
         self._events: deque[Event] = deque()
-        self._ack_pending_since: float | None = None
-        self._ack_pending_count = 0
-        self._window_update = False  #: the receive window reopened: tell the peer now
-        self._resend: list[int] = []
+        self.acks = AckPending(self.config.ack_delay, self.config.ack_every)
+        self.recovery = Recovery(self.config.min_rto, self.config.max_rto, self.config.ack_delay)
+        self.scheduler: Scheduler = Redundant()
         self._all_down_since: float | None = now
         self._close_frame: tuple[int, str] | None = None
         self._close_queued: set[int] = set()
@@ -130,8 +137,6 @@ class Session:
         self.bad_frames = 0
         self.duplicates = 0
         self._fin_event_sent = False
-        #: The resend timeout as of the last transmit: per-copy checks read it, not recompute.
-        self._rto = self.config.max_rto / 2
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -141,15 +146,21 @@ class Session:
         path = self.paths.get(path_id)
         if path is None:
             path = Path(path_id, datagram, cursor=self.sender.acked_below)
+            path.cc = self._controller(datagram)
             self.paths[path_id] = path
         else:
             # A reconnected path: probe at once so the peer binds the new connection to it.
+            if datagram != path.datagram:
+                path.cc = self._controller(datagram)
             path.datagram = datagram
             path.last_sent = float("-inf")
             path.writable = True
             if not datagram:  # a new connection: whatever the old one held may be lost
                 path.cursor = self.sender.acked_below
         return path
+
+    def _controller(self, datagram: bool) -> CongestionController:
+        return RateCap(self.config.datagram_burst) if datagram else CongestionController()
 
     def remove_path(self, path_id: int) -> None:
         self.paths.pop(path_id, None)
@@ -188,7 +199,7 @@ class Session:
         before = receiver.advertised_end
         receiver.pause(paused)
         if not paused and receiver.window_end() > before:
-            self._window_update = True
+            self.acks.window_update = True
 
     def abort(self, code: int, reason: str, now: float) -> None:
         """End the session now and tell the peer why on every path."""
@@ -259,10 +270,11 @@ class Session:
             # first copy: acking it again would send an ACK on every path per copy. A copy
             # that comes about a resend timeout after the first is a resend: our ACK was lost
             # (half of our own estimate, as the sender's timer may run shorter than ours).
-            if first is None or now - first[0] >= self._rto / 2:
-                if self._ack_pending_since is None:  # `_note_ack_needed`, inlined
-                    self._ack_pending_since = now
-                self._ack_pending_count += 1
+            if first is None or now - first[0] >= self.recovery.rto_value / 2:
+                acks = self.acks
+                if acks.since is None:  # `AckPending.note`, inlined
+                    acks.since = now
+                acks.count += 1
             if path is not None:
                 path.data_recv += 1
                 inbound = path.inbound
@@ -279,9 +291,10 @@ class Session:
             if path is not None:
                 path.bad_frames += 1
             return
-        if self._ack_pending_since is None:
-            self._ack_pending_since = now
-        self._ack_pending_count += 1
+        acks = self.acks
+        if acks.since is None:
+            acks.since = now
+        acks.count += 1
         if path is not None:
             self._heard(path, now, len(frame))
             path.data_recv += 1
@@ -309,25 +322,7 @@ class Session:
         if path is None:
             return
         self._heard(path, now, size)
-        path.acks_received += 1
-        if path.peer_pseq >= 0 and ack.pseq > path.peer_pseq + 1:
-            path.acks_lost += ack.pseq - path.peer_pseq - 1
-        path.peer_pseq = max(path.peer_pseq, ack.pseq)
-        path.peer_ts_us = ack.ts_us
-        path.peer_ts_at = now
-        if ack.echo_ts_us:
-            sample = now - ack.echo_ts_us / 1e6 - ack.echo_delay_us / 1e6
-            if 0 <= sample < 60:
-                path.rtt.add(sample)
-                path.rtt_history.append(sample)
-        path.outbound.lag = ack.lag_us / 1e6
-        path.outbound.first = ack.first
-        # Inbound loss is measured here: on a FIFO path every DATA frame the peer sent before
-        # this ACK has arrived by now unless lost. Outbound loss is the peer's own measure.
-        path.peer_report = path.update_loss(
-            ack.data_sent, path.data_recv, path.inbound, path.peer_report
-        )
-        path.outbound.loss = ack.loss_bp / 10000
+        on_path_ack(path, ack, now)
         sender = self.sender
         sender.on_peer_window(ack.window_end)
         sender.on_ack(ack.cumulative, ack.ranges)
@@ -346,11 +341,6 @@ class Session:
             self._all_down_since = None
             if self.state is SessionState.RESUMING:
                 self.state = SessionState.OPEN
-
-    def _note_ack_needed(self, now: float) -> None:
-        if self._ack_pending_since is None:
-            self._ack_pending_since = now
-        self._ack_pending_count += 1
 
     def _check_done(self, now: float) -> None:
         if self.sender.fin_acked and self.receiver.fin_delivered:
@@ -397,18 +387,7 @@ class Session:
 
     def rto(self) -> float:
         """Resend timeout from the *best* live path: a slow path never delays recovery."""
-        cfg = self.config
-        best = min(
-            (
-                p.rtt.srtt + max(4 * p.rtt.rttvar, 0.001)
-                for p in self.paths.values()
-                if p.state is PathState.UP and p.rtt.samples
-            ),
-            default=None,
-        )
-        if best is None:
-            best = cfg.max_rto / 2
-        return min(max(best + cfg.ack_delay, cfg.min_rto), cfg.max_rto)
+        return self.recovery.rto(self.paths.values())
 
     def transmit(self, now: float) -> dict[int, list[bytes]]:
         """Frames to send now, per path id. Call after every input and on every timer."""
@@ -416,129 +395,29 @@ class Session:
         if self.state is SessionState.CLOSED:
             self._transmit_close(out)
             return out
-        sender = self.sender
+        sender, recovery, paths = self.sender, self.recovery, self.paths
         if sender.has_pending():
             sender.make_frames(self.max_payload(), self._encode_data)
-        rto = self._rto = self.rto()
-        table = sender.frames
-        resend = [table[s] for s in self._resend if s in table]
-        self._resend = []
-        # A stream path delivers what it was given unless its connection dies (and a new one
-        # rewinds its cursor, see `add_path`), so a frame's first resend goes on the datagram
-        # paths only when there are any: resending into a deep TCP queue only lengthens it.
-        stream_resend = resend
-        datagram_up = bool(resend) and any(
-            p.datagram and p.writable and p.state is not PathState.DOWN for p in self.paths.values()
-        )
-        if datagram_up:
-            stream_resend = [
-                sent
-                for sent in resend
-                if sent.sends > 1 or len(sent.frame) > wire.MAX_DATAGRAM_FRAME
-            ]
-        ack_due = self._window_update or self._ack_due(now)
-        for path in self.paths.values():
-            frames: list[bytes] = []
-            if path.state is not PathState.DOWN and path.writable:
-                budget: int | None = None
-                if path.datagram:
-                    limit = wire.MAX_DATAGRAM_FRAME
-                    window = max(path.rtt.srtt, 0.001)
-                    budget = self.config.datagram_burst - path.inflight(now, window)
+        rto = recovery.rto_value = recovery.rto(paths.values())
+        resend = recovery.take_resends(sender)
+        out = self.scheduler.schedule(now, paths.values(), sender, resend, rto)
+        acks = self.acks
+        ack_due = acks.due(now)
+        probe_interval = self.config.probe_interval
+        for path in paths.values():
+            frames = out.get(path.path_id)
+            if ack_due or now - path.last_sent >= probe_interval:
+                ack = make_ack(path, now, self.receiver, self._tx_key, self.session_id)
+                if frames is None:
+                    frames = out[path.path_id] = [ack]
                 else:
-                    limit = wire.MAX_STREAM_FRAME
-                cursor = path.cursor
-                for sent in resend if path.datagram else stream_resend:
-                    if sent.seq >= cursor or len(sent.frame) > limit:
-                        continue  # not sent here yet (`_send_new` will), or too big
-                    if budget is not None:
-                        if budget <= 0:
-                            break  # resends count against the rate cap like new frames
-                        budget -= 1
-                    frames.append(sent.frame)
-                    sender.sent(sent, now, rto)
-                if frames:
-                    path.data_sent += len(frames)
-                    if path.datagram:
-                        path.recent_sends.extend([now] * len(frames))
-                self._send_new(path, frames, now, rto, limit, budget)
-            if ack_due or now - path.last_sent >= self.config.probe_interval:
-                frames.append(self._make_ack(path, now))
+                    frames.append(ack)
             if frames:
                 path.last_sent = now
                 path.bytes_sent += sum(map(len, frames))
-                out[path.path_id] = frames
         if ack_due:
-            self._window_update = False
-            self._ack_pending_since = None
-            self._ack_pending_count = 0
-        if datagram_up:
-            for sent in resend:
-                if not sent.armed:  # the datagram paths' rate cap held it back: try later
-                    sender.defer(sent, now + rto)
+            acks.sent()
         return out
-
-    def _send_new(
-        self,
-        path: Path,
-        frames: list[bytes],
-        now: float,
-        rto: float,
-        limit: int,
-        budget: int | None,
-    ) -> None:
-        """New frames from the path's cursor on, at most `budget` of them (None: no cap)."""
-        sender = self.sender
-        seq = max(path.cursor, sender.acked_below)
-        end = sender.next_seq
-        if seq < end:
-            table, mark, append = sender.frames, sender.sent, frames.append
-            if budget is None:
-                budget = end - seq
-            count = 0
-            while seq < end and count < budget:
-                sent = table.get(seq)
-                seq += 1
-                if sent is None or len(sent.frame) > limit:
-                    continue
-                append(sent.frame)
-                count += 1
-                if not sent.armed:  # only the round's first copy arms the resend timer
-                    mark(sent, now, rto)
-            if count:
-                path.data_sent += count
-                if path.datagram:
-                    path.recent_sends.extend([now] * count)
-        path.cursor = seq
-
-    def _ack_due(self, now: float) -> bool:
-        since = self._ack_pending_since
-        return since is not None and (
-            self._ack_pending_count >= self.config.ack_every or now - since >= self.config.ack_delay
-        )
-
-    def _make_ack(self, path: Path, now: float) -> bytes:
-        receiver = self.receiver
-        echo, delay = 0, 0
-        if path.peer_ts_us:
-            echo, delay = path.peer_ts_us, max(0, int((now - path.peer_ts_at) * 1e6))
-        path.ack_pseq += 1
-        ack = wire.Ack(
-            path_id=path.path_id,
-            pseq=path.ack_pseq,
-            ts_us=int(now * 1e6),
-            echo_ts_us=echo,
-            echo_delay_us=delay,
-            data_sent=path.data_sent,
-            data_recv=path.data_recv,
-            cumulative=receiver.cumulative,
-            window_end=receiver.window_end(),
-            ranges=receiver.ranges.lowest(wire.MAX_ACK_RANGES),
-            lag_us=int(path.inbound.lag * 1e6),
-            first=path.inbound.first,
-            loss_bp=round(path.inbound.loss * 10000),
-        )
-        return wire.encode_ack(self._tx_key, self.session_id, ack)
 
     def _transmit_close(self, out: dict[int, list[bytes]]) -> None:
         if self._close_frame is None or not self._close_queued:
@@ -558,10 +437,11 @@ class Session:
             return None
         cfg = self.config
         times: list[float] = []
-        if self._ack_pending_since is not None:
-            times.append(self._ack_pending_since + cfg.ack_delay)
+        ack_at = self.acks.deadline()
+        if ack_at is not None:
+            times.append(ack_at)
         if any(p.state is PathState.UP for p in self.paths.values()):
-            deadline = self.sender.next_deadline()
+            deadline = self.recovery.deadline(self.sender)
             if deadline is not None:
                 times.append(deadline)
         timeout = self._path_timeout()
@@ -570,13 +450,12 @@ class Session:
             if path.state is PathState.UP and path.last_recv is not None:
                 times.append(path.last_recv + timeout)
             if (
-                path.datagram
-                and path.recent_sends
-                and path.cursor < self.sender.next_seq
+                path.cursor < self.sender.next_seq
                 and path.state is not PathState.DOWN  # `transmit` skips a down or full path,
                 and path.writable  # so its send budget never refills: waking is a busy loop
+                and (wake := path.cc.wake_at(path.rtt.srtt)) is not None
             ):
-                times.append(path.recent_sends[0] + max(path.rtt.srtt, 0.001))
+                times.append(wake)
         if self._all_down_since is not None:
             times.append(self._all_down_since + cfg.grace_period)
         return min(times) if times else None
@@ -610,8 +489,7 @@ class Session:
                 )
                 return
         else:
-            expired = self.sender.expired(now)
-            self._resend.extend(f.seq for f in expired)
+            self.recovery.on_timer(now, self.sender)
 
     # -- observation ------------------------------------------------------------------------------
 
@@ -644,6 +522,7 @@ class Session:
                     "bytes_recv": p.bytes_recv,
                     "acks_lost": p.acks_lost,
                     "acks_received": p.acks_received,
+                    "congestion": p.cc.snapshot(),
                     "inbound": {
                         "frames": p.inbound.frames,
                         "first": p.inbound.first,

@@ -1,0 +1,98 @@
+"""ACK handling: when we owe the peer an ACK, what goes in it, and what the peer's ACK tells a path.
+
+ACKs are per path (see docs/PROTOCOL.md): each carries that path's RTT timestamps and DATA
+counters, plus the stream-wide cumulative point, selective ranges and window. Which frames an
+ACK releases is the sender's business (`Sender.on_ack`); this module owns the rest.
+"""
+
+from __future__ import annotations
+
+from dupsession.core import wire
+from dupsession.core.paths import Path
+from dupsession.core.receiver import Receiver
+
+#: An echoed RTT sample outside [0, this) seconds is a clock or replay oddity: ignored.
+MAX_RTT_SAMPLE = 60.0
+
+
+class AckPending:
+    """Whether received DATA (or a reopened window) needs an ACK, and from when."""
+
+    __slots__ = ("count", "delay", "every", "since", "window_update")
+
+    def __init__(self, delay: float, every: int) -> None:
+        self.delay = delay  #: hold an ACK at most this long (s) after DATA needing one...
+        self.every = every  #: ...or until this many frames arrived
+        self.since: float | None = None
+        self.count = 0
+        self.window_update = False  #: the receive window reopened: tell the peer now
+
+    def note(self, now: float) -> None:
+        if self.since is None:
+            self.since = now
+        self.count += 1
+
+    def due(self, now: float) -> bool:
+        since = self.since
+        return self.window_update or (
+            since is not None and (self.count >= self.every or now - since >= self.delay)
+        )
+
+    def sent(self) -> None:
+        self.window_update = False
+        self.since = None
+        self.count = 0
+
+    def deadline(self) -> float | None:
+        return None if self.since is None else self.since + self.delay
+
+
+def make_ack(path: Path, now: float, receiver: Receiver, key: bytes, session_id: bytes) -> bytes:
+    """The next ACK for `path`: stream state plus this path's timestamps and counters."""
+    echo, delay = 0, 0
+    if path.peer_ts_us:
+        echo, delay = path.peer_ts_us, max(0, int((now - path.peer_ts_at) * 1e6))
+    path.ack_pseq += 1
+    ack = wire.Ack(
+        path_id=path.path_id,
+        pseq=path.ack_pseq,
+        ts_us=int(now * 1e6),
+        echo_ts_us=echo,
+        echo_delay_us=delay,
+        data_sent=path.data_sent,
+        data_recv=path.data_recv,
+        cumulative=receiver.cumulative,
+        window_end=receiver.window_end(),
+        ranges=receiver.ranges.lowest(wire.MAX_ACK_RANGES),
+        lag_us=int(path.inbound.lag * 1e6),
+        first=path.inbound.first,
+        loss_bp=round(path.inbound.loss * 10000),
+    )
+    return wire.encode_ack(key, session_id, ack)
+
+
+def on_path_ack(path: Path, ack: wire.Ack, now: float) -> float | None:
+    """Fold the per-path part of the peer's ACK into `path`; return the RTT sample, if any."""
+    path.acks_received += 1
+    if path.peer_pseq >= 0 and ack.pseq > path.peer_pseq + 1:
+        path.acks_lost += ack.pseq - path.peer_pseq - 1
+    path.peer_pseq = max(path.peer_pseq, ack.pseq)
+    path.peer_ts_us = ack.ts_us
+    path.peer_ts_at = now
+    sample = None
+    if ack.echo_ts_us:
+        sample = now - ack.echo_ts_us / 1e6 - ack.echo_delay_us / 1e6
+        if 0 <= sample < MAX_RTT_SAMPLE:
+            path.rtt.add(sample)
+            path.rtt_history.append(sample)
+        else:
+            sample = None
+    path.outbound.lag = ack.lag_us / 1e6
+    path.outbound.first = ack.first
+    # Inbound loss is measured here: on a FIFO path every DATA frame the peer sent before this
+    # ACK has arrived by now unless lost. Outbound loss is the peer's own measure.
+    path.peer_report = path.update_loss(
+        ack.data_sent, path.data_recv, path.inbound, path.peer_report
+    )
+    path.outbound.loss = ack.loss_bp / 10000
+    return sample
