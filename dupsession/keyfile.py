@@ -13,8 +13,18 @@ class KeyFileError(ValueError):
     """A key file that is missing, malformed, or readable by others."""
 
 
+def new_key_text() -> str:
+    """A fresh random key as its file holds it: 64 hex digits and a newline."""
+    return os.urandom(PSK_SIZE).hex() + "\n"
+
+
 def generate(path: Path, force: bool = False) -> None:
-    """Write a fresh random key with mode 0600; never overwrite unless `force`."""
+    """Write a fresh random key with mode 0600; never overwrite unless `force`.
+
+    Missing parent directories are made with mode 0700 (a fresh HOME has no
+    ~/.config/dupsession yet), the way ssh-keygen makes ~/.ssh.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
     try:
         fd = os.open(path, flags, 0o600)
@@ -22,7 +32,7 @@ def generate(path: Path, force: bool = False) -> None:
         raise KeyFileError(f"{path} already exists (use --force to replace it)") from exc
     with os.fdopen(fd, "w") as handle:
         os.fchmod(handle.fileno(), 0o600)
-        handle.write(os.urandom(PSK_SIZE).hex() + "\n")
+        handle.write(new_key_text())
 
 
 def load(path: Path) -> bytes:

@@ -211,6 +211,7 @@ async def run(settings: ClientSettings, host: str, port: int) -> int:
     stream = StdioStream()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    interrupted = False
     try:
         await client.connect()
         client.stream = stream  # type: ignore[assignment]
@@ -218,13 +219,15 @@ async def run(settings: ClientSettings, host: str, port: int) -> int:
         assert client.driver is not None
         driver = client.driver
 
-        def terminate() -> None:
+        def terminate(sig: signal.Signals) -> None:
+            nonlocal interrupted
+            interrupted = sig == signal.SIGINT
             stop.set()
             driver.session.abort(wire.CloseCode.NORMAL, "client terminated", driver.now())
             driver.flush()
 
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, terminate)
+            loop.add_signal_handler(sig, terminate, sig)
         assert client.result is not None
         event = await client.result
     except SessionFailed as exc:
@@ -234,6 +237,8 @@ async def run(settings: ClientSettings, host: str, port: int) -> int:
         client.close()
         await stream.drained(stop)
     code = exit_code_for(event)
+    if interrupted:  # Ctrl-C in `dupsession HOST PORT` from a terminal: quiet, like nc
+        return 128 + signal.SIGINT
     if code != ExitCode.OK:
         print(f"dupsession: session ended: {event.reason}", file=sys.stderr)
     elif event.by_peer is False and event.reason == "client terminated":

@@ -65,11 +65,24 @@ class ClientSettings:
     session: SessionConfig = field(default_factory=SessionConfig)
     config_path: Path | None = None  #: the file these came from, watched for changes
     host: str | None = None  #: the HOST whose [hosts.HOST] choices apply
+    exit_name: str | None = None  #: the [exits.NAME] the paths lead to, if the config chose one
 
 
 _SCALARS = ("connect_timeout", "grace_period", "probe_interval")
 _TOP_KEYS = {"key", "paths", "uplinks", "exit", "exits", "relays", "hosts", *_SCALARS}
 _HOST_KEYS = {"key", "paths", "uplinks", "exit", *_SCALARS}
+_EXIT_KEYS = {"address", "transports"}
+_RELAY_KEYS = {"url", "exit", "exit_address"}
+
+
+def _check_keys(table: dict[str, Any], known: set[str], where: str) -> None:
+    """Reject keys we do not know: a typo (or `bind` in a relay) must not be silently ignored."""
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise SettingsError(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+            f"(known here: {', '.join(sorted(known))})"
+        )
 
 
 def _strings(value: Any, where: str, name: str) -> list[str]:
@@ -139,20 +152,27 @@ def _route_paths(
     return [replace(route, uplink=uplink) for uplink in uplinks for route in routes]
 
 
-def _resolve(document: dict[str, Any], host: str | None, where: str) -> ClientSettings:
-    unknown = set(document) - _TOP_KEYS
-    if unknown:
-        raise SettingsError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    hosts = _table(document.get("hosts", {}), f"{where}: [hosts]")
+def _resolve(
+    document: dict[str, Any],
+    host: str | None,
+    where: str,
+    exit_override: str | None = None,
+    need_paths: bool = True,
+) -> ClientSettings:
+    _check_keys(document, _TOP_KEYS, where)
+    tables: dict[str, dict[str, Any]] = {}
+    for section, known in (("hosts", _HOST_KEYS), ("exits", _EXIT_KEYS), ("relays", _RELAY_KEYS)):
+        tables[section] = _table(document.get(section, {}), f"{where}: [{section}]")
+        for name, table in tables[section].items():  # all of them, not only those in use now
+            label = f"{where}: [{section}.{name}]"
+            _check_keys(_table(table, label), known, label)
+    hosts, exits = tables["hosts"], tables["exits"]
     overrides: dict[str, Any] = {}
     if host is not None and host in hosts:
-        overrides = _table(hosts[host], f"{where}: [hosts.{host}]")
-        unknown = set(overrides) - _HOST_KEYS
-        if unknown:
-            raise SettingsError(
-                f"{where}: [hosts.{host}] unknown key(s) {', '.join(sorted(unknown))}"
-            )
+        overrides = hosts[host]
     merged = {**document, **overrides}
+    if exit_override is not None:
+        merged["exit"] = exit_override
     settings = _scalars(ClientSettings(), merged, where)
     uplinks: list[str | None] = list(_strings(merged.get("uplinks", []), where, "uplinks"))
     paths: list[PathSpec] = []
@@ -165,13 +185,26 @@ def _resolve(document: dict[str, Any], host: str | None, where: str) -> ClientSe
         paths += [parse_path(p) for p in _strings(merged.get("paths", []), where, "paths")]
     except PathSpecError as exc:
         raise SettingsError(f"{where}: {exc}") from exc
-    return replace(settings, paths=tuple(paths))
+    if need_paths and not paths and exits and exit_name is None:
+        # Exits are defined but none chosen: say exactly that, not "no paths configured".
+        scope = f" or under [hosts.{host}]" if host else ""
+        raise SettingsError(
+            f'{where}: no exit chosen: add exit = "{next(iter(exits))}" at the top{scope}, '
+            f"or pass --exit NAME (defined: {', '.join(exits)})"
+        )
+    return replace(settings, paths=tuple(paths), exit_name=exit_name)
 
 
-def load(config: Path | None, host: str | None) -> ClientSettings:
-    """Settings from `config` (or the default file, if it exists), with `host`'s choices."""
+def load(
+    config: Path | None, host: str | None, exit_name: str | None = None, need_paths: bool = True
+) -> ClientSettings:
+    """Settings from `config` (or the default file, if it exists), with `host`'s choices;
+    `exit_name` (the --exit flag) picks the exit instead of the file's `exit =`. With
+    `need_paths` (no --path given), a config that yields no path says why."""
     path = config if config is not None else default_config_path()
     if config is None and not path.exists():
+        if exit_name is not None:
+            raise SettingsError(f"--exit {exit_name}: no config file {path} defines exits")
         return ClientSettings(host=host)
     try:
         document = tomllib.loads(path.read_text())
@@ -179,7 +212,9 @@ def load(config: Path | None, host: str | None) -> ClientSettings:
         raise SettingsError(f"cannot read config {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"config {path} is not valid TOML: {exc}") from exc
-    return replace(_resolve(document, host, str(path)), config_path=path, host=host)
+    return replace(
+        _resolve(document, host, str(path), exit_name, need_paths), config_path=path, host=host
+    )
 
 
 def with_overrides(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dupsession import control
 from dupsession.aio.loop import run
+from dupsession.cli import EXIT_INTERRUPTED, add_version_option
 from dupsession.core.session import SessionConfig
 from dupsession.keyfile import KeyFileError, load
 from dupsession.pathspec import PathSpecError, parse_hostport
@@ -27,8 +28,15 @@ log = logging.getLogger("relayd")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relayd", description="dupsession exit daemon")
+    add_version_option(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the exit: terminate sessions, connect targets")
+    serve = sub.add_parser(
+        "serve",
+        help="run the exit: terminate sessions, connect targets",
+        epilog="example:\n  relayd serve --listen 0.0.0.0:7300 --key /etc/dupsession/key "
+        "--allow localhost:22",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument(
         "--listen",
         required=True,
@@ -56,8 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="keep sessions this long with every path down",
     )
-    serve.add_argument("--max-sessions", type=int, default=1024)
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--max-sessions",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="refuse new sessions beyond this many (default: 1024)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least important log lines to print on stderr (default: info)",
+    )
     serve.add_argument(
         "--control",
         type=Path,
@@ -74,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     relay = sub.add_parser(
         "relay",
         help="forward frames of authenticated sessions to configured exits (never an open proxy)",
+        epilog="example:\n  relayd relay --listen 0.0.0.0:7400 --exit 198.18.0.1:7300 "
+        "--key /etc/dupsession/key",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     relay.add_argument(
         "--forward",
@@ -85,7 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--listen", metavar="HOST:PORT", help="shorthand: with --exit, one forward")
     relay.add_argument("--exit", metavar="HOST:PORT", help="the exit for --listen")
     relay.add_argument("--key", required=True, type=Path, metavar="FILE", help="pre-shared key")
-    relay.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    relay.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least important log lines to print on stderr (default: info)",
+    )
     status = sub.add_parser("status", help="live view of this machine's relayd sessions")
     status.add_argument("--once", action="store_true", help="print one snapshot and exit")
     status.add_argument("--json", action="store_true", help="one snapshot as JSON")
@@ -171,6 +198,13 @@ async def relay(forwards: list[Forward], psk: bytes) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C in `relayd status` or before the loop runs: quiet
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "status":
         from dupsession import status
