@@ -23,6 +23,7 @@ from pathlib import Path
 from dupsession import keyfile, logsetup, settings
 from dupsession.aio.loop import run
 from dupsession.client import ExitCode
+from dupsession.core.session import SessionConfig
 
 #: 128 + SIGINT, what a shell reports for a Ctrl-C'd command.
 EXIT_INTERRUPTED = 128 + signal.SIGINT
@@ -235,7 +236,100 @@ def _probe(args: argparse.Namespace) -> int:
     return run(probe.run(loaded, args.seconds, args.json))
 
 
+def _init_options(parser: argparse.ArgumentParser) -> None:
+    from dupsession import firstrun
+
+    parser.add_argument(
+        "exit",
+        metavar="EXIT_HOST[:PORT]",
+        help=f"where relayd serve will listen, as this machine reaches it "
+        f"(default port {firstrun.DEFAULT_EXIT_PORT}); e.g. 198.18.0.1 or exit.example.org:7300",
+    )
+    parser.add_argument(
+        "--name", default="home", help="the exit's name in the config (default: home)"
+    )
+    parser.add_argument(
+        "--target",
+        default=firstrun.DEFAULT_TARGET,
+        metavar="HOST:PORT",
+        help=f"the ssh server as the exit reaches it (default: {firstrun.DEFAULT_TARGET}); "
+        "becomes HostName and relayd's --allow",
+    )
+    parser.add_argument(
+        "--host",
+        metavar="ALIAS",
+        help="the name you will type: ssh ALIAS (default: myserver)",
+    )
+    parser.add_argument(
+        "--uplink",
+        action="append",
+        metavar="IFACE_OR_ADDR",
+        help="a way out of this machine (repeatable; default: interfaces with an address and "
+        "a default route); e.g. --uplink wlan0 --uplink usb0",
+    )
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help=f"config to write (default: {CONFIG_SHOWN})"
+    )
+    parser.add_argument(
+        "--key", type=Path, metavar="FILE", help=f"key to make or keep (default: {KEY_SHOWN})"
+    )
+    parser.add_argument("--force", action="store_true", help="replace an existing config")
+
+
+def _init(args: argparse.Namespace) -> int:
+    from dupsession import firstrun
+
+    try:
+        plan = firstrun.make_plan(
+            (args.config or settings.default_config_path()).expanduser().absolute(),
+            (args.key or settings.default_key_path()).expanduser().absolute(),
+            args.exit,
+            args.name,
+            args.target,
+            args.host,
+            args.uplink,
+            SessionConfig().grace_period,
+        )
+        created = firstrun.init(plan, args.force)
+    except firstrun.InitError as exc:
+        print(f"dupsession init: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    sys.stdout.write(firstrun.instructions(plan, created))
+    return ExitCode.OK
+
+
+def _config_options(parser: argparse.ArgumentParser) -> None:
+    _add_session_options(parser)
+    parser.add_argument("host", metavar="HOST", help="the host as ssh passes it (%%h: HostName)")
+    parser.add_argument(
+        "port", metavar="PORT", type=int, nargs="?", default=22, help="(default: 22)"
+    )
+
+
+def _config(args: argparse.Namespace) -> int:
+    from dupsession import firstrun
+
+    loaded = _load_settings(args, args.host)
+    if isinstance(loaded, int):
+        return loaded
+    sys.stdout.write(firstrun.describe(loaded, args.host, args.port))
+    return ExitCode.OK
+
+
 COMMANDS: dict[str, Command] = {
+    "init": Command(
+        "first run: make the key and config, print the exit's and ssh's lines",
+        "examples:\n  dupsession init 198.18.0.1\n"
+        "  dupsession init exit.example.org:7300 --host myserver --target localhost:22",
+        _init_options,
+        _init,
+    ),
+    "config": Command(
+        "print what a session to HOST would use (like ssh -G); sends nothing",
+        "example:\n  dupsession config localhost 22",
+        _config_options,
+        _config,
+    ),
     "keygen": Command(
         "write a new pre-shared key (mode 0600), or print one with -",
         "examples:\n  dupsession keygen\n  dupsession keygen -  > key   # like wg genkey",

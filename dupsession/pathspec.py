@@ -47,6 +47,11 @@ class PathSpec:
     def datagram(self) -> bool:
         return self.scheme == "udp"
 
+    @property
+    def label(self) -> str:
+        """Short name for views and logs: UPLINK/VIA/TRANSPORT, e.g. `wlan0/vps1/udp`."""
+        return f"{self.uplink or 'default'}/{self.via}/{self.scheme}"
+
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         user = f"{self.user}@" if self.user else ""

@@ -241,3 +241,74 @@ def test_bad_log_variable_is_named_not_fatal(home: Path) -> None:
     result = dupsession(home, "--", "h", "22", DUPSESSION_LOG="loud")
     assert "ignoring DUPSESSION_LOG='loud'" in result.stderr
     assert result.returncode == 2  # still the real error (no paths), not a crash
+
+
+# -- init and config ----------------------------------------------------------------------------
+
+
+def test_init_writes_a_config_that_loads_and_refuses_to_overwrite(home: Path) -> None:
+    first = dupsession(home, "init", "198.18.0.1", "--uplink", "wlan0", "--uplink", "usb0")
+    assert first.returncode == 0, first.stderr
+    config = home / ".config" / "dupsession" / "config.toml"
+    key = home / ".config" / "dupsession" / "key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert (
+        "relayd serve --listen 0.0.0.0:7300 --key /etc/dupsession/key --allow localhost:22\n"
+        in (first.stdout)
+    )
+    assert "    ProxyCommand dupsession -- %h %p\n" in first.stdout
+    described = dupsession(home, "config", "localhost")
+    assert described.returncode == 0, described.stderr
+    lines = described.stdout.splitlines()
+    assert f"config {config}" in lines and "exit home" in lines and "target localhost:22" in lines
+    assert f"key {key} (mode 0600)" in lines
+    paths = [line for line in lines if line.startswith("path ")]
+    assert paths == [
+        f"path {u}/direct/{t} {t}://198.18.0.1:7300?bind={u}"
+        for u in ("wlan0", "usb0")
+        for t in ("udp", "tcp")
+    ]
+    key_text = key.read_text()
+    again = dupsession(home, "init", "198.18.0.2")
+    assert again.returncode == 2 and "exists" in again.stderr and "--force" in again.stderr
+    forced = dupsession(home, "init", "198.18.0.2:7400", "--force", "--target", "localhost:2222")
+    assert forced.returncode == 0, forced.stderr
+    assert "Kept the key" in forced.stdout and key.read_text() == key_text
+    assert "--allow localhost:2222" in forced.stdout and "    Port 2222\n" in forced.stdout
+    assert "udp://198.18.0.2:7400" in dupsession(home, "config", "localhost").stdout
+
+
+def test_config_without_a_config_file_points_at_init(home: Path) -> None:
+    result = dupsession(home, "config", "myserver")
+    assert result.returncode == 2
+    assert "run: dupsession init EXIT_HOST" in result.stderr
+
+
+def test_uplink_choice() -> None:
+    from dupsession.firstrun import Uplink, choose_uplinks, server_alive_count
+
+    wlan, usb = Uplink("wlan0", ("198.18.5.2",)), Uplink("usb0", ("198.18.6.2",))
+    assert choose_uplinks([wlan], as_root=True)[0] == []  # one way out: no binding needed
+    assert choose_uplinks([wlan, usb], as_root=True)[0] == ["wlan0", "usb0"]
+    assert choose_uplinks([wlan, usb], as_root=False)[0] == ["198.18.5.2", "198.18.6.2"]
+    assert server_alive_count(600) * 30 > 600
+
+
+def test_find_uplinks_sees_the_default_route_interface() -> None:
+    import json
+    import shutil
+
+    from dupsession.firstrun import _NOT_UPLINKS, find_uplinks
+    from tests.prereq import missing
+
+    ip = shutil.which("ip") or "/usr/sbin/ip"
+    if not os.path.exists(ip):
+        missing("needs iproute2 (`ip`)")
+    routes = json.loads(
+        subprocess.run(
+            [ip, "-j", "route", "show", "default"], capture_output=True, text=True, check=True
+        ).stdout
+        or "[]"
+    )
+    expected = {r["dev"] for r in routes if not r["dev"].startswith(_NOT_UPLINKS)}
+    assert {u.name for u in find_uplinks()} >= expected
