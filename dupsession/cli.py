@@ -125,6 +125,12 @@ def _add_session_options(parser: argparse.ArgumentParser) -> None:
         help="-v: session and path events; -vv: dupsession debug; -vvv: libraries too "
         "(or set DUPSESSION_LOG=info|debug|trace)",
     )
+    parser.add_argument(
+        "--encrypt",
+        action=argparse.BooleanOptionalAction,
+        help="encrypt the stream's bytes end to end (ChaCha20); default: on for `forward`, "
+        "off for the ProxyCommand form, whose ssh stream is already encrypted",
+    )
 
 
 def _load_settings(
@@ -134,7 +140,7 @@ def _load_settings(
     logsetup.configure(args.verbose)
     try:
         loaded = settings.load(args.config, host, args.exit, need_paths=not args.path)
-        loaded = settings.with_overrides(loaded, args.key, args.path, args.grace)
+        loaded = settings.with_overrides(loaded, args.key, args.path, args.grace, args.encrypt)
     except settings.SettingsError as exc:
         print(f"dupsession: {exc}", file=sys.stderr)
         return ExitCode.USAGE

@@ -22,6 +22,7 @@ import threading
 
 from dupsession.client import Client, ExitCode, SessionFailed, exit_code_for
 from dupsession.core import wire
+from dupsession.core.negotiate import Features
 from dupsession.keyfile import KeyFileError, load
 from dupsession.settings import ClientSettings
 
@@ -207,7 +208,8 @@ async def run(settings: ClientSettings, host: str, port: int) -> int:
         print(f"dupsession: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    client = Client(settings, target, psk)
+    # ssh encrypts its own stream: encrypting it again costs CPU for nothing, unless asked.
+    client = Client(settings, target, psk, Features(encrypt=settings.encrypt is True))
     stream = StdioStream()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -66,11 +66,15 @@ class ClientSettings:
     config_path: Path | None = None  #: the file these came from, watched for changes
     host: str | None = None  #: the HOST whose [hosts.HOST] choices apply
     exit_name: str | None = None  #: the [exits.NAME] the paths lead to, if the config chose one
+    #: Encrypt DATA payloads (core/seal.py); None: the command's default (`forward`: on,
+    #: ProxyCommand: off, as ssh encrypts its own stream).
+    encrypt: bool | None = None
 
 
 _SCALARS = ("connect_timeout", "grace_period", "probe_interval")
-_TOP_KEYS = {"key", "paths", "uplinks", "exit", "exits", "relays", "hosts", *_SCALARS}
-_HOST_KEYS = {"key", "paths", "uplinks", "exit", *_SCALARS}
+_FLAGS = ("encrypt",)
+_TOP_KEYS = {"key", "paths", "uplinks", "exit", "exits", "relays", "hosts", *_SCALARS, *_FLAGS}
+_HOST_KEYS = {"key", "paths", "uplinks", "exit", *_SCALARS, *_FLAGS}
 _EXIT_KEYS = {"address", "transports"}
 _RELAY_KEYS = {"url", "exit", "exit_address"}
 
@@ -102,6 +106,11 @@ def _scalars(settings: ClientSettings, table: dict[str, Any], where: str) -> Cli
         if not isinstance(table["key"], str):
             raise SettingsError(f"{where}: 'key' must be a file path string")
         settings = replace(settings, key_path=Path(table["key"]).expanduser())
+    for name in _FLAGS:
+        if name in table:
+            if not isinstance(table[name], bool):
+                raise SettingsError(f"{where}: {name!r} must be true or false")
+            settings = replace(settings, **{name: table[name]})
     for name in _SCALARS:
         if name in table:
             value = table[name]
@@ -222,6 +231,7 @@ def with_overrides(
     key: Path | None,
     paths: list[str],
     grace_period: float | None = None,
+    encrypt: bool | None = None,
 ) -> ClientSettings:
     """Command-line flags win over the file: `--path` replaces the configured paths (and
     stops the config file from being watched for path changes)."""
@@ -237,4 +247,6 @@ def with_overrides(
         if grace_period <= 0:
             raise SettingsError("--grace must be a positive number of seconds")
         settings = replace(settings, session=replace(settings.session, grace_period=grace_period))
+    if encrypt is not None:
+        settings = replace(settings, encrypt=encrypt)
     return settings

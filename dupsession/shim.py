@@ -152,6 +152,9 @@ class _ShimBase:
         self._up = _Direction(self.up, self.up_counters, random.Random(seed * 2))
         self._down = _Direction(self.down, self.down_counters, random.Random(seed * 2 + 1))
         self._timers: _Timers | None = None
+        #: When a list, every datagram or chunk read in either direction is appended to it:
+        #: what an observer on the wire sees (tests prove no plaintext is in it).
+        self.capture: list[bytes] | None = None
 
     async def start(self) -> None:
         raise NotImplementedError
@@ -296,6 +299,8 @@ class UdpShim(_ShimBase):
             self._timers.call_at(due, send)
 
     def _from_client(self, data: bytes, addr: Address) -> None:
+        if self.capture is not None:
+            self.capture.append(data)
         client = self._clients.get(addr)
         if client is None:
             client = self._clients[addr] = _UdpClient(self, addr)
@@ -315,6 +320,9 @@ class UdpShim(_ShimBase):
             self._clients.pop(client.addr, None)  # the next datagram tries again
 
     def _from_upstream(self, data: bytes, addr: Address) -> None:
+        if self.capture is not None:
+            self.capture.append(data)
+
         def send() -> None:
             listener = self._listener
             if listener is None or listener.is_closing():
@@ -364,6 +372,9 @@ class _Pipe:
         """Queue a chunk, or EOF (None), behind everything already queued."""
         if self.done or self.eof_queued:
             return
+        capture = self.conn.shim.capture
+        if capture is not None and data:
+            capture.append(data)
         now = self.timers.loop.time()
         size = len(data) if data else 0
         due = self.direction.departure(now, size) + self.direction.latency()

@@ -19,9 +19,14 @@ Measured:
   every path); the median of `--repeat` transfers, and the CPU time per MB that the client
   and relayd spent (from /proc: steadier than MB/s on a busy machine).
 
-Targets (from the issue): < 1 ms added p99 per direction; >= 100 MB/s over one TCP path;
->= 50 MB/s over 3 redundant mixed paths. PASS/FAIL is printed per target; the exit code is 0
-either way (this is a benchmark, not a test).
+With `--encrypt`, every dupsession configuration runs a second time with payload encryption
+(`dupsession --encrypt`, ChaCha20), named "... enc": the difference in client and relayd
+CPU ms/MB is encryption's cost.
+
+Targets (from the issues): < 1 ms added p99 per direction; >= 100 MB/s over one TCP path;
+>= 50 MB/s over 3 redundant mixed paths; >= 80 MB/s over 3 paths with encryption on.
+PASS/FAIL is printed per target; the exit code is 0 either way (this is a benchmark, not a
+test).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ BULK_HEADER = struct.Struct("!cQ")  # op (b"U" upload to sink, b"D" download), b
 TARGET_ADDED_P99_MS = 1.0
 TARGET_ONE_TCP_MBS = 100.0
 TARGET_THREE_PATHS_MBS = 50.0
+TARGET_THREE_PATHS_ENCRYPTED_MBS = 80.0  # issue 11: encryption on, 3 paths
 
 
 # --- the targets (run in their own process: `overhead.py --targets`) ------------------------
@@ -403,11 +409,13 @@ class Bench:
         return [f"{kind}://{HOST}:{self.relay_port}" for kind in spec.split("+")]
 
     @contextlib.contextmanager
-    def connect(self, port: int, paths: list[str] | None) -> Iterator[Conn]:
+    def connect(self, port: int, paths: list[str] | None, encrypt: bool = False) -> Iterator[Conn]:
         if paths is None:
             conn: Conn = TcpConn(port)
         else:
             argv = [*self.dupsession, "--key", str(self.key)]
+            if encrypt:
+                argv.append("--encrypt")
             for path in paths:
                 argv += ["--path", path]
             argv += [HOST, str(port)]
@@ -426,6 +434,8 @@ CONFIGS = {
     "1 TCP": "tcp",
     "2 UDP + 1 TCP": "udp+udp+tcp",
 }
+#: Suffix of a configuration run with payload encryption (`--encrypt`).
+ENCRYPTED = " enc"
 
 
 def fmt_ms(seconds: float) -> str:
@@ -449,6 +459,11 @@ def main() -> int:
         "--configs",
         help="comma-separated subset of: " + ", ".join(CONFIGS) + " (plain always runs)",
     )
+    parser.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="also run each dupsession configuration with payload encryption (--encrypt)",
+    )
     parser.add_argument("--py-spy", metavar="DIR", help="record relayd and clients with py-spy")
     parser.add_argument("--client-cmd", metavar="CMD", help="run this instead of `dupsession`")
     parser.add_argument("--relayd-cmd", metavar="CMD", help="run this instead of `relayd`")
@@ -461,6 +476,7 @@ def main() -> int:
     nbytes = (args.mb or (50 if args.quick else 200)) * 1_000_000
     repeat = args.repeat or (1 if args.quick else 3)
     wanted = set(CONFIGS) if not args.configs else {"plain", *args.configs.split(",")}
+    variants = ("", ENCRYPTED) if args.encrypt else ("",)
     if args.py_spy:
         Path(args.py_spy).mkdir(parents=True, exist_ok=True)
 
@@ -479,25 +495,29 @@ def main() -> int:
                 if name not in wanted:
                     continue
                 spec = CONFIGS[name]
-                with bench.connect(bench.echo_port, spec and bench.paths(spec)) as conn:
-                    latency[name] = echo_latency(conn, rounds, extra if spec else {})
+                for variant in variants if spec else ("",):
+                    paths = spec and bench.paths(spec)
+                    with bench.connect(bench.echo_port, paths, bool(variant)) as conn:
+                        latency[name + variant] = echo_latency(conn, rounds, extra if spec else {})
         if args.only != "latency":
             for name in ("plain", "1 TCP", "2 UDP + 1 TCP"):
                 if name not in wanted:
                     continue
                 spec = CONFIGS[name]
-                for op, label in ((b"U", "upload"), (b"D", "download")):
-                    runs = transfers.setdefault((name, label), [])
-                    for _ in range(repeat):
-                        with bench.connect(bench.bulk_port, spec and bench.paths(spec)) as conn:
-                            runs.append(bulk(conn, op, nbytes, extra if spec else {}))
+                for variant in variants if spec else ("",):
+                    for op, label in ((b"U", "upload"), (b"D", "download")):
+                        runs = transfers.setdefault((name + variant, label), [])
+                        for _ in range(repeat):
+                            paths = spec and bench.paths(spec)
+                            with bench.connect(bench.bulk_port, paths, bool(variant)) as conn:
+                                runs.append(bulk(conn, op, nbytes, extra if spec else {}))
     finally:
         bench.stop()
 
     verdicts: list[tuple[str, bool]] = []
     if latency:
         print("\necho latency (ms), one 64-byte message at a time")
-        print(f"{'configuration':<16} {'p50':>8} {'p99':>8} {'mean':>8}"
+        print(f"{'configuration':<18} {'p50':>8} {'p99':>8} {'mean':>8}"
               f" {'added/dir p50':>14} {'added/dir p99':>14}"
               f" {'client us/echo':>15} {'relayd us/echo':>15}")  # fmt: skip
         base = latency.get("plain")
@@ -510,7 +530,7 @@ def main() -> int:
                 f" {lat.cpu[proc] / len(lat.samples) * 1e6:15.0f}" if proc in lat.cpu else ""
                 for proc in ("client", "relayd")
             )
-            print(f"{name:<16} {fmt_ms(lat.p50):>8} {fmt_ms(lat.p99):>8} {fmt_ms(lat.mean):>8}"
+            print(f"{name:<18} {fmt_ms(lat.p50):>8} {fmt_ms(lat.p99):>8} {fmt_ms(lat.mean):>8}"
                   + added + cpu)  # fmt: skip
         if base is not None:
             for name, lat in latency.items():
@@ -526,7 +546,7 @@ def main() -> int:
     if transfers:
         print(f"\nbulk throughput, {nbytes / 1e6:.0f} MB per transfer, median of {repeat}"
               " (range in brackets); CPU time per MB moved, per process")  # fmt: skip
-        print(f"{'configuration':<16} {'direction':<9} {'MB/s':>8} {'range':>15} {'vs plain':>9}"
+        print(f"{'configuration':<18} {'direction':<9} {'MB/s':>8} {'range':>15} {'vs plain':>9}"
               f" {'client ms/MB':>13} {'relayd ms/MB':>13}")  # fmt: skip
         medians = {key: median_transfer(runs) for key, runs in transfers.items()}
         for (name, label), tr in medians.items():
@@ -538,8 +558,12 @@ def main() -> int:
                 f" {tr.cpu_ms_per_mb(proc):13.2f}" if proc in tr.cpu else f" {'':>13}"
                 for proc in ("client", "relayd")
             )
-            print(f"{name:<16} {label:<9} {tr.mbs:8.1f} {spread:>15} {ratio:>9}{cpu}")
-        goals = (("1 TCP", TARGET_ONE_TCP_MBS), ("2 UDP + 1 TCP", TARGET_THREE_PATHS_MBS))
+            print(f"{name:<18} {label:<9} {tr.mbs:8.1f} {spread:>15} {ratio:>9}{cpu}")
+        goals = (
+            ("1 TCP", TARGET_ONE_TCP_MBS),
+            ("2 UDP + 1 TCP", TARGET_THREE_PATHS_MBS),
+            ("2 UDP + 1 TCP" + ENCRYPTED, TARGET_THREE_PATHS_ENCRYPTED_MBS),
+        )
         for name, target in goals:
             for label in ("upload", "download"):
                 tr = medians.get((name, label))

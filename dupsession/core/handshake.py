@@ -33,6 +33,8 @@ KNOWN_CRITICAL: set[int] = set()
 _AUTH_CONTEXT = "dupsession 2026-11 v1 handshake auth"
 _C2S_CONTEXT = "dupsession 2026-11 v1 session key client-to-exit"
 _S2C_CONTEXT = "dupsession 2026-11 v1 session key exit-to-client"
+_C2S_PAYLOAD_CONTEXT = "dupsession 2026-11 v1 payload key client-to-exit"
+_S2C_PAYLOAD_CONTEXT = "dupsession 2026-11 v1 payload key exit-to-client"
 
 
 class HandshakeError(ValueError):
@@ -48,10 +50,16 @@ def auth_key(psk: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class SessionKeys:
-    """One key per direction, so a frame can never be reflected back at its sender."""
+    """One key per direction, so a frame can never be reflected back at its sender.
+
+    The payload keys encrypt DATA payloads when the handshake agreed on it (core/seal.py);
+    they are derived apart from the tag keys, so no key serves two purposes.
+    """
 
     client_to_exit: bytes
     exit_to_client: bytes
+    payload_client_to_exit: bytes = b""
+    payload_exit_to_client: bytes = b""
 
 
 def _public_bytes(key: X25519PrivateKey) -> bytes:
@@ -73,8 +81,10 @@ def derive_keys(
         )
     )
     return SessionKeys(
-        blake3.blake3(material, derive_key_context=_C2S_CONTEXT).digest(),
-        blake3.blake3(material, derive_key_context=_S2C_CONTEXT).digest(),
+        *(
+            blake3.blake3(material, derive_key_context=context).digest()
+            for context in (_C2S_CONTEXT, _S2C_CONTEXT, _C2S_PAYLOAD_CONTEXT, _S2C_PAYLOAD_CONTEXT)
+        )
     )
 
 

@@ -45,6 +45,7 @@ from dupsession.core.paths import EWMA_GAIN, Path, PathState
 from dupsession.core.receiver import Receiver
 from dupsession.core.recovery import Recovery
 from dupsession.core.scheduler import Redundant, Scheduler
+from dupsession.core.seal import CLIENT_TO_EXIT, EXIT_TO_CLIENT, PayloadCipher
 from dupsession.core.sender import Sender
 
 
@@ -114,10 +115,12 @@ class Session:
         self.config = config or SessionConfig()
         #: What the handshake agreed on (encryption, compression); the same at both ends.
         self.features = features or Features()
-        if role is Role.CLIENT:
-            self._tx_key, self._rx_key = keys.client_to_exit, keys.exit_to_client
-        else:
-            self._tx_key, self._rx_key = keys.exit_to_client, keys.client_to_exit
+        c2e = (keys.client_to_exit, keys.payload_client_to_exit, CLIENT_TO_EXIT)
+        e2c = (keys.exit_to_client, keys.payload_exit_to_client, EXIT_TO_CLIENT)
+        tx, rx = (c2e, e2c) if role is Role.CLIENT else (e2c, c2e)
+        self._tx_key, self._rx_key = tx[0], rx[0]
+        #: Payload encryption when the handshake agreed on it (core/seal.py has the rules).
+        self._cipher = PayloadCipher(tx[1], rx[1], tx[2], rx[2]) if self.features.encrypt else None
         self.created = now
         self.state = SessionState.OPEN
         self.paths: dict[int, Path] = {}
@@ -291,6 +294,8 @@ class Session:
             if path is not None:
                 path.bad_frames += 1
             return
+        if self._cipher is not None:  # only after the tag verified: encrypt-then-MAC
+            payload = self._cipher.decrypt(seq, payload)
         acks = self.acks
         if acks.since is None:
             acks.since = now
@@ -372,6 +377,8 @@ class Session:
     # -- frames out -----------------------------------------------------------------------------
 
     def _encode_data(self, seq: int, payload: bytes, fin: bool) -> bytes:
+        if self._cipher is not None:  # once, when the frame is cut: every copy is identical
+            payload = self._cipher.encrypt(seq, payload)
         return wire.encode_data(self._tx_key, self.session_id, seq, payload, fin)
 
     def max_payload(self) -> int:
@@ -507,6 +514,8 @@ class Session:
             "duplicates": self.duplicates,
             "bad_frames": self.bad_frames,
             "rto": self.rto(),
+            "encrypted": self.features.encrypt,
+            "compress": str(self.features.compress),
             "paths": [
                 {
                     "id": p.path_id,

@@ -32,6 +32,7 @@ from typing import Any
 from dupsession.core import wire
 from dupsession.core.events import Event, SessionClosed, StreamData, StreamEnded
 from dupsession.core.handshake import ClientHandshake, ServerHandshake, SessionKeys
+from dupsession.core.negotiate import Features
 from dupsession.core.session import Role, Session, SessionConfig, SessionState
 
 #: Virtual time the simulation starts at (s). Not 0: an ACK timestamp of 0 means "none yet".
@@ -272,6 +273,7 @@ class Simulation:
         client_pauses: Sequence[tuple[float, float]] = (),
         exit_pauses: Sequence[tuple[float, float]] = (),
         check_bounds: bool = True,
+        features: Features | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
@@ -280,14 +282,14 @@ class Simulation:
         session_id, keys = handshake_keys()
         self.client = Endpoint(
             "client",
-            Session(Role.CLIENT, session_id, keys, START, client_config),
+            Session(Role.CLIENT, session_id, keys, START, client_config, features),
             _writes(client_writes),
             half_close,
             client_pauses,
         )
         self.exit = Endpoint(
             "exit",
-            Session(Role.EXIT, session_id, keys, START, exit_config),
+            Session(Role.EXIT, session_id, keys, START, exit_config, features),
             _writes(exit_writes),
             half_close,
             exit_pauses,

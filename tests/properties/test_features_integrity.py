@@ -1,0 +1,54 @@
+"""The stream-integrity property again, with the handshake's features on (encryption,
+compression): whatever the network does, each direction delivers exactly what was sent.
+
+Fewer examples than tests/properties/test_stream_integrity.py: that file covers the network;
+this one checks that the features never change what arrives.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dupsession.core.negotiate import Compress, Features
+from dupsession.core.session import SessionConfig, SessionState
+from tests.properties.test_stream_integrity import GRACE, HORIZON, PROPERTY, networks, streams
+from tests.sim.network import PathSpec, simulate
+
+pytestmark = pytest.mark.timeout(600)
+
+features = st.builds(Features, encrypt=st.booleans(), compress=st.sampled_from(list(Compress)))
+
+
+@settings(PROPERTY, max_examples=120)
+@given(
+    paths=networks(),
+    client_writes=streams,
+    exit_writes=streams,
+    wanted=features,
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_features_never_change_the_stream(
+    paths: list[PathSpec],
+    client_writes: list[tuple[float, bytes]],
+    exit_writes: list[tuple[float, bytes]],
+    wanted: Features,
+    seed: int,
+) -> None:
+    config = SessionConfig(grace_period=GRACE)
+    result = simulate(
+        paths,
+        seed,
+        client_writes,
+        exit_writes,
+        until=HORIZON,
+        client_config=config,
+        exit_config=config,
+        features=wanted,
+    )
+    why = f"{result.describe()} features={wanted} paths={paths}"
+    client, exit_ = result.client, result.exit
+    assert exit_.received == b"".join(data for _, data in client_writes), why
+    assert client.received == b"".join(data for _, data in exit_writes), why
+    assert client.state is SessionState.CLOSED and exit_.state is SessionState.CLOSED, why
