@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,10 @@ class _Handshaking:
     handshake: ClientHandshake
     done: asyncio.Future[tuple[int, SessionKeys]]
     closed_after_hello: set[int]
+    #: path id -> when its only HELLO went out; None once it is resent (then a WELCOME
+    #: may answer either copy, and the time would not be a round trip).
+    hello_sent: dict[int, float | None] = field(default_factory=dict)
+    rtt: dict[int, float] = field(default_factory=dict)  #: HELLO-to-WELCOME, per path
 
 
 class Client:
@@ -112,6 +116,7 @@ class Client:
         if self.driver is not None:
             self.driver.attach(path_id, path, path.datagram)
         elif self._hs is not None:
+            self._hs.hello_sent.setdefault(path_id, time.monotonic())
             path.send_frames([self._hs.handshake.hello_frame(path_id)])
 
     def path_frame(self, path_id: int, frame: bytes) -> None:
@@ -139,6 +144,9 @@ class Client:
         except negotiate.NegotiationError as exc:
             hs.done.set_exception(SessionFailed(ExitCode.HANDSHAKE, str(exc)))
             return
+        sent = hs.hello_sent.get(path_id)
+        if sent is not None:
+            hs.rtt[path_id] = time.monotonic() - sent
         hs.done.set_result((path_id, keys))
 
     def path_writable(self, path_id: int, writable: bool) -> None:
@@ -252,7 +260,7 @@ class Client:
         self.result = loop.create_future()
         for pid, path in self.paths.items():
             if path.is_open():
-                self.driver.attach(pid, path, path.datagram)
+                self.driver.attach(pid, path, path.datagram, self._hs.rtt.get(pid))
         if self.settings.config_path is not None:
             self._watcher = loop.create_task(self._watch_config(self.settings.config_path))
 
@@ -270,6 +278,7 @@ class Client:
             await asyncio.sleep(HELLO_RESEND)
             for pid, path in self.paths.items():
                 if path.datagram and pid not in self._path_errors:
+                    self._hs.hello_sent[pid] = None  # resent: no longer a clean sample
                     path.send_frames([self._hs.handshake.hello_frame(pid)])
 
     def _handshake_failure(self) -> str:

@@ -51,10 +51,12 @@ class SessionDriver:
     def now() -> float:
         return time.monotonic()
 
-    def attach(self, path_id: int, sink: FrameSink, datagram: bool) -> None:
+    def attach(
+        self, path_id: int, sink: FrameSink, datagram: bool, handshake_rtt: float | None = None
+    ) -> None:
         """Give the session a path (new, or a reconnected one replacing its old sink)."""
         self.sinks[path_id] = sink
-        self.session.add_path(path_id, datagram, self.now())
+        self.session.add_path(path_id, datagram, self.now(), handshake_rtt)
         self.poke()
 
     def detach(self, path_id: int, sink: FrameSink) -> None:

@@ -32,7 +32,16 @@ class PathState(StrEnum):
 class RttEstimator:
     """RFC 6298 smoothing; `min_rtt` is kept because the scheduler ranks paths by it."""
 
-    __slots__ = ("buckets", "latest", "min_rtt", "rttvar", "samples", "srtt", "total")
+    __slots__ = (
+        "buckets",
+        "latest",
+        "min_rtt",
+        "provisional",
+        "rttvar",
+        "samples",
+        "srtt",
+        "total",
+    )
 
     def __init__(self) -> None:
         self.buckets = [0] * len(RTT_BUCKETS)  #: per-bucket (not cumulative) sample counts
@@ -42,6 +51,17 @@ class RttEstimator:
         self.min_rtt = float("inf")
         self.latest = 0.0
         self.samples = 0
+        #: The estimate rests on a handshake sample only (an upper bound: it includes the
+        #: peer's processing); the first measured sample replaces it rather than averaging.
+        self.provisional = False
+
+    def add_provisional(self, sample: float) -> None:
+        """Seed the estimate from the handshake so the first frames are not on the 1 s
+        default timer; kept out of the histogram and `min_rtt`."""
+        if self.samples == 0 and sample > 0:
+            self.srtt = sample
+            self.rttvar = sample / 2
+            self.provisional = True
 
     def add(self, sample: float) -> None:
         sample = max(sample, 0.0)
@@ -49,7 +69,8 @@ class RttEstimator:
         self.total += sample
         self.buckets[bisect.bisect_left(RTT_BUCKETS, sample)] += 1
         self.min_rtt = min(self.min_rtt, sample)
-        if self.samples == 0:
+        if self.samples == 0 or self.provisional:
+            self.provisional = False
             self.srtt = sample
             self.rttvar = sample / 2
         else:
@@ -76,6 +97,7 @@ class Path:
     writable: bool = True  #: stream paths: the glue clears this while the socket is full
     cursor: int = 0  #: next frame number this path has not sent yet
     last_recv: float | None = None
+    added_at: float = 0.0  #: when the path joined (at the exit: when its WELCOME went out)
     last_sent: float = float("-inf")
     rtt: RttEstimator = field(default_factory=RttEstimator)
     rtt_history: deque[float] = field(default_factory=lambda: deque(maxlen=RTT_HISTORY))

@@ -1,8 +1,15 @@
-"""Loss recovery: the resend timeout, which frames are due for a resend, and when to wake.
+"""Loss recovery: which frames are lost, when to resend them, and when to wake.
 
-The timeout follows the *best* live path (lowest `srtt + 4·rttvar`), never the worst, so one
-slow path cannot slow recovery. Frames' resend deadlines live in the sender's heap; this
-module decides the timeout they are armed with and collects the ones that expired.
+Two ways a frame is found lost, as in RFC 9002 / RFC 8985:
+- by order and time (RACK), on every ACK: a frame still unacknowledged while a frame sent
+  after it (by more than a reorder window) was acknowledged is lost and resent at once. A
+  lost keystroke costs about one RTT more when anything follows it;
+- by timeout (the probe timeout), when nothing comes back: each frame's resend deadline is
+  `srtt + 4·rttvar + ack delay` of the *best* live path (one slow path cannot slow recovery),
+  doubling per consecutive timeout of that frame but never beyond `max_backoff`, so one
+  keystroke never waits seconds.
+Frames' deadlines live in the sender's heap; this module decides the timeout they are armed
+with and collects the frames to resend.
 """
 
 from __future__ import annotations
@@ -12,9 +19,21 @@ from collections.abc import Iterable
 from dupsession.core.paths import Path, PathState
 from dupsession.core.sender import Sender, SentFrame
 
+#: Floor of the RACK reorder window (s): below a millisecond, timer granularity rules.
+MIN_REORDER_WINDOW = 0.001
+
 
 class Recovery:
-    __slots__ = ("_resend", "ack_delay", "max_rto", "min_rto", "rto_value")
+    __slots__ = (
+        "_resend",
+        "ack_delay",
+        "loss_time",
+        "max_rto",
+        "min_rto",
+        "rack_rtt",
+        "rack_seen",
+        "rto_value",
+    )
 
     def __init__(self, min_rto: float, max_rto: float, ack_delay: float) -> None:
         self.min_rto = min_rto  #: resend timeout bounds (s)
@@ -23,6 +42,32 @@ class Recovery:
         #: The timeout as of the last transmit: per-copy checks read it rather than recompute.
         self.rto_value = max_rto / 2
         self._resend: list[int] = []
+        self.loss_time: float | None = None  #: when a frame crosses the RACK time line
+        self.rack_seen = float("-inf")  #: the sender's RACK send time when last looked at
+        self.rack_rtt = 0.0  #: RTT of the most recently sent acknowledged frame (s)
+
+    @staticmethod
+    def reorder_window(paths: Iterable[Path]) -> float:
+        """A quarter of the best live path's minimum RTT (RACK's default), at least 1 ms."""
+        best = min(
+            (p.rtt.min_rtt for p in paths if p.state is PathState.UP and p.rtt.samples),
+            default=0.0,
+        )
+        return max(best / 4, MIN_REORDER_WINDOW)
+
+    def on_ack(self, now: float, sender: Sender, paths: Iterable[Path]) -> None:
+        """After the sender took an ACK: queue what RACK now finds lost."""
+        if sender.largest_acked < 0 or not sender.frames:
+            self.loss_time = None
+            return
+        if sender.rack_sent_at != self.rack_seen:
+            self.rack_seen = sender.rack_sent_at
+            self.rack_rtt = max(now - sender.rack_sent_at, 0.0)
+        self._detect(now, sender, self.reorder_window(paths))
+
+    def _detect(self, now: float, sender: Sender, reorder: float) -> None:
+        lost, self.loss_time = sender.detect_lost(now, reorder, self.rack_rtt)
+        self._resend.extend(f.seq for f in lost)
 
     def rto(self, paths: Iterable[Path]) -> float:
         """Resend timeout from the *best* live path: a slow path never delays recovery."""
@@ -30,7 +75,7 @@ class Recovery:
             (
                 p.rtt.srtt + max(4 * p.rtt.rttvar, 0.001)
                 for p in paths
-                if p.state is PathState.UP and p.rtt.samples
+                if p.state is PathState.UP and (p.rtt.samples or p.rtt.provisional)
             ),
             default=None,
         )
@@ -38,8 +83,11 @@ class Recovery:
             best = self.max_rto / 2
         return min(max(best + self.ack_delay, self.min_rto), self.max_rto)
 
-    def on_timer(self, now: float, sender: Sender) -> None:
-        """Collect frames whose resend deadline passed; `take_resends` hands them out."""
+    def on_timer(self, now: float, sender: Sender, paths: Iterable[Path]) -> None:
+        """Collect frames whose resend deadline or RACK time passed; `take_resends` hands
+        them out."""
+        if self.loss_time is not None and self.loss_time <= now:
+            self._detect(now, sender, self.reorder_window(paths))
         self._resend.extend(f.seq for f in sender.expired(now))
 
     def take_resends(self, sender: Sender) -> list[SentFrame]:
@@ -50,4 +98,7 @@ class Recovery:
         return resend
 
     def deadline(self, sender: Sender) -> float | None:
-        return sender.next_deadline()
+        timeout, loss_time = sender.next_deadline(), self.loss_time
+        if loss_time is None:
+            return timeout
+        return loss_time if timeout is None else min(timeout, loss_time)

@@ -87,10 +87,9 @@ class Redundant:
                 cc.on_sent(now, sent_here)
             if frames:
                 out[path.path_id] = frames
-        if datagram_up:
-            for sent in resend:
-                if not sent.armed:  # every controller held it back: offer it again later
-                    sender.defer(sent, now + rto)
+        for sent in resend:
+            if not sent.armed:  # no path took it (controllers, cursors): offer it again later
+                sender.defer(sent, now + rto)
         return out
 
 

@@ -28,9 +28,10 @@ class SentFrame:
     frame: bytes
     payload_len: int
     fin: bool
-    sent_at: float = 0.0
+    sent_at: float = 0.0  #: when this round's first copy went out
     sends: int = 0  #: rounds: copies on several paths at once count as one
     armed: bool = False  #: a resend deadline is pending
+    deadline: float = 0.0  #: that deadline (a stale heap entry for an older round is skipped)
 
 
 class Sender:
@@ -58,6 +59,12 @@ class Sender:
         self._entries = 0
         self.bytes_in = 0
         self.retransmissions = 0
+        #: RACK (RFC 8985): the send time of the most recently sent frame the peer has
+        #: acknowledged, and the highest frame number acknowledged. A frame sent earlier than
+        #: that, by more than the reorder window, and still unacknowledged, is lost.
+        self.rack_sent_at = float("-inf")
+        self.largest_acked = -1
+        self.lost_detected = 0
 
     # -- application side --------------------------------------------------------------------
 
@@ -108,22 +115,64 @@ class Sender:
         """Forget acknowledged frames; return how many were newly acknowledged."""
         freed = 0
         frames = self.frames
+        rack = self.rack_sent_at
+        largest = self.largest_acked
         if cumulative > self.acked_below:
             for seq in range(self.acked_below, min(cumulative, self.next_seq)):
                 sent = frames.pop(seq, None)
                 if sent is not None:
                     self.unacked_bytes -= sent.payload_len
                     freed += 1
+                    if sent.sent_at > rack:
+                        rack = sent.sent_at
                 else:
                     self.unacked_bytes -= self._sacked.pop(seq, 0)
             self.acked_below = min(cumulative, self.next_seq)
+            largest = max(largest, self.acked_below - 1)
         for start, end in ranges:
             for seq in range(max(start, self.acked_below), min(end, self.next_seq)):
                 sent = frames.pop(seq, None)
                 if sent is not None:
                     self._sacked[seq] = sent.payload_len
                     freed += 1
+                    if sent.sent_at > rack:
+                        rack = sent.sent_at
+                    if seq > largest:
+                        largest = seq
+        self.rack_sent_at = rack
+        self.largest_acked = largest
         return freed
+
+    def detect_lost(
+        self, now: float, reorder: float, rack_rtt: float
+    ) -> tuple[list[SentFrame], float | None]:
+        """RACK: unacknowledged frames below the highest acknowledged one that were sent at
+        least `reorder` seconds before the most recently sent acknowledged frame are lost.
+
+        Returns the lost frames (their resend deadline disarmed: the caller resends them) and
+        when the next frame would cross that line (`rack_rtt` after the acknowledged frame's
+        send, plus `reorder`), if any is waiting for it.
+        """
+        lost: list[SentFrame] = []
+        wake: float | None = None
+        largest, rack = self.largest_acked, self.rack_sent_at
+        for seq, sent in self.frames.items():  # in frame-number order; acked ones are gone
+            if seq >= largest:
+                break
+            if not sent.armed or sent.sent_at > rack:
+                continue  # already queued for a resend, or resent after the acked frame
+            if sent.sent_at + reorder <= rack:
+                sent.armed = False
+                lost.append(sent)
+            else:
+                at = sent.sent_at + rack_rtt + reorder
+                if at <= now:
+                    sent.armed = False
+                    lost.append(sent)
+                elif wake is None or at < wake:
+                    wake = at
+        self.lost_detected += len(lost)
+        return lost, wake
 
     def on_peer_window(self, window_end: int) -> None:
         """The peer's advertised window end from an ACK.
@@ -155,6 +204,7 @@ class Sender:
             deadline = now + min(rto * backoff, max(rto, self.max_delay))
         else:
             deadline = now + rto  # a first send: no backoff (the common case, kept cheap)
+        frame.deadline = deadline
         group = self._group
         if group is not None and deadline == self._group_deadline:
             group.append(frame.seq)
@@ -166,6 +216,7 @@ class Sender:
         counting a round: it expires again at `deadline` and is offered to the paths anew."""
         if not frame.armed:
             frame.armed = True
+            frame.deadline = deadline
             self._arm(frame.seq, deadline)
 
     def _arm(self, seq: int, deadline: float) -> None:
@@ -200,7 +251,7 @@ class Sender:
                 self._group = None
             for seq in group:
                 frame = frames.get(seq)
-                if frame is not None and frame.armed:
+                if frame is not None and frame.armed and frame.deadline <= now:
                     frame.armed = False
                     out.append(frame)
         return out

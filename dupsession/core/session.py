@@ -70,6 +70,9 @@ class SessionConfig:
     #: Resend timer bounds (s).
     min_rto: float = 0.010
     max_rto: float = 2.0
+    #: A frame's resend delay never grows beyond this (s; or its timeout, if longer) however
+    #: often it was resent: one keystroke must never wait seconds. mosh caps at 1 s.
+    max_backoff: float = 0.5
     #: Datagram paths send at most this many frames per `srtt` window: a rate cap that keeps a
     #: saturated uplink from drowning its own ACKs. Not congestion control (see ARCHITECTURE).
     datagram_burst: int = 2048
@@ -124,7 +127,7 @@ class Session:
         self.created = now
         self.state = SessionState.OPEN
         self.paths: dict[int, Path] = {}
-        self.sender = Sender(self.config.window_bytes, self.config.max_rto)
+        self.sender = Sender(self.config.window_bytes, self.config.max_backoff)
         self.receiver = Receiver(self.config.window_frames)
         self._events: deque[Event] = deque()
         self.acks = AckPending(self.config.ack_delay, self.config.ack_every)
@@ -143,13 +146,22 @@ class Session:
 
     # -- paths ---------------------------------------------------------------------------------
 
-    def add_path(self, path_id: int, datagram: bool, now: float) -> Path:
+    def add_path(
+        self, path_id: int, datagram: bool, now: float, handshake_rtt: float | None = None
+    ) -> Path:
         """Register a path, or re-register a reconnected one. It carries data at once and is
-        probed every interval."""
+        probed every interval.
+
+        `handshake_rtt` is the HELLO-to-WELCOME time the client measured on this path: it seeds
+        the RTT so the first frames are not on the no-sample timer (max_rto / 2 = 1 s). The exit
+        takes its own seed from the first frame heard after the path joined (see `_heard`).
+        """
         path = self.paths.get(path_id)
         if path is None:
-            path = Path(path_id, datagram, cursor=self.sender.acked_below)
+            path = Path(path_id, datagram, cursor=self.sender.acked_below, added_at=now)
             path.cc = self._controller(datagram)
+            if handshake_rtt is not None:
+                path.rtt.add_provisional(handshake_rtt)
             self.paths[path_id] = path
         else:
             # A reconnected path: probe at once so the peer binds the new connection to it.
@@ -330,7 +342,8 @@ class Session:
         on_path_ack(path, ack, now)
         sender = self.sender
         sender.on_peer_window(ack.window_end)
-        sender.on_ack(ack.cumulative, ack.ranges)
+        if sender.on_ack(ack.cumulative, ack.ranges) or self.recovery.loss_time is not None:
+            self.recovery.on_ack(now, sender, self.paths.values())
         self._check_done(now)
 
     def _heard(self, path: Path, now: float, size: int) -> None:
@@ -338,6 +351,10 @@ class Session:
         if path.state is PathState.UP:
             path.last_recv = now  # `Path.heard` for a live path: the common case
         elif path.heard(now):
+            if self.role is Role.EXIT and not path.rtt.samples and path.acks_received == 0:
+                # First contact: the client sends at once when our WELCOME (sent as the path
+                # joined) arrives, so this is one round trip plus its processing.
+                path.rtt.add_provisional(now - path.added_at)
             # Back from silence (or first contact): resend everything unacked on it at once.
             path.cursor = self.sender.acked_below
             path.last_sent = float("-inf")  # probe back now, so the peer learns it too
@@ -496,7 +513,7 @@ class Session:
                 )
                 return
         else:
-            self.recovery.on_timer(now, self.sender)
+            self.recovery.on_timer(now, self.sender, self.paths.values())
 
     # -- observation ------------------------------------------------------------------------------
 

@@ -170,7 +170,9 @@ def test_exact_rto_after_rtt_samples() -> None:
     c.handle_timer(now + rto)
     assert data_frames(c.transmit(now + rto)) == first  # byte-identical resend
     assert c.sender.retransmissions == 1
-    assert c.sender.next_deadline() == pytest.approx(now + rto + 2 * rto, abs=1e-9)
+    # the second timeout doubles, but never beyond `max_backoff` (0.5 s < 2 * rto here)
+    assert 2 * rto > c.config.max_backoff > rto
+    assert c.sender.next_deadline() == pytest.approx(now + rto + c.config.max_backoff, abs=1e-9)
 
 
 def test_resend_timer_follows_the_best_path_not_the_worst() -> None:

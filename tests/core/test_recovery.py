@@ -1,0 +1,133 @@
+"""Loss recovery with hand-held time: handshake RTT seeds, RACK, probe timeouts, backoff cap.
+
+Each timer is asserted exactly (aioquic's `test_connect_with_loss_1` style): the promise is
+"a lost keystroke costs about one RTT more, never seconds", and these are its numbers.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from dupsession.core import wire
+from dupsession.core.session import Role, Session, SessionConfig
+from tests.core.test_session import T0, Pair, data_frames, drain, handshake
+
+ACK_DELAY = SessionConfig().ack_delay
+
+
+def seq_of(frame: bytes) -> int:
+    return int.from_bytes(frame[12:20], "big")
+
+
+def test_no_sample_means_the_one_second_timer() -> None:
+    """The cause of the demo's 1-2 s single-path tails: an end without an RTT sample (the exit,
+    for its first frames) resends after max_rto / 2 = 1 s, doubling."""
+    pair = Pair()
+    assert pair.exit.rto() == pytest.approx(1.0 + ACK_DELAY)
+
+
+def test_client_seeds_its_rtt_from_the_handshake() -> None:
+    sid, keys = handshake()
+    client = Session(Role.CLIENT, sid, keys, T0)
+    path = client.add_path(0, True, T0, handshake_rtt=0.1)
+    path.heard(T0)  # up
+    assert client.rto() == pytest.approx(0.1 + 4 * 0.05 + ACK_DELAY, abs=1e-9)
+    assert path.rtt.samples == 0 and path.rtt.provisional
+    path.rtt.add(0.06)  # the first measured sample replaces the seed, it does not average
+    assert path.rtt.srtt == pytest.approx(0.06) and not path.rtt.provisional
+    assert client.rto() == pytest.approx(0.06 + 4 * 0.03 + ACK_DELAY, abs=1e-9)
+
+
+def test_exit_seeds_its_rtt_from_the_first_frame_after_its_welcome() -> None:
+    pair = Pair()  # the exit added the path (sent its WELCOME) at T0
+    pair.deliver(pair.exit, pair.client.transmit(T0 + 0.08), T0 + 0.1)
+    assert drain(pair.exit)
+    assert pair.exit.rto() == pytest.approx(0.1 + 4 * 0.05 + ACK_DELAY, abs=1e-9)
+    # so its first reply, if lost, is resent after 0.304 s, not after 1 s
+    pair.exit.send(b"banner")
+    pair.exit.transmit(T0 + 0.1)
+    assert pair.exit.get_timer() == pytest.approx(T0 + 0.1 + 0.304, abs=1e-9)
+
+
+def test_rack_resends_a_lost_keystroke_when_the_next_one_is_acked() -> None:
+    pair = Pair()
+    c, e = pair.client, pair.exit
+    now = pair.connect(T0, delay=0.025)  # RTT 50 ms
+    c.send(b"a")
+    lost = data_frames(c.transmit(now))  # never arrives
+    rto_deadline = c.get_timer()
+    assert rto_deadline is not None
+    c.send(b"b")
+    pair.deliver(e, c.transmit(now + 0.02), now + 0.045)
+    ack_out = e.transmit(now + 0.045 + ACK_DELAY)
+    assert data_frames(ack_out) == []
+    arrival = now + 0.07 + ACK_DELAY
+    assert arrival < rto_deadline
+    pair.deliver(c, ack_out, arrival)
+    # "b" was sent 20 ms after "a" (more than the 12.5 ms reorder window): "a" is lost now
+    assert c.sender.lost_detected == 1
+    resent = data_frames(c.transmit(arrival))
+    assert resent == lost
+
+
+def test_rack_waits_out_the_reorder_window_then_resends_exactly_on_time() -> None:
+    pair = Pair()
+    c, e = pair.client, pair.exit
+    now = pair.connect(T0, delay=0.025)  # RTT 50 ms, min RTT 50 ms: reorder window 12.5 ms
+    c.send(b"a")
+    first = data_frames(c.transmit(now))
+    c.send(b"b")
+    second = data_frames(c.transmit(now + 0.005))  # 5 ms later: within the window
+    for frame in second:
+        e.receive_frame(frame, now + 0.03, 0)
+    ack_out = e.transmit(now + 0.03 + ACK_DELAY)
+    arrival = now + 0.055 + ACK_DELAY
+    pair.deliver(c, ack_out, arrival)
+    assert c.sender.lost_detected == 0
+    # lost once the acked frame's RTT plus the window has passed since "a" was sent
+    rack_rtt = arrival - (now + 0.005)
+    expected = now + rack_rtt + 0.0125
+    assert c.get_timer() == pytest.approx(expected, abs=1e-9)
+    c.handle_timer(expected - 1e-6)
+    assert data_frames(c.transmit(expected - 1e-6)) == []
+    c.handle_timer(expected)
+    assert data_frames(c.transmit(expected)) == first
+
+
+def test_probe_timeout_backoff_never_leaves_a_keystroke_waiting_seconds() -> None:
+    pair = Pair()
+    c = pair.client
+    now = pair.connect(T0, delay=0.1)  # RTT 200 ms: rto 0.604 s, above max_backoff
+    rto = c.rto()
+    assert rto == pytest.approx(0.2 + 0.4 + ACK_DELAY, abs=1e-9)
+    c.send(b"x")
+    c.transmit(now)
+    sends = [now]
+    until = now + 5.0
+    while (timer := c.get_timer()) is not None and timer < until:
+        c.handle_timer(timer)
+        if data_frames(c.transmit(timer)):
+            sends.append(timer)
+        drain(c)
+    gaps = [b - a for a, b in itertools.pairwise(sends)]
+    # the path goes down after 2 s of silence; until then resends come every rto (the cap is
+    # max(rto, max_backoff)), never doubling into seconds
+    assert gaps and max(gaps) <= max(rto, c.config.max_backoff) + 1e-9
+    assert gaps[0] == pytest.approx(rto, abs=1e-9)
+
+
+def test_resend_of_a_rack_loss_is_byte_identical_and_counted() -> None:
+    pair = Pair()
+    c, e = pair.client, pair.exit
+    now = pair.connect(T0, delay=0.025)
+    c.send(b"one")
+    lost = data_frames(c.transmit(now))
+    c.send(b"two")
+    pair.deliver(e, c.transmit(now + 0.03), now + 0.055)
+    pair.deliver(c, e.transmit(now + 0.06), now + 0.085)
+    resent = data_frames(c.transmit(now + 0.085))
+    assert resent == lost and seq_of(resent[0]) == 0
+    assert c.sender.retransmissions == 1
+    assert wire.FrameType.DATA in {f[1] for f in resent}
