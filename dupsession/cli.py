@@ -322,6 +322,50 @@ def _config(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _forward_options(parser: argparse.ArgumentParser) -> None:
+    _add_session_options(parser)
+    parser.add_argument(
+        "listen",
+        nargs="?",
+        metavar="[BIND:]LPORT",
+        help=f"local port to listen on (BIND default: {settings.DEFAULT_FORWARD_BIND}); "
+        "without arguments, every [[forward]] in the config",
+    )
+    parser.add_argument(
+        "host", nargs="?", metavar="HOST", help="target host, as the exit reaches it"
+    )
+    parser.add_argument("port", nargs="?", metavar="PORT", help="target port")
+
+
+def _forward(args: argparse.Namespace) -> int:
+    from dupsession import forward
+
+    logsetup.configure(args.verbose)
+    try:
+        if args.listen is None:
+            specs = settings.load_forwards(args.config)
+            if not specs:
+                config = args.config or settings.default_config_path()
+                raise settings.SettingsError(
+                    f"nothing to forward: give [BIND:]LPORT HOST PORT, or add [[forward]] "
+                    f"entries to {config}"
+                )
+        elif args.host is None or args.port is None:
+            raise settings.SettingsError("forward needs [BIND:]LPORT HOST PORT")
+        else:
+            specs = [settings.parse_forward(args.listen, args.host, args.port)]
+    except settings.SettingsError as exc:
+        print(f"dupsession: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    pairs = []
+    for spec in specs:
+        loaded = _load_settings(args, spec.host)
+        if isinstance(loaded, int):
+            return loaded
+        pairs.append((spec, loaded))
+    return run(forward.run(pairs))
+
+
 COMMANDS: dict[str, Command] = {
     "init": Command(
         "first run: make the key and config, print the exit's and ssh's lines",
@@ -335,6 +379,15 @@ COMMANDS: dict[str, Command] = {
         "example:\n  dupsession config localhost 22",
         _config_options,
         _config,
+    ),
+    "forward": Command(
+        "forward a local TCP port through the exit, like ssh -L (VNC): one session per "
+        "connection, encrypted",
+        "examples:\n  dupsession forward 5901 desktop 5900      # then: vncviewer localhost:5901\n"
+        "  dupsession forward 0.0.0.0:8080 intranet 80 --no-encrypt\n"
+        "  dupsession forward                        # every [[forward]] in the config",
+        _forward_options,
+        _forward,
     ),
     "keygen": Command(
         "write a new pre-shared key (mode 0600), or print one with -",

@@ -12,7 +12,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dupsession import control
 from dupsession.aio.driver import SessionDriver
@@ -60,15 +60,14 @@ _CLOSE_TO_EXIT = {
 }
 
 
-class ByteStream:
-    """The local side of the session: where bytes come from and go to."""
+class ByteStream(Protocol):
+    """The local side of the session: where bytes come from and go to (stdio, a socket)."""
 
     def write(self, data: bytes) -> None: ...
     def write_eof(self) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
-    def is_congested(self) -> bool:
-        return False
+    def is_congested(self) -> bool: ...
 
 
 @dataclass
@@ -97,6 +96,7 @@ class Client:
         self.psk = psk
         self.wanted = features or negotiate.Features()  #: what we offer in the HELLO
         self.features = negotiate.Features()  #: what the exit agreed to
+        self.origin: str | None = None  #: where the stream comes from, for status views
         self.paths: dict[int, UdpPath | TcpPath] = {}
         self.driver: SessionDriver | None = None
         self._hs: _Handshaking | None = None
@@ -390,6 +390,8 @@ class Client:
             doc["state"] = _STATE_NAMES[self.driver.session.state]
         doc["target"] = self.target
         doc["role"] = "client"
+        if self.origin is not None:
+            doc["origin"] = self.origin
         listed = {path["id"] for path in doc["paths"]}
         for pid in self.paths:
             if pid not in listed:  # never opened (refused, no route): shown, not hidden

@@ -73,10 +73,95 @@ class ClientSettings:
 
 _SCALARS = ("connect_timeout", "grace_period", "probe_interval")
 _FLAGS = ("encrypt",)
-_TOP_KEYS = {"key", "paths", "uplinks", "exit", "exits", "relays", "hosts", *_SCALARS, *_FLAGS}
+_TOP_KEYS = {
+    "key",
+    "paths",
+    "uplinks",
+    "exit",
+    "exits",
+    "relays",
+    "hosts",
+    "forward",
+    *_SCALARS,
+    *_FLAGS,
+}
 _HOST_KEYS = {"key", "paths", "uplinks", "exit", *_SCALARS, *_FLAGS}
 _EXIT_KEYS = {"address", "transports"}
 _RELAY_KEYS = {"url", "exit", "exit_address"}
+_FORWARD_KEYS = {"listen", "target"}
+#: `dupsession forward` listens here unless told otherwise: never on the network by accident.
+DEFAULT_FORWARD_BIND = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardSpec:
+    """One local port forward: connections to bind:port become sessions to host:target_port."""
+
+    bind: str
+    port: int
+    host: str
+    target_port: int
+
+    @property
+    def target(self) -> str:
+        """HOST:PORT as the HELLO carries it (IPv6 literals in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.target_port}"
+
+    def __str__(self) -> str:
+        bind = f"[{self.bind}]" if ":" in self.bind else self.bind
+        return f"{bind}:{self.port} -> {self.target}"
+
+
+def parse_forward(listen: str, host: str, port: int | str) -> ForwardSpec:
+    """`[BIND:]LPORT`, HOST, PORT -> ForwardSpec; BIND defaults to 127.0.0.1."""
+    listen = str(listen)
+    try:
+        if ":" in listen:
+            bind, lport = parse_hostport(listen, "listen address", listen=True)
+        else:
+            bind, lport = DEFAULT_FORWARD_BIND, int(listen)
+        target_port = int(port)
+    except (PathSpecError, ValueError) as exc:
+        raise SettingsError(
+            f"forward {listen} {host} {port}: expected [BIND:]LPORT HOST PORT ({exc})"
+        ) from exc
+    if not 0 <= lport < 65536 or not 0 < target_port < 65536 or not host:
+        raise SettingsError(f"forward {listen} {host} {port}: port out of range or no host")
+    return ForwardSpec(bind, lport, host.strip("[]"), target_port)
+
+
+def _forwards(document: dict[str, Any], where: str) -> list[ForwardSpec]:
+    entries = document.get("forward", [])
+    if not isinstance(entries, list):
+        raise SettingsError(f"{where}: 'forward' must be [[forward]] tables")
+    out = []
+    for index, raw in enumerate(entries, start=1):
+        label = f"{where}: [[forward]] #{index}"
+        entry = _table(raw, label)
+        _check_keys(entry, _FORWARD_KEYS, label)
+        listen, target = entry.get("listen"), entry.get("target")
+        if not isinstance(listen, str | int) or isinstance(listen, bool):
+            raise SettingsError(f'{label}: needs listen = "[BIND:]LPORT"')
+        if not isinstance(target, str):
+            raise SettingsError(f'{label}: needs target = "HOST:PORT" (as the exit reaches it)')
+        try:
+            host, port = parse_hostport(target, "target")
+        except PathSpecError as exc:
+            raise SettingsError(f"{label}: {exc}") from exc
+        try:
+            out.append(parse_forward(str(listen), host, port))
+        except SettingsError as exc:
+            raise SettingsError(f"{label}: {exc}") from exc
+    return out
+
+
+def load_forwards(config: Path | None) -> list[ForwardSpec]:
+    """The config's [[forward]] entries (none without a config file)."""
+    path = config if config is not None else default_config_path()
+    if config is None and not path.exists():
+        return []
+    return _forwards(_read(path), str(path))
 
 
 def _check_keys(table: dict[str, Any], known: set[str], where: str) -> None:
@@ -169,6 +254,7 @@ def _resolve(
     need_paths: bool = True,
 ) -> ClientSettings:
     _check_keys(document, _TOP_KEYS, where)
+    _forwards(document, where)  # checked wherever the file is read, like every other table
     tables: dict[str, dict[str, Any]] = {}
     for section, known in (("hosts", _HOST_KEYS), ("exits", _EXIT_KEYS), ("relays", _RELAY_KEYS)):
         tables[section] = _table(document.get(section, {}), f"{where}: [{section}]")
@@ -215,15 +301,19 @@ def load(
         if exit_name is not None:
             raise SettingsError(f"--exit {exit_name}: no config file {path} defines exits")
         return ClientSettings(host=host)
+    document = _read(path)
+    return replace(
+        _resolve(document, host, str(path), exit_name, need_paths), config_path=path, host=host
+    )
+
+
+def _read(path: Path) -> dict[str, Any]:
     try:
-        document = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except OSError as exc:
         raise SettingsError(f"cannot read config {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"config {path} is not valid TOML: {exc}") from exc
-    return replace(
-        _resolve(document, host, str(path), exit_name, need_paths), config_path=path, host=host
-    )
 
 
 def with_overrides(
