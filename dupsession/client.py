@@ -14,7 +14,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from dupsession import control
+from dupsession import control, failures
 from dupsession.aio.driver import SessionDriver
 from dupsession.aio.transports import TcpPath, UdpPath, open_path
 from dupsession.core import events, negotiate, wire
@@ -113,6 +113,7 @@ class Client:
     def path_open(self, path_id: int, sink: object) -> None:
         self._path_errors.pop(path_id, None)
         path = self.paths[path_id]
+        log.info("path %d (%s) open", path_id, path.spec.label)
         if self.driver is not None:
             self.driver.attach(path_id, path, path.datagram)
         elif self._hs is not None:
@@ -160,22 +161,41 @@ class Client:
             self.driver.detach(path_id, self.paths[path_id])
         elif self._hs is not None:
             self._hs.closed_after_hello.add(path_id)
-            # Every path failed and none is a datagram path (whose silence proves nothing):
-            # waiting out the connect timeout would only delay the same answer.
-            failed = all(p in self._path_errors for p in self.paths)
-            datagram = any(p.datagram for p in self.paths.values())
-            if failed and not datagram and not self._hs.done.done():
-                failure = SessionFailed(ExitCode.HANDSHAKE, self._handshake_failure())
-                self._hs.done.set_exception(failure)
-        log.info("path %d (%s) lost: %s", path_id, self.paths[path_id].spec, reason)
+            self._fail_fast()
+        log.info("path %d (%s) lost: %s", path_id, self.paths[path_id].spec.label, reason)
+
+    def path_error(self, path_id: int, reason: str) -> None:
+        """A datagram path got an error back (ICMP port unreachable: nothing listens there).
+
+        While the handshake runs it counts as that path's answer, so "exit down" is said at
+        once; in a session it is only logged: datagram paths stay up and keep probing.
+        """
+        if self.driver is None and self._hs is not None and path_id not in self._path_errors:
+            self._path_errors[path_id] = reason
+            log.info("path %d (%s): %s", path_id, self.paths[path_id].spec.label, reason)
+            self._fail_fast()
+        else:
+            log.debug("path %d: %s", path_id, reason)
+
+    def _fail_fast(self) -> None:
+        """Every path failed hard (refused, no such interface, no route): waiting out the
+        connect timeout would only delay the same answer. A silent path is no failure."""
+        assert self._hs is not None
+        if not self._hs.done.done() and all(p in self._path_errors for p in self.paths):
+            failure = SessionFailed(ExitCode.HANDSHAKE, self._handshake_failure())
+            self._hs.done.set_exception(failure)
 
     def _path_event(self, event: events.Event) -> None:
         """A stream path gone silent is reconnected rather than waited for."""
         if isinstance(event, events.PathDown):
             path = self.paths.get(event.path_id)
             if isinstance(path, TcpPath):
-                log.info("path %d (%s) silent: reconnecting", event.path_id, path.spec)
+                log.info("path %d (%s) silent: reconnecting", event.path_id, path.spec.label)
                 path.reconnect()
+            elif path is not None:
+                log.info("path %d (%s) down: no answer", event.path_id, path.spec.label)
+        elif isinstance(event, events.PathUp) and event.path_id in self.paths:
+            log.info("path %d (%s) up", event.path_id, self.paths[event.path_id].spec.label)
 
     # -- Endpoint (session events) -----------------------------------------------------------
 
@@ -190,6 +210,7 @@ class Client:
         self.stream.write_eof()
 
     def on_closed(self, event: events.SessionClosed) -> None:
+        log.info("session closed by %s: %s", "the exit" if event.by_peer else "us", event.reason)
         if self.result is not None and not self.result.done():
             self.result.set_result(event)
 
@@ -240,7 +261,7 @@ class Client:
             self._spawn(self._open(pid))
         resend = loop.create_task(self._resend_hello())
         try:
-            _, keys = await asyncio.wait_for(
+            first, keys = await asyncio.wait_for(
                 asyncio.shield(self._hs.done), self.settings.connect_timeout
             )
         except TimeoutError:
@@ -254,6 +275,14 @@ class Client:
             time.monotonic(),
             self.settings.session,
             self.features,
+        )
+        log.info(
+            "session %s to %s: exit answered on path %d (%s) after %.0f ms",
+            handshake.session_id.hex(),
+            self.target,
+            first,
+            self.paths[first].spec.label,
+            (time.monotonic() - self.started) * 1e3,
         )
         self.driver = SessionDriver(session, self)
         self.driver.on_path_event = self._path_event
@@ -269,7 +298,7 @@ class Client:
         try:
             await path.open()
         except (OSError, TimeoutError) as exc:
-            self.path_lost(path_id, f"cannot open: {exc}")
+            self.path_lost(path_id, failures.reason(exc))
             path.retry_later()
 
     async def _resend_hello(self) -> None:
@@ -294,10 +323,8 @@ class Client:
                 "wrong key (the exit and this client must share the same key file)"
             )
         if len(self._path_errors) == len(self.paths):
-            details = "; ".join(
-                f"{self.paths[p].spec}: {self._path_errors[p]}" for p in sorted(self.paths)
-            )
-            return f"no path reachable ({details})"
+            specs = {pid: path.spec for pid, path in self.paths.items()}
+            return f"no path reachable: {failures.grouped(specs, self._path_errors)}"
         return (
             f"no answer from the exit within {timeout:g} s on any path: "
             "wrong key, exit not running, or every path blocked"

@@ -14,6 +14,8 @@ disable Nagle: only for measuring what it buys).
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -109,6 +111,13 @@ def parse_path(url: str, via: str | None = None) -> PathSpec:
         known_hosts=query.get("known_hosts") or None,
         pty=query.get("pty", "yes").lower() not in ("no", "0", "false"),
     )
+
+
+def short_labels(specs: Mapping[int, PathSpec]) -> dict[int, str]:
+    """Each path's `label`, or its URL where two paths would share a label (two `--path`
+    URLs to different ports of one host are both `default/direct/udp`)."""
+    counts = Counter(spec.label for spec in specs.values())
+    return {i: spec.label if counts[spec.label] == 1 else str(spec) for i, spec in specs.items()}
 
 
 def with_uplink(spec: PathSpec, uplink: str | None) -> PathSpec:

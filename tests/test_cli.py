@@ -7,6 +7,7 @@ import argparse
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -191,14 +192,18 @@ def test_exit_flag_picks_the_exit(home: Path) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["demo", "--seconds", "20"], ["--path", "udp://127.0.0.1:9", "--key", "KEY", "--", "h", "22"]],
+    [["demo", "--seconds", "20"], ["--path", "udp://SILENT", "--key", "KEY", "--", "h", "22"]],
     ids=["demo", "proxy-connecting"],
 )
 def test_ctrl_c_is_quiet_130(argv: list[str], home: Path) -> None:
     key = home / "key"
     assert dupsession(home, "keygen", str(key)).returncode == 0
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # takes HELLOs, never answers
+    silent.bind(("127.0.0.1", 0))
+    where = f"127.0.0.1:{silent.getsockname()[1]}"
+    argv = [a.replace("KEY", str(key)).replace("SILENT", where) for a in argv]
     process = subprocess.Popen(
-        [sys.executable, "-m", "dupsession.cli", *[str(key) if a == "KEY" else a for a in argv]],
+        [sys.executable, "-m", "dupsession.cli", *argv],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -207,6 +212,7 @@ def test_ctrl_c_is_quiet_130(argv: list[str], home: Path) -> None:
     time.sleep(1.5)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=TIMEOUT)
+    silent.close()
     assert process.returncode == 130, err
     assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, err
 

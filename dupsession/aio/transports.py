@@ -15,6 +15,7 @@ from typing import Protocol
 from dupsession.aio import framing
 from dupsession.aio.bind import make_socket
 from dupsession.aio.udp import BatchSocket
+from dupsession.failures import reason as failure_reason
 from dupsession.pathspec import PathSpec
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class PathOwner(Protocol):
     def path_frame(self, path_id: int, frame: bytes) -> None: ...
     def path_writable(self, path_id: int, writable: bool) -> None: ...
     def path_lost(self, path_id: int, reason: str) -> None: ...
+    def path_error(self, path_id: int, reason: str) -> None: ...
 
 
 async def resolve(host: str, port: int, kind: int) -> tuple[int, tuple[str, int]]:
@@ -127,7 +129,7 @@ class UdpPath:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # ICMP unreachable and friends: the path is just silent
-                log.debug("udp path %d: %s", path_id, exc)
+                owner.path_error(path_id, failure_reason(exc))
                 # uvloop stops polling a socket after an error event: watch it afresh.
                 fd = io.sock.fileno()
                 self._loop.remove_reader(fd)

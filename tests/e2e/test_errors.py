@@ -135,7 +135,7 @@ def test_target_refused_by_acl(
     [
         (("tcp",), "no path reachable"),
         (("tcp", "tcp"), "no path reachable"),
-        (("udp", "tcp"), "no answer from the exit"),
+        (("udp", "tcp"), "no path reachable"),  # ICMP port unreachable answers for UDP
     ],
     ids=["tcp", "tcp+tcp", "udp+tcp"],
 )
