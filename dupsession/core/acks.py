@@ -87,6 +87,7 @@ def on_path_ack(path: Path, ack: wire.Ack, now: float) -> float | None:
             path.rtt_history.append(sample)
         else:
             sample = None
+    path.note_delivery(ack.data_recv)
     path.outbound.lag = ack.lag_us / 1e6
     path.outbound.first = ack.first
     # Inbound loss is measured here: on a FIFO path every DATA frame the peer sent before this

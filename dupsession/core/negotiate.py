@@ -10,10 +10,11 @@ answer. The rules that make a downgrade impossible sit in `settle`:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from dupsession.core import wire
+from dupsession.core.policy import Schedule
 
 #: CIPHER option value: ChaCha20 over each DATA payload, BLAKE3 tag over the ciphertext.
 CIPHER_CHACHA20 = 1
@@ -41,6 +42,8 @@ class Features:
 
     encrypt: bool = False
     compress: Compress = Compress.OFF
+    #: Scheduling policy and path tiers (core/policy.py): the client's choice, both ends follow.
+    schedule: Schedule = field(default_factory=Schedule)
 
 
 def offer(wanted: Features) -> wire.Options:
@@ -52,6 +55,8 @@ def offer(wanted: Features) -> wire.Options:
         options.append(
             (wire.OptionType.COMPRESS, bytes([COMPRESS_ZSTD, _MODE_BYTE[wanted.compress]]))
         )
+    if wanted.schedule != Schedule():
+        options.append((wire.OptionType.SCHEDULE, wanted.schedule.encode()))
     return tuple(options)
 
 
@@ -71,14 +76,23 @@ def answer(offered: wire.Options) -> tuple[wire.Options, Features]:
     if len(value) == 2 and value[0] == COMPRESS_ZSTD and value[1] in _BYTE_MODE:
         compress = _BYTE_MODE[value[1]]
         options.append((wire.OptionType.COMPRESS, value))
-    return tuple(options), Features(encrypt, compress)
+    schedule = Schedule()
+    value = found.get(wire.OptionType.SCHEDULE, b"")
+    if value:
+        try:
+            schedule = Schedule.decode(value)
+        except ValueError:
+            pass  # not an answer: the client sees no SCHEDULE and knows we schedule redundantly
+        else:
+            options.append((wire.OptionType.SCHEDULE, value))
+    return tuple(options), Features(encrypt, compress, schedule)
 
 
 def settle(wanted: Features, answered: wire.Options) -> Features:
     """The features the session runs, from the exit's answer; NegotiationError if unusable."""
     found = dict(answered)
     expected = dict(offer(wanted))
-    for otype in (wire.OptionType.CIPHER, wire.OptionType.COMPRESS):
+    for otype in (wire.OptionType.CIPHER, wire.OptionType.COMPRESS, wire.OptionType.SCHEDULE):
         if otype in found and found[otype] != expected.get(otype):
             raise NegotiationError(f"the exit answered option {otype.name} that was not offered")
     encrypt = wire.OptionType.CIPHER in found
@@ -91,4 +105,6 @@ def settle(wanted: Features, answered: wire.Options) -> Features:
             "use --no-encrypt to go without"
         )
     compress = wanted.compress if wire.OptionType.COMPRESS in found else Compress.OFF
-    return Features(encrypt, compress)
+    # Our own direction follows our choice whatever the exit answered: an exit too old to take
+    # SCHEDULE sends its direction redundantly, which costs bytes but never correctness.
+    return Features(encrypt, compress, wanted.schedule)

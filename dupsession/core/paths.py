@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from dupsession.core.congestion import CongestionController
+from dupsession.core.policy import Tier
 
 #: RTT assumed before the first sample (seconds); high enough not to fire spurious resends.
 INITIAL_RTT = 0.3
@@ -117,6 +118,29 @@ class Path:
     bytes_sent: int = 0
     bytes_recv: int = 0
     bad_frames: int = 0
+    tier: Tier = Tier.PRIMARY
+    #: The scheduler keeps this path quiet (a backup at rest): ACKs only at the probe interval.
+    quiet: bool = False
+    # Delivery progress in our direction, from the peer's DATA counter in its ACKs on this
+    # path: the scheduler calls a path stalled when copies went out and none showed up.
+    peer_data_recv: int = -1  #: the counter in the newest ACK (mod 2**32)
+    sent_since_progress: int = 0  #: DATA copies sent since that counter last grew
+    unreported_since: float | None = None  #: when the first of those went out
+
+    def note_data_sent(self, now: float, count: int) -> None:
+        self.data_sent += count
+        if self.unreported_since is None:
+            self.unreported_since = now
+        self.sent_since_progress += count
+
+    def note_delivery(self, data_recv: int) -> None:
+        """The peer's count of our DATA copies on this path, from an ACK."""
+        if data_recv != self.peer_data_recv:
+            if ((data_recv - self.peer_data_recv) & 0xFFFFFFFF) >= 1 << 31:
+                return  # an older ACK overtaken by a newer one
+            self.peer_data_recv = data_recv
+            self.sent_since_progress = 0
+            self.unreported_since = None
 
     def heard(self, now: float) -> bool:
         """Record that a valid frame arrived; True when this revives a silent path."""

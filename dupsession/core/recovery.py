@@ -33,6 +33,7 @@ class Recovery:
         "rack_rtt",
         "rack_seen",
         "rto_value",
+        "spread",
     )
 
     def __init__(self, min_rto: float, max_rto: float, ack_delay: float) -> None:
@@ -45,6 +46,9 @@ class Recovery:
         self.loss_time: float | None = None  #: when a frame crosses the RACK time line
         self.rack_seen = float("-inf")  #: the sender's RACK send time when last looked at
         self.rack_rtt = 0.0  #: RTT of the most recently sent acknowledged frame (s)
+        #: Reorder the scheduler causes on purpose (s): single copies on paths of different
+        #: delay (stripe) arrive out of send order; RACK must not call that loss.
+        self.spread = 0.0
 
     @staticmethod
     def reorder_window(paths: Iterable[Path]) -> float:
@@ -63,7 +67,7 @@ class Recovery:
         if sender.rack_sent_at != self.rack_seen:
             self.rack_seen = sender.rack_sent_at
             self.rack_rtt = max(now - sender.rack_sent_at, 0.0)
-        self._detect(now, sender, self.reorder_window(paths))
+        self._detect(now, sender, self.reorder_window(paths) + self.spread)
 
     def _detect(self, now: float, sender: Sender, reorder: float) -> None:
         lost, self.loss_time = sender.detect_lost(now, reorder, self.rack_rtt)
@@ -87,7 +91,7 @@ class Recovery:
         """Collect frames whose resend deadline or RACK time passed; `take_resends` hands
         them out."""
         if self.loss_time is not None and self.loss_time <= now:
-            self._detect(now, sender, self.reorder_window(paths))
+            self._detect(now, sender, self.reorder_window(paths) + self.spread)
         self._resend.extend(f.seq for f in sender.expired(now))
 
     def take_resends(self, sender: Sender) -> list[SentFrame]:

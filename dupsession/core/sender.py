@@ -32,6 +32,7 @@ class SentFrame:
     sends: int = 0  #: rounds: copies on several paths at once count as one
     armed: bool = False  #: a resend deadline is pending
     deadline: float = 0.0  #: that deadline (a stale heap entry for an older round is skipped)
+    path: int = -1  #: the path of its latest single copy (striping policies); -1: several
 
 
 class Sender:

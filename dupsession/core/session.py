@@ -44,7 +44,7 @@ from dupsession.core.negotiate import Features
 from dupsession.core.paths import EWMA_GAIN, Path, PathState
 from dupsession.core.receiver import Receiver
 from dupsession.core.recovery import Recovery
-from dupsession.core.scheduler import Redundant, Scheduler
+from dupsession.core.scheduler import Scheduler, make_scheduler
 from dupsession.core.seal import CLIENT_TO_EXIT, EXIT_TO_CLIENT, PayloadCipher
 from dupsession.core.sender import Sender
 
@@ -132,7 +132,7 @@ class Session:
         self._events: deque[Event] = deque()
         self.acks = AckPending(self.config.ack_delay, self.config.ack_every)
         self.recovery = Recovery(self.config.min_rto, self.config.max_rto, self.config.ack_delay)
-        self.scheduler: Scheduler = Redundant()
+        self.scheduler: Scheduler = make_scheduler(self.features.schedule)
         self._all_down_since: float | None = now
         self._close_frame: tuple[int, str] | None = None
         self._close_queued: set[int] = set()
@@ -160,6 +160,7 @@ class Session:
         if path is None:
             path = Path(path_id, datagram, cursor=self.sender.acked_below, added_at=now)
             path.cc = self._controller(datagram)
+            path.tier = self.features.schedule.tier_of(path_id)
             if handshake_rtt is not None:
                 path.rtt.add_provisional(handshake_rtt)
             self.paths[path_id] = path
@@ -424,13 +425,16 @@ class Session:
             sender.make_frames(self.max_payload(), self._encode_data)
         rto = recovery.rto_value = recovery.rto(paths.values())
         resend = recovery.take_resends(sender)
-        out = self.scheduler.schedule(now, paths.values(), sender, resend, rto)
+        scheduler = self.scheduler
+        out = scheduler.schedule(now, paths.values(), sender, resend, rto)
+        recovery.spread = scheduler.reorder_spread
         acks = self.acks
         ack_due = acks.due(now)
         probe_interval = self.config.probe_interval
         for path in paths.values():
             frames = out.get(path.path_id)
-            if ack_due or now - path.last_sent >= probe_interval:
+            # A quiet path (a backup at rest) carries ACKs only as probes: a few hundred bytes/s.
+            if (ack_due and not path.quiet) or now - path.last_sent >= probe_interval:
                 ack = make_ack(path, now, self.receiver, self._tx_key, self.session_id)
                 if frames is None:
                     frames = out[path.path_id] = [ack]
@@ -468,13 +472,16 @@ class Session:
             deadline = self.recovery.deadline(self.sender)
             if deadline is not None:
                 times.append(deadline)
+            wake = self.scheduler.wake_at()
+            if wake is not None:
+                times.append(wake)
         timeout = self._path_timeout()
         for path in self.paths.values():
             times.append(path.last_sent + cfg.probe_interval)
             if path.state is PathState.UP and path.last_recv is not None:
                 times.append(path.last_recv + timeout)
             if (
-                path.cursor < self.sender.next_seq
+                self.scheduler.waiting(path, self.sender)
                 and path.state is not PathState.DOWN  # `transmit` skips a down or full path,
                 and path.writable  # so its send budget never refills: waking is a busy loop
                 and (wake := path.cc.wake_at(path.rtt.srtt)) is not None
@@ -533,10 +540,13 @@ class Session:
             "rto": self.rto(),
             "encrypted": self.features.encrypt,
             "compress": str(self.features.compress),
+            "policy": str(self.features.schedule.policy),
+            "best_k": self.features.schedule.best_k,
             "paths": [
                 {
                     "id": p.path_id,
                     "kind": "datagram" if p.datagram else "stream",
+                    "tier": str(p.tier),
                     "state": str(p.state),
                     "rtt": p.rtt.srtt if p.rtt.samples else None,
                     "rtt_min": p.rtt.min_rtt if p.rtt.samples else None,

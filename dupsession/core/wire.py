@@ -276,6 +276,7 @@ class OptionType(IntEnum):
     PAD = 0  #: in a HELLO: the options end, zero padding follows
     CIPHER = 1  #: payload encryption; see core/negotiate.py
     COMPRESS = 2  #: stream compression; see core/negotiate.py
+    SCHEDULE = 3  #: scheduling policy, best-k's k, path tiers; see core/policy.py
 
 
 def encode_options(options: Options) -> bytes:

@@ -1,0 +1,186 @@
+"""Scheduling policies and tiers in the simulator, on hand-held virtual time.
+
+Each test records every DATA copy the client puts on each path (time, frame number) by
+wrapping the simulator's links, so it can say which path carried which frame and when.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections import deque
+from collections.abc import Sequence
+
+from dupsession.core import wire
+from dupsession.core.congestion import CongestionController
+from dupsession.core.negotiate import Features
+from dupsession.core.policy import Policy, Schedule, Tier
+from dupsession.core.scheduler import Stripe
+from tests.sim.network import START, LinkSpec, PathSpec, Simulation
+
+FAST = LinkSpec(delay=0.005)
+SLOW = LinkSpec(delay=0.02)
+
+
+class Window(CongestionController):
+    """At most `frames` per smoothed RTT on a path: a small window so that one path cannot
+    take everything at once and the policy has to decide. Not the session's own controller,
+    so these tests see the policies alone."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+        self.sent: deque[float] = deque()
+
+    def budget(self, now: float, srtt: float) -> int | None:
+        while self.sent and self.sent[0] <= now - srtt:
+            self.sent.popleft()
+        return self.frames - len(self.sent)
+
+    def on_sent(self, now: float, count: int) -> None:
+        self.sent.extend([now] * count)
+
+    def wake_at(self, srtt: float) -> float | None:
+        return self.sent[0] + srtt if self.sent else None
+
+
+#: Give each path a 24-frame window (see `Window`).
+CAPPED = 24
+
+Copies = dict[int, list[tuple[float, int]]]
+
+
+def run(
+    paths: Sequence[PathSpec],
+    schedule: Schedule,
+    client_writes: Sequence[bytes | tuple[float, bytes]],
+    window: int | None = None,
+    until: float = 60.0,
+    seed: int = 1,
+) -> tuple[Simulation, Copies]:
+    sim = Simulation(
+        paths,
+        seed,
+        client_writes,
+        features=Features(schedule=schedule),
+    )
+    if window is not None:
+        for side in (sim.client, sim.exit):
+            for path in side.session.paths.values():
+                path.cc = Window(window)
+    copies: Copies = {pid: [] for pid in range(len(paths))}
+    for pid in copies:
+        link = sim.links["client", pid]
+        send = link.send
+
+        def record(frame: bytes, now: float, pid: int = pid, send=send):  # type: ignore[no-untyped-def]
+            if frame[1] == wire.FrameType.DATA:
+                copies[pid].append((now - START, struct.unpack_from("!Q", frame, 12)[0]))
+            return send(frame, now)
+
+        link.send = record  # type: ignore[method-assign]
+    result = sim.run(until)
+    sent = b"".join(w if isinstance(w, bytes) else w[1] for w in client_writes)
+    assert result.exit.received == sent, result.describe()  # exact, nothing delivered twice
+    return sim, copies
+
+
+def bulk(size: int, seed: int = 7) -> list[bytes]:
+    return [random.Random(seed).randbytes(size)]
+
+
+def keystrokes(count: int, every: float = 0.05, start: float = 0.2) -> list[tuple[float, bytes]]:
+    return [(start + i * every, b"k") for i in range(count)]
+
+
+def seqs(copies: list[tuple[float, int]], after: float = 0.0) -> set[int]:
+    return {seq for at, seq in copies if at >= after}
+
+
+def test_redundant_puts_every_frame_on_every_path() -> None:
+    _, copies = run([PathSpec(FAST, FAST), PathSpec(SLOW, SLOW)], Schedule(), bulk(60_000))
+    assert seqs(copies[0]) == seqs(copies[1]) == set(range(len(seqs(copies[0]))))
+
+
+def test_stripe_sends_each_frame_once_and_the_tail_on_the_fast_path() -> None:
+    _, copies = run(
+        [PathSpec(FAST, FAST), PathSpec(SLOW, SLOW)], Schedule(Policy.STRIPE), bulk(600_000), CAPPED
+    )
+    fast, slow = seqs(copies[0]), seqs(copies[1])
+    total = len(fast | slow)
+    assert fast and slow  # both paths carry the transfer
+    # nearly every frame went once: only re-injections and resends are copies
+    assert len(copies[0]) + len(copies[1]) <= total * 1.05
+    # the last frames (ECF: the slow path idles when the fast one will deliver sooner)
+    last = max(fast | slow)
+    assert {last, last - 1, last - 2} <= fast
+    assert max(slow) < last - 5
+
+
+def test_stripe_keystrokes_go_on_the_fast_path_alone() -> None:
+    _, copies = run(
+        [PathSpec(SLOW, SLOW), PathSpec(FAST, FAST)], Schedule(Policy.STRIPE), keystrokes(20)
+    )
+    assert len(seqs(copies[1])) >= 20
+    assert not copies[0]
+
+
+def test_auto_duplicates_keystrokes_and_stripes_a_transfer() -> None:
+    paths = [PathSpec(FAST, FAST), PathSpec(SLOW, SLOW)]
+    _, copies = run(paths, Schedule(Policy.AUTO), keystrokes(20), CAPPED)
+    assert seqs(copies[0]) == seqs(copies[1])  # idle paths: every keystroke on both
+    _, copies = run(paths, Schedule(Policy.AUTO), bulk(600_000), CAPPED)
+    both = seqs(copies[0]) & seqs(copies[1])
+    assert len(both) < 0.3 * len(seqs(copies[0]) | seqs(copies[1]))  # saturated: mostly once
+
+
+def test_stripe_reinjects_frames_late_on_a_blacked_out_path() -> None:
+    dark = LinkSpec(delay=0.02, outages=((0.1, 30.0),))
+    sim, copies = run(
+        [PathSpec(FAST, FAST), PathSpec(dark, SLOW)], Schedule(Policy.STRIPE), bulk(600_000), CAPPED
+    )
+    scheduler = sim.client.session.scheduler
+    assert isinstance(scheduler, Stripe) and scheduler.reinjections > 0
+    lost_on_slow = seqs(copies[1], after=0.1)
+    assert lost_on_slow and lost_on_slow <= seqs(copies[0])  # each went again on the fast path
+    # the transfer does not wait for the dark path's 30 s outage, nor for backed-off timers
+    assert sim.exit.closed_at is not None and sim.exit.closed_at < 0.5
+
+
+def test_best_k_uses_the_k_best_paths_and_replaces_a_degraded_one_within_a_second() -> None:
+    dark = LinkSpec(delay=0.004, outages=((2.0, 60.0),))
+    paths = [PathSpec(dark, dark), PathSpec(FAST, FAST), PathSpec(LinkSpec(delay=0.03), SLOW)]
+    _, copies = run(paths, Schedule(Policy.BEST_K, best_k=2), keystrokes(80))
+    before = [len([1 for at, _ in copies[p] if 0.2 <= at < 2.0]) for p in range(3)]
+    assert before[0] >= 30 and before[1] >= 30  # the two best carry every keystroke
+    assert before[2] <= 10  # the third: a probe copy now and then
+    took_over = min(at for at, _ in copies[2] if at >= 2.0 and _ > 0)
+    carried = [at for at, _ in copies[2] if 2.0 <= at < 3.0]
+    assert len(carried) >= 10 and took_over < 3.0, took_over
+
+
+def test_backup_stays_silent_then_takes_over_within_a_second() -> None:
+    dark = LinkSpec(delay=0.01, outages=((2.0, 60.0),))
+    backup = LinkSpec(delay=0.05)
+    schedule = Schedule(Policy.AUTO, tiers=((1, Tier.BACKUP),))
+    sim, copies = run([PathSpec(dark, dark), PathSpec(backup, backup)], schedule, keystrokes(80))
+    assert not [at for at, _ in copies[1] if at < 2.0]  # no data while the primary is up
+    first = min(at for at, _ in copies[1])
+    assert 2.0 < first < 3.0, first
+    assert sim.client.session.snapshot(sim.now)["paths"][1]["tier"] == "backup"
+    # while the primary is up the backup carries probes only: a few hundred bytes/s each way
+    sim, _ = run([PathSpec(FAST, FAST), PathSpec(backup, backup)], schedule, keystrokes(30))
+    for side in (sim.client, sim.exit):
+        path = side.session.paths[1]
+        assert path.data_sent == 0
+        assert path.bytes_sent / sim.result().end < 400, path.bytes_sent
+
+
+def test_overflow_carries_data_only_when_the_primary_is_saturated() -> None:
+    schedule = Schedule(Policy.STRIPE, tiers=((1, Tier.OVERFLOW),))
+    paths = [PathSpec(FAST, FAST), PathSpec(FAST, FAST)]
+    _, copies = run(paths, schedule, keystrokes(20), CAPPED)
+    assert not copies[1]
+    _, copies = run(paths, schedule, bulk(600_000), CAPPED)
+    assert copies[1]  # the transfer saturates the primary's budget
+    overflow = seqs(copies[1])
+    assert len(overflow & seqs(copies[0])) <= 0.05 * len(overflow)  # single copies, bar resends
