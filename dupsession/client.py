@@ -20,7 +20,7 @@ from dupsession.aio.transports import TcpPath, UdpPath, open_path
 from dupsession.core import events, negotiate, wire
 from dupsession.core.handshake import ClientHandshake, HandshakeError, SessionKeys
 from dupsession.core.session import Role, Session, SessionState
-from dupsession.pathspec import PathSpec
+from dupsession.pathspec import PathSpec, short_labels
 from dupsession.settings import ClientSettings, SettingsError
 from dupsession.settings import load as settings_load
 
@@ -424,9 +424,11 @@ class Client:
             if pid not in listed:  # never opened (refused, no route): shown, not hidden
                 state = "unreachable" if pid in self._path_errors else "connecting"
                 doc["paths"].append({"id": pid, "state": state})
+        labels = short_labels({pid: path.spec for pid, path in self.paths.items()})
         for path in doc["paths"]:
             spec = self.paths[path["id"]].spec
             path["spec"] = str(spec)
+            path["label"] = labels[path["id"]]
             path["uplink"] = spec.uplink or "default"
             path["via"] = spec.via
             path["error"] = self._path_errors.get(path["id"])

@@ -6,7 +6,8 @@ never a network port, so only the user (and root) can read their sessions' state
 Protocol, version 1, one JSON object per line:
 
     request:  {"v": 1, "cmd": "snapshot"}
-    reply:    {"v": 1, "kind": "client" | "relayd", "pid": 123, "sessions": [SESSION, ...]}
+    reply:    {"v": 1, "kind": "client" | "relayd", "pid": 123, "sessions": [SESSION, ...],
+               "daemon": {...}}   (relayd only: version, listen, allow, uptime, max_sessions)
     error:    {"v": 1, "error": "unknown command 'x'"}
 
 SESSION is `Session.snapshot()` plus the endpoint's fields (target, per-path `spec`,
@@ -66,10 +67,17 @@ def socket_path(kind: str, name: str) -> Path:
 class ControlServer:
     """Serves `snapshot()` to local readers; one per process."""
 
-    def __init__(self, path: Path, kind: str, snapshot: Callable[[], list[dict[str, Any]]]):
+    def __init__(
+        self,
+        path: Path,
+        kind: str,
+        snapshot: Callable[[], list[dict[str, Any]]],
+        daemon: Callable[[], dict[str, Any]] | None = None,
+    ):
         self.path = path
         self.kind = kind
         self._snapshot = snapshot
+        self._daemon = daemon  #: the process's own facts (relayd: listen, allow, uptime)
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -85,7 +93,11 @@ class ControlServer:
         os.chmod(self.path, 0o600)
 
     def document(self) -> dict[str, Any]:
-        return {"v": VERSION, "kind": self.kind, "pid": os.getpid(), "sessions": self._snapshot()}
+        document = {"v": VERSION, "kind": self.kind, "pid": os.getpid()}
+        if self._daemon is not None:
+            document["daemon"] = self._daemon()
+        document["sessions"] = self._snapshot()
+        return document
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

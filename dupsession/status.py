@@ -16,6 +16,7 @@ import termios
 import time
 import tty
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from rich import box
@@ -29,6 +30,8 @@ from dupsession import control
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_SAMPLES = 24
 REFRESH = 0.5  #: seconds between snapshots in the live view
+PLAIN_WIDTH = 200  #: columns of `--once` into a pipe or file: room for every column
+NOT_RUNNING = 3  #: `relayd status` exit code when no relayd answers (as `systemctl status`)
 
 STATE_STYLE = {
     "up": "green",
@@ -84,71 +87,146 @@ def _share(path_stats: dict[str, Any], total: int) -> str:
     return f"{first / total:.0%} ({first})"
 
 
-def session_table(doc: dict[str, Any], plain: bool) -> Table:
-    state = doc.get("state", "?")
-    client_view = doc.get("role") == "client"
-    sent_up = doc.get("bytes_out" if client_view else "bytes_in", 0)
-    sent_down = doc.get("bytes_in" if client_view else "bytes_out", 0)
-    title = Text.assemble(
-        (f"{doc.get('target', '?')}", "bold"),
-        f"  {doc.get('role', '?')}  ",
-        (state, STATE_STYLE.get(state, "")),
-        f"  age {doc.get('age', 0):.0f} s  up {_bytes(sent_up)}  down {_bytes(sent_down)}",
-        (f"  session {doc['session_id']}" if doc.get("session_id") else "", "dim"),
-    )
-    table = Table(
-        title=title,
-        title_justify="left",
-        box=box.ASCII2 if plain else box.SIMPLE_HEAD,
-        expand=False,
-    )
-    for column, justify in (
-        ("path", "left"),
-        ("uplink", "left"),
-        ("via", "left"),
-        ("state", "left"),
-        ("rtt ms", "right"),
-        ("spread", "left"),
-        ("loss up", "right"),
-        ("loss down", "right"),
-        ("first up", "right"),
-        ("first down", "right"),
-        ("lag up ms", "right"),
-        ("lag down ms", "right"),
-    ):
-        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One path of one session, with what its cells are computed from."""
+
+    doc: dict[str, Any]
+    path: dict[str, Any]
+    up: dict[str, Any]  #: client -> exit stats
+    down: dict[str, Any]  #: exit -> client stats
+    total_up: int  #: frames delivered first, all paths, up
+    total_down: int
+
+
+def _lag(stats: dict[str, Any]) -> str:
+    return _ms(stats.get("lag")) if stats.get("first") is not None else "-"
+
+
+def _state(row: Row) -> Text:
+    state = row.path.get("state", "?")
+    return Text(state, STATE_STYLE.get(state, ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A status column. Priority 0 is always shown (path, state, RTT, loss); higher ones
+    join as the terminal widens. A new column is one entry in COLUMNS."""
+
+    header: str
+    priority: int
+    cell: Callable[[Row], str | Text]
+    justify: str = "right"
+
+
+COLUMNS = (
+    Column("path", 0, lambda r: r.path.get("label") or r.path.get("spec", "?"), "left"),
+    Column("state", 0, _state, "left"),
+    Column("rtt ms", 0, lambda r: _ms(r.path.get("rtt"))),
+    Column("spread", 2, lambda r: sparkline(r.path.get("rtt_recent", [])), "left"),
+    Column("loss up", 0, lambda r: _pct(r.up.get("loss"))),
+    Column("loss down", 0, lambda r: _pct(r.down.get("loss"))),
+    Column("first up", 1, lambda r: _share(r.up, r.total_up)),
+    Column("first down", 1, lambda r: _share(r.down, r.total_down)),
+    Column("lag up ms", 3, lambda r: _lag(r.up)),
+    Column("lag down ms", 3, lambda r: _lag(r.down)),
+    Column("url", 4, lambda r: r.path.get("spec", "-"), "left"),
+)
+
+
+def _rows(doc: dict[str, Any]) -> list[Row]:
     paths = doc.get("paths", [])
     ups = [directions(doc, p)[0] for p in paths]
     downs = [directions(doc, p)[1] for p in paths]
     total_up = sum(u.get("first", 0) for u in ups)
     total_down = sum(d.get("first", 0) for d in downs)
-    for path, up, down in zip(paths, ups, downs, strict=True):
-        pstate = path.get("state", "?")
-        table.add_row(
-            path.get("spec", str(path.get("id"))),
-            path.get("uplink", "-"),
-            path.get("via", "-"),
-            Text(pstate, STATE_STYLE.get(pstate, "")),
-            _ms(path.get("rtt")),
-            sparkline(path.get("rtt_recent", [])),
-            _pct(up.get("loss")),
-            _pct(down.get("loss")),
-            _share(up, total_up),
-            _share(down, total_down),
-            _ms(up.get("lag")) if up.get("first") is not None else "-",
-            _ms(down.get("lag")) if down.get("first") is not None else "-",
-        )
+    return [
+        Row(doc, path, up, down, total_up, total_down)
+        for path, up, down in zip(paths, ups, downs, strict=True)
+    ]
+
+
+def _title(doc: dict[str, Any], wide: bool) -> Text:
+    state = doc.get("state", "?")
+    client_view = doc.get("role") == "client"
+    sent_up = doc.get("bytes_out" if client_view else "bytes_in", 0)
+    sent_down = doc.get("bytes_in" if client_view else "bytes_out", 0)
+    return Text.assemble(
+        (f"{doc.get('target', '?')}", "bold"),
+        f"  {doc.get('role', '?')}  ",
+        (state, STATE_STYLE.get(state, "")),
+        f"  age {doc.get('age', 0):.0f} s  up {_bytes(sent_up)}  down {_bytes(sent_down)}",
+        (f"  session {doc['session_id']}" if wide and doc.get("session_id") else "", "dim"),
+    )
+
+
+def _table(doc: dict[str, Any], rows: list[Row], columns: list[Column], plain: bool) -> Table:
+    table = Table(
+        title=_title(doc, wide=len(columns) > 5),
+        title_justify="left",
+        box=box.ASCII2 if plain else box.SIMPLE_HEAD,
+        expand=False,
+    )
+    for column in columns:
+        table.add_column(column.header, justify=column.justify, no_wrap=True)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*(column.cell(row) for column in columns))
     return table
 
 
-def render(documents: list[dict[str, Any]], plain: bool = False) -> RenderableType:
-    tables: list[RenderableType] = []
+def session_table(doc: dict[str, Any], plain: bool, width: int = PLAIN_WIDTH) -> Table:
+    """The session's table with as many columns as fit in `width` (priority order)."""
+    rows = _rows(doc)
+    console = Console(width=100_000)  # measures what each table needs, unclipped
+    chosen = _table(doc, rows, [c for c in COLUMNS if c.priority == 0], plain)
+    for level in range(1, max(c.priority for c in COLUMNS) + 1):
+        wider = _table(doc, rows, [c for c in COLUMNS if c.priority <= level], plain)
+        if console.measure(wider).maximum > width:
+            break
+        chosen = wider
+    return chosen
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def daemon_header(document: dict[str, Any]) -> Text:
+    """relayd's own lines: what it is, where it listens, whom it lets in, for how long."""
+    daemon = document.get("daemon", {})
+    allow = ", ".join(daemon.get("allow", [])) or "nobody (no --allow: every session refused)"
+    listen = ", ".join(daemon.get("listen", [])) or "?"
+    sessions = len(document.get("sessions", []))
+    limit = daemon.get("max_sessions")
+    return Text.assemble(
+        (f"relayd {daemon.get('version', '?')}", "bold"),
+        f"  pid {document.get('pid', '?')}  up {_duration(daemon.get('uptime', 0))}",
+        f"  sessions {sessions}" + (f"/{limit}" if limit else ""),
+        f"\n  listen {listen}\n  allow  {allow}",
+    )
+
+
+def render(
+    documents: list[dict[str, Any]], plain: bool = False, width: int = PLAIN_WIDTH
+) -> RenderableType:
+    parts: list[RenderableType] = []
     for document in documents:
+        if document.get("kind") == "relayd" and "daemon" in document:
+            parts.append(daemon_header(document))
+            if not document.get("sessions"):
+                parts.append(Text("  no sessions", style="dim"))
         for doc in document.get("sessions", []):
-            tables.append(session_table(doc, plain))
-    if not tables:
+            parts.append(session_table(doc, plain, width))
+    if not parts:
         return Text("no dupsession sessions on this machine", style="dim")
-    return Group(*tables)
+    return Group(*parts)
 
 
 class _Keys:
@@ -197,6 +275,15 @@ def run(
     gather = collect or (lambda: control.discover(kind))
     program = f"{'relayd' if kind == 'relayd' else 'dupsession'} status"
     try:
+        if kind == "relayd" and collect is None and not as_json and not gather():
+            # A daemon that is not running is not a daemon without sessions: say which.
+            print(
+                f"relayd is not running on this machine (no control socket in "
+                f"{control.runtime_dir()}; a relayd run by another user, or with --control, "
+                "keeps it elsewhere)",
+                file=sys.stderr,
+            )
+            return NOT_RUNNING
         return _run(gather, once, as_json, program)
     except control.ControlError as exc:
         print(f"{program}: {exc}", file=sys.stderr)
@@ -211,23 +298,24 @@ def _run(
         return 0
     if once or not sys.stdout.isatty():
         plain = not sys.stdout.isatty()
-        console = Console(no_color=plain, width=200 if plain else None, soft_wrap=False)
-        console.print(render(gather(), plain=plain))
+        # A pipe or a file gets every column (COLUMNS narrows it); a terminal gets its width.
+        width = int(os.environ.get("COLUMNS", PLAIN_WIDTH)) if plain else None
+        console = Console(no_color=plain, width=width, soft_wrap=False)
+        console.print(render(gather(), plain=plain, width=console.width))
         return 0
     console = Console()
     keys = _Keys()
+
+    def screen() -> RenderableType:
+        return with_help(render(gather(), width=console.width), program)
+
     try:
         with (
             _cbreak(),
-            Live(
-                with_help(render(gather()), program),
-                console=console,
-                screen=True,
-                auto_refresh=False,
-            ) as live,
+            Live(screen(), console=console, screen=True, auto_refresh=False) as live,
         ):
             while "q" not in keys.wait(REFRESH).lower():
-                live.update(with_help(render(gather()), program), refresh=True)
+                live.update(screen(), refresh=True)
     except KeyboardInterrupt:
         pass
     return 0

@@ -10,11 +10,14 @@ import asyncio
 import logging
 import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from dupsession import control
 from dupsession.aio.loop import run
-from dupsession.cli import EXIT_INTERRUPTED, add_version_option
+from dupsession.cli import EXIT_INTERRUPTED, add_version_option, version
 from dupsession.core.session import SessionConfig
 from dupsession.keyfile import KeyFileError, load
 from dupsession.pathspec import PathSpecError, parse_hostport
@@ -133,7 +136,9 @@ async def serve(
     try:
         if control_path != Path("none"):
             path = control_path or control.socket_path("relayd", str(server.address[1]))
-            control_server = control.ControlServer(path, "relayd", server.snapshot)
+            control_server = control.ControlServer(
+                path, "relayd", server.snapshot, daemon_facts(server, time.monotonic())
+            )
             await control_server.start()
             closers.append(control_server.close)
             log.info("control socket %s", path)
@@ -160,6 +165,26 @@ async def serve(
     await asyncio.sleep(0.05)  # let the CLOSE frames leave
     log.info("stopped")
     return 0
+
+
+def daemon_facts(server: ExitServer, started: float) -> Callable[[], dict[str, Any]]:
+    """relayd's own lines in `relayd status`: read live, so a reloaded allow-list shows."""
+
+    def facts() -> dict[str, Any]:
+        assert server.address is not None
+        host, port = server.address[:2]
+        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return {
+            "version": version(),
+            "listen": [f"udp+tcp {listen}"],
+            "allow": sorted(
+                f"{h}:{'*' if p is None else p}" for h, p in server.config.allow.entries
+            ),
+            "max_sessions": server.config.max_sessions,
+            "uptime": time.monotonic() - started,
+        }
+
+    return facts
 
 
 def _forwards(args: argparse.Namespace) -> list[Forward]:

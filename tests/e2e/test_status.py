@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from dupsession import control
+from dupsession.cli import version
 from dupsession.shim import Impairment
 from tests.e2e.proxycmd import stop_pid
 from tests.e2e.relay import Relay, start_relay
@@ -163,12 +164,16 @@ class LiveSession:
     env: dict[str, str]  #: for subprocesses: only this module's control sockets are seen
     relay: Relay
     target_port: int
-    specs: dict[str, str]  #: route name -> the client's --path URL
+    specs: dict[str, str]  #: route name -> the client's --path URL (without its ?via=NAME)
     typist: Typist
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.target_port}"
+
+    def label(self, route: Route) -> str:
+        """The path's short name in the views: uplink/via/transport."""
+        return f"default/{route.name}/udp"
 
     def route_of_spec(self, spec: str) -> Route:
         names = [name for name, s in self.specs.items() if s == spec]
@@ -230,7 +235,7 @@ def start_live_session(
             specs[route.name] = f"udp://127.0.0.1:{shim.port}"
         args = ["--key", str(relay.key)]
         for route in ROUTES:
-            args += ["--path", specs[route.name]]
+            args += ["--path", f"{specs[route.name]}?via={route.name}"]
         typist = Typist([*args, "127.0.0.1", str(target.port)], env)
     except BaseException:
         relay.stop(check=False)
@@ -258,10 +263,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSession]:
 
 # -- reading the tables -------------------------------------------------------------------------
 
-HEADER = (
+#: Columns shown at every width, and all of them (a pipe gets every column).
+ALWAYS = ["path", "state", "rtt ms", "loss up", "loss down"]
+ALL = [
     "path",
-    "uplink",
-    "via",
     "state",
     "rtt ms",
     "spread",
@@ -271,7 +276,8 @@ HEADER = (
     "first down",
     "lag up ms",
     "lag down ms",
-)
+    "url",
+]
 FIRST = re.compile(r"(?P<share>\d+)% \((?P<count>\d+)\)")
 
 
@@ -283,12 +289,13 @@ def parse_rows(screen: str) -> list[dict[str, str]]:
     """
     rows: list[dict[str, str]] = []
     in_table = False
+    header: list[str] = []
     for line in screen.splitlines():
         cells = [c for c in re.split(r"\s{2,}", line.replace("|", " ").strip()) if c]
-        if tuple(cells) == HEADER:
-            in_table = True
-        elif in_table and len(cells) == len(HEADER):
-            rows.append(dict(zip(HEADER, cells, strict=True)))
+        if cells[:2] == ["path", "state"]:
+            in_table, header = True, cells
+        elif in_table and len(cells) == len(header):
+            rows.append(dict(zip(header, cells, strict=True)))
         elif in_table and cells and not set("".join(cells)) <= set("+-─━ "):
             in_table = False  # the next session's title, or anything else
     return rows
@@ -310,6 +317,8 @@ def check_rows(rows: list[dict[str, str]], route_of: dict[str, Route]) -> None:
         assert row["state"] == "up", row
         rtt = float(row["rtt ms"]) / 1e3
         assert close_to(rtt, route.rtt), f"{route.name}: rtt {rtt} vs {route.rtt}: {row}"
+        if "lag up ms" not in row:
+            continue  # a narrow view: the lag columns did not fit
         lag_up, lag_down = lags[route.name]
         if route.name != FIRST_UP:
             measured = float(row["lag up ms"]) / 1e3
@@ -317,6 +326,8 @@ def check_rows(rows: list[dict[str, str]], route_of: dict[str, Route]) -> None:
         if route.name != FIRST_DOWN:
             measured = float(row["lag down ms"]) / 1e3
             assert close_to(measured, lag_down), f"{route.name} lag down {measured}: {row}"
+    if not all("first up" in row for row in rows):
+        return
     ups = {name: first_count(row["first up"]) for name, row in by_route.items()}
     downs = {name: first_count(row["first down"]) for name, row in by_route.items()}
     assert max(ups, key=ups.__getitem__) == FIRST_UP, ups
@@ -327,7 +338,7 @@ def check_rows(rows: list[dict[str, str]], route_of: dict[str, Route]) -> None:
 
 
 def client_route_map(live: LiveSession) -> dict[str, Route]:
-    return {spec: live.route_of_spec(spec) for spec in live.specs.values()}
+    return {live.label(route): route for route in ROUTES}
 
 
 # -- the live view in a real terminal -----------------------------------------------------------
@@ -351,13 +362,19 @@ def shell_wrapped(argv: Sequence[str], stdin_devnull: bool = False) -> list[str]
 
 
 class TmuxPane:
-    """One command in a detached 220x50 tmux pane on a private tmux server.
+    """One command in a detached tmux pane (220x50 unless told) on a private tmux server.
 
     The server has its own socket name (`-L`), so nothing here touches the user's tmux; it
     keeps dead panes (remain-on-exit) so the command's exit status can be read.
     """
 
-    def __init__(self, workdir: Path, argv: Sequence[str], env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        argv: Sequence[str],
+        env: dict[str, str],
+        size: tuple[int, int] = (220, 50),
+    ) -> None:
         self.tmux = require_binary("tmux")
         self.name = f"dupsession-test-{os.getpid()}-{secrets.token_hex(4)}"
         self.target = f"={self.name}:"  # exact session name, its current window
@@ -372,7 +389,8 @@ class TmuxPane:
         ]
         self.closed = False
         self._tmux(
-            "-f", str(conf), "new-session", "-d", "-s", self.name, "-x", "220", "-y", "50",
+            "-f", str(conf), "new-session", "-d", "-s", self.name, "-x", str(size[0]),
+            "-y", str(size[1]),
             *session_env, "--", *argv,
         )  # fmt: skip
 
@@ -442,8 +460,10 @@ class TmuxPane:
 def pane_factory(tmp_path: Path) -> Iterator[Any]:
     panes: list[TmuxPane] = []
 
-    def make(argv: Sequence[str], env: dict[str, str]) -> TmuxPane:
-        pane = TmuxPane(tmp_path, argv, env)
+    def make(
+        argv: Sequence[str], env: dict[str, str], size: tuple[int, int] = (220, 50)
+    ) -> TmuxPane:
+        pane = TmuxPane(tmp_path, argv, env, size)
         panes.append(pane)
         return pane
 
@@ -545,7 +565,8 @@ def test_once_prints_plain_text(live: LiveSession, once: bool) -> None:
     assert out.count(live.target) == 1
     rows = parse_rows(out)
     assert len(rows) == len(ROUTES), out
-    assert all(row["uplink"] == "default" and row["via"] == "direct" for row in rows)
+    assert list(rows[0]) == ALL  # a pipe gets every column
+    assert [row["url"] for row in rows] == [live.specs[r.name] for r in ROUTES]
     check_rows(rows, client_route_map(live))
     doc = live.client_document()["sessions"][0]
     assert f"session {doc['session_id']}" in out
@@ -620,37 +641,99 @@ def test_relayd_status_shows_the_same_session(live: LiveSession) -> None:
 
     out = run_cli(live, relayd, "status", "--once")
     assert "\x1b" not in out
-    title = next(line for line in out.splitlines() if live.target in line)
+    title = next(line for line in out.splitlines() if line.startswith(live.target))
     assert "exit" in title and f"session {client_doc['session_id']}" in title
     rows = parse_rows(out)
     assert len(rows) == len(ROUTES), out
-    assert all(row["uplink"] == "-" and row["via"] == "-" for row in rows)
+    header = out.splitlines()[:3]
+    assert header[0].startswith(f"relayd {version()}  pid {live.relay.pid}  up "), header
+    assert header[0].endswith("sessions 1/1024"), header
+    assert header[1] == f"  listen udp+tcp 127.0.0.1:{live.relay.port}", header
+    assert header[2] == f"  allow  127.0.0.1:{live.target_port}", header
     check_rows(rows, route_of)
     # And the client's view does not list the exit's side, nor the exit the client's.
     assert "udp from" not in run_cli(live, require_binary("dupsession"), "status", "--once")
     assert "udp://" not in out
 
 
+def _status(program: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [require_binary(program), "status", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def test_status_without_sessions(tmp_path: Path) -> None:
+    """No session is not an error; no relayd at all is said as such (exit 3)."""
     run_dir = tmp_path / "empty-run"
     env = {**os.environ, "DUPSESSION_RUNTIME_DIR": str(run_dir)}
+    result = _status("dupsession", env, "--once")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "no dupsession sessions on this machine"
+    result = _status("relayd", env, "--once")
+    assert result.returncode == 3, result
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        f"relayd is not running on this machine (no control socket in {run_dir}"
+    )
     for program in ("dupsession", "relayd"):
-        result = subprocess.run(
-            [require_binary(program), "status", "--once"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.strip() == "no dupsession sessions on this machine"
-        result = subprocess.run(
-            [require_binary(program), "status", "--json"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
-        assert json.loads(result.stdout) == []
+        result = _status(program, env, "--json")
+        assert result.returncode == 0 and json.loads(result.stdout) == []
+
+
+def test_relayd_status_running_without_sessions(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    env = {**os.environ, "DUPSESSION_RUNTIME_DIR": str(run_dir)}
+    relay = start_relay(
+        tmp_path / "relay",
+        ["localhost:22", "127.0.0.1:*"],
+        extra_args=["--control", str(run_dir / "relayd-x.sock")],
+    )
+    try:
+        result = _status("relayd", env, "--once")
+    finally:
+        relay.stop()
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"relayd {version()}  pid {relay.pid}  up "), lines
+    assert lines[0].endswith("  sessions 0/1024"), lines
+    assert lines[1:] == [
+        f"  listen udp+tcp 127.0.0.1:{relay.port}",
+        "  allow  127.0.0.1:*, localhost:22",
+        "  no sessions",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("size", "columns"),
+    [
+        ((80, 24), ALWAYS),
+        ((160, 48), ALL[:10]),  # and the URL too when, as here, it is short
+    ],
+    ids=["80x24", "160x48"],
+)
+def test_live_view_fits_the_terminal(
+    size: tuple[int, int], columns: list[str], live: LiveSession, pane_factory: Any
+) -> None:
+    """State, RTT and loss at 80 columns; more columns as the terminal widens; nothing cut."""
+    pane = pane_factory(shell_wrapped([require_binary("dupsession"), "status"]), live.env, size)
+    route_of = client_route_map(live)
+
+    def complete(screen: str) -> bool:
+        return {r["path"] for r in parse_rows(screen) if r["rtt ms"] != "-"} >= set(route_of)
+
+    screen = pane.wait_for(complete, 15, "a status table with every path")
+    assert pane.display("#{window_width}x#{window_height}") == f"{size[0]}x{size[1]}"
+    rows = parse_rows(screen)
+    assert all(list(row)[: len(columns)] == columns for row in rows), screen
+    assert size[0] > 80 or all(list(row) == columns for row in rows), screen
+    assert "…" not in screen, screen  # no cell or title truncated
+    assert all(len(line) <= size[0] for line in screen.splitlines())
+    check_rows(rows, route_of)
+    pane.send_keys("q")
+    assert pane.wait_exit(5) == 0
