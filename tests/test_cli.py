@@ -202,14 +202,19 @@ def test_ctrl_c_is_quiet_130(argv: list[str], home: Path) -> None:
     silent.bind(("127.0.0.1", 0))
     where = f"127.0.0.1:{silent.getsockname()[1]}"
     argv = [a.replace("KEY", str(key)).replace("SILENT", where) for a in argv]
+    run_dir = home / "run"
     process = subprocess.Popen(
         [sys.executable, "-m", "dupsession.cli", *argv],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=env_for(home),
+        env=env_for(home, DUPSESSION_RUNTIME_DIR=str(run_dir)),
     )
-    time.sleep(1.5)
+    # Ctrl-C once it runs (its control socket exists), not while Python is still importing.
+    deadline = time.monotonic() + TIMEOUT
+    while not list(run_dir.glob("*.sock")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=TIMEOUT)
     silent.close()
