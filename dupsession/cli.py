@@ -23,6 +23,7 @@ from pathlib import Path
 from dupsession import keyfile, logsetup, settings
 from dupsession.aio.loop import run
 from dupsession.client import ExitCode
+from dupsession.core.policy import Policy
 from dupsession.core.session import SessionConfig
 
 #: 128 + SIGINT, what a shell reports for a Ctrl-C'd command.
@@ -131,6 +132,20 @@ def _add_session_options(parser: argparse.ArgumentParser) -> None:
         help="encrypt the stream's bytes end to end (ChaCha20); default: on for `forward`, "
         "off for the ProxyCommand form, whose ssh stream is already encrypted",
     )
+    parser.add_argument(
+        "--policy",
+        choices=[p.value for p in Policy],
+        help="how frames use the paths: redundant (every frame on every path, the default), "
+        "best-k (on the k best paths), stripe (each frame once, on the path that delivers it "
+        "first: the paths' summed bandwidth), auto (copies while paths have room, stripes the "
+        "rest); e.g. --policy auto",
+    )
+    parser.add_argument(
+        "--best-k",
+        type=int,
+        metavar="N",
+        help="paths best-k puts each frame on (default: 2); e.g. --best-k 3",
+    )
 
 
 def _load_settings(
@@ -140,7 +155,9 @@ def _load_settings(
     logsetup.configure(args.verbose)
     try:
         loaded = settings.load(args.config, host, args.exit, need_paths=not args.path)
-        loaded = settings.with_overrides(loaded, args.key, args.path, args.grace, args.encrypt)
+        loaded = settings.with_overrides(
+            loaded, args.key, args.path, args.grace, args.encrypt, args.policy, args.best_k
+        )
     except settings.SettingsError as exc:
         print(f"dupsession: {exc}", file=sys.stderr)
         return ExitCode.USAGE

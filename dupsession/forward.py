@@ -135,7 +135,12 @@ class LocalConnection(asyncio.Protocol):
     async def _run(self) -> None:
         settings = self.settings
         encrypt = settings.encrypt if settings.encrypt is not None else True
-        client = Client(settings, self.spec.target, self.forwarder.psk, Features(encrypt=encrypt))
+        client = Client(
+            settings,
+            self.spec.target,
+            self.forwarder.psk,
+            Features(encrypt=encrypt, schedule=settings.schedule()),
+        )
         client.origin = f"forward {self.spec.bind}:{self.spec.port} from {self.peer}"
         try:
             await client.connect()

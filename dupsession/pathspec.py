@@ -7,9 +7,10 @@
                                port, with the user's own keys, agent and known_hosts
 
 Options, after `?`: `bind=IFACE_OR_ADDR` pins the path to an uplink; `via=NAME` labels the
-route in status views (default: `direct`, or the relay's host); for ssh, `exit=` (required),
-`identity=FILE`, `known_hosts=FILE` and `pty=no` (skip the pty session that makes sshd
-disable Nagle: only for measuring what it buys).
+route in status views (default: `direct`, or the relay's host); `tier=primary|overflow|backup`
+says when the path carries data (default primary; docs/ARCHITECTURE.md, tiers); for ssh,
+`exit=` (required), `identity=FILE`, `known_hosts=FILE` and `pty=no` (skip the pty session
+that makes sshd disable Nagle: only for measuring what it buys).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
+from dupsession.core.policy import Tier
+
 SCHEMES = ("udp", "tcp", "ssh")
 SSH_DEFAULT_PORT = 22
 _OPTIONS = {
-    "udp": {"bind", "via"},
-    "tcp": {"bind", "via"},
-    "ssh": {"bind", "via", "exit", "identity", "known_hosts", "pty"},
+    "udp": {"bind", "via", "tier"},
+    "tcp": {"bind", "via", "tier"},
+    "ssh": {"bind", "via", "tier", "exit", "identity", "known_hosts", "pty"},
 }
 
 
@@ -44,6 +47,7 @@ class PathSpec:
     identity: str | None = None  #: ssh only: private key file (default: agent and ~/.ssh)
     known_hosts: str | None = None  #: ssh only (default: ~/.ssh/known_hosts)
     pty: bool = True  #: ssh only: open the pty session that makes sshd set TCP_NODELAY
+    tier: Tier = Tier.PRIMARY  #: when the path carries data (metered and backup links)
 
     @property
     def datagram(self) -> bool:
@@ -62,6 +66,8 @@ class PathSpec:
             options.append(f"exit={self.exit[0]}:{self.exit[1]}")
         if self.uplink:
             options.append(f"bind={self.uplink}")
+        if self.tier is not Tier.PRIMARY:
+            options.append(f"tier={self.tier}")
         suffix = "?" + "&".join(options) if options else ""
         return f"{self.scheme}://{user}{host}:{self.port}{suffix}"
 
@@ -97,6 +103,7 @@ def parse_path(url: str, via: str | None = None) -> PathSpec:
             )
         exit_address = parse_hostport(query["exit"], f"path {url!r}: exit")
     label = query.get("via") or via
+    tier = parse_tier(query.get("tier", "primary"), f"path {url!r}")
     if label is None:
         label = parts.hostname if parts.scheme == "ssh" else "direct"
     return PathSpec(
@@ -110,7 +117,17 @@ def parse_path(url: str, via: str | None = None) -> PathSpec:
         identity=query.get("identity") or None,
         known_hosts=query.get("known_hosts") or None,
         pty=query.get("pty", "yes").lower() not in ("no", "0", "false"),
+        tier=tier,
     )
+
+
+def parse_tier(text: str, where: str) -> Tier:
+    try:
+        return Tier(text)
+    except ValueError:
+        raise PathSpecError(
+            f"{where}: tier must be {', '.join(t.value for t in Tier)}, not {text!r}"
+        ) from None
 
 
 def short_labels(specs: Mapping[int, PathSpec]) -> dict[int, str]:

@@ -209,7 +209,12 @@ async def run(settings: ClientSettings, host: str, port: int) -> int:
         return ExitCode.USAGE
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     # ssh encrypts its own stream: encrypting it again costs CPU for nothing, unless asked.
-    client = Client(settings, target, psk, Features(encrypt=settings.encrypt is True))
+    client = Client(
+        settings,
+        target,
+        psk,
+        Features(encrypt=settings.encrypt is True, schedule=settings.schedule()),
+    )
     stream = StdioStream()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

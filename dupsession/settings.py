@@ -37,8 +37,9 @@ from typing import Any
 
 import platformdirs
 
+from dupsession.core.policy import DEFAULT_BEST_K, MAX_BEST_K, Policy, Schedule, Tier
 from dupsession.core.session import SessionConfig
-from dupsession.pathspec import PathSpec, PathSpecError, parse_hostport, parse_path
+from dupsession.pathspec import PathSpec, PathSpecError, parse_hostport, parse_path, parse_tier
 
 APP = "dupsession"
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -69,11 +70,23 @@ class ClientSettings:
     #: Encrypt DATA payloads (core/seal.py); None: the command's default (`forward`: on,
     #: ProxyCommand: off, as ssh encrypts its own stream).
     encrypt: bool | None = None
+    #: Scheduling policy and best-k's k (core/policy.py); each path's tier is in its spec.
+    policy: Policy = Policy.REDUNDANT
+    best_k: int = DEFAULT_BEST_K
+
+    def schedule(self) -> Schedule:
+        """What the HELLO's SCHEDULE option asks for; paths are numbered from 1, in order."""
+        tiers = tuple(
+            (i, spec.tier) for i, spec in enumerate(self.paths, 1) if spec.tier is not Tier.PRIMARY
+        )
+        return Schedule(self.policy, self.best_k, tiers)
 
 
 _SCALARS = ("connect_timeout", "grace_period", "probe_interval")
 _FLAGS = ("encrypt",)
+_SCHEDULE_KEYS = ("policy", "best_k")
 _TOP_KEYS = {
+    *_SCHEDULE_KEYS,
     "key",
     "paths",
     "uplinks",
@@ -85,9 +98,10 @@ _TOP_KEYS = {
     *_SCALARS,
     *_FLAGS,
 }
-_HOST_KEYS = {"key", "paths", "uplinks", "exit", *_SCALARS, *_FLAGS}
+_HOST_KEYS = {"key", "paths", "uplinks", "exit", *_SCALARS, *_FLAGS, *_SCHEDULE_KEYS}
 _EXIT_KEYS = {"address", "transports"}
-_RELAY_KEYS = {"url", "exit", "exit_address"}
+_RELAY_KEYS = {"url", "exit", "exit_address", "tier"}
+_UPLINK_KEYS = {"bind", "tier"}
 _FORWARD_KEYS = {"listen", "target"}
 #: `dupsession forward` listens here unless told otherwise: never on the network by accident.
 DEFAULT_FORWARD_BIND = "127.0.0.1"
@@ -196,6 +210,9 @@ def _scalars(settings: ClientSettings, table: dict[str, Any], where: str) -> Cli
             if not isinstance(table[name], bool):
                 raise SettingsError(f"{where}: {name!r} must be true or false")
             settings = replace(settings, **{name: table[name]})
+    if "policy" in table or "best_k" in table:
+        policy, best_k = table.get("policy", settings.policy), table.get("best_k", settings.best_k)
+        settings = replace(settings, **_schedule_choice(policy, best_k, where))
     for name in _SCALARS:
         if name in table:
             value = table[name]
@@ -209,8 +226,53 @@ def _scalars(settings: ClientSettings, table: dict[str, Any], where: str) -> Cli
     return settings
 
 
+def _schedule_choice(policy: Any, best_k: Any, where: str) -> dict[str, Any]:
+    """Validated `policy` and `best_k` (config keys or the --policy/--best-k flags)."""
+    try:
+        chosen = Policy(policy)
+    except ValueError:
+        raise SettingsError(
+            f"{where}: policy must be one of {', '.join(p.value for p in Policy)}, not {policy!r}"
+        ) from None
+    if not isinstance(best_k, int) or isinstance(best_k, bool) or not 1 <= best_k <= MAX_BEST_K:
+        raise SettingsError(f"{where}: best_k must be a whole number from 1 to {MAX_BEST_K}")
+    return {"policy": chosen, "best_k": best_k}
+
+
+def _uplinks(value: Any, where: str) -> list[tuple[str | None, Tier]]:
+    """`uplinks = ["wlan0", {bind = "usb0", tier = "backup"}]`: names, or tables with a tier."""
+    if not isinstance(value, list):
+        raise SettingsError(f"{where}: 'uplinks' must be a list")
+    out: list[tuple[str | None, Tier]] = []
+    for entry in value:
+        if isinstance(entry, str):
+            out.append((entry, Tier.PRIMARY))
+            continue
+        label = f"{where}: uplink {entry!r}"
+        table = _table(entry, label)
+        _check_keys(table, _UPLINK_KEYS, label)
+        if not isinstance(table.get("bind"), str):
+            raise SettingsError(f'{label}: needs bind = "IFACE_OR_ADDR"')
+        out.append((table["bind"], _tier(table, label)))
+    return out
+
+
+def _tier(table: dict[str, Any], where: str) -> Tier:
+    try:
+        return parse_tier(str(table.get("tier", "primary")), where)
+    except PathSpecError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
+#: The stricter of two tiers wins: a backup uplink keeps every route over it a backup.
+_TIER_RANK = {Tier.PRIMARY: 0, Tier.OVERFLOW: 1, Tier.BACKUP: 2}
+
+
 def _route_paths(
-    document: dict[str, Any], exit_name: str, uplinks: list[str | None], where: str
+    document: dict[str, Any],
+    exit_name: str,
+    uplinks: list[tuple[str | None, Tier]],
+    where: str,
 ) -> list[PathSpec]:
     """uplinks x (direct transports of the exit + the exit's relays)."""
     exits = _table(document.get("exits", {}), f"{where}: [exits]")
@@ -240,10 +302,17 @@ def _route_paths(
             forward = relay.get("exit_address", f"{host}:{port}")
             url += ("&" if "?" in url else "?") + f"exit={forward}"
         try:
-            routes.append(parse_path(url, via=name))
+            route = parse_path(url, via=name)
         except PathSpecError as exc:
             raise SettingsError(f"{where}: [relays.{name}] {exc}") from exc
-    return [replace(route, uplink=uplink) for uplink in uplinks for route in routes]
+        if "tier" in relay:
+            route = replace(route, tier=_tier(relay, f"{where}: [relays.{name}]"))
+        routes.append(route)
+    return [
+        replace(route, uplink=uplink, tier=max(route.tier, tier, key=_TIER_RANK.__getitem__))
+        for uplink, tier in uplinks
+        for route in routes
+    ]
 
 
 def _resolve(
@@ -269,13 +338,13 @@ def _resolve(
     if exit_override is not None:
         merged["exit"] = exit_override
     settings = _scalars(ClientSettings(), merged, where)
-    uplinks: list[str | None] = list(_strings(merged.get("uplinks", []), where, "uplinks"))
+    uplinks = _uplinks(merged.get("uplinks", []), where)
     paths: list[PathSpec] = []
     exit_name = merged.get("exit")
     if exit_name is not None:
         if not isinstance(exit_name, str):
             raise SettingsError(f"{where}: 'exit' must be the name of an [exits] table")
-        paths += _route_paths(document, exit_name, uplinks or [None], where)
+        paths += _route_paths(document, exit_name, uplinks or [(None, Tier.PRIMARY)], where)
     try:
         paths += [parse_path(p) for p in _strings(merged.get("paths", []), where, "paths")]
     except PathSpecError as exc:
@@ -322,6 +391,8 @@ def with_overrides(
     paths: list[str],
     grace_period: float | None = None,
     encrypt: bool | None = None,
+    policy: str | None = None,
+    best_k: int | None = None,
 ) -> ClientSettings:
     """Command-line flags win over the file: `--path` replaces the configured paths (and
     stops the config file from being watched for path changes)."""
@@ -339,4 +410,11 @@ def with_overrides(
         settings = replace(settings, session=replace(settings.session, grace_period=grace_period))
     if encrypt is not None:
         settings = replace(settings, encrypt=encrypt)
+    if policy is not None or best_k is not None:
+        chosen = _schedule_choice(
+            settings.policy if policy is None else policy,
+            settings.best_k if best_k is None else best_k,
+            "--policy/--best-k",
+        )
+        settings = replace(settings, **chosen)
     return settings

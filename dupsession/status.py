@@ -122,6 +122,7 @@ class Column:
 COLUMNS = (
     Column("path", 0, lambda r: r.path.get("label") or r.path.get("spec", "?"), "left"),
     Column("state", 0, _state, "left"),
+    Column("tier", 1, lambda r: r.path.get("tier", "primary"), "left"),
     Column("rtt ms", 0, lambda r: _ms(r.path.get("rtt"))),
     Column("spread", 2, lambda r: sparkline(r.path.get("rtt_recent", [])), "left"),
     Column("loss up", 0, lambda r: _pct(r.up.get("loss"))),
@@ -156,6 +157,7 @@ def _title(doc: dict[str, Any], wide: bool) -> Text:
         f"  {doc.get('role', '?')}  ",
         (state, STATE_STYLE.get(state, "")),
         f"  age {doc.get('age', 0):.0f} s  up {_bytes(sent_up)}  down {_bytes(sent_down)}",
+        f"  {doc['policy']}" if doc.get("policy") else "",
         (f"  session {doc['session_id']}" if wide and doc.get("session_id") else "", "dim"),
     )
 

@@ -161,7 +161,7 @@ EXIT = '[exits.home]\naddress = "198.18.0.1:7300"\n'
             'exit = "home"\n'
             + EXIT
             + '[relays.x]\nurl = "udp://198.18.1.1:7400"\nbind = "wlan0"\n',
-            r"\[relays\.x\]: unknown key bind \(known here: exit, exit_address, url\)",
+            r"\[relays\.x\]: unknown key bind \(known here: exit, exit_address, tier, url\)",
         ),
         ('exit = "home"\n' + EXIT + "port = 7300\n", r"\[exits\.home\]: unknown key port"),
         ('exit = "home"\nuplink = ["wlan0"]\n' + EXIT, r"config\.toml: unknown key uplink"),

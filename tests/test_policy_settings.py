@@ -1,0 +1,108 @@
+"""--policy/--best-k, `policy`/`best_k` in config.toml (globally and per host), path tiers from
+URLs, uplinks and relays, and what the client then asks the exit for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dupsession import settings
+from dupsession.core.policy import Policy, Schedule, Tier
+from dupsession.pathspec import PathSpecError, parse_path
+
+CONFIG = """
+policy = "stripe"
+best_k = 3
+exit = "home"
+uplinks = ["wlan0", {bind = "usb0", tier = "backup"}]
+
+[exits.home]
+address = "198.18.0.1:7300"
+transports = ["udp"]
+
+[relays.vps]
+url = "udp://198.18.0.9:7301"
+tier = "overflow"
+
+[hosts.box]
+policy = "best-k"
+"""
+
+
+def load(tmp_path: Path, text: str, host: str | None = None) -> settings.ClientSettings:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return settings.load(path, host)
+
+
+def test_path_url_tier() -> None:
+    spec = parse_path("udp://198.18.0.1:7300?tier=backup")
+    assert spec.tier is Tier.BACKUP
+    assert str(spec) == "udp://198.18.0.1:7300?tier=backup"
+    assert parse_path("tcp://198.18.0.1:7300").tier is Tier.PRIMARY
+    with pytest.raises(PathSpecError, match="tier must be primary, overflow, backup, not 'cheap'"):
+        parse_path("udp://198.18.0.1:7300?tier=cheap")
+
+
+def test_config_policy_tiers_and_host_override(tmp_path: Path) -> None:
+    loaded = load(tmp_path, CONFIG)
+    assert (loaded.policy, loaded.best_k) == (Policy.STRIPE, 3)
+    tiers = [(p.uplink, p.via, p.tier) for p in loaded.paths]
+    assert tiers == [
+        ("wlan0", "direct", Tier.PRIMARY),
+        ("wlan0", "vps", Tier.OVERFLOW),
+        ("usb0", "direct", Tier.BACKUP),
+        ("usb0", "vps", Tier.BACKUP),  # the stricter of uplink and relay
+    ]
+    # paths are numbered from 1 in the HELLO, as the client opens them
+    assert loaded.schedule() == Schedule(
+        Policy.STRIPE, 3, ((2, Tier.OVERFLOW), (3, Tier.BACKUP), (4, Tier.BACKUP))
+    )
+    assert load(tmp_path, CONFIG, "box").policy is Policy.BEST_K
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('policy = "fast"\n', "policy must be one of redundant, best-k, stripe, auto, not 'fast'"),
+        ("best_k = 0\n", "best_k must be a whole number from 1 to 255"),
+        ('best_k = "2"\n', "best_k must be a whole number"),
+        ('uplinks = [{bind = "usb0", tier = "spare"}]\n', "tier must be primary"),
+        ('uplinks = [{name = "usb0"}]\n', "unknown key"),
+        ('[hosts.x]\npolicy = "x"\n', "policy must be one of"),
+    ],
+)
+def test_bad_policy_settings_are_named(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(settings.SettingsError, match=message):
+        load(tmp_path, text, "x")
+
+
+def test_flags_win_over_the_file(tmp_path: Path) -> None:
+    loaded = load(tmp_path, CONFIG)
+    flagged = settings.with_overrides(loaded, None, [], policy="auto", best_k=1)
+    assert (flagged.policy, flagged.best_k) == (Policy.AUTO, 1)
+    with pytest.raises(settings.SettingsError, match="--policy/--best-k: best_k"):
+        settings.with_overrides(loaded, None, [], best_k=300)
+    assert settings.with_overrides(loaded, None, [], best_k=4).policy is Policy.STRIPE
+
+
+def test_status_shows_policy_tier_and_first_delivery_share() -> None:
+    from rich.console import Console
+
+    from dupsession.status import render
+
+    path = {"state": "up", "inbound": {"first": 0}, "outbound": {"first": 0}}
+    doc = {
+        "role": "client",
+        "policy": "stripe",
+        "paths": [
+            {**path, "id": 1, "tier": "primary", "outbound": {"first": 300}},
+            {**path, "id": 2, "tier": "backup", "outbound": {"first": 100}},
+        ],
+    }
+    console = Console(width=200, record=True)
+    console.print(render([{"sessions": [doc]}], plain=True))
+    text = console.export_text()
+    assert "  stripe" in text
+    assert "backup" in text and "75% (300)" in text and "25% (100)" in text
