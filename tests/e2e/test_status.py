@@ -268,6 +268,7 @@ ALWAYS = ["path", "state", "rtt ms", "loss up", "loss down"]
 ALL = [
     "path",
     "state",
+    "tier",
     "rtt ms",
     "spread",
     "loss up",
