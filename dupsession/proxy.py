@@ -40,13 +40,15 @@ PUMP_CHUNK = 64 * 1024
 
 
 def _pollable(fd: int) -> bool:
-    """Whether the event loop can watch `fd`: pipes, sockets and ttys yes, files no.
+    """Whether the event loop can watch `fd`: pipes and sockets yes; files and ttys no.
 
     uvloop aborts the whole process (SIGABRT, no message) when asked to watch a regular file
     or /dev/null, and plain asyncio refuses them; `dupsession ... </dev/null >out` must work.
+    A terminal it accepts but never reads (typed lines were silently never sent), so
+    `dupsession HOST PORT` typed at a shell, like nc, goes through a pump thread too.
     """
     mode = os.fstat(fd).st_mode
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+    return (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) and not os.isatty(fd)
 
 
 def _grow_pipe(fd: int) -> None:
@@ -105,7 +107,7 @@ class _StdoutProtocol(asyncio.Protocol):
 
 
 class StdioStream:
-    """stdin/stdout as asyncio pipe transports (pipes, sockets and ttys all work)."""
+    """stdin/stdout as asyncio pipe transports (pipes, sockets, ttys and files all work)."""
 
     def __init__(self) -> None:
         self.reader: asyncio.ReadTransport | None = None
@@ -122,8 +124,8 @@ class StdioStream:
         # Duplicate the fds so closing the transports never closes fds Python itself owns.
         in_fd = os.dup(sys.stdin.fileno())
         out_fd = os.dup(sys.stdout.fileno())
-        # A regular file or /dev/null cannot be watched by the loop: a thread copies it
-        # through a pipe instead, which the loop can watch (and which keeps backpressure).
+        # A regular file, /dev/null or a terminal cannot be watched by the loop: a thread
+        # copies it through a pipe instead, which the loop can watch (and keeps backpressure).
         if not _pollable(in_fd):
             pipe_r, pipe_w = os.pipe()
             _pump(in_fd, pipe_w)

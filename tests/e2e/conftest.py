@@ -14,6 +14,7 @@ from tests.e2e.proxycmd import ProxyProbe
 from tests.e2e.relay import Relay, start_relay
 from tests.e2e.shims import ShimThread
 from tests.e2e.sshd import PrivateSshd, private_sshd
+from tests.e2e.tmux import TmuxPane
 
 E2E_DIR = Path(__file__).parent
 
@@ -106,3 +107,20 @@ def bulk_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
             handle.write(chunk)
             remaining -= len(chunk)
     return path, digest.hexdigest()
+
+
+@pytest.fixture
+def pane_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start commands in tmux panes with `pane_factory(argv, env, size)`; closed at teardown."""
+    panes: list[TmuxPane] = []
+
+    def make(
+        argv: Sequence[str], env: dict[str, str], size: tuple[int, int] = (220, 50)
+    ) -> TmuxPane:
+        pane = TmuxPane(tmp_path, argv, env, size)
+        panes.append(pane)
+        return pane
+
+    yield make
+    for pane in panes:
+        pane.close()
