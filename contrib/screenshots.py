@@ -134,7 +134,7 @@ async def capture(seconds: float) -> tuple[list[dict[str, Any]], RenderableType]
     from dupsession.echo import open_echo_session, type_keystrokes
     from dupsession.pathspec import PathSpec
     from dupsession.settings import ClientSettings
-    from dupsession.shim import Impairment, UdpShim
+    from dupsession.testing.shim import Impairment, UdpShim
     from relayd.acl import AllowList
     from relayd.server import ExitConfig, ExitServer
 

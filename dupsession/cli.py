@@ -225,9 +225,10 @@ def _demo_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from dupsession import demo
-
-    return run(demo.demo(args.seconds, args.seed))
+    # The demo runs an exit in-process, so it lives with the daemon (relayd.demo): this
+    # package never imports relayd (tests/test_import_graph.py). Same interpreter, same install.
+    argv = [sys.executable, "-m", "relayd.demo", "--seconds", str(args.seconds)]
+    os.execv(sys.executable, [*argv, "--seed", str(args.seed)])
 
 
 def _status_options(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 from dupsession import control, failures
 from dupsession.aio.driver import SessionDriver
-from dupsession.aio.transports import TcpPath, UdpPath, open_path
+from dupsession.aio.streampath import StreamPath
+from dupsession.aio.transports import UdpPath, open_path
 from dupsession.core import events, negotiate, wire
 from dupsession.core.handshake import ClientHandshake, HandshakeError, SessionKeys
 from dupsession.core.session import Role, Session, SessionState
@@ -97,7 +98,7 @@ class Client:
         self.wanted = features or negotiate.Features()  #: what we offer in the HELLO
         self.features = negotiate.Features()  #: what the exit agreed to
         self.origin: str | None = None  #: where the stream comes from, for status views
-        self.paths: dict[int, UdpPath | TcpPath] = {}
+        self.paths: dict[int, UdpPath | StreamPath] = {}
         self.driver: SessionDriver | None = None
         self._hs: _Handshaking | None = None
         self._path_errors: dict[int, str] = {}
@@ -189,7 +190,7 @@ class Client:
         """A stream path gone silent is reconnected rather than waited for."""
         if isinstance(event, events.PathDown):
             path = self.paths.get(event.path_id)
-            if isinstance(path, TcpPath):
+            if isinstance(path, StreamPath):
                 log.info("path %d (%s) silent: reconnecting", event.path_id, path.spec.label)
                 path.reconnect()
             elif path is not None:
@@ -414,7 +415,7 @@ class Client:
         else:
             doc = self.driver.session.snapshot(now)
             doc["age"] = now - self.started
-            doc["state"] = _STATE_NAMES[self.driver.session.state]
+            doc["state"] = control.STATE_NAMES[self.driver.session.state]
         doc["target"] = self.target
         doc["role"] = "client"
         if self.origin is not None:
@@ -433,13 +434,6 @@ class Client:
             path["via"] = spec.via
             path["error"] = self._path_errors.get(path["id"])
         return [doc]
-
-
-_STATE_NAMES = {
-    SessionState.OPEN: "up",
-    SessionState.RESUMING: "resuming",
-    SessionState.CLOSED: "closed",
-}
 
 
 def _mtime(path: Path) -> float | None:

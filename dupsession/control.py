@@ -28,7 +28,15 @@ from typing import Any
 
 import platformdirs
 
+from dupsession.core.session import SessionState
+
 VERSION = 1
+#: A session's `state` as the control protocol (and the status view) names it.
+STATE_NAMES = {
+    SessionState.OPEN: "up",
+    SessionState.RESUMING: "resuming",
+    SessionState.CLOSED: "closed",
+}
 MAX_REQUEST = 4096
 QUERY_TIMEOUT = 1.0
 

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 
 from dupsession.aio import framing
-from dupsession.aio.transports import READ_BATCH, RECV_SIZE, WRITE_HIGH_WATER, bind_udp
+from dupsession.aio.sockets import READ_BATCH, RECV_SIZE, WRITE_HIGH_WATER, bind_udp
 from dupsession.core import wire
 from dupsession.core.handshake import HandshakeError, ServerHandshake
 

@@ -20,22 +20,17 @@ from typing import Any
 
 from dupsession.aio import framing
 from dupsession.aio.driver import SessionDriver
-from dupsession.aio.transports import READ_BATCH, WRITE_HIGH_WATER, bind_udp
+from dupsession.aio.sockets import READ_BATCH, WRITE_HIGH_WATER, bind_udp
 from dupsession.aio.udp import BatchSocket
+from dupsession.control import STATE_NAMES
 from dupsession.core import negotiate, wire
 from dupsession.core.handshake import KNOWN_CRITICAL, HandshakeError, ServerHandshake
-from dupsession.core.session import Role, Session, SessionConfig, SessionState
+from dupsession.core.session import Role, Session, SessionConfig
 from dupsession.pathspec import PathSpecError, parse_hostport
 from relayd.acl import AllowList
 from relayd.exit import ExitSession, UdpReply
 
 log = logging.getLogger("relayd")
-
-_STATE_NAMES = {
-    SessionState.OPEN: "up",
-    SessionState.RESUMING: "resuming",
-    SessionState.CLOSED: "closed",
-}
 
 #: At shutdown, CLOSE goes out this many times on every path, this far apart (s).
 CLOSE_REPEATS = 3
@@ -313,7 +308,7 @@ class ExitServer:
         for exit_session in self.sessions.values():
             session = exit_session.driver.session
             doc = session.snapshot(now)
-            doc["state"] = _STATE_NAMES[session.state]
+            doc["state"] = STATE_NAMES[session.state]
             doc["target"] = exit_session.target_name
             sources = {p: a for a, p in exit_session.udp_paths.items()}
             sources.update(exit_session.stream_peers)

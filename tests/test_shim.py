@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import pytest
 
-from dupsession.shim import TCP_HIGH_WATER, Impairment, TcpShim, UdpShim
+from dupsession.testing.shim import TCP_HIGH_WATER, Impairment, TcpShim, UdpShim
 
 pytestmark = pytest.mark.timeout(60)
 

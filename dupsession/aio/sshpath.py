@@ -19,9 +19,11 @@ from typing import Any
 
 import asyncssh
 
-from dupsession.aio import framing
 from dupsession.aio.bind import make_socket
-from dupsession.aio.transports import CONNECT_TIMEOUT, RECONNECT_MIN, TcpPath, resolve
+from dupsession.aio.owner import PathOwner
+from dupsession.aio.sockets import CONNECT_TIMEOUT, resolve
+from dupsession.aio.streampath import StreamLink, StreamPath
+from dupsession.pathspec import PathSpec
 
 log = logging.getLogger(__name__)
 
@@ -29,46 +31,27 @@ log = logging.getLogger(__name__)
 KEEPER_COMMAND = "exec sleep 2147483647"
 
 
-class _SshChannel(asyncssh.SSHTCPSession[bytes]):
-    def __init__(self, path: SshPath) -> None:
-        self.path = path
-        self.deframer = framing.StreamDeframer()
-        self.transport: asyncssh.SSHTCPChannel[bytes] | None = None
+class _SshChannel(StreamLink, asyncssh.SSHTCPSession[bytes]):
+    closed_reason = "channel closed"
 
-    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
         self.transport = chan
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        try:
-            frames = self.deframer.feed(data)
-        except framing.FramingError as exc:
-            log.warning("ssh path %d: %s; reconnecting", self.path.path_id, exc)
-            if self.transport is not None:
-                self.transport.close()
-            return
-        owner, path_id = self.path.owner, self.path.path_id
-        for frame in frames:
-            owner.path_frame(path_id, frame)
-
-    def pause_writing(self) -> None:
-        self.path.owner.path_writable(self.path.path_id, False)
-
-    def resume_writing(self) -> None:
-        self.path.owner.path_writable(self.path.path_id, True)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.path.lost(self, "channel closed" if exc is None else str(exc))  # type: ignore[arg-type]
+        self.feed(data)
 
 
-class SshPath(TcpPath):
+class SshPath(StreamPath):
     """A TCP-like path through an SSH server; reconnects like a TCP path."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    kind = "ssh"
+
+    def __init__(self, path_id: int, spec: PathSpec, owner: PathOwner) -> None:
+        super().__init__(path_id, spec, owner)
         self._conn: asyncssh.SSHClientConnection | None = None
         self.interactive = False  #: whether the pty session (server-side TCP_NODELAY) is up
 
-    async def open(self) -> None:
+    async def _connect(self) -> StreamLink:
         spec = self.spec
         assert spec.exit is not None
         options: dict[str, Any] = {}
@@ -95,19 +78,13 @@ class SshPath(TcpPath):
             raise OSError(f"ssh to {spec.host}:{spec.port}: {exc.reason}") from exc
         try:
             self.interactive = spec.pty and await self._go_interactive(conn)
-            _, channel = await conn.create_connection(
-                lambda: _SshChannel(self), spec.exit[0], spec.exit[1]
-            )
+            link = _SshChannel(self)
+            await conn.create_connection(lambda: link, spec.exit[0], spec.exit[1])
         except asyncssh.Error as exc:
             conn.close()
             raise OSError(f"ssh relay {spec.host} cannot reach the exit: {exc.reason}") from exc
-        if self._closed:
-            conn.close()
-            return
         self._conn = conn
-        self._protocol = channel  # type: ignore[assignment]
-        self._backoff = RECONNECT_MIN
-        self.owner.path_open(self.path_id, self)
+        return link
 
     async def _go_interactive(self, conn: asyncssh.SSHClientConnection) -> bool:
         try:
@@ -122,14 +99,7 @@ class SshPath(TcpPath):
             return False
         return True
 
-    def lost(self, protocol: Any, reason: str) -> None:
-        if protocol is self._protocol and self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        super().lost(protocol, reason)
-
-    def close(self) -> None:
-        super().close()
+    def _released(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -21,6 +21,8 @@ import socket
 import struct
 import sys
 
+from dupsession.aio.sockets import RECV_SIZE  # a GRO read: up to 64 KiB of datagrams
+
 #: From <linux/udp.h>; not all Pythons name them.
 UDP_SEGMENT = 103
 UDP_GRO = 104
@@ -29,8 +31,6 @@ SOL_UDP = getattr(socket, "SOL_UDP", 17)
 GSO_MAX_SEGMENTS = 64
 #: One GSO send stays below the largest IPv4 UDP payload (65507).
 GSO_MAX_BYTES = 65000
-#: A GRO read can hold up to 64 KiB of coalesced datagrams.
-RECV_SIZE = 65535
 
 _SEGMENT = struct.Struct("=H")
 _GRO_SIZE = struct.Struct("=i")

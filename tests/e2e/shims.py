@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from dupsession.aio.loop import loop_factory
-from dupsession.shim import Impairment, TcpShim, UdpShim
+from dupsession.testing.shim import Impairment, TcpShim, UdpShim
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """Payload encryption end to end: known plaintext never appears in any datagram or TCP chunk.
 
-The paths run through userspace forwarders (dupsession.shim) that keep a copy of every
+The paths run through userspace forwarders (dupsession.testing.shim) that keep a copy of every
 datagram and chunk in both directions: what an observer on the wire sees. The target echoes,
 so the secret crosses the wire once each way. The control run without encryption finds the
 secret in the very same capture, so the search can fail.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dupsession.shim import TcpShim, UdpShim
+from dupsession.testing.shim import TcpShim, UdpShim
 from tests.e2e.proxycmd import ProxyProbe, run_dupsession
 from tests.e2e.relay import Relay, keygen
 from tests.e2e.shims import ShimThread

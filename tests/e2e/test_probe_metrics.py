@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from dupsession import control
-from dupsession.shim import Impairment
+from dupsession.testing.shim import Impairment
 from tests.e2e.relay import Relay, keygen
 from tests.e2e.shims import ShimThread
 from tests.e2e.sshd import free_port, require_binary

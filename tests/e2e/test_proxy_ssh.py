@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dupsession.shim import Counters, Impairment, TcpShim, UdpShim
+from dupsession.testing.shim import Counters, Impairment, TcpShim, UdpShim
 from tests.e2e.conftest import BULK_SIZE
 from tests.e2e.proxycmd import ProxyProbe, stop_pid
 from tests.e2e.relay import Relay

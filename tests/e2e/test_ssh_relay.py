@@ -16,7 +16,7 @@ from dupsession.core import wire
 from dupsession.echo import open_echo_session, type_keystrokes
 from dupsession.pathspec import PathSpec, parse_path
 from dupsession.settings import ClientSettings
-from dupsession.shim import Impairment
+from dupsession.testing.shim import Impairment
 from tests.e2e.relay import Relay
 from tests.e2e.shims import ShimThread
 from tests.e2e.sshd import PrivateSshd

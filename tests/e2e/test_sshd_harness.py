@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dupsession.shim import Impairment, TcpShim
+from dupsession.testing.shim import Impairment, TcpShim
 from tests.e2e.sshd import PrivateSshd, private_sshd, require_binary
 
 pytestmark = pytest.mark.timeout(60)

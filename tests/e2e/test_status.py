@@ -33,7 +33,7 @@ import pytest
 
 from dupsession import control
 from dupsession.cli import version
-from dupsession.shim import Impairment
+from dupsession.testing.shim import Impairment
 from tests.e2e.proxycmd import stop_pid
 from tests.e2e.relay import Relay, start_relay
 from tests.e2e.shims import ShimThread

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from dupsession.core.session import SessionConfig
 from dupsession.echo import EchoMeter, open_echo_session, percentile, type_keystrokes
 from dupsession.pathspec import PathSpec
 from dupsession.settings import ClientSettings
-from dupsession.shim import Impairment, TcpShim, UdpShim
+from dupsession.testing.shim import Impairment, TcpShim, UdpShim
 from relayd.acl import AllowList
 from relayd.server import ExitConfig, ExitServer
 
@@ -181,3 +182,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=1, help="seed of the simulated loss")
     args = parser.parse_args(argv)
     return run(demo(args.seconds, args.seed))
+
+
+if __name__ == "__main__":  # `dupsession demo` runs this module
+    sys.exit(main(sys.argv[1:]))

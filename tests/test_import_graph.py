@@ -1,0 +1,59 @@
+"""Package boundaries hold: no import cycles, relayd builds on dupsession and never the reverse.
+
+The graph is read from the source (tests/support/imports.py), imports inside functions
+included: a lazy import is still a dependency.
+"""
+
+from __future__ import annotations
+
+from tests.support.imports import cycles, graph, imported_names
+
+EDGES = graph()
+
+
+def _importers(target_prefix: str) -> dict[str, set[str]]:
+    return {
+        module: {t for t in targets if t == target_prefix or t.startswith(target_prefix + ".")}
+        for module, targets in EDGES.items()
+        if any(t == target_prefix or t.startswith(target_prefix + ".") for t in targets)
+    }
+
+
+def test_the_graph_covers_both_packages() -> None:
+    assert {"dupsession.core.session", "dupsession.aio.driver", "relayd.server"} <= set(EDGES)
+    assert "dupsession.core.session" in EDGES["relayd.server"]
+
+
+def test_no_import_cycles() -> None:
+    assert cycles(EDGES) == []
+
+
+def test_dupsession_never_imports_relayd() -> None:
+    offenders = {m: t for m, t in _importers("relayd").items() if m.startswith("dupsession")}
+    assert offenders == {}
+
+
+def test_core_imports_only_core() -> None:
+    offenders = {
+        module: {t for t in targets if not t.startswith("dupsession.core")}
+        for module, targets in EDGES.items()
+        if module.startswith("dupsession.core")
+    }
+    assert {m: t for m, t in offenders.items() if t} == {}
+
+
+def test_the_testing_namespace_stays_out_of_the_product() -> None:
+    """The impairment shim ships for the demo and tests; no session path depends on it."""
+    users = {m for m in _importers("dupsession.testing") if not m.startswith("dupsession.testing")}
+    assert users == {"relayd.demo"}
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_lazy_and_relative_imports_count() -> None:
+    source = "def f():\n    from . import sibling\n    import dupsession.core.wire\n"
+    names = imported_names(source, "dupsession.aio.udp")
+    assert {"dupsession.aio.sibling", "dupsession.core.wire"} <= names
