@@ -520,9 +520,14 @@ def _dispatch(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: quiet on Ctrl-C (exit 130) and when stdout's reader goes away."""
-    argv = sys.argv[1:] if argv is None else argv
+    args = sys.argv[1:] if argv is None else argv
+    return run_quietly(lambda: _dispatch(args))
+
+
+def run_quietly(command: Callable[[], int]) -> int:
+    """Run a command's body: quiet on Ctrl-C (exit 130) and when stdout's reader goes away."""
     try:
-        return _dispatch(argv)
+        return command()
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dupsession.aio.loop import run
+from dupsession.cli import run_quietly
 from dupsession.client import Client, SessionFailed
 from dupsession.core.session import SessionConfig
 from dupsession.echo import EchoMeter, open_echo_session, percentile, type_keystrokes
@@ -185,4 +186,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":  # `dupsession demo` runs this module
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_quietly(lambda: main(sys.argv[1:])))
