@@ -161,7 +161,10 @@ async def capture(seconds: float) -> tuple[list[dict[str, Any]], RenderableType]
             await shim.start()
         settings = ClientSettings(
             key_path=Path("unused"),
-            paths=tuple(PathSpec("udp", "127.0.0.1", shim.port) for shim in shims),
+            paths=tuple(
+                PathSpec("udp", "127.0.0.1", shim.port, via=r.name)  # shown as default/A/udp
+                for shim, r in zip(shims, ROUTES, strict=True)
+            ),
             connect_timeout=5.0,
         )
         client, meter = await open_echo_session(settings, target, psk)

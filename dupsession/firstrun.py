@@ -183,9 +183,10 @@ def instructions(plan: Plan, key_created: bool) -> str:
 Wrote {plan.config_path}
 {"Made" if key_created else "Kept"} the key {plan.key_path} (mode 0600)
 
-1. On the exit ({plan.exit_host}), with the same key file, e.g. copied with
-     scp {plan.key_path} root@{plan.exit_host}:/etc/dupsession/key
-   run (UDP and TCP port {plan.exit_port} open in its firewall):
+1. On the exit ({plan.exit_host}): install dupsession there too (sh contrib/install.sh),
+   give it the same key, e.g. from here with
+     ssh root@{plan.exit_host} 'install -D -m 600 /dev/stdin /etc/dupsession/key' < {plan.key_path}
+   and run (UDP and TCP port {plan.exit_port} open in its firewall):
 
 relayd serve --listen 0.0.0.0:{plan.exit_port} --key /etc/dupsession/key --allow {target}
 

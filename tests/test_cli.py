@@ -323,3 +323,13 @@ def test_find_uplinks_sees_the_default_route_interface() -> None:
     )
     expected = {r["dev"] for r in routes if not r["dev"].startswith(_NOT_UPLINKS)}
     assert {u.name for u in find_uplinks()} >= expected
+
+
+def test_readme_shows_what_init_prints(home: Path) -> None:
+    """The README's `dupsession init` transcript is the real output (HOME aside)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    command = "$ dupsession init 198.18.0.1 --host myserver\n"
+    shown = readme.split(command, 1)[1].split("```", 1)[0]
+    result = dupsession(home, "init", "198.18.0.1", "--host", "myserver")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.replace(str(home), "/home/you") == shown
