@@ -17,7 +17,7 @@ from typing import Any
 
 from dupsession import control
 from dupsession.aio.loop import run
-from dupsession.cli import EXIT_INTERRUPTED, add_version_option, version
+from dupsession.cli import add_version_option, run_quietly, version
 from dupsession.core.session import SessionConfig
 from dupsession.keyfile import KeyFileError, load
 from dupsession.pathspec import PathSpecError, parse_hostport
@@ -116,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="least important log lines to print on stderr (default: info)",
     )
-    status = sub.add_parser("status", help="live view of this machine's relayd sessions")
+    status = sub.add_parser(
+        "status",
+        help="live view of this machine's relayd: its listen addresses, allow-list, sessions",
+        epilog="examples:\n  relayd status\n  relayd status --json | jq '.[].daemon'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     status.add_argument("--once", action="store_true", help="print one snapshot and exit")
     status.add_argument("--json", action="store_true", help="one snapshot as JSON")
     return parser
@@ -223,10 +228,8 @@ async def relay(forwards: list[Forward], psk: bytes) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return _main(argv)
-    except KeyboardInterrupt:  # Ctrl-C in `relayd status` or before the loop runs: quiet
-        return EXIT_INTERRUPTED
+    # Quiet on Ctrl-C (130) and on a closed pipe (`relayd status --json | head`).
+    return run_quietly(lambda: _main(argv))
 
 
 def _main(argv: list[str] | None) -> int:

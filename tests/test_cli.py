@@ -222,13 +222,18 @@ def test_ctrl_c_is_quiet_130(argv: list[str], home: Path) -> None:
     assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, err
 
 
-def test_closed_pipe_is_quiet(home: Path) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [["dupsession.cli", "--print-completion", "bash"], ["relayd.cli", "status", "--json"]],
+    ids=["dupsession", "relayd"],
+)
+def test_closed_pipe_is_quiet(argv: list[str], home: Path) -> None:
     """`dupsession --print-completion bash | head -0`: no traceback, the SIGPIPE status."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "dupsession.cli", "--print-completion", "bash"],
+        [sys.executable, "-m", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=env_for(home),
+        env=env_for(home, DUPSESSION_RUNTIME_DIR=str(home / "run")),
     )
     assert process.stdout is not None and process.stderr is not None
     process.stdout.close()  # the reader is gone before the first write
