@@ -53,10 +53,12 @@ def make_ack(path: Path, now: float, receiver: Receiver, key: bytes, session_id:
     if path.peer_ts_us:
         echo, delay = path.peer_ts_us, max(0, int((now - path.peer_ts_at) * 1e6))
     path.ack_pseq += 1
+    ts_us = int(now * 1e6)
+    path.ack_log.append((ts_us, path.data_sent))
     ack = wire.Ack(
         path_id=path.path_id,
         pseq=path.ack_pseq,
-        ts_us=int(now * 1e6),
+        ts_us=ts_us,
         echo_ts_us=echo,
         echo_delay_us=delay,
         data_sent=path.data_sent,
@@ -71,16 +73,22 @@ def make_ack(path: Path, now: float, receiver: Receiver, key: bytes, session_id:
     return wire.encode_ack(key, session_id, ack)
 
 
-def on_path_ack(path: Path, ack: wire.Ack, now: float) -> float | None:
-    """Fold the per-path part of the peer's ACK into `path`; return the RTT sample, if any."""
+def on_path_ack(path: Path, ack: wire.Ack, now: float) -> tuple[float | None, int | None]:
+    """Fold the per-path part of the peer's ACK into `path`; return the RTT sample, if any,
+    and how many DATA frames we had sent on the path when the echoed timestamp left."""
     path.acks_received += 1
     if path.peer_pseq >= 0 and ack.pseq > path.peer_pseq + 1:
         path.acks_lost += ack.pseq - path.peer_pseq - 1
     path.peer_pseq = max(path.peer_pseq, ack.pseq)
     path.peer_ts_us = ack.ts_us
     path.peer_ts_at = now
-    sample = None
+    sample, sent_by_echo = None, None
     if ack.echo_ts_us:
+        sent_log = path.ack_log
+        while sent_log and sent_log[0][0] < ack.echo_ts_us:
+            sent_log.popleft()
+        if sent_log and sent_log[0][0] == ack.echo_ts_us:
+            sent_by_echo = sent_log[0][1]
         sample = now - ack.echo_ts_us / 1e6 - ack.echo_delay_us / 1e6
         if 0 <= sample < MAX_RTT_SAMPLE:
             path.rtt.add(sample)
@@ -96,4 +104,4 @@ def on_path_ack(path: Path, ack: wire.Ack, now: float) -> float | None:
         ack.data_sent, path.data_recv, path.inbound, path.peer_report
     )
     path.outbound.loss = ack.loss_bp / 10000
-    return sample
+    return sample, sent_by_echo

@@ -14,6 +14,56 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+#: Frames a path may send before it has any estimate (like TCP's initial window of 10, a bit
+#: more since our frames are small on interactive sessions).
+INITIAL_WINDOW = 32
+#: Never fewer frames in flight than this, whatever the estimate: keeps ACKs coming.
+MIN_WINDOW = 4
+#: BBR's startup gain, 2/ln 2: doubles the sending rate every round trip.
+STARTUP_GAIN = 2.885
+#: Startup ends when the rate estimate grew less than 25 % for this many rounds.
+FULL_BW_GROWTH = 1.25
+FULL_BW_ROUNDS = 3
+#: Startup also ends once the smoothed RTT passes this multiple of the minimum with a queue
+#: above target: the bottleneck is full (HyStart's delay signal), no need to wait 3 rounds.
+STARTUP_EXIT_RTT = 1.5
+#: A queue is "standing" above max(this fraction of the minimum RTT, QUEUE_TARGET_MIN s).
+QUEUE_TARGET_FRACTION = 0.25
+QUEUE_TARGET_MIN = 0.005
+#: Pacing and window gains for a cruise round that found a standing queue.
+QUEUE_DRAIN_GAIN = 0.85
+QUEUE_CWND_GAIN = 1.25
+#: Pacing gains of the probe cycle, one round each.
+PROBE_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+#: The rate estimate is the maximum over this many rounds.
+BW_WINDOW_ROUNDS = 10
+#: A round is at least this long (s) for the rate window: loopback RTTs are microseconds.
+MIN_BW_ROUND = 0.02
+#: The minimum RTT is re-measured when no sample matched it for this long (s; BBR v2's 5 s):
+#: the path then keeps half a BDP in flight for PROBE_RTT_TIME so that any queue (ours, or
+#: one we share with other sessions that do the same) drains and the true minimum shows.
+MIN_RTT_WINDOW = 5.0
+PROBE_RTT_TIME = 0.2
+#: A minimum RTT no sample has matched for this long (s) gives way to a higher one.
+MIN_RTT_EXPIRY = 30.0
+#: RTTs below this (s) are treated as this: timer granularity and event-loop turns.
+MIN_RTT_FLOOR = 0.001
+#: Room in the window for the peer holding its ACKs (s): it acks every 16 frames or 4 ms.
+ACK_AGGREGATION = 0.008
+#: A delivery-rate sample spans at least this long (s): ACKs come in batches.
+MIN_SAMPLE_INTERVAL = 0.005
+#: Pacing releases frames in bursts of this long (s) at the pacing rate, at least MIN_BURST
+#: frames: one transmit per frame would cost more CPU than the pacing gains.
+BURST_TIME = 0.002
+MIN_BURST = 4.0
+#: Wake for pacing no more often than this (s).
+MIN_PACING_STEP = 0.001
+#: With no ACK for STALE_RTTS smoothed RTTs (at least STALE_MIN s), in-flight is assumed lost.
+STALE_RTTS = 3
+STALE_MIN = 0.2
+#: RTT assumed by the status view before any sample (s).
+INITIAL_SRTT = 0.3
+
 
 class CongestionController:
     """The interface every controller implements. The base class never limits anything."""
@@ -31,33 +81,281 @@ class CongestionController:
         """When `budget` grows again while the path has frames waiting (None: never by time)."""
         return None
 
+    def on_ack(
+        self, now: float, data_recv: int, rtt: float | None, srtt: float, sent_by_echo: int | None
+    ) -> None:
+        """The peer's ACK on this path: its DATA-received counter (mod 2**32), an RTT sample,
+        and how many DATA frames we had sent here when the timestamp it echoes left."""
+
+    def on_budget_left(self, left: bool) -> None:
+        """Whether the last transmit left budget unused (the sender had nothing more)."""
+
     def snapshot(self) -> dict[str, Any]:
         """The controller's state for `dupsession status --json`."""
         return {"kind": "none"}
 
 
-class RateCap(CongestionController):
-    """At most `burst` frames per smoothed RTT: keeps a saturated uplink from drowning its own
-    ACKs. A rate cap, not congestion control (it never backs off)."""
+class ModelRate(CongestionController):
+    """BBR-like control for a datagram path: a model of the path, not a reaction to loss.
 
-    __slots__ = ("burst", "recent")
+    It keeps two estimates, as BBR does: the bottleneck delivery rate (the windowed maximum of
+    frames the peer reports it received on this path per second; ACKs carry that counter, see
+    PROTOCOL.md) and the path's minimum RTT (windowed minimum of echoed timestamps). It paces
+    at `pacing_gain` times the rate and keeps at most `cwnd_gain` times the bandwidth-delay
+    product in flight. Random loss (wireless) lowers neither estimate much, so it does not halve
+    the rate; and because in-flight stays near the BDP, the bottleneck's queue stays short,
+    which is what keystrokes in this and other sessions need.
 
-    def __init__(self, burst: int) -> None:
-        self.burst = burst
-        self.recent: deque[float] = deque()  #: send times of the frames in the current window
+    States (BBR v1, with time-based rounds of one RTT):
+    - startup: gain 2.89 until the rate estimate stops growing by 25 % for 3 rounds;
+    - drain: gain 1/2.89 until in-flight is down to one BDP;
+    - probe: gains cycle 1.25, 0.75, 1 x 6, one RTT each: probe for more, drain what probing
+      queued, cruise.
+    In-flight is what we sent on the path less what the peer reports it received less what
+    was lost: frames sent before an echoed timestamp that the peer had not received when it
+    echoed it (paths are FIFO but for rare reordering). When no ACK comes for a while,
+    everything in flight counts as lost, so a path that went quiet can send again.
+    """
+
+    __slots__ = (
+        "_bw",
+        "_cycle",
+        "_delivered",
+        "_deliveries",
+        "_full_bw",
+        "_full_rounds",
+        "_last_ack_at",
+        "_last_recv",
+        "_lost",
+        "_min_rtt_checked",
+        "_probe_min",
+        "_probe_rtt_until",
+        "_round_end",
+        "_rtt_window",
+        "_sent_total",
+        "_tokens",
+        "_tokens_at",
+        "app_limited",
+        "btl_bw",
+        "cwnd_gain",
+        "inflight",
+        "latest_rtt",
+        "min_rtt",
+        "min_rtt_at",
+        "mode",
+        "pacing_gain",
+    )
+
+    def __init__(self) -> None:
+        self.mode = "startup"
+        self.pacing_gain = STARTUP_GAIN
+        self.cwnd_gain = STARTUP_GAIN
+        self.btl_bw = 0.0  #: frames per second, windowed maximum
+        self._bw: deque[tuple[float, float]] = deque()  #: (time, rate), decreasing rates
+        self.min_rtt = float("inf")
+        self.min_rtt_at = 0.0
+        self.latest_rtt = 0.0
+        self._rtt_window = 0.0
+        self._delivered = -1  #: the peer's count of our DATA copies on this path (unwrapped)
+        self._last_recv = 0  #: its last raw 32-bit value
+        self._deliveries: deque[tuple[float, int]] = deque()  #: (time, delivered) this RTT
+        self._sent_total = 0  #: DATA copies sent on this path, like the peer's counter
+        self._lost = 0  #: of those, how many are known lost
+        self._last_ack_at = float("-inf")
+        self.inflight = 0
+        self._tokens = float(INITIAL_WINDOW)
+        self._tokens_at: float | None = None
+        self._full_bw = 0.0
+        self._full_rounds = 0
+        self._round_end = 0.0
+        self._cycle = 0
+        self._probe_rtt_until = 0.0
+        self._min_rtt_checked = 0.0
+        self._probe_min = float("inf")
+        self.app_limited = True  #: the last transmit left budget unused (nothing to send)
+
+    # -- the model ---------------------------------------------------------------------------
+
+    def _rtt(self, srtt: float) -> float:
+        return max(min(self.min_rtt, srtt), MIN_RTT_FLOOR) if self.min_rtt < 1e9 else srtt
+
+    def bdp(self, srtt: float) -> float:
+        """Bandwidth-delay product in frames, with room for the peer's ACK batching."""
+        if not self.btl_bw:
+            return float(INITIAL_WINDOW)
+        return self.btl_bw * (self._rtt(srtt) + ACK_AGGREGATION)
+
+    def cwnd(self, srtt: float) -> int:
+        if self.mode == "probe-rtt":
+            return MIN_WINDOW
+        return max(MIN_WINDOW, int(self.cwnd_gain * self.bdp(srtt)))
+
+    def pacing_rate(self, srtt: float) -> float:
+        """Frames per second."""
+        rate = self.btl_bw or INITIAL_WINDOW / max(srtt, MIN_RTT_FLOOR)
+        return self.pacing_gain * rate
+
+    def _burst(self, rate: float) -> float:
+        return max(MIN_BURST, rate * BURST_TIME)
+
+    # -- what the session tells it -----------------------------------------------------------
+
+    def on_ack(
+        self, now: float, data_recv: int, rtt: float | None, srtt: float, sent_by_echo: int | None
+    ) -> None:
+        """The peer's ACK on this path: its count of our DATA copies it received here (mod
+        2**32), an RTT sample when it echoed one of our timestamps, and how many frames we had
+        sent here when that timestamp left."""
+        self._last_ack_at = now
+        if rtt is not None:
+            self.latest_rtt = rtt
+            if rtt <= self.min_rtt:
+                self.min_rtt, self.min_rtt_at = rtt, now
+            self._probe_min = min(self._probe_min, rtt)
+        self._probe_rtt(now, srtt)
+        if self._delivered < 0:
+            self._delivered, self._last_recv = data_recv, data_recv
+        else:
+            step = (data_recv - self._last_recv) & 0xFFFFFFFF
+            if step >= 1 << 31:
+                return  # an older ACK overtaken by a newer one
+            self._delivered += step
+            self._last_recv = data_recv
+        if sent_by_echo is not None:
+            self._lost = max(self._lost, sent_by_echo - self._delivered)
+        self.inflight = max(0, self._sent_total - self._delivered - self._lost)
+        deliveries = self._deliveries
+        deliveries.append((now, self._delivered))
+        window = max(self._rtt(srtt), MIN_SAMPLE_INTERVAL)
+        while len(deliveries) > 2 and deliveries[1][0] <= now - window:
+            deliveries.popleft()
+        first_at, first = deliveries[0]
+        if now - first_at >= window:
+            self._sample((self._delivered - first) / (now - first_at), now, srtt)
+        self._advance(now, srtt)
+
+    def _probe_rtt(self, now: float, srtt: float) -> None:
+        if self.mode == "probe-rtt":
+            if now >= self._probe_rtt_until:
+                # A higher minimum is believed only once the old one is long unconfirmed: a
+                # probe that met another session's queue must not inflate the model.
+                if self._probe_min < 1e9 and (
+                    self._probe_min <= self.min_rtt or now - self.min_rtt_at > MIN_RTT_EXPIRY
+                ):
+                    self.min_rtt = self._probe_min
+                    self.min_rtt_at = now
+                self._min_rtt_checked = now
+                self.mode, self._cycle, self.pacing_gain = "probe", 0, 1.0
+        elif self.mode == "probe" and now - max(self.min_rtt_at, self._min_rtt_checked) > (
+            MIN_RTT_WINDOW
+        ):
+            self.mode, self.pacing_gain = "probe-rtt", 1.0
+            self._probe_rtt_until = now + max(PROBE_RTT_TIME, self._rtt(srtt))
+            self._probe_min = float("inf")
+
+    def _sample(self, rate: float, now: float, srtt: float) -> None:
+        if self.app_limited and rate < self.btl_bw:
+            return  # a quiet sender says nothing about the path's capacity
+        bw = self._bw
+        while bw and bw[-1][1] <= rate:
+            bw.pop()
+        bw.append((now, rate))
+        horizon = now - BW_WINDOW_ROUNDS * max(self._rtt(srtt), MIN_BW_ROUND)
+        while bw[0][0] < horizon:
+            bw.popleft()
+        self.btl_bw = bw[0][1]
+
+    def _advance(self, now: float, srtt: float) -> None:
+        """Once per round (one RTT): the state machine."""
+        if now < self._round_end:
+            return
+        self._round_end = now + self._rtt(srtt)
+        queued = self._queued(srtt)
+        if self.mode == "startup":
+            if self.app_limited:
+                return
+            if queued and srtt > STARTUP_EXIT_RTT * self.min_rtt:
+                self._full_rounds = FULL_BW_ROUNDS  # a queue is building: the pipe is full
+            elif self.btl_bw >= self._full_bw * FULL_BW_GROWTH:
+                self._full_bw, self._full_rounds = self.btl_bw, 0
+                return
+            self._full_rounds += 1
+            if self._full_rounds >= FULL_BW_ROUNDS:
+                self.mode, self.pacing_gain, self.cwnd_gain = "drain", 1 / STARTUP_GAIN, 2.0
+        if self.mode == "drain":
+            if self.inflight > self.bdp(srtt):
+                return
+            self.mode, self._cycle = "probe", 0
+        if self.mode == "probe":  # (probe-rtt ends by time, in `_probe_rtt`)
+            self.pacing_gain = PROBE_GAINS[self._cycle % len(PROBE_GAINS)]
+            self._cycle += 1
+            self.cwnd_gain = 2.0
+            if queued and self.pacing_gain <= 1.0:
+                # Delay-aware: a standing queue means the estimates run high (ACK batching
+                # inflates samples; flows sharing a bottleneck each see the others' drain
+                # phases); drain it rather than cruise on top of it, in rate and in window.
+                self.pacing_gain = QUEUE_DRAIN_GAIN
+                self.cwnd_gain = QUEUE_CWND_GAIN
+
+    def _queued(self, srtt: float) -> bool:
+        """Whether the smoothed RTT sits above the minimum by more than the queue target."""
+        if self.min_rtt > 1e9:
+            return False
+        return srtt - self.min_rtt > max(self.min_rtt * QUEUE_TARGET_FRACTION, QUEUE_TARGET_MIN)
+
+    # -- what the scheduler asks -------------------------------------------------------------
+
+    def _stale_after(self, srtt: float) -> float:
+        return max(STALE_RTTS * srtt, STALE_MIN)
+
+    def _inflight(self, now: float, srtt: float) -> int:
+        if self.inflight and now - self._last_ack_at > self._stale_after(srtt):
+            self._lost = self._sent_total - max(self._delivered, 0)  # silence: all lost
+            self.inflight = 0
+        return self.inflight
+
+    def _refill(self, now: float, srtt: float) -> float:
+        rate = self.pacing_rate(srtt)
+        if self._tokens_at is not None:
+            self._tokens = min(
+                self._tokens + (now - self._tokens_at) * rate, max(self._burst(rate), 1.0)
+            )
+        self._tokens_at = now
+        return self._tokens
 
     def budget(self, now: float, srtt: float) -> int | None:
-        recent = self.recent
-        horizon = now - max(srtt, 0.001)
-        while recent and recent[0] <= horizon:
-            recent.popleft()
-        return self.burst - len(recent)
+        tokens = self._refill(now, srtt)
+        room = self.cwnd(srtt) - self._inflight(now, srtt)
+        return max(0, min(int(tokens), room))
 
     def on_sent(self, now: float, count: int) -> None:
-        self.recent.extend([now] * count)
+        self._tokens -= count
+        self.inflight += count
+        self._sent_total += count
+        if self._last_ack_at == float("-inf"):
+            self._last_ack_at = now  # silence is counted from the first send
+
+    def on_budget_left(self, left: bool) -> None:
+        self.app_limited = left
 
     def wake_at(self, srtt: float) -> float | None:
-        return self.recent[0] + max(srtt, 0.001) if self.recent else None
+        if self._tokens_at is None:
+            return None
+        rate = self.pacing_rate(srtt)
+        need = min(self._burst(rate), max(1.0, rate * MIN_PACING_STEP)) - self._tokens
+        at = self._tokens_at + max(need, 0.0) / rate
+        if self.inflight >= self.cwnd(srtt):  # window-limited: ACKs open it, or silence
+            at = max(at, self._last_ack_at + self._stale_after(srtt))
+        return at
 
     def snapshot(self) -> dict[str, Any]:
-        return {"kind": "rate-cap", "cwnd_frames": self.burst, "inflight_frames": len(self.recent)}
+        return {
+            "kind": "model-rate",
+            "mode": self.mode,
+            "rate_fps": self.btl_bw,
+            "pacing_fps": self.pacing_gain * self.btl_bw,
+            "cwnd_frames": self.cwnd(self.latest_rtt or INITIAL_SRTT),
+            "inflight_frames": self.inflight,
+            "min_rtt": self.min_rtt if self.min_rtt < 1e9 else None,
+            "queue_delay": max(0.0, self.latest_rtt - self.min_rtt) if self.min_rtt < 1e9 else None,
+        }

@@ -20,6 +20,8 @@ INITIAL_RTT = 0.3
 RTT_HISTORY = 64
 #: Upper bounds (s) of the RTT histogram buckets exported as metrics; the last is +Inf.
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, float("inf"))
+#: Our recent ACK timestamps remembered per path, to match the peer's echoes.
+ACK_LOG = 64
 #: Weight of a new sample in the loss and lag moving averages.
 EWMA_GAIN = 1 / 16
 
@@ -111,6 +113,10 @@ class Path:
     acks_received: int = 0
     acks_lost: int = 0
     data_sent: int = 0
+    data_sent_at_ack: int = 0  #: `data_sent` when this path last carried an ACK of ours
+    ack_sent_at: float = float("-inf")
+    #: (ts, data_sent) of our recent ACKs on this path: what had been sent when each left
+    ack_log: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=ACK_LOG))
     data_recv: int = 0
     peer_report: tuple[int, int] | None = None  #: (peer data_sent, our data_recv) at last ACK
     inbound: DirectionStats = field(default_factory=DirectionStats)

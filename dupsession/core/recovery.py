@@ -21,12 +21,15 @@ from dupsession.core.sender import Sender, SentFrame
 
 #: Floor of the RACK reorder window (s): below a millisecond, timer granularity rules.
 MIN_REORDER_WINDOW = 0.001
+#: Frames one probe timeout resends (the oldest ones); the rest wait for RACK or the next.
+PROBE_FRAMES = 2
 
 
 class Recovery:
     __slots__ = (
         "_resend",
         "ack_delay",
+        "last_progress",
         "loss_time",
         "max_rto",
         "min_rto",
@@ -49,6 +52,10 @@ class Recovery:
         #: Reorder the scheduler causes on purpose (s): single copies on paths of different
         #: delay (stripe) arrive out of send order; RACK must not call that loss.
         self.spread = 0.0
+        #: When an ACK last acknowledged anything new. While ACKs make progress, RACK finds the
+        #: losses; the probe timeout counts from here too (RFC 9002 arms it from the last
+        #: ACK-eliciting event), so a queue that grows the RTT does not time out a whole window.
+        self.last_progress = float("-inf")
 
     @staticmethod
     def reorder_window(paths: Iterable[Path]) -> float:
@@ -92,17 +99,36 @@ class Recovery:
         them out."""
         if self.loss_time is not None and self.loss_time <= now:
             self._detect(now, sender, self.reorder_window(paths) + self.spread)
-        self._resend.extend(f.seq for f in sender.expired(now))
+        if now < self.last_progress + self.rto_value:
+            return
+        expired = sender.expired(now)
+        # A probe timeout resends the oldest few frames only, as RFC 9002's probes do: their
+        # ACK lets RACK find what else was lost. Resending everything that timed out would
+        # mostly repeat frames the peer holds beyond the 32 runs an ACK can list.
+        expired.sort(key=lambda f: f.seq)
+        for frame in expired[PROBE_FRAMES:]:
+            sender.defer(frame, now + self.rto_value)
+        self._resend.extend(f.seq for f in expired[:PROBE_FRAMES])
 
     def take_resends(self, sender: Sender) -> list[SentFrame]:
-        """Frames due for a resend that are still unacknowledged, oldest first."""
+        """Frames due for a resend that are still unacknowledged and unsent."""
         table = sender.frames
-        resend = [table[s] for s in self._resend if s in table]
+        resend = [table[s] for s in dict.fromkeys(self._resend) if s in table]
         self._resend = []
-        return resend
+        return [f for f in resend if not f.armed]
+
+    def keep_waiting(self, resend: list[SentFrame]) -> None:
+        """Frames the scheduler left unsent for want of a controller's budget stay first in
+        line: a lost frame must not lose its turn to new data sent on a later pacing tick."""
+        self._resend = [f.seq for f in resend if not f.armed]
+
+    def waiting(self) -> bool:
+        return bool(self._resend)
 
     def deadline(self, sender: Sender) -> float | None:
         timeout, loss_time = sender.next_deadline(), self.loss_time
+        if timeout is not None:
+            timeout = max(timeout, self.last_progress + self.rto_value)
         if loss_time is None:
             return timeout
         return loss_time if timeout is None else min(timeout, loss_time)

@@ -234,7 +234,8 @@ class Redundant:
         rto: float,
     ) -> dict[int, list[bytes]]:
         primary, overflow = _roles(list(paths), now)
-        out = copy_everything(now, primary, sender, resend, rto)
+        waiting: set[int] = set()
+        out = copy_everything(now, primary, sender, resend, rto, waiting)
         if overflow or self.fed:
             self.fed = {p.path_id for p in primary if p.tier is not Tier.PRIMARY}
         if overflow:
@@ -242,15 +243,24 @@ class Redundant:
                 now, primary, overflow, sender, rto, out, self.overflow_next
             )
         for sent in resend:
-            if not sent.armed:  # no path took it (controllers, cursors): offer it again later
-                sender.defer(sent, now + rto)
+            if not sent.armed and sent.seq not in waiting:
+                sender.defer(sent, now + rto)  # no path can take it now: offer it again later
         return out
 
 
 def copy_everything(
-    now: float, paths: list[Path], sender: Sender, resend: list[SentFrame], rto: float
+    now: float,
+    paths: list[Path],
+    sender: Sender,
+    resend: list[SentFrame],
+    rto: float,
+    waiting: set[int] | None = None,
 ) -> dict[int, list[bytes]]:
-    """Every frame on each of `paths`, from each path's own cursor, within its budget."""
+    """Every frame on each of `paths`, from each path's own cursor, within its budget.
+
+    Resends a path would take but has no budget for go into `waiting`: recovery keeps them
+    first in line for the next transmit (a pacing tick) rather than re-arming their timer.
+    """
     out: dict[int, list[bytes]] = {}
     # A stream path delivers what it was given unless its connection dies (and a new one
     # rewinds its cursor), so a frame's first resend goes on the datagram paths only when
@@ -271,8 +281,11 @@ def copy_everything(
             if sent.seq >= cursor or len(sent.frame) > limit:
                 continue  # not sent here yet (the cursor will reach it), or too big
             if budget is not None:
-                if budget <= 0:
-                    break  # resends count against the controller like new frames
+                if budget <= 0:  # resends count against the controller like new frames
+                    if waiting is None:
+                        break
+                    waiting.add(sent.seq)
+                    continue
                 budget -= 1
             frames.append(sent.frame)
             sender.sent(sent, now, rto)

@@ -30,7 +30,7 @@ from typing import Any
 
 from dupsession.core import wire
 from dupsession.core.acks import AckPending, make_ack, on_path_ack
-from dupsession.core.congestion import CongestionController, RateCap
+from dupsession.core.congestion import CongestionController, ModelRate
 from dupsession.core.events import (
     Event,
     PathDown,
@@ -73,9 +73,6 @@ class SessionConfig:
     #: A frame's resend delay never grows beyond this (s; or its timeout, if longer) however
     #: often it was resent: one keystroke must never wait seconds. mosh caps at 1 s.
     max_backoff: float = 0.5
-    #: Datagram paths send at most this many frames per `srtt` window: a rate cap that keeps a
-    #: saturated uplink from drowning its own ACKs. Not congestion control (see ARCHITECTURE).
-    datagram_burst: int = 2048
     #: Whether this end may use 16 KiB frames when every live path is a stream path.
     large_frames: bool = True
 
@@ -93,6 +90,11 @@ class SessionState(StrEnum):
 
 #: At most one tombstone CLOSE answer per this many seconds after the session closed.
 TOMBSTONE_INTERVAL = 0.1
+#: A path that sent this many DATA frames since its last ACK sends one (a timestamp the peer
+#: echoes), at most every quarter RTT: the sender of a transfer needs RTT samples often
+#: (min RTT, queueing delay), and otherwise would send ACKs only once per probe interval.
+RTT_PROBE_FRAMES = 4
+RTT_PROBE_MIN_GAP = 0.002
 
 # Frame-layout constants bound once: `receive_frame` and `_receive_data` run for every copy.
 _MIN_FRAME = wire.PREFIX.size + wire.TAG_SIZE
@@ -176,7 +178,7 @@ class Session:
         return path
 
     def _controller(self, datagram: bool) -> CongestionController:
-        return RateCap(self.config.datagram_burst) if datagram else CongestionController()
+        return ModelRate() if datagram else CongestionController()
 
     def remove_path(self, path_id: int) -> None:
         self.paths.pop(path_id, None)
@@ -340,10 +342,16 @@ class Session:
         if path is None:
             return
         self._heard(path, now, size)
-        on_path_ack(path, ack, now)
+        sample, sent_by_echo = on_path_ack(path, ack, now)
+        path.cc.on_ack(now, ack.data_recv, sample, path.rtt.srtt, sent_by_echo)
         sender = self.sender
         sender.on_peer_window(ack.window_end)
-        if sender.on_ack(ack.cumulative, ack.ranges) or self.recovery.loss_time is not None:
+        if sender.on_ack(ack.cumulative, ack.ranges):
+            self.recovery.last_progress = now
+        # RACK runs while anything is held above a hole, whether or not this ACK freed a
+        # frame: an ACK lists only the lowest 32 runs, so a long loss burst can leave many
+        # ACKs that free nothing, and a frame lost twice must not wait for its probe timeout.
+        if sender.largest_acked >= sender.acked_below or self.recovery.loss_time is not None:
             self.recovery.on_ack(now, sender, self.paths.values())
         self._check_done(now)
 
@@ -428,18 +436,27 @@ class Session:
         scheduler = self.scheduler
         out = scheduler.schedule(now, paths.values(), sender, resend, rto)
         recovery.spread = scheduler.reorder_spread
+        recovery.keep_waiting(resend)
         acks = self.acks
         ack_due = acks.due(now)
         probe_interval = self.config.probe_interval
         for path in paths.values():
             frames = out.get(path.path_id)
             # A quiet path (a backup at rest) carries ACKs only as probes: a few hundred bytes/s.
-            if (ack_due and not path.quiet) or now - path.last_sent >= probe_interval:
+            if (
+                (ack_due and not path.quiet)
+                or now - path.last_sent >= probe_interval
+                or (
+                    path.data_sent - path.data_sent_at_ack >= RTT_PROBE_FRAMES
+                    and now - path.ack_sent_at >= max(path.rtt.srtt / 4, RTT_PROBE_MIN_GAP)
+                )
+            ):
+                path.data_sent_at_ack, path.ack_sent_at = path.data_sent, now
                 ack = make_ack(path, now, self.receiver, self._tx_key, self.session_id)
                 if frames is None:
                     frames = out[path.path_id] = [ack]
-                else:
-                    frames.append(ack)
+                else:  # first: its timestamp must not wait behind our own burst
+                    frames.insert(0, ack)
             if frames:
                 path.last_sent = now
                 path.bytes_sent += sum(map(len, frames))
@@ -476,12 +493,13 @@ class Session:
             if wake is not None:
                 times.append(wake)
         timeout = self._path_timeout()
+        resends_waiting = self.recovery.waiting()
         for path in self.paths.values():
             times.append(path.last_sent + cfg.probe_interval)
             if path.state is PathState.UP and path.last_recv is not None:
                 times.append(path.last_recv + timeout)
             if (
-                self.scheduler.waiting(path, self.sender)
+                (self.scheduler.waiting(path, self.sender) or resends_waiting)
                 and path.state is not PathState.DOWN  # `transmit` skips a down or full path,
                 and path.writable  # so its send budget never refills: waking is a busy loop
                 and (wake := path.cc.wake_at(path.rtt.srtt)) is not None

@@ -86,13 +86,21 @@ def _check_proxy_clean(probe: ProxyProbe, paths: ThreePaths, sshd: PrivateSshd) 
     paths.relay.wait_for_log(r"closed by \w+: session ended")
 
 
+#: Bytes a UDP path carries at least in a bulk transfer beside the loopback TCP path.
+DATAGRAM_SHARE = 100_000
+
+
 def _check_every_path_carried(paths: ThreePaths, direction: str) -> None:
-    """Redundant mode sends every frame on every path that can take it. A path skips frames
-    the far end already acknowledged (a slow path must not hold anything back), so a path
-    need not carry all of it -- but each one carries a real share of the bulk.
+    """Redundant mode sends every frame on every path its congestion controller lets send. A
+    path skips frames the far end already acknowledged (a slow path must not hold anything
+    back), so a path need not carry all of it. On loopback the TCP path (no controller of ours:
+    the kernel's) takes frames as fast as they come, and most are acknowledged before a UDP
+    path's paced budget reaches them: the stream path carries the bulk, each UDP path a share
+    (its controller measured what it could deliver, nothing more).
     """
     carried = [getattr(shim, f"{direction}_counters").bytes for shim in paths.all]
-    assert all(b > BULK_SIZE // 10 for b in carried), carried
+    assert carried[2] > BULK_SIZE // 2, carried
+    assert all(b > DATAGRAM_SHARE for b in carried), carried
 
 
 def ssh_run(
@@ -258,9 +266,10 @@ def test_transfer_with_one_path_blackholed_and_one_lossy(
     lossy = paths.udp_a
     for counters in (lossy.up_counters, lossy.down_counters):
         assert counters.dropped > 0 and counters.forwarded > 0, counters
-    # The lossy path still carried a real share of the bulk.
+    # The lossy path still carried a share of the bulk: what its controller let it send while
+    # the loopback TCP path delivered the rest first (see `_check_every_path_carried`).
     carried = getattr(lossy, "up_counters" if direction == "upload" else "down_counters").bytes
-    assert carried > BULK_SIZE // 10, carried
+    assert carried > DATAGRAM_SHARE, carried
 
 
 class _BlackholeWhen:
@@ -270,7 +279,9 @@ class _BlackholeWhen:
         self.shims = shims
         self.shim = shim
         self.counters = shim.up_counters if direction == "upload" else shim.down_counters
-        self.threshold = BULK_SIZE // 10  # a path skips what others delivered: may carry less
+        # a path skips what others delivered: a UDP path paced by its controller beside a
+        # loopback TCP path carries far less than a tenth (see `_check_every_path_carried`)
+        self.threshold = BULK_SIZE // 10 if isinstance(shim, TcpShim) else DATAGRAM_SHARE
         self.fired = threading.Event()
         self.frozen: tuple[Counters, Counters] | None = None  # (up, down) when it fired
         self._stop = threading.Event()
@@ -318,7 +329,7 @@ def test_transfer_survives_path_blackholed_midway(
     paths.shims.set(lossy.down, loss=0.2)
     with _BlackholeWhen(paths.shims, victim, direction) as cut:
         _transfer(direction, sshd, probes(paths.args()), paths, bulk_file)
-    assert cut.fired.is_set(), "the victim path never carried a tenth of the bulk"
+    assert cut.fired.is_set(), "the victim path never carried its share of the bulk"
     assert cut.frozen is not None
     after = (victim.up_counters, victim.down_counters)
     if dead == "tcp":

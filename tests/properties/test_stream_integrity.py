@@ -1,9 +1,10 @@
 """Whatever the network does, each direction's delivered stream is the sent stream, exactly.
 
 Hypothesis draws the network (1-4 paths, each direction with its own delay, jitter, loss up to
-60 %, reordering, duplication, corruption and short outages, sometimes every path down at once
-within the grace period), the byte streams both ways (empty, tiny, large, chunked, written
-over time) and the window settings; the deterministic simulator runs the two real sessions.
+60 %, reordering, duplication, corruption, short outages and sometimes a rate limit with a
+bounded queue, sometimes every path down at once within the grace period), the byte streams
+both ways (empty, tiny, large, chunked, written over time) and the window settings; the
+deterministic simulator runs the two real sessions.
 The simulator itself checks the memory bounds after every step: unacked bytes within
 `window_bytes`, held frames within `window_frames`, held bytes within the peer's window, and
 the advertised window frozen while the consumer is paused.
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 from dupsession.core import wire
 from dupsession.core.events import SessionClosed, StreamData, StreamEnded
 from dupsession.core.session import SessionConfig, SessionState
-from tests.sim.network import LinkSpec, PathSpec, SideResult, SimResult, simulate
+from tests.sim.network import Bottleneck, LinkSpec, PathSpec, SideResult, SimResult, simulate
 
 # Passing runs take seconds; the generous limit leaves a failure time to shrink.
 pytestmark = pytest.mark.timeout(900)
@@ -65,6 +66,10 @@ def link(datagram: bool, extra_outages: tuple[Interval, ...]) -> st.SearchStrate
         corrupt=st.floats(0, 0.1),
         outages=intervals(6.0, 4.0, 2).map(lambda o: tuple(o) + extra_outages),
         datagram=st.just(datagram),
+        bottleneck=st.one_of(
+            st.none(),
+            st.builds(Bottleneck, rate=st.floats(20_000, 2_000_000), queue=st.floats(0.005, 0.3)),
+        ),
     )
 
 

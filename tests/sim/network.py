@@ -11,6 +11,11 @@ Model (trio's `_fake_net.py` in spirit, per direction and per path):
   corrupts (TCP's own job). An outage *stalls* it like a dead route does: bytes sent into or
   in flight across an outage arrive one delay after the outage ends. An outage that never ends
   (`end=math.inf`) swallows them.
+- A link may have a rate: a `Bottleneck` (a router's output port: bytes per second and a
+  queue bounded in time, tail drop) that frames wait in before their delay. Links given the
+  same `Bottleneck` share it, across paths and across simulations run together
+  (`run_together`): that is how two sessions compete for one uplink. Stream links queue
+  without bound (TCP's send buffer holds what the network cannot take).
 
 The driver is what the asyncio glue does: after every input it feeds application bytes while
 `writable()` allows (backpressure), half-closes once everything is written, calls
@@ -71,6 +76,31 @@ class LivelockError(AssertionError):
     """The core asked to be woken at an instant it had just been woken at, over and over."""
 
 
+@dataclass(slots=True, eq=False)
+class Bottleneck:
+    """A router's output port: serialises frames at `rate` and drops what would wait longer
+    than `queue` seconds (tail drop). Mutable, shared by every link given it."""
+
+    rate: float  #: bytes per second
+    queue: float = 0.2  #: the longest wait (s) before a frame is dropped (datagram links)
+    busy_until: float = float("-inf")
+    dropped: int = 0
+    max_wait: float = 0.0  #: the longest wait any frame had (s): the queueing delay reached
+    waits: list[float] = field(default_factory=list)  #: every frame's wait, in order
+
+    def admit(self, size: int, now: float, drop: bool) -> float | None:
+        """When the frame leaves the port, or None when it is dropped (queue full)."""
+        start = max(now, self.busy_until)
+        wait = start - now
+        if drop and wait > self.queue:
+            self.dropped += 1
+            return None
+        self.busy_until = start + size / self.rate
+        self.max_wait = max(self.max_wait, wait)
+        self.waits.append(wait)
+        return self.busy_until
+
+
 @dataclass(frozen=True, slots=True)
 class LinkSpec:
     """One direction of one path."""
@@ -92,6 +122,8 @@ class LinkSpec:
     outages: Sequence[tuple[float, float]] = ()
     #: True: UDP-like. False: a reliable in-order stream that stalls during outages.
     datagram: bool = True
+    #: The port frames queue in before their delay; None: infinitely fast.
+    bottleneck: Bottleneck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +140,7 @@ class PathSpec:
 class LinkStats:
     sent: int = 0
     lost: int = 0  #: random loss
+    queue_dropped: int = 0  #: tail drop at a full bottleneck queue
     blackholed: int = 0  #: sent into, or in flight across, an outage (datagram) / never ends
     duplicated: int = 0
     corrupted: int = 0
@@ -139,6 +172,12 @@ class Link:
         if rng.random() < spec.loss:
             stats.lost += 1
             return []
+        if spec.bottleneck is not None:
+            departure = spec.bottleneck.admit(len(frame), now, drop=True)
+            if departure is None:
+                stats.queue_dropped += 1
+                return []
+            now = departure
         copies = 1
         if rng.random() < spec.duplicate:
             copies = 2
@@ -163,6 +202,8 @@ class Link:
     def _send_stream(self, frame: bytes, now: float) -> list[tuple[float, bytes]]:
         spec = self.spec
         depart = now
+        if spec.bottleneck is not None:
+            depart = spec.bottleneck.admit(len(frame), now, drop=False) or now
         arrival = depart + spec.delay + self.rng.uniform(0, spec.jitter)
         while (outage := self._overlapping(depart, arrival)) is not None:
             if math.isinf(outage[1]):
@@ -399,56 +440,68 @@ class Simulation:
 
     # -- the loop ------------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """The first transmit on both sides (probes on every path)."""
+        for side in (self.client, self.exit):
+            self._pump(side)
+
+    def next_due(self) -> tuple[float, int, Endpoint | None] | None:
+        """The next thing to happen: (time, rank, side whose timer it is or None for the
+        network); None when nothing ever will."""
+        candidates: list[tuple[float, int, Endpoint | None]] = []
+        if self._heap:
+            candidates.append((self._heap[0][0], 0, None))
+        for rank, side in enumerate((self.client, self.exit), 1):
+            timer = side.session.get_timer()
+            if timer is not None:
+                candidates.append((timer, rank, side))
+        return min(candidates, key=lambda c: (c[0], c[1])) if candidates else None
+
+    def step(self, due: tuple[float, int, Endpoint | None]) -> None:
+        """Run what `next_due` returned: one arrival or one timer, then the glue's pump."""
+        at, _, timer_side = due
+        self.steps += 1
+        if timer_side is None:
+            at, _, side, action = heapq.heappop(self._heap)
+            self.now = max(self.now, at)
+            if isinstance(action, Arrival):
+                side.session.receive_frame(action.frame, self.now, action.path_id)
+            elif isinstance(action, Pause):
+                receiver = side.session.receiver
+                side.session.pause_receiving(action.paused)
+                side.paused_end = receiver.advertised_end if action.paused else None
+            self._pump(side)
+            return
+        side = timer_side
+        if at <= self.now and side.last_timer == self.now:
+            side.spins += 1
+            if side.spins > LIVELOCK_SPINS:
+                raise LivelockError(
+                    f"seed={self.seed} t={self.now - START:.6f}: {side.name} timer due at "
+                    f"{at - START:.6f} keeps firing without progress"
+                )
+            self.now += SPIN_STEP
+        elif at > self.now:
+            side.spins = 0
+        self.now = max(self.now, at)
+        side.last_timer = self.now
+        side.session.handle_timer(self.now)
+        self._pump(side)
+
     def run(
         self, until: float = 600.0, stop: Callable[[Simulation], bool] | None = None
     ) -> SimResult:
         """Run until both sessions are closed and the network is empty, `until` seconds of
         virtual time pass, or `stop(self)` holds after a step."""
         deadline = START + until
-        for side in (self.client, self.exit):
-            self._pump(side)
+        self.start()
         while True:
             if stop is not None and stop(self):
                 break
-            candidates: list[tuple[float, int, Endpoint | None]] = []
-            if self._heap:
-                candidates.append((self._heap[0][0], 0, None))
-            for rank, side in enumerate((self.client, self.exit), 1):
-                timer = side.session.get_timer()
-                if timer is not None:
-                    candidates.append((timer, rank, side))
-            if not candidates:
+            due = self.next_due()
+            if due is None or due[0] > deadline:
                 break
-            at, _, timer_side = min(candidates, key=lambda c: (c[0], c[1]))
-            if at > deadline:
-                break
-            self.steps += 1
-            if timer_side is None:
-                at, _, side, action = heapq.heappop(self._heap)
-                self.now = max(self.now, at)
-                if isinstance(action, Arrival):
-                    side.session.receive_frame(action.frame, self.now, action.path_id)
-                elif isinstance(action, Pause):
-                    receiver = side.session.receiver
-                    side.session.pause_receiving(action.paused)
-                    side.paused_end = receiver.advertised_end if action.paused else None
-                self._pump(side)
-                continue
-            side = timer_side
-            if at <= self.now and side.last_timer == self.now:
-                side.spins += 1
-                if side.spins > LIVELOCK_SPINS:
-                    raise LivelockError(
-                        f"seed={self.seed} t={self.now - START:.6f}: {side.name} timer due at "
-                        f"{at - START:.6f} keeps firing without progress"
-                    )
-                self.now += SPIN_STEP
-            elif at > self.now:
-                side.spins = 0
-            self.now = max(self.now, at)
-            side.last_timer = self.now
-            side.session.handle_timer(self.now)
-            self._pump(side)
+            self.step(due)
         return self.result()
 
     def result(self) -> SimResult:
@@ -494,6 +547,23 @@ def simulate(
     **kwargs: Any,
 ) -> SimResult:
     return Simulation(paths, seed, client_writes, exit_writes, **kwargs).run(until)
+
+
+def run_together(sims: Sequence[Simulation], until: float = 600.0) -> list[SimResult]:
+    """Run several simulations on one virtual clock, so links that share a `Bottleneck`
+    see every session's frames in time order (two sessions on one uplink)."""
+    deadline = START + until
+    for sim in sims:
+        sim.start()
+    while True:
+        dues = [(due, sim) for sim in sims if (due := sim.next_due()) is not None]
+        if not dues:
+            break
+        due, sim = min(dues, key=lambda d: (d[0][0], d[0][1]))
+        if due[0] > deadline:
+            break
+        sim.step(due)
+    return [sim.result() for sim in sims]
 
 
 def symmetric(link: LinkSpec, count: int = 1) -> list[PathSpec]:

@@ -97,7 +97,11 @@ def seqs(copies: list[tuple[float, int]], after: float = 0.0) -> set[int]:
 
 
 def test_redundant_puts_every_frame_on_every_path() -> None:
-    _, copies = run([PathSpec(FAST, FAST), PathSpec(SLOW, SLOW)], Schedule(), bulk(60_000))
+    # a window wide enough for the whole transfer: with the session's own controller the slow
+    # path would rightly skip frames the fast one got acknowledged before its budget refilled
+    _, copies = run(
+        [PathSpec(FAST, FAST), PathSpec(SLOW, SLOW)], Schedule(), bulk(60_000), window=4096
+    )
     assert seqs(copies[0]) == seqs(copies[1]) == set(range(len(seqs(copies[0]))))
 
 
@@ -139,7 +143,10 @@ def test_stripe_reinjects_frames_late_on_a_blacked_out_path() -> None:
         [PathSpec(FAST, FAST), PathSpec(dark, SLOW)], Schedule(Policy.STRIPE), bulk(600_000), CAPPED
     )
     scheduler = sim.client.session.scheduler
-    assert isinstance(scheduler, Stripe) and scheduler.reinjections > 0
+    # re-sent by deadline re-injection, or earlier by RACK (later frames on the fast path were
+    # acknowledged): either way on the fast path, at once
+    assert isinstance(scheduler, Stripe)
+    assert scheduler.reinjections + sim.client.session.sender.lost_detected > 0
     lost_on_slow = seqs(copies[1], after=0.1)
     assert lost_on_slow and lost_on_slow <= seqs(copies[0])  # each went again on the fast path
     # the transfer does not wait for the dark path's 30 s outage, nor for backed-off timers

@@ -1,0 +1,125 @@
+"""Congestion control in the simulator: links with a rate and a bounded (200 ms) router queue.
+
+What is promised (issue 9): a datagram path's controller converges to the link rate without
+keeping a standing queue; random loss does not halve its rate; two sessions on one bottleneck
+share it fairly; and a transfer leaves room for keystrokes of another session.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from dupsession.core.congestion import ModelRate
+from tests.sim.network import (
+    Bottleneck,
+    LinkSpec,
+    PathSpec,
+    SimResult,
+    Simulation,
+    run_together,
+)
+
+MBIT = 1e6 / 8  #: bytes per second
+#: Payload share of a full datagram frame on the wire (1196 of 1232 bytes).
+PAYLOAD_SHARE = 1196 / 1232
+
+
+def bottlenecked(rate: float, delay: float, loss: float = 0.0) -> tuple[PathSpec, Bottleneck]:
+    up = Bottleneck(rate, queue=0.2)
+    down = Bottleneck(rate, queue=0.2)
+    spec = PathSpec(
+        LinkSpec(delay=delay, loss=loss, bottleneck=up),
+        LinkSpec(delay=delay, loss=loss, bottleneck=down),
+    )
+    return spec, up
+
+
+def upload(spec: PathSpec, size: int, seed: int = 1) -> tuple[Simulation, SimResult]:
+    sim = Simulation([spec], seed, [bytes(size)], [])
+    return sim, sim.run(until=120)
+
+
+def goodput(result: SimResult, size: int) -> float:
+    assert result.exit.received == result.client.sent, result.describe()
+    assert result.exit.closed_at is not None, result.describe()
+    return size / result.exit.closed_at
+
+
+def test_converges_to_the_link_rate_without_a_standing_queue() -> None:
+    rate, size = 10 * MBIT, 3_000_000
+    spec, port = bottlenecked(rate, delay=0.025)
+    sim, result = upload(spec, size)
+    # the whole transfer, startup included, at >= 85 % of what the link can carry
+    assert goodput(result, size) >= 0.85 * rate * PAYLOAD_SHARE, result.describe()
+    cc = sim.client.session.paths[0].cc
+    assert isinstance(cc, ModelRate)
+    assert cc.mode == "probe"
+    # the rate estimate is the link's (in frames of 1232 bytes), within 5 %
+    assert abs(cc.btl_bw * 1232 - rate) <= 0.05 * rate
+    assert cc.min_rtt == pytest_approx(0.05, 0.002)
+    # after startup the queue stays short: median wait a small fraction of the 50 ms RTT,
+    # and far below the 200 ms the router would hold
+    steady = port.waits[len(port.waits) // 2 :]
+    assert statistics.median(steady) < 0.015
+    assert max(steady) < 0.1
+
+
+def pytest_approx(value: float, tolerance: float) -> object:
+    import pytest
+
+    return pytest.approx(value, abs=tolerance)
+
+
+def test_random_loss_does_not_halve_the_rate() -> None:
+    rate, size = 10 * MBIT, 3_000_000
+    clean = goodput(upload(bottlenecked(rate, 0.025)[0], size)[1], size)
+    lossy_sim, lossy = upload(bottlenecked(rate, 0.025, loss=0.05)[0], size)
+    # 5 % loss each way costs the 5 % resent and little more; a loss-based controller would
+    # halve its window on every loss
+    assert goodput(lossy, size) >= 0.8 * clean
+    cc = lossy_sim.client.session.paths[0].cc
+    assert isinstance(cc, ModelRate)
+    assert abs(cc.btl_bw * 1232 - rate) <= 0.1 * rate
+
+
+def test_two_sessions_share_one_bottleneck_fairly() -> None:
+    """Two uploads, different RTTs (40 and 60 ms), one 2 Mbit/s uplink with a 200 ms queue.
+
+    Measured over the second half of 12 s (after both converged; one PROBE_RTT each): the
+    link is used, the share is fair by Jain's index, few frames are dropped. Known limit (BBR v1
+    has it too): two model-based flows keep a standing queue of about one BDP between them;
+    it stays well under the router's 200 ms, and is asserted so, not hidden.
+    """
+    rate, total = 2 * MBIT, 12.0
+    up = Bottleneck(rate, queue=0.2)
+    sims = []
+    for seed, delay in ((1, 0.02), (2, 0.03)):
+        spec = PathSpec(LinkSpec(delay=delay, bottleneck=up), LinkSpec(delay=delay))
+        sims.append(Simulation([spec], seed, [bytes(int(rate * total))], []))
+    run_together(sims, until=total / 2)
+    before = [len(s.exit.received) for s in sims]
+    start, dropped = len(up.waits), up.dropped
+    run_together(sims, until=total)
+    got = [len(s.exit.received) - b for s, b in zip(sims, before, strict=True)]
+    assert sum(got) >= 0.9 * rate * PAYLOAD_SHARE * total / 2, got
+    jain = sum(got) ** 2 / (len(got) * sum(g * g for g in got))
+    assert jain >= 0.9, got
+    # startup overshoots once; after that, probing rounds drop little (< 2 % of frames)
+    assert up.dropped - dropped < 0.02 * (len(up.waits) - start)
+    assert statistics.median(up.waits[start:]) < 0.15
+
+
+def test_a_transfer_leaves_room_for_another_sessions_keystrokes() -> None:
+    """Typing in one session while another uploads through the same uplink: the keystrokes
+    wait behind the transfer's queue, and that queue stays short."""
+    rate = 10 * MBIT
+    up = Bottleneck(rate, queue=0.2)
+    bulk_spec = PathSpec(LinkSpec(delay=0.02, bottleneck=up), LinkSpec(delay=0.02))
+    typing_spec = PathSpec(LinkSpec(delay=0.02, bottleneck=up), LinkSpec(delay=0.02))
+    bulk = Simulation([bulk_spec], 1, [bytes(4_000_000)], [])
+    keys = [(1.0 + i * 0.05, bytes([i % 251])) for i in range(40)]
+    typing = Simulation([typing_spec], 2, keys, [])
+    run_together([bulk, typing], until=4.0)
+    waits = up.waits[len(up.waits) // 3 :]
+    assert statistics.quantiles(waits, n=100)[98] < 0.03  # p99 queueing delay under 30 ms
+    assert typing.exit.received == b"".join(k for _, k in keys)
