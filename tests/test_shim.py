@@ -380,3 +380,16 @@ def test_rate_limit_serializes_both_kinds() -> None:
         assert echoed == data
 
     run(body())
+
+
+def test_impairment_announces_each_change_until_unwatched() -> None:
+    imp = Impairment(delay=0.01)
+    seen: list[tuple[bool, float]] = []
+    stop = imp.watch(lambda: seen.append((imp.blackhole, imp.loss)))
+    imp.blackhole = True
+    imp.blackhole = True  # no change, no announcement
+    imp.loss = 0.25
+    stop()
+    imp.delay = 1.0
+    assert seen == [(True, 0.0), (True, 0.25)]
+    assert imp == Impairment(delay=1.0, loss=0.25, blackhole=True)  # watchers are no field

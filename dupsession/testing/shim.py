@@ -11,8 +11,10 @@ need to change that while a session runs. A shim sits between a client and an up
   a dead route does (bytes are held, up to a bound, then reading stops) and releases every
   held byte, once and in order, when the blackhole ends.
 
-`Impairment` objects are plain mutable dataclasses: tests flip `blackhole` or `loss` live and
-the next datagram or chunk sees the new value.
+`Impairment` objects are mutable dataclasses: tests flip `blackhole` or `loss` live and the
+next datagram or chunk sees the new value; a change is also announced to whoever watches the
+impairment (a stalled TCP direction resumes the moment its blackhole ends, no polling).
+Change them on the shim's loop thread.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self, cast
+from typing import ClassVar, Self, cast
 
 __all__ = ["Counters", "Impairment", "TcpShim", "UdpShim"]
 
@@ -43,15 +45,11 @@ UDP_MAX_PENDING = 256  # datagrams
 TCP_HIGH_WATER = 4 * 1024 * 1024  # bytes
 TCP_LOW_WATER = TCP_HIGH_WATER // 2  # bytes; reading resumes below this
 
-# How often a stalled TCP direction looks whether its blackhole has ended. Impairment is a
-# plain dataclass with no change callback, so a stall polls; 10 ms is well under any delay
-# a test measures.
-TCP_STALL_POLL = 0.01  # seconds
-
 
 @dataclass
 class Impairment:
-    """What one direction of a path does to traffic. Mutable: changes apply at once."""
+    """What one direction of a path does to traffic. Mutable: changes apply at once, and
+    each change is announced to the callbacks registered with `watch`."""
 
     delay: float = 0.0
     """One-way delay in seconds."""
@@ -63,6 +61,26 @@ class Impairment:
     """A dead route: UDP drops everything, TCP stalls (holds bytes until it ends)."""
     rate_bps: float | None = None
     """Link rate in bits per second (token-bucket serialization delay); None = unlimited."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_watchers", [])
+
+    def __setattr__(self, name: str, value: object) -> None:
+        changed = getattr(self, name, _UNSET) != value
+        object.__setattr__(self, name, value)
+        if changed:  # (__init__ sets the fields before there are any watchers)
+            for callback in list(self.__dict__.get("_watchers", ())):
+                callback()
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` after every change; returns the function that stops that."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback)
+
+    _watchers: ClassVar[list[Callable[[], None]]]  # per instance, set in __post_init__
+
+
+_UNSET = object()
 
 
 @dataclass
@@ -343,8 +361,9 @@ class _Pipe:
 
     A chunk's due time is its arrival plus the direction's delay, never earlier than the
     chunk before it, so jitter cannot reorder bytes. One timer per pipe fires at the head's
-    due time; under a blackhole it polls instead and, when the route returns, pushes every
-    held chunk to at least now + delay, as retransmissions over a revived route would arrive.
+    due time; under a blackhole (or before the destination connects) the pipe stalls with no
+    timer, and when the route returns (announced by its `Impairment`) pushes every held
+    chunk to at least now + delay, as retransmissions over a revived route would arrive.
     """
 
     def __init__(self, conn: _TcpConn, direction: _Direction) -> None:
@@ -361,6 +380,7 @@ class _Pipe:
         self.dst_paused = False  # the destination's write buffer is full
         self.eof_queued = False
         self.done = False  # EOF delivered, or the destination is gone
+        self._unwatch: Callable[[], None] | None = direction.imp.watch(self.wake)
 
     @property
     def timers(self) -> _Timers:
@@ -389,11 +409,13 @@ class _Pipe:
     def _arm(self, when: float) -> None:
         self.timer = self.timers.call_at(when, self._on_timer)
 
-    def kick(self) -> None:
-        """The destination just connected: stop polling, release what is due."""
-        if self.timer is not None and self.queue:
+    def wake(self) -> None:
+        """The destination connected or the impairment changed: release what is due."""
+        if self.done or not self.queue:
+            return
+        if self.timer is not None:
             self.timers.cancel(self.timer)
-            self._arm(self.queue[0][0])
+        self._arm(self.queue[0][0])
 
     def _on_timer(self) -> None:
         self.timer = None
@@ -401,8 +423,7 @@ class _Pipe:
         dst = self.dst
         if self.direction.imp.blackhole or dst is None or dst.transport is None:
             self.stalled = self.stalled or self.direction.imp.blackhole
-            self._arm(now + TCP_STALL_POLL)
-            return
+            return  # until `wake`: the destination connects or the blackhole ends
         if self.stalled:
             self.stalled = False
             floor = now + self.direction.latency()
@@ -448,6 +469,9 @@ class _Pipe:
         self.done = True
         self.queue.clear()
         self.held = 0
+        if self._unwatch is not None:
+            self._unwatch()  # a closed connection is no longer told about changes
+            self._unwatch = None
         if self.timer is not None:
             self.timers.cancel(self.timer)
             self.timer = None
@@ -472,7 +496,7 @@ class _TcpSide(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn.sides.add(self)
-        self.incoming.kick()
+        self.incoming.wake()
 
     def data_received(self, data: bytes) -> None:
         self.outgoing.push(data)
