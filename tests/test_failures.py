@@ -15,8 +15,8 @@ import pytest
 
 from dupsession.failures import grouped, reason
 from dupsession.pathspec import parse_path
-from tests.e2e.sshd import free_port
 from tests.prereq import missing
+from tests.support.sshd import free_port
 
 TIMEOUT = 30
 

@@ -54,7 +54,6 @@ import re
 import selectors
 import shlex
 import shutil
-import signal
 import statistics
 import struct
 import subprocess
@@ -72,6 +71,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from contrib.bench.termscreen import Screen  # noqa: E402
+from tests.support.processes import alive, descendants, stop_tree  # noqa: E402
 
 SCENARIO = "two-uplinks-two-relays"
 KEY_INTERVAL = 0.050  # one keystroke every 50 ms
@@ -252,45 +252,6 @@ def cpu_times() -> tuple[float, float]:
     fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     return sum(fields) - idle, sum(fields)
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def stop_tree(pid: int, timeout: float = 3.0) -> None:
-    """SIGTERM `pid`'s descendants, then `pid`; SIGKILL whatever is left after `timeout`."""
-    pids = [*reversed(_descendants(pid)), pid]
-    for p in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    for p in pids:
-        if _alive(p):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGKILL)
 
 
 def which(name: str) -> str:
@@ -483,7 +444,7 @@ class Bench:
                 os.close(method.rfd)
             if method.raw_log is not None:
                 method.raw_log.close()
-        if self.mosh_server_pid is not None and _alive(self.mosh_server_pid):
+        if self.mosh_server_pid is not None and alive(self.mosh_server_pid):
             stop_tree(self.mosh_server_pid)
         for proc in reversed(self.servers):
             stop_tree(proc.pid)
@@ -630,7 +591,7 @@ class Bench:
         targets = {f"relayd-{label}": proc.pid for label, proc in self.relayds.items()}
         for method in self.methods:
             if method.group == "dupsession" and method.proc is not None:
-                for pid in _descendants(method.proc.pid):
+                for pid in descendants(method.proc.pid):
                     if process_label(pid) == "dupsession":
                         targets["dupsession-client"] = pid
         for name, pid in targets.items():

@@ -12,7 +12,7 @@ import pytest
 
 from dupsession.core import wire
 from dupsession.core.session import Role, Session, SessionConfig
-from tests.core.test_session import T0, Pair, data_frames, drain, handshake
+from tests.support.session import T0, Pair, data_frames, drain, handshake
 
 ACK_DELAY = SessionConfig().ack_delay
 

@@ -14,7 +14,7 @@ from dupsession.core.handshake import SessionKeys
 from dupsession.core.negotiate import Features
 from dupsession.core.seal import CLIENT_TO_EXIT, EXIT_TO_CLIENT, PayloadCipher, nonce
 from dupsession.core.session import Role, Session
-from tests.core.test_session import handshake
+from tests.support.session import handshake
 
 SECRET = b"known plaintext: the VNC password is hunter2 " * 40
 T0 = 100.0

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.proxycmd import ProxyProbe
-from tests.e2e.relay import Relay, start_relay
-from tests.e2e.shims import ShimThread
-from tests.e2e.sshd import PrivateSshd, private_sshd
-from tests.e2e.tmux import TmuxPane
+from tests.support.bulk import BULK_SIZE, write_random_file
+from tests.support.proxycmd import ProxyProbe
+from tests.support.relay import Relay, start_relay
+from tests.support.shims import ShimThread
+from tests.support.sshd import PrivateSshd, private_sshd
+from tests.support.tmux import TmuxPane
 
 E2E_DIR = Path(__file__).parent
 
@@ -37,9 +36,6 @@ def sshd() -> Iterator[PrivateSshd]:
 
 
 # -- dupsession/relayd end-to-end fixtures ----------------------------------------------------
-
-#: Bytes moved each way by the bulk-transfer tests.
-BULK_SIZE = 50_000_000
 
 
 @pytest.fixture(autouse=True)
@@ -98,15 +94,7 @@ def probes(tmp_path: Path) -> Iterator[Callable[..., ProxyProbe]]:
 def bulk_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A file of BULK_SIZE random bytes and its sha256 hex digest."""
     path = tmp_path_factory.mktemp("bulk") / "random.bin"
-    digest = hashlib.sha256()
-    with path.open("wb") as handle:
-        remaining = BULK_SIZE
-        while remaining:
-            chunk = os.urandom(min(remaining, 1 << 20))
-            digest.update(chunk)
-            handle.write(chunk)
-            remaining -= len(chunk)
-    return path, digest.hexdigest()
+    return path, write_random_file(path, BULK_SIZE)
 
 
 @pytest.fixture

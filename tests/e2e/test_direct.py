@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.proxycmd import run_dupsession
-from tests.e2e.relay import Relay
-from tests.e2e.sshd import require_binary
-from tests.e2e.targets import SocatEcho, TcpTarget
+from tests.support.proxycmd import run_dupsession
+from tests.support.relay import Relay
+from tests.support.sshd import require_binary
+from tests.support.targets import SocatEcho, TcpTarget
 
 pytestmark = pytest.mark.timeout(60)
 

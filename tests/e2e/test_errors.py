@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from dupsession.testing.shim import TcpShim, UdpShim
-from tests.e2e.proxycmd import ProxyProbe, run_dupsession
-from tests.e2e.relay import Relay, keygen
-from tests.e2e.shims import ShimThread
-from tests.e2e.sshd import PrivateSshd, free_port, require_binary
+from tests.support.proxycmd import ProxyProbe, run_dupsession
+from tests.support.relay import Relay, keygen
+from tests.support.shims import ShimThread
+from tests.support.sshd import PrivateSshd, free_port, require_binary
 
 pytestmark = pytest.mark.timeout(60)
 

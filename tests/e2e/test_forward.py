@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.forward import Forward, recv_all
-from tests.e2e.relay import Relay
-from tests.e2e.sshd import free_port, require_binary
-from tests.e2e.targets import TcpTarget
+from tests.support.forward import Forward, recv_all
+from tests.support.relay import Relay
+from tests.support.sshd import free_port, require_binary
+from tests.support.targets import TcpTarget
 
 pytestmark = pytest.mark.timeout(90)
 

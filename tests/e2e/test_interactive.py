@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.relay import Relay
-from tests.e2e.sshd import require_binary
-from tests.e2e.targets import TcpTarget
-from tests.e2e.tmux import shell_wrapped
+from tests.support.relay import Relay
+from tests.support.sshd import require_binary
+from tests.support.targets import TcpTarget
+from tests.support.tmux import shell_wrapped
 
 pytestmark = pytest.mark.timeout(60)
 

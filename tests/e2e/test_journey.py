@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.relay import RELAY_START_TIMEOUT, Relay
-from tests.e2e.sshd import HOST_KEY_ALIAS, PrivateSshd, free_port, require_binary
+from tests.support.relay import RELAY_START_TIMEOUT, Relay
+from tests.support.sshd import HOST_KEY_ALIAS, PrivateSshd, free_port, require_binary
 
 pytestmark = pytest.mark.timeout(90)
 

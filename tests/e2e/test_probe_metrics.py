@@ -27,10 +27,6 @@ from prometheus_client.samples import Sample
 
 from dupsession import control
 from dupsession.testing.shim import Impairment
-from tests.e2e.relay import Relay, keygen
-from tests.e2e.shims import ShimThread
-from tests.e2e.sshd import free_port, require_binary
-from tests.e2e.targets import TcpTarget
 from tests.e2e.test_status import (
     ROUTES,
     LiveSession,
@@ -39,6 +35,10 @@ from tests.e2e.test_status import (
     expected_lags,
     start_live_session,
 )
+from tests.support.relay import Relay, keygen
+from tests.support.shims import ShimThread
+from tests.support.sshd import free_port, require_binary
+from tests.support.targets import TcpTarget
 
 pytestmark = pytest.mark.timeout(60)
 

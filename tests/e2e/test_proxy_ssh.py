@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from dupsession.testing.shim import Counters, Impairment, TcpShim, UdpShim
-from tests.e2e.conftest import BULK_SIZE
-from tests.e2e.proxycmd import ProxyProbe, stop_pid
-from tests.e2e.relay import Relay
-from tests.e2e.shims import ShimThread
-from tests.e2e.sshd import PrivateSshd, require_binary
+from tests.support.bulk import BULK_SIZE
+from tests.support.processes import stop_pid
+from tests.support.proxycmd import ProxyProbe
+from tests.support.relay import Relay
+from tests.support.shims import ShimThread
+from tests.support.sshd import PrivateSshd, require_binary
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -17,9 +17,9 @@ from dupsession.echo import open_echo_session, type_keystrokes
 from dupsession.pathspec import PathSpec, parse_path
 from dupsession.settings import ClientSettings
 from dupsession.testing.shim import Impairment
-from tests.e2e.relay import Relay
-from tests.e2e.shims import ShimThread
-from tests.e2e.sshd import PrivateSshd
+from tests.support.relay import Relay
+from tests.support.shims import ShimThread
+from tests.support.sshd import PrivateSshd
 
 ONE_WAY = 0.015  #: seconds each way on the route, for both the SSH and the TCP path
 TYPING = 3.0  #: seconds of keystrokes per measurement

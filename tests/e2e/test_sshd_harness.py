@@ -9,7 +9,7 @@ import time
 import pytest
 
 from dupsession.testing.shim import Impairment, TcpShim
-from tests.e2e.sshd import PrivateSshd, private_sshd, require_binary
+from tests.support.sshd import PrivateSshd, private_sshd, require_binary
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -34,12 +34,12 @@ import pytest
 from dupsession import control
 from dupsession.cli import version
 from dupsession.testing.shim import Impairment
-from tests.e2e.proxycmd import stop_pid
-from tests.e2e.relay import Relay, start_relay
-from tests.e2e.shims import ShimThread
-from tests.e2e.sshd import _descendants, require_binary
-from tests.e2e.targets import TcpTarget
-from tests.e2e.tmux import TmuxPane, shell_wrapped
+from tests.support.processes import descendants, stop_pid
+from tests.support.relay import Relay, start_relay
+from tests.support.shims import ShimThread
+from tests.support.sshd import require_binary
+from tests.support.targets import TcpTarget
+from tests.support.tmux import TmuxPane, shell_wrapped
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -395,7 +395,7 @@ def test_live_view_with_stdin_at_eof_does_not_spin(live: LiveSession, pane_facto
     argv = shell_wrapped([require_binary("dupsession"), "status"], stdin_devnull=True)
     pane = pane_factory(argv, live.env)
     pane.wait_for(lambda s: "first up" in s, 15, "the status table")
-    (pid,) = _descendants(int(pane.display("#{pane_pid}")))  # sh's one child: the view
+    (pid,) = descendants(int(pane.display("#{pane_pid}")))  # sh's one child: the view
     ticks = os.sysconf("SC_CLK_TCK")
 
     def cpu_seconds() -> float:

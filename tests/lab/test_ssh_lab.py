@@ -32,8 +32,8 @@ from tests.lab.world import (
     World,
     route_rtt,
     sha256_file,
-    wait_for,
 )
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

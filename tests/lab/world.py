@@ -18,22 +18,23 @@ import contextlib
 import hashlib
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from contrib.netlab import Lab
 from dupsession import control
-from tests.e2e.sshd import require_binary
 from tests.prereq import lab_problem, missing
+from tests.support.processes import stop_process, wait_for
+from tests.support.proxycmd import ProxyProbe
+from tests.support.sshd import require_binary, ssh_keygen, strict_ssh_argv
 
 SSH_PORT = 22
 EXIT_PORT = 7300
@@ -104,67 +105,6 @@ def require_lab() -> None:
         require_binary(name)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _children(pid: int) -> list[int]:
-    """Every process below `pid` (sshd forks one per connection, each in its own session)."""
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        tree.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in tree.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def stop_pid(pid: int, timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM, then SIGKILL: for a process that is not our child (found by PID)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not _alive(pid):
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-
-def stop_process(proc: subprocess.Popen[Any], *, tree: bool = False) -> None:
-    """Stop our child `proc` (and, with `tree`, its descendants first), each by PID."""
-    if tree and proc.poll() is None:
-        for pid in _children(proc.pid):
-            stop_pid(pid)
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
-
-
-def wait_for(predicate: Any, timeout: float, what: str, step: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(step)
-
-
 @dataclass
 class Daemon:
     """A long-running process in one namespace, logging to a file."""
@@ -216,19 +156,10 @@ class Daemon:
         return [line for line in self.log.splitlines() if UNCLEAN.search(line)]
 
 
-def _keygen(path: Path, comment: str) -> str:
-    subprocess.run(
-        [require_binary("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", comment,
-         "-f", str(path)],
-        check=True, timeout=30, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    return " ".join(path.with_suffix(".pub").read_text().split()[:2])
-
-
 def sshd_daemon(root: Path, name: str, node: str, listen: str, user_pub: Path) -> Daemon:
     """A private sshd config in `root` (own host key, one authorized key) listening on `listen`.
 
-    Like tests/e2e/sshd.py, but on any address of a namespace (its port space is private).
+    Like tests/support/sshd.py, but on any address of a namespace (its port space is private).
     """
     root.mkdir(parents=True, exist_ok=True)
     (root / "authorized_keys").write_text(user_pub.read_text())
@@ -258,42 +189,6 @@ def sshd_daemon(root: Path, name: str, node: str, listen: str, user_pub: Path) -
     return Daemon(name, node, argv, root / "sshd.log", r"Server listening on", tree=True)
 
 
-class Proxy:
-    """The ProxyCommand, observed: a wrapper that records dupsession's PID, stderr and exit
-    code (ssh hides all three and sends it SIGHUP on the way out)."""
-
-    def __init__(self, workdir: Path, args: Sequence[str], name: str) -> None:
-        q = shlex.quote
-        self.err_path = workdir / f"{name}.stderr"
-        self.rc_path = workdir / f"{name}.rc"
-        self.pid_path = workdir / f"{name}.pid"
-        script = workdir / f"{name}.sh"
-        script.write_text(
-            "#!/bin/sh\ntrap '' HUP\n"
-            f'sh -c \'echo $$ > "$0"; exec "$@"\' {q(str(self.pid_path))} '
-            f'{q(require_binary("dupsession"))} "$@" 2>{q(str(self.err_path))}\n'
-            f"echo $? > {q(str(self.rc_path))}.tmp && mv {q(str(self.rc_path))}.tmp "
-            f"{q(str(self.rc_path))}\n"
-        )
-        script.chmod(0o755)
-        self.command = " ".join([q(str(script)), *(q(a) for a in args), "%h", "%p"])
-
-    @property
-    def stderr(self) -> str:
-        try:
-            return self.err_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def wait(self, timeout: float = 20.0) -> int:
-        wait_for(self.rc_path.exists, timeout, f"dupsession to exit; stderr:\n{self.stderr}")
-        return int(self.rc_path.read_text())
-
-    def cleanup(self) -> None:
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            stop_pid(int(self.pid_path.read_text()))
-
-
 @dataclass
 class World:
     """The lab plus every daemon; `ssh_popen` starts a real ssh session in the client."""
@@ -307,7 +202,7 @@ class World:
     exit: Daemon = field(init=False)
     relays: dict[str, Daemon] = field(init=False, default_factory=dict)
     sshds: dict[str, Daemon] = field(init=False, default_factory=dict)
-    proxies: list[Proxy] = field(init=False, default_factory=list)
+    proxies: list[ProxyProbe] = field(init=False, default_factory=list)
     sessions: list[subprocess.Popen[Any]] = field(init=False, default_factory=list)
     run_dir: Path | None = field(init=False, default=None)
 
@@ -321,13 +216,13 @@ class World:
         # Control sockets (`dupsession status`): a short path, unix socket names are limited.
         self.run_dir = Path(tempfile.mkdtemp(prefix="dsl-run-"))
         self.user_key = d / "user_ed25519"
-        _keygen(self.user_key, "root@dupsession-lab")
+        ssh_keygen(self.user_key, "root@dupsession-lab")
         user_pub = self.user_key.with_suffix(".pub")
         server_root, jump_root = d / "sshd-server", d / "sshd-jump"
         for root in (server_root, jump_root):
             root.mkdir()
-        server_host = _keygen(server_root / "host_ed25519", "lab-server")
-        jump_host = _keygen(jump_root / "host_ed25519", "lab-jump")
+        server_host = ssh_keygen(server_root / "host_ed25519", "lab-server")
+        jump_host = ssh_keygen(jump_root / "host_ed25519", "lab-jump")
         self.known_hosts = d / "known_hosts"
         self.known_hosts.write_text(f"lab-server {server_host}\n")
         self.jump_known_hosts = d / "jump_known_hosts"
@@ -415,32 +310,24 @@ url = "{jump}&via={JUMP}"
         path.write_text(text)
         return path
 
-    def proxy(self, config: Path, name: str) -> Proxy:
-        proxy = Proxy(self.dir, ["-v", "--config", str(config)], name)
+    def proxy(self, config: Path, name: str) -> ProxyProbe:
+        proxy = ProxyProbe(self.dir, ["-v", "--config", str(config)], name)
         self.proxies.append(proxy)
         return proxy
 
-    def ssh_argv(self, proxy: Proxy, remote: str) -> list[str]:
-        return [
-            require_binary("ssh"),
-            "-F", "/dev/null",
-            "-i", str(self.user_key),
-            "-o", "IdentitiesOnly=yes",
-            "-o", "IdentityAgent=none",
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", "UpdateHostKeys=no",
-            "-o", "HostKeyAlias=lab-server",
-            "-o", "BatchMode=yes",
-            "-o", "ConnectTimeout=30",
-            "-o", f"ProxyCommand={proxy.command}",
-            "-p", str(SSH_PORT),
-            "root@127.0.0.1",
-            remote,
-        ]  # fmt: skip
+    def ssh_argv(self, proxy: ProxyProbe, remote: str) -> list[str]:
+        argv = strict_ssh_argv(
+            identity=self.user_key,
+            known_hosts=self.known_hosts,
+            host_key_alias="lab-server",
+            destination="root@127.0.0.1",
+            port=SSH_PORT,
+            proxy_command=proxy.command,
+            connect_timeout=30,
+        )
+        return [*argv, remote]
 
-    def ssh_popen(self, proxy: Proxy, remote: str, **kwargs: Any) -> subprocess.Popen[Any]:
+    def ssh_popen(self, proxy: ProxyProbe, remote: str, **kwargs: Any) -> subprocess.Popen[Any]:
         env = {**os.environ, "DUPSESSION_RUNTIME_DIR": str(self.run_dir)}
         proc = self.lab.popen("client", self.ssh_argv(proxy, remote), env=env, **kwargs)
         self.sessions.append(proc)
@@ -454,7 +341,7 @@ url = "{jump}&via={JUMP}"
         paths: list[dict[str, Any]] = sessions[0]["paths"]
         return paths
 
-    def diagnostics(self, proxy: Proxy | None = None, tail: int = 3000) -> str:
+    def diagnostics(self, proxy: ProxyProbe | None = None, tail: int = 3000) -> str:
         parts = []
         if proxy is not None:
             parts.append(f"--- dupsession stderr ---\n{proxy.stderr[-tail:]}")
@@ -482,7 +369,7 @@ class EchoSession:
     """`ssh ... cat` with a writer sending a numbered line every `interval` and a reader
     stamping each echo: keystroke-like traffic whose every byte can be accounted for."""
 
-    def __init__(self, world: World, proxy: Proxy, interval: float = 0.05) -> None:
+    def __init__(self, world: World, proxy: ProxyProbe, interval: float = 0.05) -> None:
         self.world = world
         self.proxy = proxy
         self.interval = interval

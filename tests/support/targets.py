@@ -17,8 +17,8 @@ import time
 from types import TracebackType
 from typing import Self
 
-from tests.e2e.proxycmd import stop_pid
-from tests.e2e.sshd import _descendants, free_port, require_binary
+from tests.support.processes import descendants, stop_pid
+from tests.support.sshd import free_port, require_binary
 
 ACCEPT_POLL = 0.1  # seconds between checks for close() in the accept loop
 CONN_TIMEOUT = 30.0  # seconds a target connection may sit idle
@@ -135,7 +135,7 @@ class SocatEcho:
         if self.process is None:
             return
         # Per-connection socat children and their `cat`s first, each by its PID.
-        for pid in _descendants(self.process.pid):
+        for pid in descendants(self.process.pid):
             stop_pid(pid)
         if self.process.poll() is None:
             self.process.terminate()

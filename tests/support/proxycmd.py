@@ -10,37 +10,16 @@ process by its PID.
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
-import signal
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.e2e.sshd import require_binary
+from tests.support.processes import stop_pid
+from tests.support.sshd import require_binary
 
 EXIT_TIMEOUT = 20.0  # seconds for dupsession to finish after ssh did
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def stop_pid(pid: int, timeout: float = 5.0) -> None:
-    """SIGTERM `pid` (not our child) and wait for it to go; SIGKILL if it will not."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not _alive(pid):
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
 
 
 class ProxyProbe:

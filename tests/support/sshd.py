@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.prereq import missing
+from tests.support.processes import alive, descendants
 
 __all__ = ["HOST_KEY_ALIAS", "PrivateSshd", "private_sshd", "require_binary", "start_sshd"]
 
@@ -63,43 +64,47 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _keygen(ssh_keygen: str, path: Path, comment: str) -> None:
+def ssh_keygen(path: Path, comment: str) -> str:
+    """A new passphrase-less ed25519 key pair at `path`; returns the public key's
+    "TYPE BASE64" (what a known_hosts line needs after the host name)."""
     subprocess.run(
-        [ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        check=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )
+        [require_binary("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", comment,
+         "-f", str(path)],
+        check=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return " ".join(path.with_suffix(".pub").read_text().split()[:2])
 
 
-def _descendants(pid: int) -> list[int]:
-    """PIDs of every process below `pid` (sshd forks one child per connection)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # exited meanwhile
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Running, as opposed to exited (gone, or a zombie waiting for its parent to reap it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+def strict_ssh_argv(
+    *,
+    identity: Path,
+    known_hosts: Path,
+    host_key_alias: str,
+    destination: str,
+    port: int,
+    proxy_command: str | None = None,
+    extra_opts: Sequence[str] = (),
+    connect_timeout: int = 20,
+) -> list[str]:
+    """argv for `ssh` with nothing of the user's: no config, agent or known hosts; the host
+    key checked strictly under `host_key_alias`; never a prompt. Append the remote command."""
+    argv = [
+        require_binary("ssh"),
+        "-F", "/dev/null",
+        "-i", str(identity),
+        "-o", "IdentitiesOnly=yes",
+        "-o", "IdentityAgent=none",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "UpdateHostKeys=no",
+        "-o", f"HostKeyAlias={host_key_alias}",
+        "-o", "BatchMode=yes",
+        "-o", f"ConnectTimeout={connect_timeout}",
+    ]  # fmt: skip
+    if proxy_command is not None:
+        argv += ["-o", f"ProxyCommand={proxy_command}"]
+    return [*argv, *extra_opts, "-p", str(port), destination]
 
 
 @dataclass
@@ -137,23 +142,15 @@ class PrivateSshd:
         `extra_opts` go before the destination. `port` replaces the server's port, e.g. to
         connect through a TcpShim; the host key still verifies through `HOST_KEY_ALIAS`.
         """
-        argv = [
-            self.ssh,
-            "-F", "/dev/null",
-            "-i", str(self.user_key),
-            "-o", "IdentitiesOnly=yes",
-            "-o", "IdentityAgent=none",
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", "UpdateHostKeys=no",
-            "-o", f"HostKeyAlias={HOST_KEY_ALIAS}",
-            "-o", "BatchMode=yes",
-            "-o", "ConnectTimeout=20",
-        ]  # fmt: skip
-        if proxy_command is not None:
-            argv += ["-o", f"ProxyCommand={proxy_command}"]
-        argv += [*extra_opts, "-p", str(port or self.port), f"{self.user}@{self.host}"]
+        argv = strict_ssh_argv(
+            identity=self.user_key,
+            known_hosts=self.known_hosts,
+            host_key_alias=HOST_KEY_ALIAS,
+            destination=f"{self.user}@{self.host}",
+            port=port or self.port,
+            proxy_command=proxy_command,
+            extra_opts=extra_opts,
+        )
         return [*argv, *remote_cmd]
 
     def stop(self) -> None:
@@ -163,12 +160,12 @@ class PrivateSshd:
         # Per-connection children run in their own sessions (sshd calls setsid), so they
         # are found through /proc and stopped one by one -- first, while the listener is
         # still alive to reap them (an orphan zombie may never be reaped in a container).
-        children = _descendants(self.process.pid)
+        children = descendants(self.process.pid)
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + SSHD_STOP_TIMEOUT
-        while any(_alive(pid) for pid in children):
+        while any(alive(pid) for pid in children):
             if time.monotonic() > deadline:
                 break
             time.sleep(0.01)
@@ -259,14 +256,12 @@ def start_sshd(attempts: int = 3) -> PrivateSshd:
     """
     sshd = require_binary("sshd")
     ssh = require_binary("ssh")
-    ssh_keygen = require_binary("ssh-keygen")
     _ensure_privsep_dir()
     root = Path(tempfile.mkdtemp(prefix="dupsession-sshd-"))
     user = getpass.getuser()
-    _keygen(ssh_keygen, root / "host_ed25519", "dupsession-test-host")
-    _keygen(ssh_keygen, root / "user_ed25519", f"{user}@dupsession-test")
+    host_key = ssh_keygen(root / "host_ed25519", "dupsession-test-host")
+    ssh_keygen(root / "user_ed25519", f"{user}@dupsession-test")
     shutil.copyfile(root / "user_ed25519.pub", root / "authorized_keys")
-    host_key = " ".join((root / "host_ed25519.pub").read_text().split()[:2])
     for _ in range(attempts):
         port = free_port()
         config = _check_config(sshd, root, port)

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tests.e2e.proxycmd import stop_pid
-from tests.e2e.sshd import require_binary
+from tests.support.processes import stop_pid
+from tests.support.sshd import require_binary
 
 EXITED = re.compile(r"exited with status (\d+)$", re.MULTILINE)  # after any ^C echo
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tests.e2e.sshd import require_binary
+from tests.support.sshd import require_binary
 
 START_TIMEOUT = 15.0
 LISTENING = re.compile(r"listening on (\S+):(\d+) ->")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.sshd import free_port, require_binary
+from tests.support.sshd import free_port, require_binary
 
 RELAY_START_TIMEOUT = 10.0  # seconds until relayd logs that it listens
 RELAY_STOP_TIMEOUT = 10.0  # seconds for relayd to exit after SIGTERM
