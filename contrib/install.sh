@@ -95,7 +95,8 @@ fi
 echo "install.sh: dupsession and relayd are in $PIPX_BIN_DIR" >&2
 case ":$PATH:" in
 *":$PIPX_BIN_DIR:"*) ;;
-*) echo "install.sh: new shells will have $PIPX_BIN_DIR on their PATH (this one does not yet)" >&2 ;;
+*) echo "install.sh: $PIPX_BIN_DIR is not on this shell's PATH yet; new login shells have it" \
+    "(pipx ensurepath, ~/.profile)" >&2 ;;
 esac
 if [ "$demo" = yes ]; then
     # By full path: this shell's PATH may predate ~/.local/bin.

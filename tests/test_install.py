@@ -129,7 +129,7 @@ def check_user_install(tmp_path: Path, user: pwd.struct_passwd) -> None:
     assert f"dupsession and relayd are in {home}/.local/bin" in plan.stderr
     assert f"+ {tmp_path}/fake-pipx ensurepath" in plan.stderr
     assert f"{home}/.local/share/man/man1" in plan.stderr
-    assert "new shells will have" in plan.stderr  # and says this one does not yet
+    assert "not on this shell's PATH yet; new login shells have it" in plan.stderr
     assert plan.stderr.rstrip().endswith(f"+ {home}/.local/bin/dupsession demo")  # full path
 
 
