@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 CONFIG_POLL = 2.0
 #: HELLO is resent on datagram paths this often (s) until a WELCOME arrives.
 HELLO_RESEND = 0.5
+#: After a stream path was hung up on right after its HELLO (the exit refuses our key), how
+#: long (s) the other paths may still answer before the handshake fails as "wrong key".
+WRONG_KEY_GRACE = 2.0
 
 
 class ExitCode(IntEnum):
@@ -163,7 +166,18 @@ class Client:
         elif self._hs is not None:
             self._hs.closed_after_hello.add(path_id)
             self._fail_fast()
+            if "closed by peer" in reason and not self.paths[path_id].datagram:
+                # The exit (or a relay) took the connection and hung up on our HELLO: it is
+                # there and did not accept our key. Other paths get a moment to answer after
+                # all; then that is the answer, not the whole connect timeout.
+                loop = asyncio.get_running_loop()
+                loop.call_later(WRONG_KEY_GRACE, self._fail_unanswered)
         log.info("path %d (%s) lost: %s", path_id, self.paths[path_id].spec.label, reason)
+
+    def _fail_unanswered(self) -> None:
+        if self._hs is not None and not self._hs.done.done():
+            failure = SessionFailed(ExitCode.HANDSHAKE, self._handshake_failure())
+            self._hs.done.set_exception(failure)
 
     def path_error(self, path_id: int, reason: str) -> None:
         """A datagram path got an error back (ICMP port unreachable: nothing listens there).

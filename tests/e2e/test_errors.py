@@ -102,6 +102,21 @@ def test_wrong_key_direct_names_the_key(tmp_path: Path, relays: Callable[..., Re
     assert relay.sessions_opened() == 0, relay.log
 
 
+def test_wrong_key_with_udp_and_tcp_is_said_in_seconds(
+    tmp_path: Path, relays: Callable[..., Relay]
+) -> None:
+    """The exit hangs up on the TCP path's HELLO: that is its answer, given after a short
+    grace for the UDP path, not after the whole (default, 10 s) connect timeout."""
+    relay = relays(allow=["127.0.0.1:22"])
+    wrong = keygen(tmp_path / "wrong.key")
+    paths = ["--path", relay.path("udp"), "--path", relay.path("tcp")]
+    result, elapsed = run_dupsession(["--key", str(wrong), *paths, "127.0.0.1", "22"])
+    assert result.returncode == 3, result.stderr
+    assert "wrong key" in _one_line(result.stderr.decode())
+    assert elapsed < 6, elapsed  # WRONG_KEY_GRACE (2 s) + start-up, well under 10 s
+    assert relay.sessions_opened() == 0, relay.log
+
+
 # ------------------------------------------------------------------------------ the ACL
 
 
