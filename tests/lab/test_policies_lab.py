@@ -1,0 +1,182 @@
+"""Scheduling policies and tiers end to end: real OpenSSH through dupsession over three
+rate-limited routes of different capacity and delay (AGGREGATION), in the network lab.
+
+- each policy carries a download byte-exact, and the exit follows the policy the client asked
+  for in the handshake: redundant puts the file on every route, stripe about once in all;
+- a backup path stays silent (probes only) while the primary is up, then takes over within a
+  second of the primary's route dying.
+Run with -s to see the figures. Needs root; about a minute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contrib.netlab import Lab
+from tests.lab.world import EXIT_PORT, RELAY_PORT, EchoSession, World, require_lab
+
+pytestmark = pytest.mark.timeout(120)
+
+#: route -> (one-way delay ms, upload kbit/s, download kbit/s). Sum down: 14 Mbit/s.
+AGGREGATION: dict[str, tuple[float, float, float]] = {
+    "up1-server": (10, 4000, 8000),
+    "up2-server": (25, 2000, 4000),
+    "up1-relay1": (15, 1000, 2000),
+}
+#: Queue at each shaper: about 60 ms at the route's download rate, like a sane router.
+QUEUE_MS = 60
+SIZE = 2_000_000
+TRANSFER_TIMEOUT = 60.0
+
+
+def aggregation_scenario(loss: float = 0.0) -> dict[str, Any]:
+    routes: dict[str, Any] = {}
+    for name, (delay, up, down) in AGGREGATION.items():
+        routes[name] = {
+            "loss": loss,
+            "out": {"delay_ms": delay, "rate_kbit": up, "queue_bytes": int(up * QUEUE_MS / 8)},
+            "back": {
+                "delay_ms": delay,
+                "rate_kbit": down,
+                "queue_bytes": int(down * QUEUE_MS / 8),
+            },
+        }
+    routes["relay1-server"] = {"out": {"delay_ms": 2}, "back": {"delay_ms": 2}}
+    return {"name": "aggregation", "uplinks": ["up1", "up2"], "relays": ["relay1", "relay2"],
+            "seed": 5, "routes": routes}  # fmt: skip
+
+
+def write_config(world: World, policy: str, tiers: dict[str, str] | None = None) -> Path:
+    """Explicit paths, one per AGGREGATION route, each bound to its uplink's address."""
+    lab, tiers = world.lab, tiers or {}
+    urls = []
+    for route in AGGREGATION:
+        uplink, far = route.split("-")
+        host, port = (
+            (lab.addr("server"), EXIT_PORT) if far == "server" else (lab.addr(far), RELAY_PORT)
+        )
+        url = f"udp://{host}:{port}?bind={lab.addr('client', uplink)}&via={far}"
+        if route in tiers:
+            url += f"&tier={tiers[route]}"
+        urls.append(url)
+    quoted = ", ".join(f'"{u}"' for u in urls)
+    path = world.dir / f"{policy}.toml"
+    path.write_text(
+        f'key = "{world.key}"\npolicy = "{policy}"\ngrace_period = 120\nconnect_timeout = 20\n'
+        f"paths = [{quoted}]\n"
+    )
+    return path
+
+
+@pytest.fixture
+def agg_world(tmp_path: Path) -> Iterator[World]:
+    require_lab()
+    with Lab(aggregation_scenario()) as lab:
+        world = World(lab, tmp_path)
+        try:
+            yield world.start()
+        finally:
+            world.close()
+
+
+@pytest.fixture(scope="module")
+def payload(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    path = tmp_path_factory.mktemp("agg") / "payload.bin"
+    data = os.urandom(SIZE)
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def download(world: World, config: Path, source: Path, name: str) -> tuple[str, int, float]:
+    """`ssh cat SOURCE`: (sha256, bytes, seconds)."""
+    proxy = world.proxy(config, name)
+    start = time.monotonic()
+    proc = world.ssh_popen(
+        proxy, f"cat {source}", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    errors: list[bytes] = []
+    drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+    drain.start()
+    digest, received = hashlib.sha256(), 0
+    while chunk := proc.stdout.read1(1 << 20):
+        digest.update(chunk)
+        received += len(chunk)
+        assert time.monotonic() - start < TRANSFER_TIMEOUT, f"too slow: {received} B"
+    code = proc.wait(30)
+    seconds = time.monotonic() - start
+    drain.join(10)
+    assert code == 0, b"".join(errors).decode() + world.diagnostics(proxy)
+    assert proxy.wait() == 0, world.diagnostics(proxy)
+    return digest.hexdigest(), received, seconds
+
+
+def route_bytes(world: World, direction: str) -> dict[str, int]:
+    stages = world.lab.stats()["stages"]
+    return {r: stages[r][direction]["counters"]["bytes"] for r in AGGREGATION}
+
+
+@pytest.mark.parametrize("policy", ["redundant", "best-k", "stripe", "auto"])
+def test_download_is_byte_exact_and_follows_the_policy(
+    agg_world: World, payload: tuple[Path, str], policy: str
+) -> None:
+    source, expected = payload
+    agg_world.lab.reset_counters()
+    digest, received, seconds = download(agg_world, write_config(agg_world, policy), source, policy)
+    assert (received, digest) == (SIZE, expected)
+    down = route_bytes(agg_world, "back")
+    total = sum(down.values())
+    print(
+        f"\n{policy}: {SIZE / 1e6:.0f} MB in {seconds:.2f} s ({SIZE * 8 / seconds / 1e6:.1f} "
+        f"Mbit/s of 14), bytes on the wire per payload byte {total / SIZE:.2f}; per route "
+        + ", ".join(f"{r} {b / 1e6:.2f} MB" for r, b in down.items())
+    )
+    if policy == "redundant":
+        assert total > 2 * SIZE  # every route carried (most of) the file
+    elif policy == "stripe":
+        assert total < 1.5 * SIZE  # each frame about once
+        assert all(b > SIZE / 20 for b in down.values()), down  # and every route helped
+    agg_world.check_logs_clean()
+
+
+def test_backup_path_stays_silent_then_takes_over(agg_world: World) -> None:
+    """up1-server primary, up2-server backup: while the primary is up the backup carries
+    probes only; when the primary's route dies, echoes go on over the backup within 1 s."""
+    world = agg_world
+    config = write_config(world, "auto", {"up2-server": "backup", "up1-relay1": "backup"})
+    echo = EchoSession(world, world.proxy(config, "backup")).start()
+    time.sleep(1.0)
+    world.lab.reset_counters()
+    time.sleep(4.0)
+    idle_up, idle_down = route_bytes(world, "out"), route_bytes(world, "back")
+    cut_at = time.monotonic()
+    world.set_routes([("up1", "server")], down=True)
+    time.sleep(4.0)
+    after_down = route_bytes(world, "back")
+    code = echo.finish()
+    assert code == 0, echo.ssh_stderr + world.diagnostics(echo.proxy)
+    echo.check_stream()
+    assert echo.proxy.wait() == 0, world.diagnostics(echo.proxy)
+    backup = idle_up["up2-server"] + idle_down["up2-server"]
+    primary = idle_up["up1-server"] + idle_down["up1-server"]
+    after = echo.latencies(since=cut_at)
+    print(
+        f"\nwhile the primary was up (4 s): backup {backup} B ({backup / 4:.0f} B/s), primary "
+        f"{primary} B ({backup / primary:.1%}); after the cut: {len(after)} echoes, "
+        f"max {max(after):.0f} ms; backup carried {after_down['up2-server']} B down"
+    )
+    assert backup < 0.05 * primary and backup / 4 < 1000
+    assert len(after) > 40
+    assert max(after) < 1000, world.diagnostics(echo.proxy)
+    assert after_down["up2-server"] > idle_down["up2-server"] + 2000
+    world.check_logs_clean()
