@@ -478,6 +478,7 @@ class Stripe:
         "next_new",
         "overflow_next",
         "owd",
+        "pending",
         "reinjected",
         "reinjections",
         "reorder_spread",
@@ -497,13 +498,16 @@ class Stripe:
         #: rule left idle waits for an input (an ACK, new data), not for its pacing timer.
         self.starved: set[int] = set()
         self.owd: dict[int, float] = {}  #: expected one-way delay of each path in use (s)
+        self.pending: list[SentFrame] = []  #: resends no path had room for yet
 
     def wake_at(self) -> float | None:
         heads = [q[0][0] for q in self.flight.values() if q]
         return min(heads) if heads else None
 
     def waiting(self, path: Path, sender: Sender) -> bool:
-        return path.path_id in self.starved and self.next_new < sender.next_seq
+        return path.path_id in self.starved and (
+            self.next_new < sender.next_seq or bool(self.pending)
+        )
 
     def schedule(
         self,
@@ -541,11 +545,18 @@ class Stripe:
                     return path
             return None
 
-        # 1. resends (lost or timed out): each on the fastest path with room
+        # 1. resends (lost or timed out), oldest first, each on the fastest path with room;
+        #    what finds no room waits here, first in line, not re-armed: re-armed, recovery
+        #    would find it lost again on every ACK
+        table, waiting, self.pending = sender.frames, self.pending, []
+        if waiting:
+            resend = sorted({s.seq: s for s in waiting + resend}.values(), key=lambda s: s.seq)
         for sent in resend:
+            if sent.seq not in table or sent.armed:
+                continue  # acknowledged meanwhile, or sent again by another route
             path = fastest(len(sent.frame))
             if path is None:
-                sender.defer(sent, now + rto)
+                self.pending.append(sent)
             else:
                 take(path, sent, True)
         # 2. deadline re-injection: single copies unacknowledged past their expected ACK go
@@ -553,6 +564,8 @@ class Stripe:
         self._reinject(now, sender, ranked, budget, take)
         # 3. new frames, each on the path expected to deliver it first
         self._assign(now, sender, ranked, budget, take)
+        if self.pending:  # resends wait for room: the pacing timers must wake us
+            self.starved |= {pid for pid, room in budget.items() if room <= 0}
         # 4. spare budget: auto copies frames in flight elsewhere; stripe re-sends only the
         #    slower paths' frames that this path would deliver sooner (the transfer's tail)
         self._copy_spare(now, sender, ranked, budget, take)

@@ -17,12 +17,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from contrib.netlab import Lab
-from tests.lab.world import EXIT_PORT, RELAY_PORT, EchoSession, World, require_lab
+from tests.lab.world import EchoSession, World, rate_limited, require_lab
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,55 +31,18 @@ AGGREGATION: dict[str, tuple[float, float, float]] = {
     "up2-server": (25, 2000, 4000),
     "up1-relay1": (15, 1000, 2000),
 }
-#: Queue at each shaper: about 60 ms at the route's download rate, like a sane router.
-QUEUE_MS = 60
 SIZE = 2_000_000
 TRANSFER_TIMEOUT = 60.0
 
 
-def aggregation_scenario(loss: float = 0.0) -> dict[str, Any]:
-    routes: dict[str, Any] = {}
-    for name, (delay, up, down) in AGGREGATION.items():
-        routes[name] = {
-            "loss": loss,
-            "out": {"delay_ms": delay, "rate_kbit": up, "queue_bytes": int(up * QUEUE_MS / 8)},
-            "back": {
-                "delay_ms": delay,
-                "rate_kbit": down,
-                "queue_bytes": int(down * QUEUE_MS / 8),
-            },
-        }
-    routes["relay1-server"] = {"out": {"delay_ms": 2}, "back": {"delay_ms": 2}}
-    return {"name": "aggregation", "uplinks": ["up1", "up2"], "relays": ["relay1", "relay2"],
-            "seed": 5, "routes": routes}  # fmt: skip
-
-
 def write_config(world: World, policy: str, tiers: dict[str, str] | None = None) -> Path:
-    """Explicit paths, one per AGGREGATION route, each bound to its uplink's address."""
-    lab, tiers = world.lab, tiers or {}
-    urls = []
-    for route in AGGREGATION:
-        uplink, far = route.split("-")
-        host, port = (
-            (lab.addr("server"), EXIT_PORT) if far == "server" else (lab.addr(far), RELAY_PORT)
-        )
-        url = f"udp://{host}:{port}?bind={lab.addr('client', uplink)}&via={far}"
-        if route in tiers:
-            url += f"&tier={tiers[route]}"
-        urls.append(url)
-    quoted = ", ".join(f'"{u}"' for u in urls)
-    path = world.dir / f"{policy}.toml"
-    path.write_text(
-        f'key = "{world.key}"\npolicy = "{policy}"\ngrace_period = 120\nconnect_timeout = 20\n'
-        f"paths = [{quoted}]\n"
-    )
-    return path
+    return world.write_paths_config(f"{policy}.toml", policy, AGGREGATION, tiers)
 
 
 @pytest.fixture
 def agg_world(tmp_path: Path) -> Iterator[World]:
     require_lab()
-    with Lab(aggregation_scenario()) as lab:
+    with Lab(rate_limited(AGGREGATION, loss=0.0, seed=5)) as lab:
         world = World(lab, tmp_path)
         try:
             yield world.start()
@@ -175,7 +137,7 @@ def test_backup_path_stays_silent_then_takes_over(agg_world: World) -> None:
         f"{primary} B ({backup / primary:.1%}); after the cut: {len(after)} echoes, "
         f"max {max(after):.0f} ms; backup carried {after_down['up2-server']} B down"
     )
-    assert backup < 0.05 * primary and backup / 4 < 1000
+    assert backup / 4 < 600  # probes only: a few hundred bytes per second, both ways
     assert len(after) > 40
     assert max(after) < 1000, world.diagnostics(echo.proxy)
     assert after_down["up2-server"] > idle_down["up2-server"] + 2000

@@ -83,6 +83,25 @@ def scenario() -> dict[str, Any]:
     }
 
 
+def rate_limited(
+    routes: dict[str, tuple[float, float, float]], loss: float, seed: int, queue_ms: float = 60
+) -> dict[str, Any]:
+    """A scenario of routes `name -> (one-way delay ms, upload kbit/s, download kbit/s)`,
+    each shaper queueing at most `queue_ms` (a sane router), `loss` each way; relay legs
+    clean. For the policy tests and the aggregation bench."""
+    out: dict[str, Any] = {}
+    for name, (delay, up, down) in routes.items():
+        out[name] = {
+            "loss": loss,
+            "out": {"delay_ms": delay, "rate_kbit": up, "queue_bytes": int(up * queue_ms / 8)},
+            "back": {"delay_ms": delay, "rate_kbit": down, "queue_bytes": int(down * queue_ms / 8)},
+        }
+    for relay in RELAYS:
+        out.setdefault(f"{relay}-server", {"out": {"delay_ms": 2}, "back": {"delay_ms": 2}})
+    return {"name": "rate-limited", "uplinks": list(UPLINKS), "relays": list(RELAYS),
+            "seed": seed, "routes": out}  # fmt: skip
+
+
 def one_way(uplink: str, via: str) -> tuple[float, float]:
     """(out, back) delay in ms of the path from `uplink` via a relay (or "server": direct)."""
     out, back, _ = ROUTES[uplink, via]
@@ -308,6 +327,26 @@ url = "{jump}&via={JUMP}"
 """
         path = self.dir / name
         path.write_text(text)
+        return path
+
+    def write_paths_config(
+        self, name: str, policy: str, routes: Iterable[str], tiers: dict[str, str] | None = None
+    ) -> Path:
+        """A config of explicit UDP paths, one per route `UPLINK-server` or `UPLINK-RELAY`,
+        each bound to its uplink's address, with `policy` and any route's tier."""
+        lab, tiers = self.lab, tiers or {}
+        urls = []
+        for route in routes:
+            uplink, far = route.split("-")
+            port = EXIT_PORT if far == "server" else RELAY_PORT
+            url = f"udp://{lab.addr(far)}:{port}?bind={lab.addr('client', uplink)}&via={far}"
+            urls.append(url + (f"&tier={tiers[route]}" if route in tiers else ""))
+        quoted = ", ".join(f'"{u}"' for u in urls)
+        path = self.dir / name
+        path.write_text(
+            f'key = "{self.key}"\npolicy = "{policy}"\ngrace_period = {GRACE}\n'
+            f"connect_timeout = 20\npaths = [{quoted}]\n"
+        )
         return path
 
     def proxy(self, config: Path, name: str) -> ProxyProbe:
