@@ -15,7 +15,9 @@ from dupsession.core import wire
 from dupsession.core.congestion import CongestionController
 from dupsession.core.negotiate import Features
 from dupsession.core.policy import Policy, Schedule, Tier
+from dupsession.core.paths import Path
 from dupsession.core.scheduler import Stripe
+from dupsession.core.sender import Sender
 from tests.sim.network import START, LinkSpec, PathSpec, Simulation
 
 FAST = LinkSpec(delay=0.005)
@@ -137,20 +139,52 @@ def test_auto_duplicates_keystrokes_and_stripes_a_transfer() -> None:
     assert len(both) < 0.3 * len(seqs(copies[0]) | seqs(copies[1]))  # saturated: mostly once
 
 
-def test_stripe_reinjects_frames_late_on_a_blacked_out_path() -> None:
+def test_stripe_resends_frames_late_on_a_blacked_out_path_on_the_fast_one() -> None:
     dark = LinkSpec(delay=0.02, outages=((0.1, 30.0),))
     sim, copies = run(
         [PathSpec(FAST, FAST), PathSpec(dark, SLOW)], Schedule(Policy.STRIPE), bulk(600_000), CAPPED
     )
-    scheduler = sim.client.session.scheduler
-    # re-sent by deadline re-injection, or earlier by RACK (later frames on the fast path were
-    # acknowledged): either way on the fast path, at once
-    assert isinstance(scheduler, Stripe)
-    assert scheduler.reinjections + sim.client.session.sender.lost_detected > 0
+    scheduler, sender = sim.client.session.scheduler, sim.client.session.sender
+    # by deadline re-injection or by RACK, whichever sees it first; never by a backed-off timer
+    assert isinstance(scheduler, Stripe) and scheduler.reinjections + sender.retransmissions > 0
     lost_on_slow = seqs(copies[1], after=0.1)
     assert lost_on_slow and lost_on_slow <= seqs(copies[0])  # each went again on the fast path
     # the transfer does not wait for the dark path's 30 s outage, nor for backed-off timers
     assert sim.exit.closed_at is not None and sim.exit.closed_at < 0.5
+
+
+def test_stripe_tail_goes_again_on_the_fast_path_rather_than_wait_for_the_slow_one() -> None:
+    slow = LinkSpec(delay=0.03, jitter=0.4)  # late, not lost: up to 430 ms one way
+    sim, copies = run(
+        [PathSpec(FAST, FAST), PathSpec(slow, SLOW)], Schedule(Policy.STRIPE), bulk(300_000), CAPPED
+    )
+    assert seqs(copies[1]) & seqs(copies[0])  # the late ones went again on the fast path
+    assert sim.exit.closed_at is not None and sim.exit.closed_at < 0.25
+
+
+def test_stripe_reinjects_a_single_copy_once_its_ack_is_overdue() -> None:
+    """Hand-held time, the scheduler alone: frames on the slow path whose ACK is overdue
+    (srtt + 2 rttvar of that path) go once more on the fast path when it has room."""
+    sender = Sender(1 << 24)
+    sender.push(bytes(200 * 1196))
+    sender.make_frames(1196, lambda seq, chunk, fin: seq.to_bytes(28, "big") + chunk)
+    fast, slow = Path(0, datagram=True), Path(1, datagram=True)
+    fast.rtt.add(0.02)
+    slow.rtt.add(0.08)
+    fast.cc, slow.cc = Window(4), Window(10)
+    stripe = Stripe()
+    out = stripe.schedule(0.0, [fast, slow], sender, [], 0.05)
+    assert len(out[0]) == 4 and len(out[1]) == 10  # a long queue: the slow path helps
+    on_slow = out[1]
+    fast.note_delivery(4)  # the peer reports the fast path's copies (its ACKs were lost)
+    out = stripe.schedule(0.1, [fast, slow], sender, [], 0.05)
+    assert stripe.reinjections == 0  # 0.1 s: not yet overdue (0.08 + 2 x 0.04 + slack)
+    fast.note_delivery(8)
+    out = stripe.schedule(0.17, [fast, slow], sender, [], 0.05)
+    assert stripe.reinjections == 4 and out[0] == on_slow[:4]  # the fast path's whole room
+    fast.note_delivery(12)
+    out = stripe.schedule(0.25, [fast, slow], sender, [], 0.05)
+    assert out[0][:4] != on_slow[:4]  # each only once
 
 
 def test_best_k_uses_the_k_best_paths_and_replaces_a_degraded_one_within_a_second() -> None:
