@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dupsession.core import wire
 from dupsession.core.congestion import CongestionController
 from dupsession.core.negotiate import Features
-from dupsession.core.policy import Policy, Schedule, Tier
 from dupsession.core.paths import Path
+from dupsession.core.policy import Policy, Schedule, Tier
 from dupsession.core.scheduler import Stripe
 from dupsession.core.sender import Sender
 from tests.sim.network import START, LinkSpec, PathSpec, Simulation
