@@ -235,6 +235,10 @@ def init(plan: Plan, force: bool) -> bool:
     return key_created
 
 
+def _on_off(flag: bool | None) -> str:
+    return "default (on for forward, off for ssh)" if flag is None else ("on" if flag else "off")
+
+
 def describe(settings: ClientSettings, host: str, port: int) -> str:
     """`dupsession config HOST`: what a session would use, one `name value` per line."""
     try:
@@ -248,9 +252,12 @@ def describe(settings: ClientSettings, host: str, port: int) -> str:
         f"exit {settings.exit_name or '(none: explicit paths)'}",
         f"target {target}",
         f"connect_timeout {settings.connect_timeout:g}",
+        f"policy {settings.policy.value}"
+        + (f" (best_k {settings.best_k})" if settings.policy.value == "best-k" else ""),
+        f"encrypt {_on_off(settings.encrypt)}",
     ]
     for field in fields(settings.session):
         lines.append(f"{field.name} {getattr(settings.session, field.name)}")
     for spec in settings.paths:
-        lines.append(f"path {spec.label} {spec}")
+        lines.append(f"path {spec.label} {spec}")  # the URL says ?tier= unless primary
     return "\n".join(lines) + "\n"

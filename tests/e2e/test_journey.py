@@ -140,11 +140,15 @@ def test_init_to_ssh_session(tmp_path: Path, sshd: PrivateSshd) -> None:
             capture_output=True,
             text=True,
             timeout=SSH_TIMEOUT,
-            env=env,
+            env={**env, "DUPSESSION_LOG": "info"},  # lifecycle lines, through ssh's stderr
             stdin=subprocess.DEVNULL,
         )
         assert result.returncode == 0, (result.stderr, relay.log)
         assert result.stdout == "journey-ok\n"
+        log = result.stderr
+        assert re.search(r"session [0-9a-f]{16} to localhost:\d+: exit answered on path", log), log
+        assert "path 1 (default/direct/udp) open" in log, log
+        assert "asyncssh" not in log, log
         assert f"localhost:{sshd.port}" in relay.log, relay.log
         effective = subprocess.run(
             [sshd.ssh, "-F", str(ssh_config), "-G", "myserver"],
