@@ -23,6 +23,7 @@ from pathlib import Path
 from dupsession import keyfile, logsetup, settings
 from dupsession.aio.loop import run
 from dupsession.client import ExitCode
+from dupsession.core.negotiate import Compress
 from dupsession.core.policy import Policy
 from dupsession.core.session import SessionConfig
 
@@ -146,6 +147,12 @@ def _add_session_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="paths best-k puts each frame on (default: 2); e.g. --best-k 3",
     )
+    parser.add_argument(
+        "--compress",
+        choices=[str(c) for c in Compress],
+        help="zstd over the stream: auto (default) compresses while the data compresses "
+        "and stops for data that does not (an ssh stream)",
+    )
 
 
 def _load_settings(
@@ -156,7 +163,14 @@ def _load_settings(
     try:
         loaded = settings.load(args.config, host, args.exit, need_paths=not args.path)
         loaded = settings.with_overrides(
-            loaded, args.key, args.path, args.grace, args.encrypt, args.policy, args.best_k
+            loaded,
+            args.key,
+            args.path,
+            args.grace,
+            args.encrypt,
+            args.policy,
+            args.best_k,
+            compress=args.compress,
         )
     except settings.SettingsError as exc:
         print(f"dupsession: {exc}", file=sys.stderr)

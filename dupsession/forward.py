@@ -139,7 +139,7 @@ class LocalConnection(asyncio.Protocol):
             settings,
             self.spec.target,
             self.forwarder.psk,
-            Features(encrypt=encrypt, schedule=settings.schedule()),
+            Features(encrypt=encrypt, compress=settings.compress, schedule=settings.schedule()),
         )
         client.origin = f"forward {self.spec.bind}:{self.spec.port} from {self.peer}"
         try:

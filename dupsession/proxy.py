@@ -215,7 +215,11 @@ async def run(settings: ClientSettings, host: str, port: int) -> int:
         settings,
         target,
         psk,
-        Features(encrypt=settings.encrypt is True, schedule=settings.schedule()),
+        Features(
+            encrypt=settings.encrypt is True,
+            compress=settings.compress,
+            schedule=settings.schedule(),
+        ),
     )
     stream = StdioStream()
     loop = asyncio.get_running_loop()

@@ -37,6 +37,7 @@ from typing import Any
 
 import platformdirs
 
+from dupsession.core.negotiate import Compress
 from dupsession.core.policy import DEFAULT_BEST_K, MAX_BEST_K, Policy, Schedule, Tier
 from dupsession.core.session import SessionConfig
 from dupsession.pathspec import PathSpec, PathSpecError, parse_hostport, parse_path, parse_tier
@@ -81,10 +82,14 @@ class ClientSettings:
         )
         return Schedule(self.policy, self.best_k, tiers)
 
+    #: zstd over the stream (core/compress.py): `auto` compresses while the data compresses.
+    compress: Compress = Compress.AUTO
+
 
 _SCALARS = ("connect_timeout", "grace_period", "probe_interval")
 _FLAGS = ("encrypt",)
 _SCHEDULE_KEYS = ("policy", "best_k")
+_CHOICES = {"compress": Compress}
 _TOP_KEYS = {
     *_SCHEDULE_KEYS,
     "key",
@@ -97,8 +102,9 @@ _TOP_KEYS = {
     "forward",
     *_SCALARS,
     *_FLAGS,
+    *_CHOICES,
 }
-_HOST_KEYS = {"key", "paths", "uplinks", "exit", *_SCALARS, *_FLAGS, *_SCHEDULE_KEYS}
+_HOST_KEYS = {"key", "paths", "uplinks", "exit", *_SCALARS, *_FLAGS, *_SCHEDULE_KEYS, *_CHOICES}
 _EXIT_KEYS = {"address", "transports"}
 _RELAY_KEYS = {"url", "exit", "exit_address", "tier"}
 _UPLINK_KEYS = {"bind", "tier"}
@@ -205,6 +211,12 @@ def _scalars(settings: ClientSettings, table: dict[str, Any], where: str) -> Cli
         if not isinstance(table["key"], str):
             raise SettingsError(f"{where}: 'key' must be a file path string")
         settings = replace(settings, key_path=Path(table["key"]).expanduser())
+    for name, choices in _CHOICES.items():
+        if name in table:
+            allowed = [str(c) for c in choices]
+            if table[name] not in allowed:
+                raise SettingsError(f"{where}: {name!r} must be one of {', '.join(allowed)}")
+            settings = replace(settings, **{name: choices(table[name])})
     for name in _FLAGS:
         if name in table:
             if not isinstance(table[name], bool):
@@ -393,6 +405,7 @@ def with_overrides(
     encrypt: bool | None = None,
     policy: str | None = None,
     best_k: int | None = None,
+    compress: str | None = None,
 ) -> ClientSettings:
     """Command-line flags win over the file: `--path` replaces the configured paths (and
     stops the config file from being watched for path changes)."""
@@ -417,4 +430,6 @@ def with_overrides(
             "--policy/--best-k",
         )
         settings = replace(settings, **chosen)
+    if compress is not None:
+        settings = replace(settings, compress=Compress(compress))
     return settings

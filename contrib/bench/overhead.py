@@ -51,7 +51,10 @@ from pathlib import Path
 HOST = "127.0.0.1"
 MESSAGE = 64
 CHUNK = 256 * 1024
-BULK_HEADER = struct.Struct("!cQ")  # op (b"U" upload to sink, b"D" download), byte count
+BULK_HEADER = struct.Struct("!cQ")
+#: Bulk data cycles through this: larger than zstd's window (1 MiB), so compression, on by
+#: default in `auto`, sees it as incompressible, as it would an ssh stream.
+RANDOM = os.urandom(4 * 1024 * 1024 + CHUNK)  # op (b"U" upload to sink, b"D" download), byte count
 
 TARGET_ADDED_P99_MS = 1.0
 TARGET_ONE_TCP_MBS = 100.0
@@ -86,7 +89,8 @@ class _Bulk(asyncio.Protocol):
         self.header = b""
         self.left = -1  # bytes still to swallow (upload) or send (download)
         self.sending = False
-        self.block = os.urandom(CHUNK)
+        self.block = RANDOM
+        self.offset = 0
 
     def data_received(self, data: bytes) -> None:
         if self.left < 0:
@@ -115,7 +119,9 @@ class _Bulk(asyncio.Protocol):
         self.paused = False
         while self.sending and self.left > 0 and not self.paused:
             step = min(self.left, CHUNK)
-            self.transport.write(self.block[:step] if step < CHUNK else self.block)
+            offset = self.offset
+            self.transport.write(self.block[offset : offset + step])
+            self.offset = (offset + step) % (len(RANDOM) - CHUNK)
             self.left -= step
 
     def eof_received(self) -> bool:
@@ -300,12 +306,13 @@ def bulk(conn: Conn, op: bytes, nbytes: int, extra_pids: dict[str, int]) -> Tran
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     t0 = time.perf_counter()
     if op == b"U":
-        block = memoryview(os.urandom(CHUNK))
-        left = nbytes
+        block = memoryview(RANDOM)
+        left, offset = nbytes, 0
         while left > 0:
             step = min(left, CHUNK)
-            conn.send(block[:step])
+            conn.send(block[offset : offset + step])
             left -= step
+            offset = (offset + step) % (len(RANDOM) - CHUNK)
         if conn.recv_exact(1) != b"K":
             raise RuntimeError("sink did not confirm the upload")
     else:

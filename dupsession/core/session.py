@@ -30,6 +30,12 @@ from typing import Any
 
 from dupsession.core import wire
 from dupsession.core.acks import AckPending, make_ack, on_path_ack
+from dupsession.core.compress import (
+    INFLOW_BACKLOG_LIMIT,
+    CompressionError,
+    Inflow,
+    StreamCompressor,
+)
 from dupsession.core.congestion import CongestionController, ModelRate
 from dupsession.core.events import (
     Event,
@@ -40,7 +46,7 @@ from dupsession.core.events import (
     StreamEnded,
 )
 from dupsession.core.handshake import SessionKeys
-from dupsession.core.negotiate import Features
+from dupsession.core.negotiate import Compress, Features
 from dupsession.core.paths import EWMA_GAIN, Path, PathState
 from dupsession.core.receiver import Receiver
 from dupsession.core.recovery import Recovery
@@ -126,6 +132,13 @@ class Session:
         self._tx_key, self._rx_key = tx[0], rx[0]
         #: Payload encryption when the handshake agreed on it (core/seal.py has the rules).
         self._cipher = PayloadCipher(tx[1], rx[1], tx[2], rx[2]) if self.features.encrypt else None
+        #: Stream compression when agreed (core/compress.py): records out, lazy decoding in.
+        compress = self.features.compress
+        self._deflate = StreamCompressor(compress) if compress is not Compress.OFF else None
+        self._inflow = Inflow() if compress is not Compress.OFF else None
+        self._consumer_paused = False
+        self._receive_paused = False
+        self._drain_at = now
         self.created = now
         self.state = SessionState.OPEN
         self.paths: dict[int, Path] = {}
@@ -198,8 +211,10 @@ class Session:
     def send(self, data: bytes) -> None:
         if self.state is SessionState.CLOSED:
             raise RuntimeError("session is closed")
-        self.sender.push(data)
         self.bytes_out += len(data)
+        if self._deflate is not None:  # before framing and encryption: copies stay identical
+            data = self._deflate.encode(data)
+        self.sender.push(data)
 
     def close_stream(self) -> None:
         """Half-close: a FIN follows the last byte; the peer's direction stays open."""
@@ -213,6 +228,21 @@ class Session:
         frozen window sends nothing more, so no DATA would prompt that ACK until the next
         probe interval, and the stream would stall that long every time.
         """
+        self._consumer_paused = paused
+        if self._inflow is not None:
+            self._inflow.paused = paused
+        self._update_receive_pause(force=True)
+
+    def _update_receive_pause(self, force: bool = False) -> None:
+        """Freeze the window while the consumer is full or too much compressed input waits
+        undecoded (bounded memory: the peer cannot push more than the limit past us)."""
+        inflow = self._inflow
+        paused = self._consumer_paused or (
+            inflow is not None and inflow.backlog > INFLOW_BACKLOG_LIMIT
+        )
+        if paused == self._receive_paused and not force:
+            return
+        self._receive_paused = paused
         receiver = self.receiver
         before = receiver.advertised_end
         receiver.pause(paused)
@@ -323,12 +353,40 @@ class Session:
             inbound.first += 1
             inbound.lag -= EWMA_GAIN * inbound.lag
         delivered = receiver.accept(seq, fin, payload, now, -1 if path is None else path_id)
+        if self._inflow is not None:
+            for chunk in delivered:
+                self._inflow.feed(chunk)
+            self._drain(now)
+            return
         if delivered:
             events = self._events
             for chunk in delivered:
                 self.bytes_in += len(chunk)
                 events.append(StreamData(chunk))
         if receiver.fin_delivered:
+            self._emit_stream_end()
+            self._check_done(now)
+
+    def _drain(self, now: float) -> None:
+        """Decode what the consumer can take now (a compressed direction); the stream ends
+        once the FIN is delivered and every record is decoded."""
+        inflow = self._inflow
+        if inflow is None or self.state is SessionState.CLOSED:
+            return
+        self._drain_at = now
+        try:
+            for chunk in inflow.drain():
+                self.bytes_in += len(chunk)
+                self._events.append(StreamData(chunk))
+        except CompressionError as exc:
+            self._finish(wire.CloseCode.PROTOCOL_ERROR, str(exc), by_peer=False, now=now)
+            return
+        self._update_receive_pause()
+        if self.receiver.fin_delivered and not inflow.more and not inflow.paused:
+            if inflow.backlog:
+                reason = "compressed stream ends inside a record"
+                self._finish(wire.CloseCode.PROTOCOL_ERROR, reason, by_peer=False, now=now)
+                return
             self._emit_stream_end()
             self._check_done(now)
 
@@ -374,7 +432,7 @@ class Session:
                 self.state = SessionState.OPEN
 
     def _check_done(self, now: float) -> None:
-        if self.sender.fin_acked and self.receiver.fin_delivered:
+        if self.sender.fin_acked and self._fin_event_sent:  # our FIN acked, theirs delivered
             self._finish(wire.CloseCode.NORMAL, "session ended", by_peer=False, now=now)
 
     def _finish(self, code: int, reason: str, by_peer: bool, now: float) -> None:
@@ -428,6 +486,11 @@ class Session:
         if self.state is SessionState.CLOSED:
             self._transmit_close(out)
             return out
+        if self._inflow is not None and (self._inflow.more or self.receiver.fin_delivered):
+            self._drain(now)  # what the consumer could not take before, or a budget's rest
+            if self.state is SessionState.CLOSED:
+                self._transmit_close(out)
+                return out
         sender, recovery, paths = self.sender, self.recovery, self.paths
         if sender.has_pending():
             sender.make_frames(self.max_payload(), self._encode_data)
@@ -507,6 +570,9 @@ class Session:
                 times.append(wake)
         if self._all_down_since is not None:
             times.append(self._all_down_since + cfg.grace_period)
+        inflow = self._inflow
+        if inflow is not None and inflow.more and not inflow.paused:
+            times.append(self._drain_at)  # decodable input waits: the next transmit drains it
         return min(times) if times else None
 
     def _path_timeout(self) -> float:
@@ -560,6 +626,8 @@ class Session:
             "compress": str(self.features.compress),
             "policy": str(self.features.schedule.policy),
             "best_k": self.features.schedule.best_k,
+            "compressed_out": None if self._deflate is None else self._deflate.bytes_out,
+            "compressing": None if self._deflate is None else self._deflate.compressing,
             "paths": [
                 {
                     "id": p.path_id,
