@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Codec benchmark: compression ratio and CPU per MB, and encryption's CPU per MB, in one run.
+
+    python3 contrib/bench/codec.py            # 16 MB per sample
+    python3 contrib/bench/codec.py --mb 4     # quicker
+
+Compression (core/compress.py, the code sessions run) on three kinds of stream, written in
+4 KiB and 64 KiB writes (every write is flushed, as in a session):
+- text: this repository's Python sources and docs, concatenated and repeated;
+- raw framebuffer: desktop-like 640x400 32-bit pictures (tests/e2e/vnc.py), a new one every
+  1 MB, as a VNC server sends with the raw encoding;
+- ssh stream: random bytes (an ssh stream is encrypted: it looks exactly like this).
+For each: the ratio (bytes on the wire / bytes in), and CPU ms per MB of input for the sender
+(`on` and `auto`) and for the receiver.
+
+Encryption (core/seal.py): ChaCha20 of DATA payloads of 1196 bytes (a datagram path's frame)
+and 16 KiB (stream-only sessions), CPU ms per MB, beside the BLAKE3 tag every frame already
+pays, so the added cost is plain.
+
+CPU times come from `time.process_time` of this process; the machine is shared, so expect
+some noise (rerun and compare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from dupsession.core import wire  # noqa: E402
+from dupsession.core.compress import StreamCompressor, StreamDecompressor  # noqa: E402
+from dupsession.core.negotiate import Compress  # noqa: E402
+from dupsession.core.seal import CLIENT_TO_EXIT, EXIT_TO_CLIENT, PayloadCipher  # noqa: E402
+from tests.e2e.vnc import desktop_picture  # noqa: E402
+
+MB = 1_000_000
+
+
+def text_sample(size: int) -> bytes:
+    files = sorted(ROOT.glob("**/*.py")) + sorted(ROOT.glob("docs/*.md"))
+    text = b"".join(f.read_bytes() for f in files if ".git" not in f.parts)
+    return (text * (size // len(text) + 1))[:size]
+
+
+def framebuffer_sample(size: int) -> bytes:
+    frames = []
+    seed = 0
+    while sum(map(len, frames)) < size:
+        frames.append(desktop_picture(640, 400, seed))
+        seed += 1
+    return b"".join(frames)[:size]
+
+
+def cpu(fn: Callable[[], object]) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def compression_row(name: str, data: bytes, write: int) -> str:
+    cells = []
+    for mode in (Compress.ON, Compress.AUTO):
+        encoder = StreamCompressor(mode)
+        records: list[bytes] = []
+        seconds = cpu(
+            lambda encoder=encoder, records=records: records.extend(
+                encoder.encode(data[i : i + write]) for i in range(0, len(data), write)
+            )
+        )
+        ratio = sum(map(len, records)) / len(data)
+        cells.append(f"{ratio:6.3f} {seconds * 1e3 / (len(data) / MB):8.2f}")
+        if mode is Compress.ON:
+            decoder = StreamDecompressor()
+
+            def decode(
+                records: list[bytes] = records, decoder: StreamDecompressor = decoder
+            ) -> None:
+                for record in records:
+                    decoder.feed(record)
+                    while decoder.next_chunk() is not None:
+                        pass
+
+            receive = cpu(decode) * 1e3 / (len(data) / MB)
+    return f"{name:<16} {write // 1024:>5} KiB  " + "  ".join(cells) + f"  {receive:9.2f}"
+
+
+def encryption_rows(size: int) -> list[str]:
+    cipher = PayloadCipher(os.urandom(32), os.urandom(32), CLIENT_TO_EXIT, EXIT_TO_CLIENT)
+    key, sid = os.urandom(32), os.urandom(8)
+    rows = []
+    for payload_size in (wire.MAX_DATAGRAM_PAYLOAD, wire.MAX_STREAM_PAYLOAD):
+        payload = os.urandom(payload_size)
+        count = max(1, size // payload_size)
+
+        def tag_only(count: int = count, payload: bytes = payload) -> None:
+            for seq in range(count):
+                wire.encode_data(key, sid, seq, payload, False)
+
+        def sealed(count: int = count, payload: bytes = payload) -> None:
+            for seq in range(count):
+                wire.encode_data(key, sid, seq, cipher.encrypt(seq, payload), False)
+
+        def decrypt(count: int = count, payload: bytes = payload) -> None:
+            for seq in range(count):
+                cipher.decrypt(seq, payload)
+
+        per_mb = (count * payload_size) / MB
+        base, both, dec = (cpu(f) * 1e3 / per_mb for f in (tag_only, sealed, decrypt))
+        rows.append(
+            f"{payload_size:>6} B payloads   tag only {base:6.2f}   encrypt+tag {both:6.2f}   "
+            f"added {both - base:6.2f}   decrypt {dec:6.2f}   ({1e3 / max(both - base, 1e-9):.0f}"
+            " MB/s of encryption per core)"
+        )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=int, default=16, help="megabytes per sample (default 16)")
+    args = parser.parse_args()
+    size = args.mb * MB
+    print(
+        f"dupsession codec benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"{args.mb} MB per sample; load average {os.getloadavg()[0]:.2f} (shared machine)"
+    )
+    samples = {
+        "text": text_sample(size),
+        "raw framebuffer": framebuffer_sample(size),
+        "ssh stream": os.urandom(size),
+    }
+    print("\ncompression: ratio (wire/in) and sender CPU ms per MB of input, per mode;")
+    print("receiver CPU ms per MB of input (mode on)")
+    print(f"{'stream':<16} {'write':>9}  {'on ratio':>6} {'ms/MB':>8}  "
+          f"{'auto ratio':>6} {'ms/MB':>8}  {'recv ms/MB':>9}")  # fmt: skip
+    for name, data in samples.items():
+        for write in (4096, 65536):
+            print(compression_row(name, data, write), flush=True)
+    print("\nencryption: CPU ms per MB of payload (ChaCha20 via cryptography, BLAKE3 tag)")
+    for row in encryption_rows(size):
+        print(row)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
