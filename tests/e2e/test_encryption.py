@@ -31,7 +31,8 @@ def _captured_run(
         udp = shims.udp(("127.0.0.1", relay.port))
         tcp = shims.tcp(("127.0.0.1", relay.port))
         udp.capture, tcp.capture = [], []
-        args = ["--key", str(relay.key), flag]
+        # compression off: the stream crosses the wire at full size, every byte of it exposed
+        args = ["--key", str(relay.key), flag, "--compress", "off"]
         args += ["--path", f"udp://127.0.0.1:{udp.port}", "--path", f"tcp://127.0.0.1:{tcp.port}"]
         result, _ = run_dupsession([*args, "127.0.0.1", str(target.port)], input=SECRET)
         seen = shims.call(lambda: b"\n".join(udp.capture + tcp.capture))  # type: ignore[operator]
