@@ -10,7 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
 missing=()
-for bin in ssh sshd tmux socat ip; do
+for bin in ssh sshd tmux socat ip Xvfb x11vnc; do
     have "$bin" || missing+=("$bin")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -27,7 +27,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
         fi
         apt-get update
         DEBIAN_FRONTEND=noninteractive apt-get install -y \
-            openssh-server openssh-client tmux socat iproute2 procps
+            openssh-server openssh-client tmux socat iproute2 procps xvfb x11vnc
     else
         echo "install-and-test: missing ${missing[*]} and cannot apt-get (not root?);" \
             "end-to-end tests will skip, or fail when CI=true" >&2

@@ -11,6 +11,7 @@ its Twisted reactor cannot be restarted inside one process.
 
 from __future__ import annotations
 
+import importlib.util
 import mmap
 import os
 import random
@@ -25,6 +26,7 @@ from typing import Self
 
 from tests.e2e.proxycmd import stop_pid
 from tests.e2e.sshd import free_port, require_binary
+from tests.prereq import missing
 
 START_TIMEOUT = 15.0
 #: XWD header fields that locate the pixels in Xvfb's screen file (big-endian u32s).
@@ -48,6 +50,8 @@ class VncServer:
     def __init__(self, workdir: Path, width: int = 640, height: int = 400) -> None:
         self.xvfb = require_binary("Xvfb")
         self.x11vnc = require_binary("x11vnc")
+        if importlib.util.find_spec("vncdotool") is None:
+            missing("vncdotool is not installed (pip install -e '.[test]')")
         self.workdir = workdir
         self.width, self.height = width, height
         self.display = _free_display()
