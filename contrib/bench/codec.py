@@ -7,7 +7,7 @@
 Compression (core/compress.py, the code sessions run) on three kinds of stream, written in
 4 KiB and 64 KiB writes (every write is flushed, as in a session):
 - text: this repository's Python sources and docs, concatenated and repeated;
-- raw framebuffer: desktop-like 640x400 32-bit pictures (tests/e2e/vnc.py), a new one every
+- raw framebuffer: desktop-like 640x400 32-bit pictures (tests/support/vnc.py), a new one every
   1 MB, as a VNC server sends with the raw encoding;
 - ssh stream: random bytes (an ssh stream is encrypted: it looks exactly like this).
 For each: the ratio (bytes on the wire / bytes in), and CPU ms per MB of input for the sender
@@ -38,7 +38,7 @@ from dupsession.core import wire  # noqa: E402
 from dupsession.core.compress import StreamCompressor, StreamDecompressor  # noqa: E402
 from dupsession.core.negotiate import Compress  # noqa: E402
 from dupsession.core.seal import CLIENT_TO_EXIT, EXIT_TO_CLIENT, PayloadCipher  # noqa: E402
-from tests.e2e.vnc import desktop_picture  # noqa: E402
+from tests.support.vnc import desktop_picture  # noqa: E402
 
 MB = 1_000_000
 

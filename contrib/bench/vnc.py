@@ -20,7 +20,7 @@ Methods, one after the other (so they never share the links' capacity):
 - `ssh -L + ProxyCommand`: `ssh -N -L` to the server's sshd with `ProxyCommand dupsession`
   (the same 6 paths), the VNC client through the ssh tunnel.
 
-Each interaction (tests/e2e/vncgrab.py `interact`, vncdotool): move the pointer, then request
+Each interaction (tests/support/vncgrab.py `interact`, vncdotool): move the pointer, then request
 framebuffer updates until one shows the changed pixels; the time from the pointer event to that
 update. p50 / p90 / p99 / max per method, and the ratio to plain TCP. The machine is shared:
 the load average is printed beside the figures.
@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from contrib.bench.lab_latency import stop_tree, which  # noqa: E402
-from tests.e2e.vnc import desktop_picture  # noqa: E402
+from tests.support.vnc import desktop_picture  # noqa: E402
 
 SCENARIO = "two-uplinks-two-relays"
 VNC_PORT = 5900
@@ -178,7 +178,7 @@ class Bench:
                 memory[start : start + WIDTH * 4] = rows[y * WIDTH * 4 : (y + 1) * WIDTH * 4]
 
     def interact(self, host: str, port: int) -> list[float]:
-        argv = [sys.executable, "-m", "tests.e2e.vncgrab", "interact", str(port),
+        argv = [sys.executable, "-m", "tests.support.vncgrab", "interact", str(port),
                 str(self.args.rounds), "--host", host]  # fmt: skip
         result = self.lab.run("client", argv, check=False, env=self.env, cwd=str(ROOT), timeout=900)
         if result.returncode != 0:

@@ -22,7 +22,7 @@ from dupsession.core.compress import (
 from dupsession.core.events import SessionClosed, StreamData, StreamEnded
 from dupsession.core.negotiate import Compress, Features
 from dupsession.core.session import Role, Session
-from tests.core.test_session import handshake
+from tests.support.session import handshake
 
 T0 = 100.0
 LOG = b"2026-12-02 02:17:40 relayd INFO session 4cc331b: opened for target 127.0.0.1:5900\n"

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.proxycmd import run_dupsession
-from tests.e2e.relay import Relay
-from tests.e2e.shims import ShimThread
-from tests.e2e.targets import TcpTarget
+from tests.support.proxycmd import run_dupsession
+from tests.support.relay import Relay
+from tests.support.shims import ShimThread
+from tests.support.targets import TcpTarget
 
 pytestmark = pytest.mark.timeout(90)
 

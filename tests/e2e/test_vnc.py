@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from dupsession.testing.shim import Impairment
-from tests.e2e.forward import Forward
-from tests.e2e.proxycmd import ProxyProbe
-from tests.e2e.relay import Relay
-from tests.e2e.shims import ShimThread
-from tests.e2e.sshd import PrivateSshd, free_port
-from tests.e2e.vnc import VncServer, grab
+from tests.support.forward import Forward
+from tests.support.proxycmd import ProxyProbe
+from tests.support.relay import Relay
+from tests.support.shims import ShimThread
+from tests.support.sshd import PrivateSshd, free_port
+from tests.support.vnc import VncServer, grab
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,8 +1,8 @@
 """vncdotool in its own process (its Twisted reactor runs once per process).
 
-python3 -m tests.e2e.vncgrab grab PORT OUT.png [--settle S]
+python3 -m tests.support.vncgrab grab PORT OUT.png [--settle S]
     full framebuffer of 127.0.0.1:PORT -> OUT.png and OUT.rgb (raw RGB)
-python3 -m tests.e2e.vncgrab interact PORT ROUNDS
+python3 -m tests.support.vncgrab interact PORT ROUNDS
     ROUNDS pointer moves; for each, seconds until a framebuffer update shows the change;
     one JSON list on stdout (contrib/bench/vnc.py uses it)
 """

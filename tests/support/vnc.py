@@ -5,7 +5,7 @@ straight into the screen memory; x11vnc polls the screen and serves it. The poin
 into the framebuffer (`-nocursorshape -cursor arrow`), so a pointer event changes pixels: the
 interaction that the benchmark times.
 
-The VNC client is vncdotool, run in a subprocess per use (`python3 -m tests.e2e.vncgrab`):
+The VNC client is vncdotool, run in a subprocess per use (`python3 -m tests.support.vncgrab`):
 its Twisted reactor cannot be restarted inside one process.
 """
 
@@ -24,9 +24,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tests.e2e.proxycmd import stop_pid
-from tests.e2e.sshd import free_port, require_binary
 from tests.prereq import missing
+from tests.support.processes import stop_pid
+from tests.support.sshd import free_port, require_binary
 
 START_TIMEOUT = 15.0
 #: XWD header fields that locate the pixels in Xvfb's screen file (big-endian u32s).
@@ -156,7 +156,7 @@ def desktop_picture(width: int, height: int, seed: int) -> bytes:
 def grab(port: int, out: Path, timeout: float = 60.0, settle: float = 0.0) -> bytes:
     """The framebuffer at 127.0.0.1:`port` as raw RGB bytes, fetched by vncdotool in a
     subprocess (also saved as PNG at `out`)."""
-    cmd = [sys.executable, "-m", "tests.e2e.vncgrab", "grab", str(port), str(out)]
+    cmd = [sys.executable, "-m", "tests.support.vncgrab", "grab", str(port), str(out)]
     if settle:
         cmd += ["--settle", str(settle)]
     result = subprocess.run(cmd, capture_output=True, timeout=timeout, cwd=REPO, env={**os.environ})
