@@ -17,6 +17,7 @@ import time
 import tty
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -273,21 +274,29 @@ def run(
     once: bool,
     as_json: bool,
     collect: Callable[[], list[dict[str, Any]]] | None = None,
+    socket: Path | None = None,
 ) -> int:
+    """The status view of `kind`'s processes (all found in the runtime directory, or the one
+    answering on `socket`); `collect` replaces the discovery (tests, screenshots)."""
+    if socket is not None:
+        collect = lambda: [control.query(socket)]  # noqa: E731
     gather = collect or (lambda: control.discover(kind))
     program = f"{'relayd' if kind == 'relayd' else 'dupsession'} status"
     try:
-        if kind == "relayd" and collect is None and not as_json and not gather():
+        if kind == "relayd" and not as_json and not gather():
             # A daemon that is not running is not a daemon without sessions: say which.
             print(
                 f"relayd is not running on this machine (no control socket in "
-                f"{control.runtime_dir()}; a relayd run by another user, or with --control, "
-                "keeps it elsewhere)",
+                f"{control.runtime_dir()}; a relayd run by another user keeps it in that "
+                "user's: relayd status --control SOCKET)",
                 file=sys.stderr,
             )
             return NOT_RUNNING
         return _run(gather, once, as_json, program)
     except control.ControlError as exc:
+        if kind == "relayd" and socket is not None:
+            print(f"relayd is not running or not answering: {exc}", file=sys.stderr)
+            return NOT_RUNNING
         print(f"{program}: {exc}", file=sys.stderr)
         return 1
 

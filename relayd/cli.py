@@ -124,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--once", action="store_true", help="print one snapshot and exit")
     status.add_argument("--json", action="store_true", help="one snapshot as JSON")
+    status.add_argument(
+        "--control",
+        type=Path,
+        metavar="SOCKET",
+        help="read this relayd's control socket (the one given to relayd serve --control, or "
+        "another user's); default: every relayd in this user's runtime directory",
+    )
     return parser
 
 
@@ -237,7 +244,7 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "status":
         from dupsession import status
 
-        return status.run("relayd", args.once, args.json)
+        return status.run("relayd", args.once, args.json, socket=args.control)
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,

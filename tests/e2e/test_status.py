@@ -568,8 +568,16 @@ def test_relayd_status_running_without_sessions(tmp_path: Path) -> None:
     )
     try:
         result = _status("relayd", env, "--once")
+        # Named by its socket, from anywhere (another user's relayd, a systemd unit's).
+        elsewhere = {**os.environ, "DUPSESSION_RUNTIME_DIR": str(tmp_path / "other")}
+        named = _status("relayd", elsewhere, "--once", "--control", str(run_dir / "relayd-x.sock"))
     finally:
         relay.stop()
+    assert named.returncode == 0, named
+    assert named.stdout.splitlines()[1:] == result.stdout.splitlines()[1:]  # uptime aside
+    gone = _status("relayd", elsewhere, "--once", "--control", str(run_dir / "relayd-x.sock"))
+    assert gone.returncode == 3, gone
+    assert gone.stderr.startswith("relayd is not running or not answering: "), gone.stderr
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"relayd {version()}  pid {relay.pid}  up "), lines
