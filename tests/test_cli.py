@@ -320,14 +320,22 @@ def test_find_uplinks_sees_the_default_route_interface() -> None:
     ip = shutil.which("ip") or "/usr/sbin/ip"
     if not os.path.exists(ip):
         missing("needs iproute2 (`ip`)")
-    routes = json.loads(
-        subprocess.run(
-            [ip, "-j", "route", "show", "default"], capture_output=True, text=True, check=True
-        ).stdout
-        or "[]"
-    )
-    expected = {r["dev"] for r in routes if not r["dev"].startswith(_NOT_UPLINKS)}
-    assert {u.name for u in find_uplinks()} >= expected
+
+    def ip_json(*args: str) -> list[dict[str, object]]:
+        result = subprocess.run([ip, "-j", *args], capture_output=True, text=True, check=True)
+        return json.loads(result.stdout or "[]")  # type: ignore[no-any-return]
+
+    routed = {r["dev"] for r in ip_json("route", "show", "table", "all", "default")}
+    addressed = {
+        link["ifname"]
+        for link in ip_json("addr", "show", "up")
+        if any(a.get("scope") == "global" for a in link.get("addr_info", []))  # type: ignore[attr-defined]
+    }
+    found = {u.name for u in find_uplinks()}
+    assert found <= routed | {
+        r["dev"] for r in ip_json("-6", "route", "show", "table", "all", "default")
+    }
+    assert found >= {d for d in routed & addressed if not str(d).startswith(_NOT_UPLINKS)}
 
 
 def test_readme_shows_what_init_prints(home: Path) -> None:
