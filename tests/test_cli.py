@@ -325,7 +325,7 @@ def test_find_uplinks_sees_the_default_route_interface() -> None:
         result = subprocess.run([ip, "-j", *args], capture_output=True, text=True, check=True)
         return json.loads(result.stdout or "[]")  # type: ignore[no-any-return]
 
-    routed = {r["dev"] for r in ip_json("route", "show", "table", "all", "default")}
+    routed = {r.get("dev") for r in ip_json("route", "show", "table", "all", "default")}
     addressed = {
         link["ifname"]
         for link in ip_json("addr", "show", "up")
