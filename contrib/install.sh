@@ -76,8 +76,15 @@ if ! command -v "$pipx" >/dev/null 2>&1; then
     run $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y pipx
 fi
 
+# pip builds in the source tree: a checkout this user cannot write (root's, read-only) is
+# copied first, or pipx fails with only "Cannot determine package name".
+src=$repo
+if [ ! -w "$repo" ]; then
+    src=$(mktemp -d)/dupsession
+    run cp -R "$repo" "$src"
+fi
 # --force: running the script again upgrades in place.
-run "$pipx" install --force "$repo"
+run "$pipx" install --force "$src"
 if [ "$(id -u)" -ne 0 ]; then
     run "$pipx" ensurepath
 fi

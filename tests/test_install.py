@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -128,6 +129,8 @@ def check_user_install(tmp_path: Path, user: pwd.struct_passwd) -> None:
     assert plan.returncode == 0, plan.stderr
     assert f"dupsession and relayd are in {home}/.local/bin" in plan.stderr
     assert f"+ {tmp_path}/fake-pipx ensurepath" in plan.stderr
+    # Its checkout is root's: installed from a copy (pip builds in the source tree).
+    assert re.search(rf"\+ cp -R {tree} /tmp/\S+/dupsession\n", plan.stderr), plan.stderr
     assert f"{home}/.local/share/man/man1" in plan.stderr
     assert "not on this shell's PATH yet; new login shells have it" in plan.stderr
     assert plan.stderr.rstrip().endswith(f"+ {home}/.local/bin/dupsession demo")  # full path
