@@ -85,6 +85,9 @@ if [ ! -w "$repo" ]; then
 fi
 # --force: running the script again upgrades in place.
 run "$pipx" install --force "$src"
+if [ "$src" != "$repo" ]; then
+    run rm -rf "$(dirname "$src")" # pipx keeps its own copy in its venv
+fi
 if [ "$(id -u)" -ne 0 ]; then
     run "$pipx" ensurepath
 fi
