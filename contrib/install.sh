@@ -30,7 +30,7 @@ for arg in "$@"; do
     --demo) demo=yes ;;
     --dry-run) dry=yes ;;
     -h | --help)
-        sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+        awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
         exit 0
         ;;
     *)

@@ -145,3 +145,4 @@ def test_unknown_argument_is_refused(tmp_path: Path) -> None:
 def test_help(flag: str, tmp_path: Path) -> None:
     result = run_install(copy_tree(tmp_path), dict(os.environ), flag)
     assert result.returncode == 0 and "pipx" in result.stdout
+    assert result.stdout.rstrip().endswith("--dry-run prints the plan only.")  # comments only
