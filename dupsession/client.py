@@ -61,6 +61,7 @@ _CLOSE_TO_EXIT = {
     wire.CloseCode.PROTOCOL_ERROR: ExitCode.LOST,
     wire.CloseCode.TIMEOUT: ExitCode.LOST,
     wire.CloseCode.SHUTDOWN: ExitCode.LOST,
+    wire.CloseCode.UNKNOWN_SESSION: ExitCode.LOST,
 }
 
 

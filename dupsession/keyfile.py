@@ -35,18 +35,38 @@ def generate(path: Path, force: bool = False) -> None:
         handle.write(new_key_text())
 
 
+#: A key file is one line; anything much longer is not a key file.
+MAX_KEY_FILE = 4096
+
+
 def load(path: Path) -> bytes:
+    """The key in `path`, or KeyFileError saying exactly what is wrong with the file.
+
+    Opened non-blocking and checked to be a regular file first: a FIFO or a device given by
+    mistake gets a clear error instead of a hang (or an endless read).
+    """
     try:
-        text = path.read_text().strip()
-        mode = path.stat().st_mode
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"key file {path} is accessible by others; run: chmod 600 {path}")
     try:
-        key = bytes.fromhex(text)
-    except ValueError as exc:
-        raise KeyFileError(f"key file {path} is not hex (make one with dupsession keygen)") from exc
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise KeyFileError(f"key file {path} is not a regular file")
+        raw = os.read(fd, MAX_KEY_FILE + 1)
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"key file {path} is accessible by others; run: chmod 600 {path}")
+    hint = "(make one with dupsession keygen)"
+    if len(raw) > MAX_KEY_FILE:
+        raise KeyFileError(f"key file {path} is too large to be a key file {hint}")
+    try:
+        key = bytes.fromhex(raw.decode("ascii").strip())
+    except ValueError as exc:  # UnicodeDecodeError included: a raw binary key
+        raise KeyFileError(f"key file {path} is not one line of hex digits {hint}") from exc
     if len(key) != PSK_SIZE:
         raise KeyFileError(f"key file {path} holds {len(key)} bytes, expected {PSK_SIZE}")
     return key

@@ -144,12 +144,18 @@ def with_uplink(spec: PathSpec, uplink: str | None) -> PathSpec:
     return replace(spec, uplink=uplink)
 
 
+def _is_port(text: str) -> bool:
+    return 0 < len(text) <= 5 and text.isascii() and text.isdigit()
+
+
 def parse_hostport(text: str, what: str = "address", listen: bool = False) -> tuple[str, int]:
     """`HOST:PORT` or `[V6]:PORT` -> (host, port), with a clear error. A listening address
     may use port 0 (any free port)."""
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     lowest = 0 if listen else 1
-    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
+    # ASCII digits only: str.isdigit() also accepts other scripts' digits (and int() parses
+    # some of them), which would let one port be spelled many ways past the allow-list.
+    if not sep or not host or not _is_port(port) or not lowest <= int(port) < 65536:
         raise PathSpecError(f"{what} {text!r}: expected HOST:PORT")
     return host, int(port)

@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from dupsession.cli import add_version_option, run_quietly, version
 from dupsession.core.session import SessionConfig
 from dupsession.keyfile import KeyFileError, load
 from dupsession.pathspec import PathSpecError, parse_hostport
-from relayd.acl import AclError, AllowList
+from relayd.config import ConfigError, add_serve_flags, load_settings
 from relayd.metrics import MetricsServer, SessionCollector
 from relayd.relay import Forward, Relay
 from relayd.server import ExitConfig, ExitServer
@@ -41,42 +42,52 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.toml",
+        help="settings file (flags win over it); re-read on SIGHUP",
+    )
+    serve.add_argument(
         "--listen",
-        required=True,
         metavar="HOST:PORT",
         help="UDP and TCP address to listen on (same port for both)",
     )
     serve.add_argument(
         "--key",
-        required=True,
+        action="append",
         type=Path,
         metavar="FILE",
-        help="pre-shared key file (dupsession keygen FILE)",
+        help="pre-shared key file (dupsession keygen FILE); repeat to accept several keys "
+        "while rotating",
     )
     serve.add_argument(
         "--allow",
         action="append",
-        default=[],
         metavar="HOST:PORT",
         help="target sessions may reach (repeatable; HOST:* for any port); default: none",
     )
     serve.add_argument(
         "--grace",
         type=float,
-        default=SessionConfig().grace_period,
         metavar="SECONDS",
-        help="keep sessions this long with every path down",
+        help="keep sessions this long with every path down "
+        f"(default {SessionConfig().grace_period:.0f})",
     )
     serve.add_argument(
         "--max-sessions",
         type=int,
-        default=1024,
         metavar="N",
         help="refuse new sessions beyond this many (default: 1024)",
     )
     serve.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep replay memory here across restarts (default: $STATE_DIRECTORY if set)",
+    )
+    add_serve_flags(serve)
+    serve.add_argument(
         "--log-level",
-        default="info",
         choices=["debug", "info", "warning", "error"],
         help="least important log lines to print on stderr (default: info)",
     )
@@ -134,8 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reload(server: ExitServer, reload: Callable[[], ExitConfig]) -> None:
+    """SIGHUP: re-read the file and the keys; on any mistake keep running as before."""
+    try:
+        config = reload()
+        if config.listen != server.config.listen or config.state_dir != server.config.state_dir:
+            log.warning("reload: listen and state_dir changes need a restart; ignored")
+            config = replace(config, listen=server.config.listen, state_dir=server.config.state_dir)
+        server.reconfigure(config)
+    except (ConfigError, ValueError) as exc:
+        log.warning("reload failed, configuration unchanged: %s", exc)
+
+
 async def serve(
-    config: ExitConfig, control_path: Path | None, metrics: tuple[str, int] | None
+    config: ExitConfig,
+    control_path: Path | None,
+    metrics: tuple[str, int] | None,
+    reload: Callable[[], ExitConfig] | None = None,
 ) -> int:
     server = ExitServer(config)
     try:
@@ -165,10 +191,14 @@ async def serve(
         return 1
     if not config.allow.entries:
         log.warning("the allow-list is empty: every session will be refused (use --allow)")
+    if config.state_dir is None:
+        log.warning("no --state-dir: replay memory is lost on restart (see docs/SECURITY.md)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(server, reload))
     await stop.wait()
     log.info("shutting down: closing %d session(s)", len(server.sessions))
     for close in closers:
@@ -192,7 +222,7 @@ def daemon_facts(server: ExitServer, started: float) -> Callable[[], dict[str, A
             "allow": sorted(
                 f"{h}:{'*' if p is None else p}" for h, p in server.config.allow.entries
             ),
-            "max_sessions": server.config.max_sessions,
+            "max_sessions": server.limits.max_sessions,
             "uptime": time.monotonic() - started,
         }
 
@@ -228,6 +258,9 @@ async def relay(forwards: list[Forward], psk: bytes) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: log.info("SIGHUP: a relay's forwards change only with a restart")
+    )
     await stop.wait()
     server.close()
     log.info("relay stopped (%d frames dropped unanswered)", server.gate.dropped)
@@ -246,7 +279,7 @@ def _main(argv: list[str] | None) -> int:
 
         return status.run("relayd", args.once, args.json, socket=args.control)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=(args.log_level or "info").upper(),
         stream=sys.stderr,
         format="%(asctime)s relayd %(levelname)s %(message)s",
     )
@@ -259,19 +292,16 @@ def _main(argv: list[str] | None) -> int:
             return 2
         return run(relay(forwards, psk))
     try:
-        listen = parse_hostport(args.listen, "--listen", listen=True)
-        allow = AllowList.parse(args.allow)
-        psk = load(args.key)
-        metrics = parse_hostport(args.metrics, "--metrics", listen=True) if args.metrics else None
-    except (PathSpecError, AclError, KeyFileError) as exc:
+        settings = load_settings(args)
+    except ConfigError as exc:
         print(f"relayd: {exc}", file=sys.stderr)
         return 2
-    from dataclasses import replace
+    logging.getLogger().setLevel(settings.log_level.upper())
 
-    config = ExitConfig(
-        listen, psk, allow, args.max_sessions, replace(SessionConfig(), grace_period=args.grace)
-    )
-    return run(serve(config, args.control, metrics))
+    def reload() -> ExitConfig:
+        return load_settings(args).exit
+
+    return run(serve(settings.exit, settings.control, settings.metrics, reload))
 
 
 if __name__ == "__main__":

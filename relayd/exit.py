@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dupsession.aio.driver import SessionDriver
 from dupsession.aio.udp import BatchSocket
 from dupsession.core import events, wire
+from dupsession.core.addresses import PathAddresses
 from dupsession.core.handshake import Accepted
 
 log = logging.getLogger("relayd")
@@ -17,6 +18,23 @@ log = logging.getLogger("relayd")
 TARGET_CONNECT_TIMEOUT = 10.0
 #: Above this many bytes queued toward the target, stop opening the client's window.
 TARGET_HIGH_WATER = 1024 * 1024
+
+
+class UdpPathReply:
+    """A datagram path's sink: frames go where the session's address book says (the validated
+    address, or within the anti-amplification budget an unvalidated one)."""
+
+    datagram = True
+
+    def __init__(self, io: BatchSocket, book: PathAddresses[tuple[str, int]], path_id: int) -> None:
+        self.io = io
+        self.book = book
+        self.path_id = path_id
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        addr, allowed = self.book.route(self.path_id, frames)
+        if addr is not None and allowed:
+            self.io.send_frames(allowed, addr)  # a full socket buffer is loss, as on the wire
 
 
 class UdpReply:
@@ -83,14 +101,26 @@ class ExitSession:
         self.port = port
         self.target_name = accepted.hello.target
         self.label = accepted.hello.session_id.hex()
-        self.udp_paths: dict[tuple[str, int], int] = {}  #: source address -> path id
+        #: Reply addresses of the datagram paths: moved only by validated addresses.
+        self.addresses: PathAddresses[tuple[str, int]] = PathAddresses()
         self.stream_peers: dict[int, tuple[str, int]] = {}  #: path id -> TCP peer address
+        self.key_id = ""  #: which accepted key opened it (closed when that key is revoked)
+        self.source = ""  #: the client's address as its first HELLO came from (per-source limit)
         self._target: _TargetProtocol | None = None
         self._early: list[bytes] = []
         self._early_eof = False
         self.closed: events.SessionClosed | None = None
         self.driver = driver_factory(self)
         self.on_finished: Callable[[ExitSession], None] | None = None
+
+    def orphaned(self) -> bool:
+        """Every path is a TCP connection and none is open: the client closed them all."""
+        session = self.driver.session
+        return (
+            bool(session.paths)
+            and not any(p.datagram for p in session.paths.values())
+            and not self.driver.sinks
+        )
 
     @property
     def is_probe(self) -> bool:
@@ -133,7 +163,11 @@ class ExitSession:
 
     def on_data(self, data: bytes) -> None:
         if self.is_probe:
-            self.driver.send(data)  # bounded: what arrives is bounded by the session window
+            # The echo obeys backpressure: once the send buffer is full (a client that does not
+            # read), the client's window freezes, so it cannot push more in (bounded memory).
+            self.driver.send(data)
+            if not self.driver.session.writable():
+                self.driver.session.pause_receiving(True)
             return
         target = self._target
         if target is None or target.transport is None:
@@ -169,6 +203,9 @@ class ExitSession:
             self.on_finished(self)
 
     def on_writable(self) -> None:
+        if self.is_probe:
+            self.driver.session.pause_receiving(False)
+            return
         target = self._target
         if (
             target is not None

@@ -99,7 +99,8 @@ class SessionGate:
     def vouch(self, frame: bytes | memoryview) -> None:
         """The exit sent a frame of a session on probation: the exit answers only frames that
         authenticate, so the session is genuine and its frames pass from now on."""
-        if self._probation and len(frame) >= wire.PREFIX.size:
+        # A RESET answers frames of sessions the exit does *not* know: it vouches for nothing.
+        if self._probation and len(frame) >= wire.PREFIX.size and frame[1] != wire.FrameType.RESET:
             sid = bytes(frame[4:12])
             if self._probation.pop(sid, None) is not None:
                 self._remember(sid, time.monotonic())

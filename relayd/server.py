@@ -5,17 +5,26 @@ Security rules applied here, each at the line that enforces it:
   oracle); a TCP connection whose first frame fails is closed without a byte sent.
 - Only a HELLO that verifies gets a WELCOME, and a WELCOME is smaller than a HELLO.
 - The target must be on the allow-list; the refusal is authenticated so the client can say why.
-- The table is bounded (`max_sessions`); closed sessions linger briefly as tombstones that
-  answer stragglers with CLOSE, then go.
+- The table is bounded (`Limits`: in total, per client source, by memory); closed sessions
+  linger briefly as tombstones that answer stragglers with CLOSE, then go.
+- A path's reply address moves only to an address that sent a fresh authenticated frame and
+  then echoed a challenge; until then it gets at most 3x what it sent (core/addresses.py). A
+  HELLO copy never takes over a path the session already has.
+- A TCP connection must bind to a session within the handshake timeout; unbound ones are
+  capped per source and in total.
+- A frame for an unknown session that looks like a session frame gets a stateless RESET,
+  smaller than the frame and rate-limited, so a client of a restarted exit learns it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from dupsession.aio import framing
@@ -24,11 +33,20 @@ from dupsession.aio.sockets import READ_BATCH, WRITE_HIGH_WATER, bind_udp
 from dupsession.aio.udp import BatchSocket
 from dupsession.control import STATE_NAMES
 from dupsession.core import negotiate, wire
-from dupsession.core.handshake import KNOWN_CRITICAL, HandshakeError, ServerHandshake
-from dupsession.core.session import Role, Session, SessionConfig
+from dupsession.core.addresses import Verdict
+from dupsession.core.handshake import (
+    KNOWN_CRITICAL,
+    MAX_CLOCK_SKEW,
+    HandshakeError,
+    ServerHandshake,
+    reset_token,
+)
+from dupsession.core.session import Role, Session, SessionConfig, SessionState
 from dupsession.pathspec import PathSpecError, parse_hostport
 from relayd.acl import AllowList
-from relayd.exit import ExitSession, UdpReply
+from relayd.exit import TARGET_HIGH_WATER, ExitSession, UdpPathReply, UdpReply
+from relayd.limits import Limits, RateLimitedLog, TokenBucket
+from relayd.replay import ReplayJournal
 
 log = logging.getLogger("relayd")
 
@@ -39,13 +57,73 @@ CLOSE_REPEAT_INTERVAL = 0.02
 TOMBSTONE_LINGER = 30.0
 
 
+#: Paths per session: M uplinks x (N relays + direct) stays well below this.
+MAX_PATHS = 32
+#: RESET answers: at most this many per second overall (bursts of as many).
+RESET_RATE = 50.0
+
+
 @dataclass(frozen=True, slots=True)
 class ExitConfig:
     listen: tuple[str, int]
     psk: bytes
     allow: AllowList
-    max_sessions: int = 1024
+    max_sessions: int | None = None  #: shorthand for `limits.max_sessions`
     session: SessionConfig = field(default_factory=SessionConfig)
+    #: More accepted keys (rotation: old and new at once); `psk` is the first.
+    extra_keys: tuple[bytes, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    #: Where the replay memory lives (None: RAM only, lost on restart).
+    state_dir: Path | None = None
+
+    @property
+    def keys(self) -> tuple[bytes, ...]:
+        return (self.psk, *(k for k in self.extra_keys if k != self.psk))
+
+    def effective_limits(self) -> Limits:
+        if self.max_sessions is None:
+            return self.limits
+        return replace(self.limits, max_sessions=self.max_sessions)
+
+    def session_config(self) -> SessionConfig:
+        """The exit's sessions buffer at most `session_buffer` each way."""
+        buffer = self.effective_limits().session_buffer
+        return replace(
+            self.session,
+            window_bytes=min(self.session.window_bytes, buffer),
+            window_frames=min(self.session.window_frames, buffer // wire.MAX_DATAGRAM_PAYLOAD),
+        )
+
+
+def _fit_descriptors(limits: Limits) -> Limits:
+    """Check the limits and fit them to the descriptor limit: unbound connections may take a
+    quarter of the descriptors and sessions (a target connection each, plus paths) half, so
+    neither can starve the other or the listeners."""
+    limits.check()
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return limits
+    pending = max(1, min(limits.max_pending, soft // 4))
+    # One source may hold at most a quarter of the unbound slots, so it cannot take them all.
+    per_source = max(1, min(limits.max_pending_per_source, pending // 4))
+    sessions = max(1, min(limits.max_sessions, soft // 2))
+    if (pending, per_source, sessions) != (
+        limits.max_pending,
+        limits.max_pending_per_source,
+        limits.max_sessions,
+    ):
+        log.info(
+            "descriptor limit %d: at most %d unauthenticated connections (%d per source) and "
+            "%d sessions",
+            soft,
+            pending,
+            per_source,
+            sessions,
+        )
+        limits = replace(
+            limits, max_pending=pending, max_pending_per_source=per_source, max_sessions=sessions
+        )
+    return limits
 
 
 class _StreamConnection(asyncio.Protocol):
@@ -60,12 +138,43 @@ class _StreamConnection(asyncio.Protocol):
         self.session: ExitSession | None = None
         self.path_id: int | None = None
 
+        self.peer: tuple[str, int] = ("?", 0)
+        self._deadline: asyncio.TimerHandle | None = None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = tuple(peer[:2])  # type: ignore[assignment]
+        # Unbound until its first valid frame: capped and timed (a silent connection must not
+        # pin a descriptor and a buffer forever).
+        if not self.server.admit_pending(self):
+            self.drop()
+            return
+        self._deadline = asyncio.get_running_loop().call_later(
+            self.server.limits.handshake_timeout, self._handshake_timeout
+        )
+
+    def _handshake_timeout(self) -> None:
+        self._deadline = None
+        if self.session is None:
+            self.server.refused_log.warning(
+                "handshake timeout from %s port %d: no valid frame in %.0f s",
+                *self.peer,
+                self.server.limits.handshake_timeout,
+            )
+            self.drop()
+
+    def bound(self) -> None:
+        """The connection carries a session path now: no longer pending."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self.server.release_pending(self)
 
     def send_frames(self, frames: list[bytes]) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -95,25 +204,29 @@ class _StreamConnection(asyncio.Protocol):
 
     def note_peer(self, exit_session: ExitSession, path_id: int) -> None:
         """Remember who is at the other end, for status views."""
-        if self.transport is not None:
-            peer = self.transport.get_extra_info("peername")
-            if peer:
-                exit_session.stream_peers[path_id] = tuple(peer[:2])  # type: ignore[assignment]
+        exit_session.stream_peers[path_id] = self.peer
 
     def drop(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self.server.release_pending(self)
         if self.session is not None and self.path_id is not None:
             self.session.driver.detach(self.path_id, self)
+            self.server.stream_closed(self.session)
         self.transport = None
 
 
 class ExitServer:
     def __init__(self, config: ExitConfig) -> None:
         self.config = config
-        self.handshake = ServerHandshake(config.psk)
+        self.limits = _fit_descriptors(config.effective_limits())
+        self.handshakes = [ServerHandshake(psk) for psk in config.keys]
+        self.session_config = config.session_config()
         self.sessions: dict[bytes, ExitSession] = {}
         self._udp: socket.socket | None = None
         self._udp_io: BatchSocket | None = None
@@ -121,8 +234,34 @@ class ExitServer:
         self._loop = asyncio.get_running_loop()
         self.address: tuple[str, int] | None = None
         self.rejected_frames = 0
+        self.stale_frames = 0
+        self.resets_sent = 0
+        self._pending: set[_StreamConnection] = set()
+        self._pending_by_source: dict[str, int] = {}
+        self._reset_bucket = TokenBucket(RESET_RATE, RESET_RATE)
+        self.refused_log = RateLimitedLog(log)
+        self._journal: ReplayJournal | None = None
+        if config.state_dir is not None:
+            self._journal = ReplayJournal(config.state_dir)
+
+    @property
+    def handshake(self) -> ServerHandshake:
+        """The handshake of the first key (what a single-key exit uses)."""
+        return self.handshakes[0]
 
     async def start(self) -> None:
+        if self._journal is not None:
+            now = time.time()
+            remembered = self._journal.load(now)
+            for nonce, expiry, sid in remembered:
+                for handshake in self.handshakes:
+                    handshake.remember(nonce, expiry, sid)
+            log.info(
+                "replay memory %s: %d nonce(s) from the last %.0f s",
+                self._journal.path,
+                len(remembered),
+                MAX_CLOCK_SKEW,
+            )
         host, port = self.config.listen
         udp = await bind_udp(host, port)
         self._udp = udp
@@ -135,6 +274,79 @@ class ExitServer:
         self._loop.add_reader(udp.fileno(), self._udp_readable)
         self.address = (udp.getsockname()[0], bound_port)
         log.info("relayd exit listening on %s:%d (udp+tcp)", *self.address)
+
+    def reconfigure(self, config: ExitConfig) -> None:
+        """SIGHUP: new allow-list, limits and keys; live sessions stay (but those of a key no
+        longer listed are closed: that is what revoking a key means)."""
+        limits = _fit_descriptors(config.effective_limits())
+        old = {h.psk_id: h for h in self.handshakes}
+        self.handshakes = [
+            old.get(ServerHandshake.key_id(k)) or ServerHandshake(k) for k in config.keys
+        ]
+        kept = {h.psk_id for h in self.handshakes}
+        for exit_session in list(self.sessions.values()):
+            if exit_session.key_id not in kept and exit_session.closed is None:
+                exit_session.abort(wire.CloseCode.SHUTDOWN, "the exit revoked this session's key")
+        self.config = config
+        self.limits = limits
+        self.session_config = config.session_config()
+        log.info(
+            "configuration reloaded: %d allow entr%s, %d key(s), %d session(s) kept",
+            len(config.allow.entries),
+            "y" if len(config.allow.entries) == 1 else "ies",
+            len(self.handshakes),
+            sum(1 for s in self.sessions.values() if s.closed is None),
+        )
+
+    # -- unbound TCP connections -----------------------------------------------------------
+
+    def admit_pending(self, conn: _StreamConnection) -> bool:
+        source = conn.peer[0]
+        limits = self.limits
+        count = self._pending_by_source.get(source, 0)
+        if len(self._pending) >= limits.max_pending:
+            self.refused_log.warning(
+                "refused connection from %s port %d: %d unauthenticated connections in total",
+                *conn.peer,
+                limits.max_pending,
+            )
+            return False
+        if count >= limits.max_pending_per_source:
+            self.refused_log.warning(
+                "refused connection from %s port %d: %d unauthenticated connections from it",
+                *conn.peer,
+                limits.max_pending_per_source,
+            )
+            return False
+        self._pending.add(conn)
+        self._pending_by_source[source] = count + 1
+        return True
+
+    def release_pending(self, conn: _StreamConnection) -> None:
+        if conn in self._pending:
+            self._pending.discard(conn)
+            source = conn.peer[0]
+            left = self._pending_by_source.get(source, 1) - 1
+            if left > 0:
+                self._pending_by_source[source] = left
+            else:
+                self._pending_by_source.pop(source, None)
+
+    def stream_closed(self, exit_session: ExitSession) -> None:
+        """A session's TCP connection closed: if it has no path left at all (every path a TCP
+        connection, each one closed), the client is most likely gone for good; give it
+        `orphan_grace` to reconnect, not the whole grace period."""
+        if exit_session.closed is not None or not exit_session.orphaned():
+            return
+        grace = self.limits.orphan_grace
+
+        def check() -> None:
+            if exit_session.closed is None and exit_session.orphaned():
+                exit_session.abort(
+                    wire.CloseCode.TIMEOUT, f"every connection closed for {grace:.0f} s"
+                )
+
+        self._loop.call_later(grace, check)
 
     # -- UDP ---------------------------------------------------------------------------------
 
@@ -158,31 +370,81 @@ class ExitServer:
         if len(data) < wire.PREFIX.size + wire.TAG_SIZE or data[0] != wire.VERSION:
             self.rejected_frames += 1
             return
-        assert self._udp is not None
+        io = self._udp_io
+        assert io is not None
         if data[1] == wire.FrameType.HELLO:
-            self._hello(data, UdpReply(self._udp_io or self._udp, addr))
+            self._hello(data, UdpReply(io, addr), addr)
             return
         exit_session = self.sessions.get(data[4:12])
         if exit_session is None:
             self.rejected_frames += 1
+            self._reset(data, UdpReply(io, addr))
             return
+        book = exit_session.addresses
         driver = exit_session.driver
-        path_id = exit_session.udp_paths.get(addr)
-        named = driver.frame_received(data, path_id)
-        if named is not None and named != path_id:
-            self._attach_udp(exit_session, named, addr)
-            driver.frame_received(data, named)  # first frame of a new or roamed path
+        session = driver.session
+        named = driver.frame_received(data, book.path_of(addr))
+        if named is None or session.state is SessionState.CLOSED:
+            return  # not a fresh authenticated ACK: it moves nothing
+        if named not in session.paths:  # first frame of a path the session had not joined
+            if len(session.paths) >= MAX_PATHS:
+                return  # bounded work per session: a key holder cannot name 255 paths
+            driver.attach(named, UdpPathReply(io, book, named), datagram=True)
+            if driver.frame_received(data, named) is None:
+                return
+        self._validate(exit_session, named, addr, len(data), session.paths[named].peer_echo_us)
 
-    def _attach_udp(self, exit_session: ExitSession, path_id: int, addr: tuple[str, int]) -> None:
-        """The latest authenticated source of a path becomes its reply address (roaming)."""
-        assert self._udp is not None
-        stale = [a for a, p in exit_session.udp_paths.items() if p == path_id]
-        for old in stale:
-            del exit_session.udp_paths[old]
-            log.info("session %s: path %d moved %s -> %s", exit_session.label, path_id, old, addr)
-        exit_session.udp_paths[addr] = path_id
-        reply = UdpReply(self._udp_io or self._udp, addr)
-        exit_session.driver.attach(path_id, reply, datagram=True)
+    def _validate(
+        self, exit_session: ExitSession, path_id: int, addr: tuple[str, int], size: int, echo: int
+    ) -> None:
+        """A fresh authenticated frame for a datagram path came from `addr`: challenge the
+        address, or make it the path's reply address once it echoed a challenge."""
+        book = exit_session.addresses
+        before = book.validated.get(path_id)
+        now = time.monotonic()
+        verdict = book.heard(path_id, addr, size, echo, now)
+        if verdict is Verdict.VALIDATED:
+            log.debug("session %s: path %d validated at %s:%d", exit_session.label, path_id, *addr)
+            if before is not None:
+                log.info(
+                    "session %s: path %d moved %s:%d -> %s:%d",
+                    exit_session.label,
+                    path_id,
+                    *before,
+                    *addr,
+                )
+            exit_session.driver.poke()
+        elif verdict is Verdict.CHALLENGE:
+            self._challenge(exit_session, path_id, addr, now)
+
+    def _challenge(
+        self, exit_session: ExitSession, path_id: int, addr: tuple[str, int], now: float
+    ) -> None:
+        """Send `addr` a challenge for the path, within its anti-amplification budget."""
+        book = exit_session.addresses
+        session = exit_session.driver.session
+        frame = session.challenge_frame(path_id, book.challenge(path_id, addr, now), now)
+        if frame is not None and book.spend(path_id, addr, len(frame)):
+            assert self._udp_io is not None
+            self._udp_io.send_frames([frame], addr)
+
+    # -- stateless reset -------------------------------------------------------------------------
+
+    def _reset(self, frame: bytes, reply: UdpReply | _StreamConnection) -> None:
+        """Tell a client its session is unknown here (the exit restarted or dropped it).
+
+        Only for frames that look like a session's (DATA or ACK) and are larger than every
+        RESET sent in answer (one per accepted key), at most `RESET_RATE` per second: a RESET
+        never amplifies, and a flood of triggers gets a trickle.
+        """
+        if frame[1] not in (wire.FrameType.DATA, wire.FrameType.ACK):
+            return
+        keys = self.config.keys
+        if len(frame) <= wire.RESET_SIZE * len(keys) or not self._reset_bucket.take():
+            return
+        sid, path_id = frame[4:12], frame[3]
+        reply.send_frames([wire.encode_reset(reset_token(psk, sid), sid, path_id) for psk in keys])
+        self.resets_sent += 1
 
     # -- TCP ---------------------------------------------------------------------------------
 
@@ -191,71 +453,133 @@ class ExitServer:
         if frame[0] != wire.VERSION:
             return False
         if frame[1] == wire.FrameType.HELLO:
-            return self._hello(frame, conn)
+            return self._hello(frame, conn, conn.peer)
         exit_session = conn.session or self.sessions.get(frame[4:12])
-        if exit_session is None or frame[4:12] != exit_session.accepted.hello.session_id:
-            return conn.session is not None  # unknown session on a fresh connection: drop
+        if exit_session is None:
+            if conn.session is None:
+                self._reset(frame, conn)  # unknown session on a fresh connection
+                return False
+            return True
+        if frame[4:12] != exit_session.accepted.hello.session_id:
+            return conn.session is not None
         driver = exit_session.driver
+        session = driver.session
         named = driver.frame_received(frame, conn.path_id)
-        if named is not None and named != conn.path_id:
+        # Only a fresh authenticated ACK binds a connection to a path: a replayed one (or a
+        # replayed HELLO) on another connection never takes a live path over.
+        if named is not None and named != conn.path_id and session.state is not SessionState.CLOSED:
+            new_path = named not in session.paths
+            if new_path and len(session.paths) >= MAX_PATHS:
+                return True
             conn.session, conn.path_id = exit_session, named
+            conn.bound()
             driver.attach(named, conn, datagram=False)
             conn.note_peer(exit_session, named)
-            driver.frame_received(frame, named)
+            if new_path:
+                driver.frame_received(frame, named)
         return True
 
     # -- handshake -----------------------------------------------------------------------------
 
-    def _hello(self, frame: bytes, reply: UdpReply | _StreamConnection) -> bool:
+    def _verify_hello(
+        self, frame: bytes, unix_now: float, source: tuple[str, int]
+    ) -> tuple[ServerHandshake, wire.Hello] | None:
+        """The HELLO verified under one of the accepted keys, or None (logged, rate-limited)."""
+        for handshake in self.handshakes:
+            try:
+                return handshake, handshake.verify_hello(frame, unix_now)
+            except wire.FrameError:
+                continue  # wrong key for this one: try the next
+            except HandshakeError as exc:
+                self.refused_log.warning("refused handshake from %s port %d: %s", *source, exc)
+                return None
+        self.rejected_frames += 1
+        self.refused_log.warning("refused handshake from %s port %d: bad key or garbage", *source)
+        return None
+
+    def _hello(
+        self, frame: bytes, reply: UdpReply | _StreamConnection, source: tuple[str, int]
+    ) -> bool:
         unix_now = time.time()
-        existing = self.sessions.get(frame[4:12])
-        try:
-            hello = self.handshake.verify_hello(frame, unix_now)
-        except wire.FrameError:
-            self.rejected_frames += 1
-            return False  # wrong key or garbage: no answer at all
-        except HandshakeError as exc:
-            log.warning("handshake rejected: %s", exc)
-            return False
+        verified = self._verify_hello(frame, unix_now, source)
+        if verified is None:
+            return False  # wrong key, garbage, stale or replayed: no answer at all
+        handshake, hello = verified
+        existing = self.sessions.get(hello.session_id)
         if existing is not None:
             if existing.accepted.hello.client_nonce != hello.client_nonce:
                 return False
-            # Another path's copy (or a resend): same answer, and the path joins.
+            # Another path's copy (or a resend): the same answer, smaller than the HELLO.
+            # A path the session already has is never taken over by a HELLO (it may be a
+            # replay from elsewhere): only a fresh ACK, and for UDP a validated address, moves
+            # a path. A path id new to the session joins.
             reply.send_frames(
-                [existing.accepted.welcome_frame(self.handshake.auth, hello.path_id, frame[-16:])]
+                [existing.accepted.welcome_frame(handshake.auth, hello.path_id, frame[-16:])]
             )
-            self._join(existing, hello.path_id, reply)
+            paths = existing.driver.session.paths
+            if hello.path_id not in paths and len(paths) < MAX_PATHS:
+                self._join(existing, hello.path_id, reply, len(frame))
             return True
-        if self.handshake.seen(hello):
-            # Its session is gone (closed, tombstone expired): a replay, not a new session.
-            log.warning("session %s: replayed hello dropped", hello.session_id.hex())
+        if handshake.seen(hello):
+            # Its session is gone (closed, tombstone expired, or before a restart): a replay.
+            self.refused_log.warning(
+                "refused handshake from %s port %d: replayed hello (session %s)",
+                *source,
+                hello.session_id.hex(),
+            )
             return False
-        refusal = self._refusal(hello)
+        refusal = self._refusal(hello, source)
         if refusal is not None:
             status, reason = refusal
-            log.warning("session %s: refused: %s", hello.session_id.hex(), reason)
-            reply.send_frames([self.handshake.refusal_frame(frame, hello, status, reason)])
+            self.refused_log.warning(
+                "refused session %s from %s port %d: %s", hello.session_id.hex(), *source, reason
+            )
+            reply.send_frames([handshake.refusal_frame(frame, hello, status, reason)])
             return True
         host, port = (
             ("probe", 0) if hello.target == wire.PROBE_TARGET else (parse_hostport(hello.target))
         )
         welcome_options, _ = negotiate.answer(hello.options)
-        accepted = self.handshake.accept(hello, unix_now, welcome_options)
+        try:
+            accepted = handshake.accept(hello, unix_now, welcome_options)
+        except HandshakeError as exc:
+            self.refused_log.warning("refused handshake from %s port %d: %s", *source, exc)
+            return False
+        if self._journal is not None:
+            try:
+                self._journal.append(
+                    hello.client_nonce, unix_now + MAX_CLOCK_SKEW, hello.session_id, unix_now
+                )
+            except OSError as exc:
+                log.warning("replay memory not written (%s): %s", self._journal.path, exc)
         exit_session = ExitSession(accepted, self._make_driver, host, port)
+        exit_session.key_id = handshake.psk_id
+        exit_session.source = source[0]
         exit_session.on_finished = self._finished
         self.sessions[hello.session_id] = exit_session
-        reply.send_frames([accepted.welcome_frame(self.handshake.auth, hello.path_id, frame[-16:])])
-        self._join(exit_session, hello.path_id, reply)
-        log.info("session %s: opened for target %s", exit_session.label, hello.target)
+        welcome = accepted.welcome_frame(handshake.auth, hello.path_id, frame[-16:])
+        self._join(exit_session, hello.path_id, reply, len(frame), welcome)
+        log.info(
+            "session %s: opened for target %s from %s", exit_session.label, hello.target, source[0]
+        )
         self._loop.create_task(exit_session.connect_target())
         return True
 
-    def _refusal(self, hello: wire.Hello) -> tuple[int, str] | None:
-        if len(self.sessions) >= self.config.max_sessions:
+    def _refusal(self, hello: wire.Hello, source: tuple[str, int]) -> tuple[int, str] | None:
+        limits = self.limits
+        if len(self.sessions) >= limits.max_sessions:
             return wire.WelcomeStatus.FULL, "exit is full"
         critical = wire.unknown_critical(hello.options, KNOWN_CRITICAL)
         if critical:  # the client relies on something this exit does not do: say so, never guess
             return wire.WelcomeStatus.UNSUPPORTED, f"exit does not implement option(s) {critical}"
+        mine = sum(1 for s in self.sessions.values() if s.source == source[0])
+        if mine >= limits.max_sessions_per_source:
+            return wire.WelcomeStatus.FULL, (
+                f"exit is full for {source[0]}: {limits.max_sessions_per_source} sessions"
+            )
+        worst = 2 * self.session_config.window_bytes + 2 * TARGET_HIGH_WATER
+        if (len(self.sessions) + 1) * worst > limits.memory_limit:
+            return wire.WelcomeStatus.FULL, "exit is full: memory limit reached"
         if hello.target == wire.PROBE_TARGET:
             return None  # an echo inside the exit: reaches nothing, needs no allow-list entry
         try:
@@ -267,12 +591,33 @@ class ExitServer:
         return None
 
     def _join(
-        self, exit_session: ExitSession, path_id: int, reply: UdpReply | _StreamConnection
+        self,
+        exit_session: ExitSession,
+        path_id: int,
+        reply: UdpReply | _StreamConnection,
+        hello_size: int,
+        welcome: bytes | None = None,
     ) -> None:
+        """A HELLO's path joins the session (its WELCOME, if given, goes out first)."""
         if isinstance(reply, UdpReply):
-            self._attach_udp(exit_session, path_id, reply.addr)
+            assert self._udp_io is not None
+            book = exit_session.addresses
+            exit_session.driver.attach(
+                path_id, UdpPathReply(self._udp_io, book, path_id), datagram=True
+            )
+            # The HELLO's source is not validated either: it gets at most 3x the HELLO until
+            # it echoes a challenge (a key holder could have spoofed it).
+            now = time.monotonic()
+            verdict = book.heard(path_id, reply.addr, hello_size, 0, now)
+            if welcome is not None and book.spend(path_id, reply.addr, len(welcome)):
+                reply.send_frames([welcome])
+            if verdict is Verdict.CHALLENGE:
+                self._challenge(exit_session, path_id, reply.addr, now)
         else:
+            if welcome is not None:
+                reply.send_frames([welcome])
             reply.session, reply.path_id = exit_session, path_id
+            reply.bound()
             exit_session.driver.attach(path_id, reply, datagram=False)
             reply.note_peer(exit_session, path_id)
 
@@ -284,7 +629,7 @@ class ExitServer:
             hello.session_id,
             exit_session.accepted.keys,
             time.monotonic(),
-            self.config.session,
+            self.session_config,
             features,
         )
         return SessionDriver(session, exit_session)
@@ -310,7 +655,7 @@ class ExitServer:
             doc = session.snapshot(now)
             doc["state"] = STATE_NAMES[session.state]
             doc["target"] = exit_session.target_name
-            sources = {p: a for a, p in exit_session.udp_paths.items()}
+            sources = exit_session.addresses.addresses()
             sources.update(exit_session.stream_peers)
             for path in doc["paths"]:
                 addr = sources.get(path["id"])

@@ -64,3 +64,13 @@ def test_garbage_is_dropped() -> None:
     gate = SessionGate(PSK)
     assert not gate.admit(b"\x01\x03" + bytes(10), 0.0)
     assert not gate.admit(b"\x09" + bytes(40), 0.0)  # wrong version
+
+
+def test_an_exit_reset_vouches_for_nothing() -> None:
+    """The exit answers RESET to frames of sessions it does not know: no proof of anything."""
+    gate = SessionGate(PSK)
+    sid = os.urandom(8)
+    assert gate.admit(_ack(sid), time.monotonic())
+    gate.vouch(wire.encode_reset(os.urandom(wire.RESET_TOKEN_SIZE), sid, 1))
+    data = wire.encode_data(os.urandom(32), sid, 0, b"x", False)
+    assert not gate.admit(data, time.monotonic())

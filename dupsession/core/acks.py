@@ -11,8 +11,9 @@ from dupsession.core import wire
 from dupsession.core.paths import Path
 from dupsession.core.receiver import Receiver
 
-#: An echoed RTT sample outside [0, this) seconds is a clock or replay oddity: ignored.
-MAX_RTT_SAMPLE = 60.0
+#: An echoed RTT sample outside [0, this] seconds is not a measurement (a challenge token's
+#: echo, a bad clock): ignored.
+MAX_RTT_SAMPLE = 10.0
 
 
 class AckPending:
@@ -47,14 +48,26 @@ class AckPending:
         return None if self.since is None else self.since + self.delay
 
 
-def make_ack(path: Path, now: float, receiver: Receiver, key: bytes, session_id: bytes) -> bytes:
-    """The next ACK for `path`: stream state plus this path's timestamps and counters."""
+def make_ack(
+    path: Path,
+    now: float,
+    receiver: Receiver,
+    key: bytes,
+    session_id: bytes,
+    challenge: int | None = None,
+) -> bytes:
+    """The next ACK for `path`: stream state plus this path's timestamps and counters. With a
+    `challenge` token it goes in place of `ts`, flagged CHALLENGE (path validation)."""
     echo, delay = 0, 0
-    if path.peer_ts_us:
+    if path.challenge is not None:
+        (echo, at), path.challenge = path.challenge, None
+        delay = max(0, int((now - at) * 1e6))
+    elif path.peer_ts_us:
         echo, delay = path.peer_ts_us, max(0, int((now - path.peer_ts_at) * 1e6))
     path.ack_pseq += 1
-    ts_us = int(now * 1e6)
-    path.ack_log.append((ts_us, path.data_sent))
+    ts_us = int(now * 1e6) if challenge is None else challenge
+    if challenge is None:  # a token is no timestamp: it must not enter the (sorted) send log
+        path.ack_log.append((ts_us, path.data_sent))
     ack = wire.Ack(
         path_id=path.path_id,
         pseq=path.ack_pseq,
@@ -69,19 +82,27 @@ def make_ack(path: Path, now: float, receiver: Receiver, key: bytes, session_id:
         lag_us=int(path.inbound.lag * 1e6),
         first=path.inbound.first,
         loss_bp=round(path.inbound.loss * 10000),
+        challenge=challenge is not None,
     )
     return wire.encode_ack(key, session_id, ack)
 
 
 def on_path_ack(path: Path, ack: wire.Ack, now: float) -> tuple[float | None, int | None]:
     """Fold the per-path part of the peer's ACK into `path`; return the RTT sample, if any,
-    and how many DATA frames we had sent on the path when the echoed timestamp left."""
+    and how many DATA frames we had sent on the path when the echoed timestamp left.
+
+    The caller has checked that the ACK is fresh (`pseq` above the path's highest)."""
     path.acks_received += 1
     if path.peer_pseq >= 0 and ack.pseq > path.peer_pseq + 1:
         path.acks_lost += ack.pseq - path.peer_pseq - 1
-    path.peer_pseq = max(path.peer_pseq, ack.pseq)
-    path.peer_ts_us = ack.ts_us
-    path.peer_ts_at = now
+    path.peer_pseq = ack.pseq
+    path.peer_echo_us = ack.echo_ts_us
+    if ack.challenge:
+        path.challenge = (ack.ts_us, now)
+        path.last_sent = float("-inf")  # answer a path challenge at once, on this path
+    else:
+        path.peer_ts_us = ack.ts_us
+        path.peer_ts_at = now
     sample, sent_by_echo = None, None
     if ack.echo_ts_us:
         sent_log = path.ack_log
@@ -90,7 +111,7 @@ def on_path_ack(path: Path, ack: wire.Ack, now: float) -> tuple[float | None, in
         if sent_log and sent_log[0][0] == ack.echo_ts_us:
             sent_by_echo = sent_log[0][1]
         sample = now - ack.echo_ts_us / 1e6 - ack.echo_delay_us / 1e6
-        if 0 <= sample < MAX_RTT_SAMPLE:
+        if 0 <= sample <= MAX_RTT_SAMPLE:
             path.rtt.add(sample)
             path.rtt_history.append(sample)
         else:

@@ -35,6 +35,7 @@ _C2S_CONTEXT = "dupsession 2026-11 v1 session key client-to-exit"
 _S2C_CONTEXT = "dupsession 2026-11 v1 session key exit-to-client"
 _C2S_PAYLOAD_CONTEXT = "dupsession 2026-11 v1 payload key client-to-exit"
 _S2C_PAYLOAD_CONTEXT = "dupsession 2026-11 v1 payload key exit-to-client"
+_RESET_CONTEXT = "dupsession 2026-11 v1 stateless reset"
 
 
 class HandshakeError(ValueError):
@@ -46,6 +47,13 @@ def auth_key(psk: bytes) -> bytes:
     if len(psk) != PSK_SIZE:
         raise ValueError(f"pre-shared key must be {PSK_SIZE} bytes, got {len(psk)}")
     return blake3.blake3(psk, derive_key_context=_AUTH_CONTEXT).digest()
+
+
+def reset_token(psk: bytes, session_id: bytes) -> bytes:
+    """What a RESET for `session_id` carries: the exit makes it from the PSK alone (it has lost
+    the session), the client checks it; nobody without the PSK can make one."""
+    material = psk + session_id
+    return blake3.blake3(material, derive_key_context=_RESET_CONTEXT).digest(wire.RESET_TOKEN_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,8 @@ class SessionKeys:
     exit_to_client: bytes
     payload_client_to_exit: bytes = b""
     payload_exit_to_client: bytes = b""
+    #: The session's RESET token (`reset_token`); empty: this end accepts no RESET.
+    reset: bytes = b""
 
 
 def _public_bytes(key: X25519PrivateKey) -> bytes:
@@ -84,7 +94,8 @@ def derive_keys(
         *(
             blake3.blake3(material, derive_key_context=context).digest()
             for context in (_C2S_CONTEXT, _S2C_CONTEXT, _C2S_PAYLOAD_CONTEXT, _S2C_PAYLOAD_CONTEXT)
-        )
+        ),
+        reset_token(psk, hello.session_id),
     )
 
 
@@ -181,8 +192,14 @@ class ServerHandshake:
     def __init__(self, psk: bytes, max_nonces: int = 65536) -> None:
         self._psk = psk
         self.auth = auth_key(psk)
+        self.psk_id = self.key_id(psk)
         self._seen: dict[bytes, tuple[float, bytes]] = {}  # nonce -> (expiry, session id)
         self._max_nonces = max_nonces
+
+    @staticmethod
+    def key_id(psk: bytes) -> str:
+        """A short public name for a key (logs, rotation): never reveals the key."""
+        return blake3.blake3(auth_key(psk)).hexdigest()[:16]
 
     def verify_hello(self, frame: bytes, unix_now: float) -> wire.Hello:
         """Raise FrameError (bad tag: answer nothing) or HandshakeError (stale or replayed)."""
@@ -195,6 +212,11 @@ class ServerHandshake:
         if seen is not None and seen[1] != hello.session_id:
             raise HandshakeError("replayed hello nonce")
         return hello
+
+    def remember(self, nonce: bytes, expiry: float, session_id: bytes) -> None:
+        """Load a nonce accepted before a restart (the exit's persistent replay memory)."""
+        if len(self._seen) < self._max_nonces:
+            self._seen[nonce] = (expiry, session_id)
 
     def seen(self, hello: wire.Hello) -> bool:
         """Whether this HELLO's nonce was already accepted (within the replay window)."""

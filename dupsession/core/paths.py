@@ -109,7 +109,11 @@ class Path:
     ack_pseq: int = 0
     peer_ts_us: int = 0
     peer_ts_at: float = 0.0
-    peer_pseq: int = -1
+    peer_pseq: int = -1  #: highest ACK pseq accepted on this path: older ones are replays
+    peer_echo_us: int = 0  #: echo ts of the latest fresh ACK (path validation reads it)
+    #: A path challenge to answer: (token, when it arrived). The next ACK on the path echoes
+    #: it rather than the latest ts, which a regular ACK sent right after it would overwrite.
+    challenge: tuple[int, float] | None = None
     acks_received: int = 0
     acks_lost: int = 0
     data_sent: int = 0

@@ -107,6 +107,7 @@ _MIN_FRAME = wire.PREFIX.size + wire.TAG_SIZE
 _DATA_MIN = wire.DATA_HEADER.size + wire.TAG_SIZE
 _HELLO = int(wire.FrameType.HELLO)
 _DATA = int(wire.FrameType.DATA)
+_RESET = int(wire.FrameType.RESET)
 _SEQ_AT = struct.Struct("!Q").unpack_from
 _SEQ_OFFSET = wire.PREFIX.size
 
@@ -157,6 +158,12 @@ class Session:
         self.bytes_in = 0
         self.bad_frames = 0
         self.duplicates = 0
+        #: Authenticated but stale (an ACK no newer than one seen: a replay) or DATA outside
+        #: the window: dropped before any reply.
+        self.stale_frames = 0
+        #: A RESET carrying this token ends the session (client only; see wire.encode_reset).
+        self._reset_token = keys.reset if role is Role.CLIENT else b""
+        self._dup_ack_at = float("-inf")
         self._fin_event_sent = False
 
     # -- paths ---------------------------------------------------------------------------------
@@ -278,6 +285,9 @@ class Session:
             self.bad_frames += 1
             return None
         ftype = frame[1]
+        if ftype == _RESET:
+            self._receive_reset(frame, now)
+            return None
         if self.state is SessionState.CLOSED:
             self._answer_after_close(frame, now, path_id)
             return None
@@ -299,8 +309,17 @@ class Session:
             if path_id is not None and path_id in self.paths:
                 self.paths[path_id].bad_frames += 1
             return None
-        self._receive_ack(ack, len(frame), now)
+        if not self._receive_ack(ack, len(frame), now):
+            return None
         return ack.path_id
+
+    def _receive_reset(self, frame: bytes, now: float) -> None:
+        token = self._reset_token
+        if not token or self.state is SessionState.CLOSED or not wire.reset_matches(frame, token):
+            self.bad_frames += 1
+            return
+        reason = "the exit no longer knows this session (it restarted or dropped it)"
+        self._finish(wire.CloseCode.UNKNOWN_SESSION, reason, by_peer=True, now=now)
 
     def _receive_data(self, frame: bytes, now: float, path_id: int | None) -> None:
         # The hot path: every copy of every frame comes through here, so helpers are inlined.
@@ -318,7 +337,15 @@ class Session:
             # first copy: acking it again would send an ACK on every path per copy. A copy
             # that comes about a resend timeout after the first is a resend: our ACK was lost
             # (half of our own estimate, as the sender's timer may run shorter than ours).
-            if first is None or now - first[0] >= self.recovery.rto_value / 2:
+            # Only a copy that came on a known path (an address the glue validated), at most one
+            # per half resend timeout: a replayed stale frame must not make us send ACKs.
+            half_rto = self.recovery.rto_value / 2
+            if (
+                (first is None or now - first[0] >= half_rto)
+                and path is not None
+                and now - self._dup_ack_at >= half_rto
+            ):
+                self._dup_ack_at = now
                 acks = self.acks
                 if acks.since is None:  # `AckPending.note`, inlined
                     acks.since = now
@@ -331,6 +358,7 @@ class Session:
                     inbound.lag += EWMA_GAIN * ((now - first[0]) - inbound.lag)
             return
         if not receiver.in_window(seq):
+            self.stale_frames += 1
             return
         try:
             fin, payload = wire.open_data(self._rx_key, frame)
@@ -395,10 +423,19 @@ class Session:
             self._fin_event_sent = True
             self._events.append(StreamEnded())
 
-    def _receive_ack(self, ack: wire.Ack, size: int, now: float) -> None:
+    def _receive_ack(self, ack: wire.Ack, size: int, now: float) -> bool:
+        """Apply an authenticated ACK; False when it is stale (dropped, counted).
+
+        Freshness is the per-path `pseq`: only an ACK newer than every one accepted on its path
+        counts (WireGuard's rule), so a captured ACK replayed later, from anywhere, changes
+        nothing here and never moves the path's reply address in the glue.
+        """
         path = self.paths.get(ack.path_id)
         if path is None:
-            return
+            return True  # a path id not joined yet: the glue attaches it, then feeds it again
+        if ack.pseq <= path.peer_pseq:
+            self.stale_frames += 1
+            return False
         self._heard(path, now, size)
         sample, sent_by_echo = on_path_ack(path, ack, now)
         path.cc.on_ack(now, ack.data_recv, sample, path.rtt.srtt, sent_by_echo)
@@ -412,6 +449,7 @@ class Session:
         if sender.largest_acked >= sender.acked_below or self.recovery.loss_time is not None:
             self.recovery.on_ack(now, sender, self.paths.values())
         self._check_done(now)
+        return True
 
     def _heard(self, path: Path, now: float, size: int) -> None:
         path.bytes_recv += size
@@ -527,6 +565,16 @@ class Session:
             acks.sent()
         return out
 
+    def challenge_frame(self, path_id: int, token: int, now: float) -> bytes | None:
+        """An ACK for `path_id` whose `ts` is `token`, flagged CHALLENGE: the peer answers at
+        once on that path, echoing it, which proves it receives at the address the glue sent
+        this to (path validation). `token` must be unpredictable and above any clock value,
+        so its echo never passes for an RTT sample."""
+        path = self.paths.get(path_id)
+        if path is None or self.state is SessionState.CLOSED:
+            return None
+        return make_ack(path, now, self.receiver, self._tx_key, self.session_id, challenge=token)
+
     def _transmit_close(self, out: dict[int, list[bytes]]) -> None:
         if self._close_frame is None or not self._close_queued:
             return
@@ -621,6 +669,7 @@ class Session:
             "retransmissions": self.sender.retransmissions,
             "duplicates": self.duplicates,
             "bad_frames": self.bad_frames,
+            "stale_frames": self.stale_frames,
             "rto": self.rto(),
             "encrypted": self.features.encrypt,
             "compress": str(self.features.compress),

@@ -60,10 +60,17 @@ class FrameType(IntEnum):
     DATA = 3
     ACK = 4
     CLOSE = 5
+    RESET = 6  #: stateless reset: the exit does not know the session (see `encode_reset`)
 
 
 class DataFlags:
     FIN = 0x01
+
+
+class AckFlags:
+    #: Path validation: the ACK's `ts` is a random challenge; answer on this path at once
+    #: (the answer echoes it, proving the sender receives at the address it sends from).
+    CHALLENGE = 0x01
 
 
 _DATA = int(FrameType.DATA)
@@ -179,6 +186,7 @@ class Ack:
     lag_us: int = 0  #: typical lag of this path's DATA copies behind the first copy
     first: int = 0  #: DATA frames this path delivered before any other path (mod 2**32)
     loss_bp: int = 0  #: DATA loss the ACK's sender measured on this path inbound, 1/10000ths
+    challenge: bool = False  #: `ts_us` is a path-validation challenge: answer at once
 
 
 ACK_TAIL = struct.Struct("!IIH")  # lag_us, first, loss_bp
@@ -190,7 +198,7 @@ def encode_ack(key: bytes, session_id: bytes, ack: Ack) -> bytes:
         ACK_FIXED.pack(
             VERSION,
             FrameType.ACK,
-            0,
+            AckFlags.CHALLENGE if ack.challenge else 0,
             ack.path_id,
             session_id,
             ack.pseq & 0xFFFFFFFF,
@@ -214,8 +222,8 @@ def encode_ack(key: bytes, session_id: bytes, ack: Ack) -> bytes:
 def decode_ack(body: memoryview) -> Ack:
     if len(body) < ACK_FIXED.size + ACK_TAIL.size:
         raise FrameError("ack frame too short")
-    (_, _, _, path_id, _, pseq, ts, echo, delay, sent, recv, cum, wend, n) = ACK_FIXED.unpack_from(
-        body
+    (_, _, flags, path_id, _, pseq, ts, echo, delay, sent, recv, cum, wend, n) = (
+        ACK_FIXED.unpack_from(body)
     )
     if n > MAX_ACK_RANGES or len(body) != ACK_FIXED.size + n * RANGE.size + ACK_TAIL.size:
         raise FrameError("ack frame length mismatch")
@@ -231,7 +239,20 @@ def decode_ack(body: memoryview) -> Ack:
     if loss_bp > 10000:
         raise FrameError("ack loss above 100 %")
     return Ack(
-        path_id, pseq, ts, echo, delay, sent, recv, cum, wend, tuple(ranges), lag, first, loss_bp
+        path_id,
+        pseq,
+        ts,
+        echo,
+        delay,
+        sent,
+        recv,
+        cum,
+        wend,
+        tuple(ranges),
+        lag,
+        first,
+        loss_bp,
+        bool(flags & AckFlags.CHALLENGE),
     )
 
 
@@ -245,6 +266,31 @@ class CloseCode(IntEnum):
     PROTOCOL_ERROR = 3
     TIMEOUT = 4  #: the grace period ran out with no path alive
     SHUTDOWN = 5  #: the exit is shutting down
+    #: Local only, never in a CLOSE frame: a valid RESET said the exit does not know the session.
+    UNKNOWN_SESSION = 6
+
+
+# --- RESET (stateless: the exit lost the session, e.g. it restarted) ------------------------
+
+RESET_TOKEN_SIZE = 16
+#: A RESET is the prefix and a token: 28 bytes, smaller than any frame that can trigger one.
+RESET_SIZE = PREFIX.size + RESET_TOKEN_SIZE
+
+
+def encode_reset(token: bytes, session_id: bytes, path_id: int) -> bytes:
+    """RESET for a session the exit does not know. The token is derived from the PSK and the
+    session id (`handshake.reset_token`), so the exit can make it with no session state and
+    only a PSK holder can; it is answered only to frames larger than itself, rate-limited."""
+    return PREFIX.pack(VERSION, FrameType.RESET, 0, path_id, session_id) + token
+
+
+def reset_matches(frame: bytes, token: bytes) -> bool:
+    """Whether `frame` is a RESET carrying `token` (compared in constant time)."""
+    return (
+        len(frame) == RESET_SIZE
+        and frame[1] == FrameType.RESET
+        and hmac.compare_digest(frame[PREFIX.size :], token)
+    )
 
 
 def encode_close(key: bytes, session_id: bytes, path_id: int, code: int, reason: str) -> bytes:

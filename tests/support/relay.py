@@ -11,7 +11,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,16 +110,25 @@ def start_relay(
     key: Path | None = None,
     extra_args: Sequence[str] = (),
     attempts: int = 5,
+    port: int | None = None,
+    prefix: Sequence[str] = (),
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Relay:
-    """Start relayd on a free port of 127.0.0.1 with `--allow` entries; `key` or a new one."""
+    """Start relayd on a free port of 127.0.0.1 with `--allow` entries; `key` or a new one.
+
+    `port` pins the port (a restart on the same address); `prefix` runs relayd under a
+    wrapper (setpriv: unprivileged, sandboxed); `preexec_fn` runs in the child (rlimits).
+    """
     relayd = require_binary("relayd")
     workdir.mkdir(parents=True, exist_ok=True)
     if key is None:
         key = keygen(workdir / "relay.key")
+    pinned = port
     for attempt in range(attempts):
-        port = free_port()
-        log_path = workdir / f"relayd-{port}.log"
+        port = pinned or free_port()
+        log_path = workdir / f"relayd-{port}-{attempt}-{time.monotonic_ns()}.log"
         argv = [
+            *prefix,
             relayd,
             "serve",
             "--listen",
@@ -133,7 +142,9 @@ def start_relay(
             argv += ["--allow", entry]
         argv += list(extra_args)
         with log_path.open("wb") as log:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=preexec_fn
+            )
         relay = Relay(process, port, key, log_path, list(allow))
         deadline = time.monotonic() + RELAY_START_TIMEOUT
         while time.monotonic() < deadline:

@@ -1,0 +1,218 @@
+"""Replay and reflection rules of the core: fresh ACKs only, challenges, RESET, address book.
+
+The end-to-end attacks are in tests/e2e/test_attacks.py; these pin each rule down alone,
+with hand-held time, plus one property: an unvalidated address never gets more than 3x.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dupsession.core import wire
+from dupsession.core.addresses import AMPLIFICATION, MAX_CANDIDATES, PathAddresses, Verdict
+from dupsession.core.events import SessionClosed
+from dupsession.core.handshake import reset_token
+from tests.core.test_session import PSK, T0, Pair, drain, kinds
+
+
+def _ack_frames(out: dict[int, list[bytes]], pid: int = 0) -> list[bytes]:
+    return [f for f in out.get(pid, []) if f[1] == wire.FrameType.ACK]
+
+
+# --- freshness -----------------------------------------------------------------------------
+
+
+def test_replayed_ack_is_stale_dropped_and_names_no_path() -> None:
+    pair = Pair(paths=1)
+    now = pair.connect()
+    ack = _ack_frames(pair.client.transmit(now + 1))[0]
+    assert pair.exit.receive_frame(ack, now + 1.01, None) == 0  # fresh: names its path
+    for later in (1.02, 5.0, 60.0):  # the same ACK again, at any age: moves nothing
+        assert pair.exit.receive_frame(ack, now + later, None) is None
+    assert pair.exit.stale_frames == 3
+    rtt = pair.exit.paths[0].rtt
+    assert rtt.samples <= 2  # the replays gave no RTT samples
+
+
+def test_older_ack_after_a_newer_one_is_stale() -> None:
+    pair = Pair(paths=1)
+    now = pair.connect()
+    first = _ack_frames(pair.client.transmit(now + 1))[0]
+    second = _ack_frames(pair.client.transmit(now + 2))[0]
+    assert pair.exit.receive_frame(second, now + 2.01, 0) == 0
+    assert pair.exit.receive_frame(first, now + 2.02, 0) is None
+    assert pair.exit.stale_frames == 1
+
+
+def test_rtt_samples_beyond_ten_seconds_are_ignored() -> None:
+    pair = Pair(paths=1)
+    now = pair.connect()
+    samples = pair.client.paths[0].rtt.samples
+    late = pair.exit.transmit(now + 1)  # the exit's ACK, echoing the client's ts
+    pair.deliver(pair.client, late, now + 1 + 30)  # held 30 s by an attacker
+    assert pair.client.paths[0].rtt.samples == samples
+
+
+# --- duplicates never trigger ACKs toward unknown sources ---------------------------------
+
+
+def _delivered_once() -> tuple[Pair, float, list[bytes]]:
+    """A connected pair whose exit received one DATA frame on path 0; that frame's copies."""
+    pair = Pair(paths=1)
+    now = pair.connect()
+    pair.client.send(b"x" * 100)
+    data = [f for f in pair.client.transmit(now)[0] if f[1] == wire.FrameType.DATA]
+    pair.exit.receive_frame(data[0], now + 0.01, 0)
+    return pair, now, data
+
+
+def test_stale_duplicate_data_from_no_known_path_triggers_no_ack() -> None:
+    pair, now, data = _delivered_once()
+    pair.exit.transmit(now + 0.05)  # acked
+    for i in range(50):  # replayed from an unknown address, a resend timeout later: no ACK
+        pair.exit.receive_frame(data[0], now + 0.2 + i * 0.001, None)
+    assert pair.exit.duplicates == 50
+    out = pair.exit.transmit(now + 0.3)  # before the next probe is due
+    assert not _ack_frames(out)
+    pair.exit.transmit(now + 0.6)  # the probe interval's ACK
+    pair.exit.receive_frame(data[0], now + 0.7, 0)  # the same copy on the known path: acked
+    assert _ack_frames(pair.exit.transmit(now + 0.71))
+
+
+def test_resent_duplicates_trigger_at_most_one_ack_per_half_rto() -> None:
+    pair, now, data = _delivered_once()
+    pair.exit.transmit(now + 0.05)
+    acks = 0
+    t = now + 1.0
+    for _ in range(40):  # 40 copies within 4 ms on a known path
+        pair.exit.receive_frame(data[0], t, 0)
+        acks += len(_ack_frames(pair.exit.transmit(t + 0.0041)))
+        t += 0.0001
+    assert acks == 1
+
+
+# --- path challenges -------------------------------------------------------------------------
+
+
+def test_challenge_is_answered_at_once_with_its_token() -> None:
+    pair = Pair(paths=2)
+    now = pair.connect()
+    token = (1 << 62) + 12345
+    samples = pair.exit.paths[1].rtt.samples
+    frame = pair.exit.challenge_frame(1, token, now + 0.1)
+    assert frame is not None
+    pair.client.transmit(now + 0.1)  # nothing due right now
+    pair.client.receive_frame(frame, now + 0.11, 1)
+    out = pair.client.transmit(now + 0.11)
+    answer = [a for a in pair.acks(pair.client, out.get(1, [])) if a.path_id == 1]
+    assert answer and answer[0].echo_ts_us == token
+    assert pair.exit.receive_frame(out[1][-1], now + 0.12, None) == 1
+    assert pair.exit.paths[1].peer_echo_us == token
+    assert pair.exit.paths[1].rtt.samples == samples  # the token's echo is no RTT sample
+
+
+# --- stateless reset ------------------------------------------------------------------------
+
+
+def test_reset_with_the_right_token_ends_the_client_session() -> None:
+    pair = Pair(paths=1)
+    now = pair.connect()
+    sid = pair.client.session_id
+    wrong = wire.encode_reset(reset_token(bytes(32), sid), sid, 0)
+    pair.client.receive_frame(wrong, now, 0)
+    assert pair.client.closed_event is None and pair.client.bad_frames == 1
+    right = wire.encode_reset(reset_token(PSK, sid), sid, 0)
+    assert len(right) == wire.RESET_SIZE == 28
+    pair.exit.receive_frame(right, now, 0)  # the exit never accepts one
+    assert pair.exit.closed_event is None
+    pair.client.receive_frame(right, now, 0)
+    events = drain(pair.client)
+    assert events[-1] == SessionClosed(
+        wire.CloseCode.UNKNOWN_SESSION,
+        "the exit no longer knows this session (it restarted or dropped it)",
+        by_peer=True,
+    )
+    assert kinds(pair.client.transmit(now).get(0, [])) == []  # a reset is not answered
+
+
+# --- the address book -------------------------------------------------------------------------
+
+
+def _token_counter() -> object:
+    counter = iter(range(1 << 62, (1 << 62) + 10_000))
+    return lambda: next(counter)
+
+
+def test_first_address_is_a_candidate_with_a_budget_until_it_echoes() -> None:
+    book: PathAddresses[str] = PathAddresses(_token_counter())  # type: ignore[arg-type]
+    assert book.heard(1, "a", 1200, 0, T0) is Verdict.CHALLENGE
+    token = book.challenge(1, "a", T0)
+    assert book.spend(1, "a", 100)
+    addr, frames = book.route(1, [b"x" * 1000] * 5)
+    assert addr == "a" and len(frames) == 3  # 3600 - 100 left: three 1000-byte frames
+    assert book.heard(1, "a", 80, 0, T0 + 0.001) is Verdict.WAIT
+    assert book.heard(1, "a", 80, token, T0 + 0.002) is Verdict.VALIDATED
+    assert book.route(1, [b"y"] * 100) == ("a", [b"y"] * 100)
+
+
+def test_a_candidate_never_replaces_a_validated_address_without_echo() -> None:
+    book: PathAddresses[str] = PathAddresses(_token_counter())  # type: ignore[arg-type]
+    book.heard(1, "home", 100, 0, T0)
+    book.heard(1, "home", 100, book.challenge(1, "home", T0), T0)
+    assert book.validated == {1: "home"}
+    for i in range(10):
+        verdict = book.heard(1, "evil", 80, 0, T0 + i)
+        assert verdict is Verdict.CHALLENGE
+        book.challenge(1, "evil", T0 + i)
+        assert book.route(1, [b"data"]) == ("home", [b"data"])
+    # A genuine move: the new address echoes the token sent to it.
+    book.heard(1, "new", 80, 0, T0 + 20)
+    token = book.challenge(1, "new", T0 + 20)
+    assert book.heard(1, "new", 80, token, T0 + 20.05) is Verdict.VALIDATED
+    assert book.route(1, [b"d"]) == ("new", [b"d"])
+    assert book.path_of("evil") is None  # the other candidates are gone
+
+
+def test_candidates_per_path_are_bounded() -> None:
+    book: PathAddresses[int] = PathAddresses()
+    for addr in range(100):
+        book.heard(1, addr, 80, 0, T0)
+    assert sum(book.path_of(a) == 1 for a in range(100)) == MAX_CANDIDATES
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["heard", "challenge", "route", "spend"]),
+            st.integers(1, 3),
+            st.sampled_from(["a", "b", "c"]),
+            st.integers(1, 1500),
+        ),
+        max_size=60,
+    )
+)
+def test_unvalidated_addresses_never_get_more_than_three_times(ops: list) -> None:
+    """Property: whatever the order of events, bytes sent to an address that never echoed a
+    challenge stay within AMPLIFICATION x the bytes it sent."""
+    book: PathAddresses[str] = PathAddresses(_token_counter())  # type: ignore[arg-type]
+    received: dict[str, int] = {}
+    sent: dict[str, int] = {}
+    now = T0
+    for op, pid, addr, size in ops:
+        now += 0.05
+        if op == "heard":
+            book.heard(pid, addr, size, 0, now)  # never the right echo
+            received[addr] = received.get(addr, 0) + size
+        elif op == "challenge" and book.path_of(addr) == pid:
+            book.challenge(pid, addr, now)
+        elif op == "spend" and book.spend(pid, addr, size):
+            sent[addr] = sent.get(addr, 0) + size
+        elif op == "route":
+            to, frames = book.route(pid, [b"z" * size] * 3)
+            if to is not None:
+                sent[to] = sent.get(to, 0) + sum(map(len, frames))
+    assert not book.validated
+    for addr, total in sent.items():
+        assert total <= AMPLIFICATION * received.get(addr, 0), (addr, total, received)
