@@ -112,6 +112,8 @@ class Client:
         self._control: control.ControlServer | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._up: set[int] = set()  #: paths the session counts as up (for outage notes)
+        self._outage_since: float | None = None  #: when the last path went down
 
     # -- PathOwner ---------------------------------------------------------------------------
 
@@ -212,6 +214,28 @@ class Client:
                 log.info("path %d (%s) down: no answer", event.path_id, path.spec.label)
         elif isinstance(event, events.PathUp) and event.path_id in self.paths:
             log.info("path %d (%s) up", event.path_id, self.paths[event.path_id].spec.label)
+        self._note_outage(event)
+
+    def _note_outage(self, event: events.Event) -> None:
+        """Say when the session loses its last path and when it resumes: the two moments a
+        user watching `-v` (or wondering why ssh froze) wants to know about."""
+        if isinstance(event, events.PathUp):
+            self._up.add(event.path_id)
+            if self._outage_since is not None:
+                log.info(
+                    "session resumed after %.1f s with every path down",
+                    time.monotonic() - self._outage_since,
+                )
+                self._outage_since = None
+        elif isinstance(event, events.PathDown):
+            was_up = bool(self._up)
+            self._up.discard(event.path_id)
+            if was_up and not self._up:
+                self._outage_since = time.monotonic()
+                log.info(
+                    "every path is down: holding the session up to %g s for one to come back",
+                    self.settings.session.grace_period,
+                )
 
     # -- Endpoint (session events) -----------------------------------------------------------
 
