@@ -11,7 +11,8 @@ Needs root and the netlab (contrib/netlab, scenario `two-uplinks-two-relays`: tw
 TCP echo target run in the `server` namespace; every session is one `dupsession` process in
 the `client` namespace with two UDP paths, one per uplink, straight to the exit. Each session
 types one byte every `--type-interval` seconds and times its echo, and every
-`--transfer-interval` seconds sends a `--transfer-size` random block; everything echoed is
+`--transfer-interval` seconds one session in five (`--transfer-share`) sends a
+`--transfer-size` random block; everything echoed is
 compared with what was sent, byte for byte. Faults: every `--fault-every` seconds one uplink is
 blackholed (both directions) for `--fault-length` seconds, or gets 20 % extra loss, at random
 (seeded). Exit code 0 either way: a benchmark, not a test; the verdict line says PASS or FAIL
@@ -65,6 +66,7 @@ class SessionStats:
     typed: dict[int, float] = field(default_factory=dict)  #: offset of a keystroke -> time
     latencies: list[float] = field(default_factory=list)
     exit_code: int | None = None
+    transfers: bool = True  #: this session also sends blocks (else it only types)
 
 
 def peak_rss(pid: int) -> int:
@@ -106,11 +108,17 @@ async def run_session(
                 if typed is not None:
                     stats.latencies.append(now - typed)
 
+    # Wait for the session to be up (process start, handshake): typing starts after that.
+    stats.sent += b"w"
+    proc.stdin.write(b"w")
+    await proc.stdin.drain()
+    warm = await asyncio.wait_for(stdout.readexactly(1), 60)
+    stats.received += warm
     reading = asyncio.create_task(reader())
     next_transfer = time.monotonic() + rng.uniform(0, args.transfer_interval)
     while not stop.is_set():
         now = time.monotonic()
-        if now >= next_transfer:
+        if stats.transfers and now >= next_transfer:
             block = rng.randbytes(args.transfer_size)
             stats.sent += block
             proc.stdin.write(block)
@@ -205,7 +213,8 @@ async def soak(lab: Lab, args: argparse.Namespace, workdir: Path) -> int:
     base += [server, str(ECHO_PORT)]
     rng = random.Random(args.seed)
     stop = asyncio.Event()
-    stats = [SessionStats() for _ in range(args.sessions)]
+    every = max(1, round(1 / args.transfer_share)) if args.transfer_share > 0 else 0
+    stats = [SessionStats(transfers=bool(every) and i % every == 0) for i in range(args.sessions)]
     pids: list[int] = []
     os.environ["PYTHONPATH"] = str(REPO)
     started = time.monotonic()
@@ -240,6 +249,7 @@ async def soak(lab: Lab, args: argparse.Namespace, workdir: Path) -> int:
         lost += len(s.sent) - len(s.received)
         corrupt += sum(1 for a, b in zip(s.sent[:n], s.received[:n], strict=True) if a != b)
     lat = sorted(x for s in stats for x in s.latencies)
+    typing_only = sorted(x for s in stats if not s.transfers for x in s.latencies)
     sent_total = sum(len(s.sent) for s in stats)
     codes = sorted({s.exit_code for s in stats}, key=str)
     p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")  # noqa: E731
@@ -252,6 +262,10 @@ async def soak(lab: Lab, args: argparse.Namespace, workdir: Path) -> int:
         f"  typing: {len(lat)} keystrokes, echo p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms, "
         f"max {p(1.0):.1f} ms" + (f", mean {statistics.fmean(lat) * 1000:.1f} ms" if lat else "")
     )
+    if typing_only:
+        q = typing_only[min(len(typing_only) - 1, int(0.99 * len(typing_only)))] * 1000
+        n = sum(not s.transfers for s in stats)
+        print(f"  typing-only sessions ({n}): echo p99 {q:.1f} ms")
     print(
         f"  peak RSS: relayd {relay_peak / 2**20:.1f} MiB, largest client "
         f"{client_peak / 2**20:.1f} MiB"
@@ -268,6 +282,9 @@ def main() -> int:
     parser.add_argument("--type-interval", type=float, default=0.2)
     parser.add_argument("--transfer-interval", type=float, default=20.0)
     parser.add_argument("--transfer-size", type=int, default=65536)
+    parser.add_argument(
+        "--transfer-share", type=float, default=0.2, help="share of sessions that also transfer"
+    )
     parser.add_argument("--fault-every", type=float, default=15.0)
     parser.add_argument("--fault-length", type=float, default=3.0)
     parser.add_argument("--drain", type=float, default=30.0, help="seconds to wait for echoes")
