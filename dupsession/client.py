@@ -54,7 +54,7 @@ class SessionFailed(Exception):
         self.code = code
 
 
-_CLOSE_TO_EXIT = {
+_CLOSE_TO_EXIT: dict[int, ExitCode] = {
     wire.CloseCode.NORMAL: ExitCode.OK,
     wire.CloseCode.TARGET_UNREACHABLE: ExitCode.TARGET,
     wire.CloseCode.TARGET_REFUSED: ExitCode.REFUSED,
@@ -159,8 +159,7 @@ class Client:
 
     def path_writable(self, path_id: int, writable: bool) -> None:
         if self.driver is not None:
-            self.driver.session.set_path_writable(path_id, writable)
-            self.driver.poke()
+            self.driver.set_path_writable(path_id, writable)
 
     def path_lost(self, path_id: int, reason: str) -> None:
         self._path_errors[path_id] = reason
@@ -243,7 +242,7 @@ class Client:
         assert self.stream is not None and self.driver is not None
         self.stream.write(data)
         if self.stream.is_congested():
-            self.driver.session.pause_receiving(True)
+            self.driver.pause_receiving(True)
 
     def on_eof(self) -> None:
         assert self.stream is not None
@@ -262,13 +261,13 @@ class Client:
 
     def local_data(self, data: bytes) -> None:
         assert self.driver is not None and self.stream is not None
-        if self.driver.session.state is SessionState.CLOSED:
+        if self.driver.state is SessionState.CLOSED:
             # The session ended (e.g. the exit could not reach the target) while ssh was
             # still writing: nowhere to send it, and Session.send would raise.
             self.stream.pause_reading()
             return
         self.driver.send(data)
-        if not self.driver.session.writable():
+        if not self.driver.writable():
             self.stream.pause_reading()
 
     def local_eof(self) -> None:
@@ -277,8 +276,7 @@ class Client:
 
     def local_drained(self) -> None:
         if self.driver is not None:
-            self.driver.session.pause_receiving(False)
-            self.driver.poke()
+            self.driver.pause_receiving(False)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -403,7 +401,7 @@ class Client:
                 path = self.paths.pop(pid)
                 path.close()
                 self.driver.detach(pid, path)
-                self.driver.session.remove_path(pid)
+                self.driver.remove_path(pid)
                 self._path_errors.pop(pid, None)
         next_id = max(self.paths, default=0) + 1
         for key, spec in wanted.items():
@@ -452,9 +450,9 @@ class Client:
                 "paths": [{"id": pid, "state": "connecting"} for pid in self.paths],
             }
         else:
-            doc = self.driver.session.snapshot(now)
+            doc = self.driver.snapshot()
             doc["age"] = now - self.started
-            doc["state"] = control.STATE_NAMES[self.driver.session.state]
+            doc["state"] = control.STATE_NAMES[self.driver.state]
         doc["target"] = self.target
         doc["role"] = "client"
         if self.origin is not None:
@@ -483,7 +481,7 @@ def _mtime(path: Path) -> float | None:
 
 
 def exit_code_for(event: events.SessionClosed) -> ExitCode:
-    return _CLOSE_TO_EXIT.get(event.code, ExitCode.ERROR)  # type: ignore[call-overload]
+    return _CLOSE_TO_EXIT.get(event.code, ExitCode.ERROR)  # a peer's unknown code: ERROR
 
 
 async def wait_closed(client: Client) -> events.SessionClosed:

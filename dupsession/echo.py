@@ -63,7 +63,7 @@ async def open_echo_session(
     """A client session whose local side is an `EchoMeter` (the target must echo)."""
     client = Client(settings, target, psk)
     meter = EchoMeter()
-    client.stream = meter  # type: ignore[assignment]
+    client.stream = meter
     await client.connect()
     return client, meter
 

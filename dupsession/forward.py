@@ -88,7 +88,7 @@ class LocalConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.client is not None and self.client.driver is not None:
-            self.client.driver.session.pause_receiving(True)
+            self.client.driver.pause_receiving(True)
 
     def resume_writing(self) -> None:
         if self.client is not None:
@@ -100,10 +100,7 @@ class LocalConnection(asyncio.Protocol):
         if client is not None and client.driver is not None and exc is not None:
             # The local peer is gone (reset): nothing the target says can be delivered.
             driver = client.driver
-            driver.session.abort(
-                wire.CloseCode.NORMAL, f"local connection lost: {exc}", driver.now()
-            )
-            driver.flush()
+            driver.abort(wire.CloseCode.NORMAL, f"local connection lost: {exc}")
 
     # -- client.ByteStream ---------------------------------------------------------------------
 
@@ -179,8 +176,7 @@ class LocalConnection(asyncio.Protocol):
         client = self.client
         if client is not None and client.driver is not None:
             driver = client.driver
-            driver.session.abort(wire.CloseCode.NORMAL, reason, driver.now())
-            driver.flush()
+            driver.abort(wire.CloseCode.NORMAL, reason)
         elif self.task is not None:
             self.task.cancel()
 

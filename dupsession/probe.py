@@ -151,8 +151,7 @@ async def finish(client: Client) -> None:
     try:
         await asyncio.wait_for(wait_closed(client), CLOSE_TIMEOUT)
     except TimeoutError:
-        driver.session.abort(wire.CloseCode.NORMAL, "probe finished", driver.now())
-        driver.flush()
+        driver.abort(wire.CloseCode.NORMAL, "probe finished")
         await asyncio.sleep(0.05)  # let the CLOSE frames leave
 
 

@@ -19,6 +19,7 @@ import signal
 import stat
 import sys
 import threading
+from typing import Any
 
 from dupsession.client import Client, ExitCode, SessionFailed, exit_code_for
 from dupsession.core import wire
@@ -195,7 +196,8 @@ class StdioStream:
             return
         stopped = asyncio.ensure_future(stop.wait())
         try:
-            await asyncio.wait([self._stdout.closed, stopped], return_when=asyncio.FIRST_COMPLETED)
+            waiters: list[asyncio.Future[Any]] = [self._stdout.closed, stopped]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopped.cancel()
         if self._out_pump is not None and not stop.is_set():
@@ -227,7 +229,7 @@ async def run(settings: ClientSettings, host: str, port: int) -> int:
     interrupted = False
     try:
         await client.connect()
-        client.stream = stream  # type: ignore[assignment]
+        client.stream = stream
         await stream.open(client)
         assert client.driver is not None
         driver = client.driver
@@ -236,8 +238,7 @@ async def run(settings: ClientSettings, host: str, port: int) -> int:
             nonlocal interrupted
             interrupted = sig == signal.SIGINT
             stop.set()
-            driver.session.abort(wire.CloseCode.NORMAL, "client terminated", driver.now())
-            driver.flush()
+            driver.abort(wire.CloseCode.NORMAL, "client terminated")
 
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, terminate, sig)

@@ -233,8 +233,8 @@ def _scalars(settings: ClientSettings, table: dict[str, Any], where: str) -> Cli
             if name == "connect_timeout":
                 settings = replace(settings, connect_timeout=float(value))
             else:
-                session = replace(settings.session, **{name: float(value)})
-                settings = replace(settings, session=session)
+                fields: dict[str, Any] = {name: float(value)}  # a float field, by _SCALARS
+                settings = replace(settings, session=replace(settings.session, **fields))
     return settings
 
 

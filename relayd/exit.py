@@ -67,7 +67,7 @@ class _TargetProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         driver = self.exit.driver
         driver.send(data)
-        if not driver.session.writable() and self.transport is not None:
+        if not driver.writable() and self.transport is not None:
             self.transport.pause_reading()
 
     def eof_received(self) -> bool:
@@ -75,11 +75,10 @@ class _TargetProtocol(asyncio.Protocol):
         return True  # keep our write side open: half-close
 
     def pause_writing(self) -> None:
-        self.exit.driver.session.pause_receiving(True)
+        self.exit.driver.pause_receiving(True)
 
     def resume_writing(self) -> None:
-        self.exit.driver.session.pause_receiving(False)
-        self.exit.driver.poke()
+        self.exit.driver.pause_receiving(False)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:
@@ -156,8 +155,7 @@ class ExitSession:
         log.info("session %s: connected to target %s", self.label, self.target_name)
 
     def abort(self, code: int, reason: str) -> None:
-        self.driver.session.abort(code, reason, self.driver.now())
-        self.driver.flush()
+        self.driver.abort(code, reason)
 
     # -- Endpoint ----------------------------------------------------------------------------
 
@@ -189,15 +187,15 @@ class ExitSession:
         self.closed = event
         if self._target is not None and self._target.transport is not None:
             self._target.transport.close()
-        snap = self.driver.session
+        snap = self.driver.snapshot()
         who = "client" if event.by_peer else "exit"
         log.info(
             "session %s: closed by %s: %s (to target %d B, from target %d B)",
             self.label,
             who,
             event.reason,
-            snap.bytes_in,
-            snap.bytes_out,
+            snap["bytes_in"],
+            snap["bytes_out"],
         )
         if self.on_finished is not None:
             self.on_finished(self)

@@ -199,8 +199,7 @@ class _StreamConnection(asyncio.Protocol):
 
     def _writable(self, writable: bool) -> None:
         if self.session is not None and self.path_id is not None:
-            self.session.driver.session.set_path_writable(self.path_id, writable)
-            self.session.driver.poke()
+            self.session.driver.set_path_writable(self.path_id, writable)
 
     def note_peer(self, exit_session: ExitSession, path_id: int) -> None:
         """Remember who is at the other end, for status views."""
@@ -648,12 +647,11 @@ class ExitServer:
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every session in the table, for the control socket and the metrics."""
-        now = time.monotonic()
         docs = []
         for exit_session in self.sessions.values():
-            session = exit_session.driver.session
-            doc = session.snapshot(now)
-            doc["state"] = STATE_NAMES[session.state]
+            driver = exit_session.driver
+            doc = driver.snapshot()
+            doc["state"] = STATE_NAMES[driver.state]
             doc["target"] = exit_session.target_name
             sources = exit_session.addresses.addresses()
             sources.update(exit_session.stream_peers)
@@ -675,8 +673,7 @@ class ExitServer:
         for _ in range(CLOSE_REPEATS - 1):  # a lost CLOSE would leave a client waiting
             await asyncio.sleep(CLOSE_REPEAT_INTERVAL)
             for exit_session in live:
-                exit_session.driver.session.repeat_close()
-                exit_session.driver.flush()
+                exit_session.driver.repeat_close()
         for exit_session in self.sessions.values():
             exit_session.driver.stop()
         self.sessions.clear()

@@ -6,7 +6,9 @@ included: a lazy import is still a dependency.
 
 from __future__ import annotations
 
-from tests.support.imports import cycles, graph, imported_names
+import ast
+
+from tests.support.imports import PACKAGES, ROOT, cycles, graph, imported_names
 
 EDGES = graph()
 
@@ -57,3 +59,32 @@ def test_lazy_and_relative_imports_count() -> None:
     source = "def f():\n    from . import sibling\n    import dupsession.core.wire\n"
     names = imported_names(source, "dupsession.aio.udp")
     assert {"dupsession.aio.sibling", "dupsession.core.wire"} <= names
+
+
+def _driver_session_uses(source: str) -> list[int]:
+    """Lines that reach through a driver to its session (`driver.session`, `x.driver.session`)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr == "session":
+            inner = node.value
+            name = inner.attr if isinstance(inner, ast.Attribute) else getattr(inner, "id", "")
+            if name == "driver":
+                lines.append(node.lineno)
+    return lines
+
+
+def test_endpoints_talk_to_the_session_only_through_the_driver() -> None:
+    driver = ROOT / "dupsession" / "aio" / "driver.py"
+    offenders = {
+        str(path.relative_to(ROOT)): found
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path != driver and (found := _driver_session_uses(path.read_text()))
+    }
+    assert offenders == {}
+
+
+def test_the_driver_check_sees_reach_through() -> None:
+    assert _driver_session_uses("self.client.driver.session.abort()") == [1]
+    assert _driver_session_uses("driver.session.state") == [1]
+    assert _driver_session_uses("driver.abort(1, 'x')\nsession.state") == []

@@ -1,8 +1,11 @@
 """The asyncio glue around one sans-IO `Session`: transmit, one timer, events out.
 
 Everything the core asks for happens here and nowhere else (aioquic's `QuicConnectionProtocol`
-shape): after any input, `poke()` schedules one `flush()` for the end of this loop iteration,
-so a burst of frames read in one go costs one transmit and one timer re-arm.
+shape): endpoints call the driver, never the session. Each input method is one core call plus
+the flush: `poke()` schedules one `flush()` for the end of this loop iteration, so a burst of
+frames read in one go costs one transmit and one timer re-arm; a close flushes at once, so its
+CLOSE frames leave before anyone tears the paths down. The driver owns the clock (`clock`,
+monotonic seconds; injected for tests), so no endpoint reads time for the core.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from dupsession.core import events
-from dupsession.core.session import Session
+from dupsession.core.session import Session, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +39,16 @@ class Endpoint(Protocol):
 
 
 class SessionDriver:
-    def __init__(self, session: Session, endpoint: Endpoint) -> None:
-        self.session = session
+    def __init__(
+        self,
+        session: Session,
+        endpoint: Endpoint,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.session = session  #: the core; endpoints use the methods below instead
         self.endpoint = endpoint
         self.sinks: dict[int, FrameSink] = {}
+        self.now = clock
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -47,9 +56,47 @@ class SessionDriver:
         self.on_path_event: Callable[[events.Event], None] | None = None
         self.closed = asyncio.Event()
 
-    @staticmethod
-    def now() -> float:
-        return time.monotonic()
+    # -- what endpoints ask of the session ---------------------------------------------------
+
+    @property
+    def session_id(self) -> bytes:
+        return self.session.session_id
+
+    @property
+    def state(self) -> SessionState:
+        return self.session.state
+
+    def writable(self) -> int:
+        """Bytes the session takes now; 0 means pause the source until `on_writable`."""
+        return self.session.writable()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The session's figures now, for status, metrics and the control socket."""
+        return self.session.snapshot(self.now())
+
+    def set_path_writable(self, path_id: int, writable: bool) -> None:
+        """A stream path's socket buffer filled up or drained."""
+        self.session.set_path_writable(path_id, writable)
+        self.poke()
+
+    def pause_receiving(self, paused: bool) -> None:
+        """Our consumer is congested (or drained): freeze (or reopen) the advertised window."""
+        self.session.pause_receiving(paused)
+        self.poke()
+
+    def remove_path(self, path_id: int) -> None:
+        self.session.remove_path(path_id)
+        self.poke()
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close the session now; the CLOSE frames leave before this returns."""
+        self.session.abort(code, reason, self.now())
+        self.flush()
+
+    def repeat_close(self) -> None:
+        """Send the CLOSE again (a lost one would leave the peer waiting)."""
+        self.session.repeat_close()
+        self.flush()
 
     def attach(
         self, path_id: int, sink: FrameSink, datagram: bool, handshake_rtt: float | None = None

@@ -132,7 +132,8 @@ def data_seq(frame: bytes | memoryview) -> int:
     """Frame number of an (unverified) DATA frame: lets duplicates be dropped before hashing."""
     if len(frame) < _DATA_MIN:
         raise FrameError("data frame too short")
-    return _SEQ.unpack_from(frame, 12)[0]
+    seq: int = _SEQ.unpack_from(frame, 12)[0]
+    return seq
 
 
 _SEQ = struct.Struct("!Q")
