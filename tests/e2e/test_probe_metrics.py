@@ -27,7 +27,7 @@ from prometheus_client.samples import Sample
 
 from dupsession import control
 from dupsession.testing.shim import Impairment
-from tests.e2e.test_status import (
+from tests.support.live import (
     ROUTES,
     LiveSession,
     Route,

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from dupsession.core.negotiate import Compress, Features
 from dupsession.core.session import SessionConfig, SessionState
-from tests.properties.test_stream_integrity import GRACE, HORIZON, PROPERTY, networks, streams
 from tests.sim.network import PathSpec, simulate
+from tests.support.strategies import GRACE, HORIZON, PROPERTY, networks, streams
 
 pytestmark = pytest.mark.timeout(600)
 

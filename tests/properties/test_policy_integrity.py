@@ -12,7 +12,9 @@ from dupsession.core import wire
 from dupsession.core.negotiate import Features
 from dupsession.core.policy import Policy, Schedule, Tier
 from dupsession.core.session import SessionConfig
-from tests.properties.test_stream_integrity import (
+from tests.sim.network import PathSpec, Simulation
+from tests.support.controllers import Window
+from tests.support.strategies import (
     GRACE,
     HORIZON,
     PROPERTY,
@@ -21,8 +23,6 @@ from tests.properties.test_stream_integrity import (
     networks,
     streams,
 )
-from tests.sim.network import PathSpec, Simulation
-from tests.sim.test_policies import Window
 
 pytestmark = pytest.mark.timeout(900)
 

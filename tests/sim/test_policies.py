@@ -8,41 +8,19 @@ from __future__ import annotations
 
 import random
 import struct
-from collections import deque
 from collections.abc import Sequence
 
 from dupsession.core import wire
-from dupsession.core.congestion import CongestionController
 from dupsession.core.negotiate import Features
 from dupsession.core.paths import Path
 from dupsession.core.policy import Policy, Schedule, Tier
 from dupsession.core.scheduler import Stripe
 from dupsession.core.sender import Sender
 from tests.sim.network import START, LinkSpec, PathSpec, Simulation
+from tests.support.controllers import Window
 
 FAST = LinkSpec(delay=0.005)
 SLOW = LinkSpec(delay=0.02)
-
-
-class Window(CongestionController):
-    """At most `frames` per smoothed RTT on a path: a small window so that one path cannot
-    take everything at once and the policy has to decide. Not the session's own controller,
-    so these tests see the policies alone."""
-
-    def __init__(self, frames: int) -> None:
-        self.frames = frames
-        self.sent: deque[float] = deque()
-
-    def budget(self, now: float, srtt: float) -> int | None:
-        while self.sent and self.sent[0] <= now - srtt:
-            self.sent.popleft()
-        return self.frames - len(self.sent)
-
-    def on_sent(self, now: float, count: int) -> None:
-        self.sent.extend([now] * count)
-
-    def wake_at(self, srtt: float) -> float | None:
-        return self.sent[0] + srtt if self.sent else None
 
 
 #: Give each path a 24-frame window (see `Window`).
