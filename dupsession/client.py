@@ -19,8 +19,9 @@ from dupsession.aio.driver import SessionDriver
 from dupsession.aio.streampath import StreamPath
 from dupsession.aio.transports import UdpPath, open_path
 from dupsession.core import events, negotiate, wire
+from dupsession.core.errors import LocalProtocolError
 from dupsession.core.handshake import ClientHandshake, HandshakeError, SessionKeys
-from dupsession.core.session import Role, Session, SessionState
+from dupsession.core.session import Role, Session
 from dupsession.pathspec import PathSpec, short_labels
 from dupsession.settings import ClientSettings, SettingsError
 from dupsession.settings import load as settings_load
@@ -261,12 +262,13 @@ class Client:
 
     def local_data(self, data: bytes) -> None:
         assert self.driver is not None and self.stream is not None
-        if self.driver.state is SessionState.CLOSED:
+        try:
+            self.driver.send(data)
+        except LocalProtocolError:
             # The session ended (e.g. the exit could not reach the target) while ssh was
-            # still writing: nowhere to send it, and Session.send would raise.
+            # still writing: nowhere to send it.
             self.stream.pause_reading()
             return
-        self.driver.send(data)
         if not self.driver.writable():
             self.stream.pause_reading()
 

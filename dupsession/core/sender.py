@@ -16,6 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dupsession.core.errors import LocalProtocolError
+
 #: The peer's window before its first ACK says otherwise (frames).
 INITIAL_PEER_WINDOW = 1024
 #: Resend backoff doubles per resend up to this many doublings.
@@ -77,7 +79,7 @@ class Sender:
 
     def push(self, data: bytes) -> None:
         if self._fin_requested:
-            raise RuntimeError("stream already closed for sending")
+            raise LocalProtocolError("stream already closed for sending")
         self._pending += data
         self.bytes_in += len(data)
 

@@ -37,6 +37,7 @@ from dupsession.core.compress import (
     StreamCompressor,
 )
 from dupsession.core.congestion import CongestionController, ModelRate
+from dupsession.core.errors import LocalProtocolError
 from dupsession.core.events import (
     Event,
     PathDown,
@@ -217,7 +218,7 @@ class Session:
 
     def send(self, data: bytes) -> None:
         if self.state is SessionState.CLOSED:
-            raise RuntimeError("session is closed")
+            raise LocalProtocolError("session is closed")
         self.bytes_out += len(data)
         if self._deflate is not None:  # before framing and encryption: copies stay identical
             data = self._deflate.encode(data)
@@ -321,7 +322,7 @@ class Session:
         reason = "the exit no longer knows this session (it restarted or dropped it)"
         self._finish(wire.CloseCode.UNKNOWN_SESSION, reason, by_peer=True, now=now)
 
-    def _receive_data(self, frame: bytes, now: float, path_id: int | None) -> None:
+    def _receive_data(self, frame: bytes, now: float, path_id: int | None) -> None:  # noqa: C901, PLR0912
         # The hot path: every copy of every frame comes through here, so helpers are inlined.
         receiver = self.receiver
         if len(frame) < _DATA_MIN:
@@ -380,7 +381,7 @@ class Session:
             inbound.frames += 1
             inbound.first += 1
             inbound.lag -= EWMA_GAIN * inbound.lag
-        delivered = receiver.accept(seq, fin, payload, now, -1 if path is None else path_id)
+        delivered = receiver.accept(seq, fin, payload, now, -1 if path is None else path.path_id)
         if self._inflow is not None:
             for chunk in delivered:
                 self._inflow.feed(chunk)

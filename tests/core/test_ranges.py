@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from dupsession.core.errors import LocalProtocolError
 from dupsession.core.ranges import RangeSet
 from dupsession.core.receiver import Receiver
 from dupsession.core.sender import INITIAL_PEER_WINDOW, MAX_BACKOFF_EXPONENT, Sender
@@ -235,7 +236,7 @@ def test_sender_writable_counts_pending_and_unacked() -> None:
     assert tx.writable() == 70
     tx.close()
     assert tx.writable() == 0
-    with pytest.raises(RuntimeError):
+    with pytest.raises(LocalProtocolError):
         tx.push(b"late")
 
 

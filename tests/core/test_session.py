@@ -11,6 +11,7 @@ import itertools
 import pytest
 
 from dupsession.core import wire
+from dupsession.core.errors import LocalProtocolError
 from dupsession.core.events import (
     PathDown,
     PathUp,
@@ -445,7 +446,7 @@ def test_half_closes_end_both_sides_normally() -> None:
     c.send(b"ls\n")
     c.close_stream()
     assert c.writable() == 0
-    with pytest.raises(RuntimeError):
+    with pytest.raises(LocalProtocolError):
         c.send(b"more")
     now = exchange(pair, now)
     assert drain(e) == [StreamData(b"ls\n"), StreamEnded()]
@@ -464,7 +465,7 @@ def test_half_closes_end_both_sides_normally() -> None:
     assert events_e[0].code == wire.CloseCode.NORMAL
     assert c.state is e.state is SessionState.CLOSED
     assert c.writable() == 0
-    with pytest.raises(RuntimeError):
+    with pytest.raises(LocalProtocolError):
         e.send(b"x")
 
 
