@@ -76,13 +76,14 @@ async def demo(seconds: float, seed: int) -> int:
         ExitConfig(("127.0.0.1", 0), psk, AllowList.parse([target]), session=SessionConfig())
     )
     await exit_server.start()
-    assert exit_server.address is not None
+    exit_address = exit_server.address
+    assert exit_address is not None
 
     def shim_for(path: DemoPath, seed_offset: int) -> UdpShim | TcpShim:
         up = Impairment(delay=path.up_delay, loss=path.loss)
         down = Impairment(delay=path.down_delay, loss=path.loss)
         kind = UdpShim if path.scheme == "udp" else TcpShim
-        return kind(exit_server.address, up=up, down=down, seed=seed + seed_offset)
+        return kind(exit_address, up=up, down=down, seed=seed + seed_offset)
 
     shims = [shim_for(p, i) for i, p in enumerate(PATHS)]
     best = min(PATHS, key=lambda p: p.up_delay + p.down_delay)

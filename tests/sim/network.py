@@ -365,7 +365,7 @@ class Simulation:
     def fail(self, message: str) -> AssertionError:
         return AssertionError(f"seed={self.seed} t={self.now - START:.6f}: {message}")
 
-    def _pump(self, side: Endpoint) -> None:
+    def _pump(self, side: Endpoint) -> None:  # noqa: C901 (the glue's one pass, in its order)
         """What the glue does after any input: feed, transmit, drain events, check bounds."""
         session, now = side.session, self.now
         if session.state is not SessionState.CLOSED:
