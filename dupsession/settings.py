@@ -211,20 +211,32 @@ def _scalars(settings: ClientSettings, table: dict[str, Any], where: str) -> Cli
         if not isinstance(table["key"], str):
             raise SettingsError(f"{where}: 'key' must be a file path string")
         settings = replace(settings, key_path=Path(table["key"]).expanduser())
+    settings = _choices(settings, table, where)
+    if "policy" in table or "best_k" in table:
+        policy, best_k = table.get("policy", settings.policy), table.get("best_k", settings.best_k)
+        settings = replace(settings, **_schedule_choice(policy, best_k, where))
+    return _seconds(settings, table, where)
+
+
+def _choices(settings: ClientSettings, table: dict[str, Any], where: str) -> ClientSettings:
+    """The keys with a fixed set of values (`_CHOICES`) and the true/false ones (`_FLAGS`)."""
+    changes: dict[str, Any] = {}
     for name, choices in _CHOICES.items():
         if name in table:
             allowed = [str(c) for c in choices]
             if table[name] not in allowed:
                 raise SettingsError(f"{where}: {name!r} must be one of {', '.join(allowed)}")
-            settings = replace(settings, **{name: choices(table[name])})
+            changes[name] = choices(table[name])
     for name in _FLAGS:
         if name in table:
             if not isinstance(table[name], bool):
                 raise SettingsError(f"{where}: {name!r} must be true or false")
-            settings = replace(settings, **{name: table[name]})
-    if "policy" in table or "best_k" in table:
-        policy, best_k = table.get("policy", settings.policy), table.get("best_k", settings.best_k)
-        settings = replace(settings, **_schedule_choice(policy, best_k, where))
+            changes[name] = table[name]
+    return replace(settings, **changes)
+
+
+def _seconds(settings: ClientSettings, table: dict[str, Any], where: str) -> ClientSettings:
+    """The durations (`_SCALARS`): positive numbers of seconds."""
     for name in _SCALARS:
         if name in table:
             value = table[name]

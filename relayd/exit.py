@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from dupsession.aio.driver import SessionDriver
 from dupsession.aio.udp import BatchSocket
@@ -58,8 +59,9 @@ class _TargetProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        transport.set_write_buffer_limits(high=TARGET_HIGH_WATER)
+        writer = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self.transport = writer
+        writer.set_write_buffer_limits(high=TARGET_HIGH_WATER)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -143,7 +145,8 @@ class ExitSession:
             self.abort(wire.CloseCode.TARGET_UNREACHABLE, reason)
             return
         if self.closed is not None:
-            protocol.transport and protocol.transport.close()
+            if protocol.transport is not None:
+                protocol.transport.close()
             return
         self._target = protocol
         assert protocol.transport is not None

@@ -374,5 +374,6 @@ class Relay:
             )
 
     def close(self) -> None:
-        for part in (*self.udp, *self.tcp):
+        parts: list[UdpRelay | TcpRelay] = [*self.udp, *self.tcp]
+        for part in parts:
             part.close()

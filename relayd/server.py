@@ -25,7 +25,7 @@ import socket
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dupsession.aio import framing
 from dupsession.aio.driver import SessionDriver
@@ -142,8 +142,9 @@ class _StreamConnection(asyncio.Protocol):
         self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        writer = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self.transport = writer
+        writer.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -361,8 +362,9 @@ class ExitServer:
                 return
             except OSError:
                 return
-            for data in frames:
-                self._udp_frame(data, addr)
+            if addr is not None:  # always, on this unconnected socket
+                for data in frames:
+                    self._udp_frame(data, addr)
             count += len(frames)
 
     def _udp_frame(self, data: bytes, addr: tuple[str, int]) -> None:

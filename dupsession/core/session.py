@@ -527,7 +527,7 @@ class Session:
             return out
         if self._inflow is not None and (self._inflow.more or self.receiver.fin_delivered):
             self._drain(now)  # what the consumer could not take before, or a budget's rest
-            if self.state is SessionState.CLOSED:
+            if self.state is SessionState.CLOSED:  # type: ignore[comparison-overlap]  # _drain may close
                 self._transmit_close(out)
                 return out
         sender, recovery, paths = self.sender, self.recovery, self.paths
