@@ -452,7 +452,7 @@ class Client:
                 "paths": [{"id": pid, "state": "connecting"} for pid in self.paths],
             }
         else:
-            doc = self.driver.snapshot()
+            doc = self.driver.snapshot().as_dict()
             doc["age"] = now - self.started
             doc["state"] = control.STATE_NAMES[self.driver.state]
         doc["target"] = self.target

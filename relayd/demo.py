@@ -164,12 +164,12 @@ def _report(
             f"path's RTT."
         )
     assert client.driver is not None
-    inbound = {p["id"]: p["inbound"]["first"] for p in client.driver.snapshot()["paths"]}
+    inbound = {p.id: p.inbound.first for p in client.driver.snapshot().paths}
     exit_session = exit_server.sessions.get(client.driver.session_id)
     outbound: dict[int, int] = {}
     if exit_session is not None:
         snap = exit_session.driver.snapshot()
-        outbound = {p["id"]: p["inbound"]["first"] for p in snap["paths"]}
+        outbound = {p.id: p.inbound.first for p in snap.paths}
     wins = Table(title="Frames each path delivered first (all-paths session)")
     for column in ("path", "client -> exit", "exit -> client"):
         wins.add_column(column, justify="right")

@@ -197,8 +197,8 @@ class ExitSession:
             self.label,
             who,
             event.reason,
-            snap["bytes_in"],
-            snap["bytes_out"],
+            snap.bytes_in,
+            snap.bytes_out,
         )
         if self.on_finished is not None:
             self.on_finished(self)

@@ -652,7 +652,7 @@ class ExitServer:
         docs = []
         for exit_session in self.sessions.values():
             driver = exit_session.driver
-            doc = driver.snapshot()
+            doc = driver.snapshot().as_dict()
             doc["state"] = STATE_NAMES[driver.state]
             doc["target"] = exit_session.target_name
             sources = exit_session.addresses.addresses()

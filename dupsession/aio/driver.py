@@ -15,10 +15,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from dupsession.core import events
 from dupsession.core.session import Session, SessionState
+from dupsession.core.snapshot import SessionSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class SessionDriver:
         """Bytes the session takes now; 0 means pause the source until `on_writable`."""
         return self.session.writable()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> SessionSnapshot:
         """The session's figures now, for status, metrics and the control socket."""
         return self.session.snapshot(self.now())
 

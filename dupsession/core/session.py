@@ -26,7 +26,6 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from dupsession.core import wire
 from dupsession.core.acks import AckPending, make_ack, on_path_ack
@@ -54,6 +53,12 @@ from dupsession.core.recovery import Recovery
 from dupsession.core.scheduler import Scheduler, make_scheduler
 from dupsession.core.seal import CLIENT_TO_EXIT, EXIT_TO_CLIENT, PayloadCipher
 from dupsession.core.sender import Sender
+from dupsession.core.snapshot import (
+    InboundStats,
+    OutboundStats,
+    PathSnapshot,
+    SessionSnapshot,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -657,56 +662,56 @@ class Session:
 
     # -- observation ------------------------------------------------------------------------------
 
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """A JSON-ready picture of the session for status views and tests."""
-        return {
-            "session_id": self.session_id.hex(),
-            "role": str(self.role),
-            "state": str(self.state),
-            "age": now - self.created,
-            "bytes_out": self.bytes_out,
-            "bytes_in": self.bytes_in,
-            "unacked_bytes": self.sender.unacked_bytes,
-            "retransmissions": self.sender.retransmissions,
-            "duplicates": self.duplicates,
-            "bad_frames": self.bad_frames,
-            "stale_frames": self.stale_frames,
-            "rto": self.rto(),
-            "encrypted": self.features.encrypt,
-            "compress": str(self.features.compress),
-            "policy": str(self.features.schedule.policy),
-            "best_k": self.features.schedule.best_k,
-            "compressed_out": None if self._deflate is None else self._deflate.bytes_out,
-            "compressing": None if self._deflate is None else self._deflate.compressing,
-            "paths": [
-                {
-                    "id": p.path_id,
-                    "kind": "datagram" if p.datagram else "stream",
-                    "tier": str(p.tier),
-                    "state": str(p.state),
-                    "rtt": p.rtt.srtt if p.rtt.samples else None,
-                    "rtt_min": p.rtt.min_rtt if p.rtt.samples else None,
-                    "rtt_recent": list(p.rtt_history),
-                    "rtt_buckets": list(p.rtt.buckets),
-                    "rtt_sum": p.rtt.total,
-                    "rtt_count": p.rtt.samples,
-                    "bytes_sent": p.bytes_sent,
-                    "bytes_recv": p.bytes_recv,
-                    "acks_lost": p.acks_lost,
-                    "acks_received": p.acks_received,
-                    "congestion": p.cc.snapshot(),
-                    "inbound": {
-                        "frames": p.inbound.frames,
-                        "first": p.inbound.first,
-                        "lag": p.inbound.lag,
-                        "loss": p.inbound.loss,
-                    },
-                    "outbound": {
-                        "first": p.outbound.first,
-                        "lag": p.outbound.lag,
-                        "loss": p.outbound.loss,
-                    },
-                }
+    def snapshot(self, now: float) -> SessionSnapshot:
+        """The session at `now`, for status views, metrics and tests (`core/snapshot.py`)."""
+        return SessionSnapshot(
+            session_id=self.session_id.hex(),
+            role=str(self.role),
+            state=str(self.state),
+            age=now - self.created,
+            bytes_out=self.bytes_out,
+            bytes_in=self.bytes_in,
+            unacked_bytes=self.sender.unacked_bytes,
+            retransmissions=self.sender.retransmissions,
+            duplicates=self.duplicates,
+            bad_frames=self.bad_frames,
+            stale_frames=self.stale_frames,
+            rto=self.rto(),
+            encrypted=self.features.encrypt,
+            compress=str(self.features.compress),
+            policy=str(self.features.schedule.policy),
+            best_k=self.features.schedule.best_k,
+            compressed_out=None if self._deflate is None else self._deflate.bytes_out,
+            compressing=None if self._deflate is None else self._deflate.compressing,
+            paths=tuple(
+                PathSnapshot(
+                    id=p.path_id,
+                    kind="datagram" if p.datagram else "stream",
+                    tier=str(p.tier),
+                    state=str(p.state),
+                    rtt=p.rtt.srtt if p.rtt.samples else None,
+                    rtt_min=p.rtt.min_rtt if p.rtt.samples else None,
+                    rtt_recent=tuple(p.rtt_history),
+                    rtt_buckets=tuple(p.rtt.buckets),
+                    rtt_sum=p.rtt.total,
+                    rtt_count=p.rtt.samples,
+                    bytes_sent=p.bytes_sent,
+                    bytes_recv=p.bytes_recv,
+                    acks_lost=p.acks_lost,
+                    acks_received=p.acks_received,
+                    congestion=p.cc.snapshot(),
+                    inbound=InboundStats(
+                        frames=p.inbound.frames,
+                        first=p.inbound.first,
+                        lag=p.inbound.lag,
+                        loss=p.inbound.loss,
+                    ),
+                    outbound=OutboundStats(
+                        first=p.outbound.first,
+                        lag=p.outbound.lag,
+                        loss=p.outbound.loss,
+                    ),
+                )
                 for p in self.paths.values()
-            ],
-        }
+            ),
+        )

@@ -531,7 +531,7 @@ def _side_result(side: Endpoint, now: float) -> SideResult:
         closed=side.closed,
         closed_at=side.closed_at,
         state=side.session.state,
-        snapshot=side.session.snapshot(now),
+        snapshot=side.session.snapshot(now).as_dict(),
         max_unacked=side.max_unacked,
         max_held=side.max_held,
         max_held_frames=side.max_held_frames,

@@ -185,7 +185,7 @@ def test_backup_stays_silent_then_takes_over_within_a_second() -> None:
     assert not [at for at, _ in copies[1] if at < 2.0]  # no data while the primary is up
     first = min(at for at, _ in copies[1])
     assert 2.0 < first < 3.0, first
-    assert sim.client.session.snapshot(sim.now)["paths"][1]["tier"] == "backup"
+    assert sim.client.session.snapshot(sim.now).paths[1].tier == "backup"
     # while the primary is up the backup carries probes only: a few hundred bytes/s each way
     sim, _ = run([PathSpec(FAST, FAST), PathSpec(backup, backup)], schedule, keystrokes(30))
     for side in (sim.client, sim.exit):
