@@ -116,12 +116,8 @@ class ExitSession:
 
     def orphaned(self) -> bool:
         """Every path is a TCP connection and none is open: the client closed them all."""
-        session = self.driver.session
-        return (
-            bool(session.paths)
-            and not any(p.datagram for p in session.paths.values())
-            and not self.driver.sinks
-        )
+        kinds = self.driver.path_kinds()
+        return bool(kinds) and not any(kinds.values()) and not self.driver.sinks
 
     @property
     def is_probe(self) -> bool:
@@ -167,8 +163,8 @@ class ExitSession:
             # The echo obeys backpressure: once the send buffer is full (a client that does not
             # read), the client's window freezes, so it cannot push more in (bounded memory).
             self.driver.send(data)
-            if not self.driver.session.writable():
-                self.driver.session.pause_receiving(True)
+            if not self.driver.writable():
+                self.driver.pause_receiving(True)
             return
         target = self._target
         if target is None or target.transport is None:
@@ -205,7 +201,7 @@ class ExitSession:
 
     def on_writable(self) -> None:
         if self.is_probe:
-            self.driver.session.pause_receiving(False)
+            self.driver.pause_receiving(False)
             return
         target = self._target
         if (

@@ -150,7 +150,7 @@ class _StreamConnection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         if peer:
-            self.peer = tuple(peer[:2])  # type: ignore[assignment]
+            self.peer = (str(peer[0]), int(peer[1]))
         # Unbound until its first valid frame: capped and timed (a silent connection must not
         # pin a descriptor and a buffer forever).
         if not self.server.admit_pending(self):
@@ -383,17 +383,17 @@ class ExitServer:
             return
         book = exit_session.addresses
         driver = exit_session.driver
-        session = driver.session
         named = driver.frame_received(data, book.path_of(addr))
-        if named is None or session.state is SessionState.CLOSED:
+        if named is None or driver.state is SessionState.CLOSED:
             return  # not a fresh authenticated ACK: it moves nothing
-        if named not in session.paths:  # first frame of a path the session had not joined
-            if len(session.paths) >= MAX_PATHS:
+        paths = driver.path_kinds()
+        if named not in paths:  # first frame of a path the session had not joined
+            if len(paths) >= MAX_PATHS:
                 return  # bounded work per session: a key holder cannot name 255 paths
             driver.attach(named, UdpPathReply(io, book, named), datagram=True)
             if driver.frame_received(data, named) is None:
                 return
-        self._validate(exit_session, named, addr, len(data), session.paths[named].peer_echo_us)
+        self._validate(exit_session, named, addr, len(data), driver.path_echo(named))
 
     def _validate(
         self, exit_session: ExitSession, path_id: int, addr: tuple[str, int], size: int, echo: int
@@ -423,8 +423,7 @@ class ExitServer:
     ) -> None:
         """Send `addr` a challenge for the path, within its anti-amplification budget."""
         book = exit_session.addresses
-        session = exit_session.driver.session
-        frame = session.challenge_frame(path_id, book.challenge(path_id, addr, now), now)
+        frame = exit_session.driver.challenge_frame(path_id, book.challenge(path_id, addr, now))
         if frame is not None and book.spend(path_id, addr, len(frame)):
             assert self._udp_io is not None
             self._udp_io.send_frames([frame], addr)
@@ -464,13 +463,13 @@ class ExitServer:
         if frame[4:12] != exit_session.accepted.hello.session_id:
             return conn.session is not None
         driver = exit_session.driver
-        session = driver.session
         named = driver.frame_received(frame, conn.path_id)
         # Only a fresh authenticated ACK binds a connection to a path: a replayed one (or a
         # replayed HELLO) on another connection never takes a live path over.
-        if named is not None and named != conn.path_id and session.state is not SessionState.CLOSED:
-            new_path = named not in session.paths
-            if new_path and len(session.paths) >= MAX_PATHS:
+        if named is not None and named != conn.path_id and driver.state is not SessionState.CLOSED:
+            paths = driver.path_kinds()
+            new_path = named not in paths
+            if new_path and len(paths) >= MAX_PATHS:
                 return True
             conn.session, conn.path_id = exit_session, named
             conn.bound()
@@ -517,7 +516,7 @@ class ExitServer:
             reply.send_frames(
                 [existing.accepted.welcome_frame(handshake.auth, hello.path_id, frame[-16:])]
             )
-            paths = existing.driver.session.paths
+            paths = existing.driver.path_kinds()
             if hello.path_id not in paths and len(paths) < MAX_PATHS:
                 self._join(existing, hello.path_id, reply, len(frame))
             return True

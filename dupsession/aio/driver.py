@@ -67,6 +67,19 @@ class SessionDriver:
     def state(self) -> SessionState:
         return self.session.state
 
+    def path_kinds(self) -> dict[int, bool]:
+        """The session's paths: id -> whether it is a datagram path."""
+        return {pid: path.datagram for pid, path in self.session.paths.items()}
+
+    def path_echo(self, path_id: int) -> int:
+        """The echo timestamp of the latest fresh ACK on `path_id` (path validation)."""
+        return self.session.paths[path_id].peer_echo_us
+
+    def challenge_frame(self, path_id: int, token: int) -> bytes | None:
+        """A frame asking the peer to prove it is at a new address (sent to that address
+        alone, not through the path's sink)."""
+        return self.session.challenge_frame(path_id, token, self.now())
+
     def writable(self) -> int:
         """Bytes the session takes now; 0 means pause the source until `on_writable`."""
         return self.session.writable()

@@ -90,13 +90,11 @@ def derive_keys(
             server_public,
         )
     )
-    return SessionKeys(
-        *(
-            blake3.blake3(material, derive_key_context=context).digest()
-            for context in (_C2S_CONTEXT, _S2C_CONTEXT, _C2S_PAYLOAD_CONTEXT, _S2C_PAYLOAD_CONTEXT)
-        ),
-        reset_token(psk, hello.session_id),
+    c2s, s2c, payload_c2s, payload_s2c = (
+        blake3.blake3(material, derive_key_context=context).digest()
+        for context in (_C2S_CONTEXT, _S2C_CONTEXT, _C2S_PAYLOAD_CONTEXT, _S2C_PAYLOAD_CONTEXT)
     )
+    return SessionKeys(c2s, s2c, payload_c2s, payload_s2c, reset_token(psk, hello.session_id))
 
 
 class ClientHandshake:

@@ -327,7 +327,7 @@ class Session:
         reason = "the exit no longer knows this session (it restarted or dropped it)"
         self._finish(wire.CloseCode.UNKNOWN_SESSION, reason, by_peer=True, now=now)
 
-    def _receive_data(self, frame: bytes, now: float, path_id: int | None) -> None:  # noqa: C901, PLR0912
+    def _receive_data(self, frame: bytes, now: float, path_id: int | None) -> None:  # noqa: C901, PLR0912, PLR0915
         # The hot path: every copy of every frame comes through here, so helpers are inlined.
         receiver = self.receiver
         if len(frame) < _DATA_MIN:

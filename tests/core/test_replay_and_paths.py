@@ -13,7 +13,7 @@ from dupsession.core import wire
 from dupsession.core.addresses import AMPLIFICATION, MAX_CANDIDATES, PathAddresses, Verdict
 from dupsession.core.events import SessionClosed
 from dupsession.core.handshake import reset_token
-from tests.core.test_session import PSK, T0, Pair, drain, kinds
+from tests.support.session import PSK, T0, Pair, drain, kinds
 
 
 def _ack_frames(out: dict[int, list[bytes]], pid: int = 0) -> list[bytes]:
