@@ -15,26 +15,26 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
-from dupsession.core import events
-from dupsession.core.handshake import ClientHandshake, ServerHandshake
-from dupsession.core.session import Role, Session
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script: the repository's tests/support
+    sys.path.insert(0, str(ROOT))
 
-PSK = bytes(range(32))
-UNIX_NOW = 1_800_000_000.0
+from dupsession.core import events  # noqa: E402
+from dupsession.core.session import Role, Session  # noqa: E402
+from tests.support.session import handshake_keys  # noqa: E402
+
 CHUNK = 64 * 1024
 KINDS = {"dds": (True, True, False), "d": (True,), "s": (False,)}
 
 
 def pair(datagram: tuple[bool, ...]) -> tuple[Session, Session]:
-    client_hs, server_hs = ClientHandshake(PSK, "127.0.0.1:22", UNIX_NOW), ServerHandshake(PSK)
-    hello = client_hs.hello_frame(0)
-    accepted = server_hs.accept(server_hs.verify_hello(hello, UNIX_NOW), UNIX_NOW)
-    _, keys = client_hs.accept(0, accepted.welcome_frame(server_hs.auth, 0, hello[-16:]))
-    assert keys is not None
-    client = Session(Role.CLIENT, client_hs.session_id, keys, 0.0)
-    exit_ = Session(Role.EXIT, client_hs.session_id, keys, 0.0)
+    session_id, keys = handshake_keys()
+    client = Session(Role.CLIENT, session_id, keys, 0.0)
+    exit_ = Session(Role.EXIT, session_id, keys, 0.0)
     for path_id, kind in enumerate(datagram):
         client.add_path(path_id, kind, 0.0)
         exit_.add_path(path_id, kind, 0.0)

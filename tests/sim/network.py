@@ -36,9 +36,9 @@ from typing import Any
 
 from dupsession.core import wire
 from dupsession.core.events import Event, SessionClosed, StreamData, StreamEnded
-from dupsession.core.handshake import ClientHandshake, ServerHandshake, SessionKeys
 from dupsession.core.negotiate import Features
 from dupsession.core.session import Role, Session, SessionConfig, SessionState
+from tests.support.session import handshake_keys
 
 #: Virtual time the simulation starts at (s). Not 0: an ACK timestamp of 0 means "none yet".
 START = 100.0
@@ -221,19 +221,6 @@ def flip_bit(frame: bytes, bit: int) -> bytes:
     data = bytearray(frame)
     data[bit // 8] ^= 0x80 >> (bit % 8)
     return bytes(data)
-
-
-def handshake_keys(psk: bytes = PSK, unix_now: float = UNIX_NOW) -> tuple[bytes, SessionKeys]:
-    """Run the real one-round-trip handshake in memory; return (session id, agreed keys)."""
-    client = ClientHandshake(psk, TARGET, unix_now)
-    server = ServerHandshake(psk)
-    hello_frame = client.hello_frame(0)
-    hello = server.verify_hello(hello_frame, unix_now)
-    accepted = server.accept(hello, unix_now)
-    welcome = accepted.welcome_frame(server.auth, 0, hello_frame[-wire.TAG_SIZE :])
-    _, keys = client.accept(0, welcome)
-    assert keys == accepted.keys, "client and exit derived different keys"
-    return client.session_id, keys
 
 
 @dataclass(slots=True)

@@ -19,10 +19,10 @@ from tests.sim.network import (
     SimResult,
     Simulation,
     flip_bit,
-    handshake_keys,
     simulate,
     symmetric,
 )
+from tests.support.session import handshake_keys
 
 pytestmark = pytest.mark.timeout(60)
 
