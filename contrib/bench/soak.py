@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import statistics
@@ -67,6 +68,7 @@ class SessionStats:
     latencies: list[float] = field(default_factory=list)
     exit_code: int | None = None
     transfers: bool = True  #: this session also sends blocks (else it only types)
+    started: bool = True  #: False: it never echoed its first byte within 120 s
 
 
 def peak_rss(pid: int) -> int:
@@ -112,7 +114,14 @@ async def run_session(
     stats.sent += b"w"
     proc.stdin.write(b"w")
     await proc.stdin.drain()
-    warm = await asyncio.wait_for(stdout.readexactly(1), 60)
+    try:
+        warm = await asyncio.wait_for(stdout.readexactly(1), 120)
+    except (TimeoutError, asyncio.IncompleteReadError):
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        stats.exit_code = await proc.wait()
+        stats.started = False
+        return
     stats.received += warm
     reading = asyncio.create_task(reader())
     next_transfer = time.monotonic() + rng.uniform(0, args.transfer_interval)
@@ -136,7 +145,8 @@ async def run_session(
     try:
         stats.exit_code = await asyncio.wait_for(proc.wait(), 10)
     except TimeoutError:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
         stats.exit_code = await proc.wait()
     reading.cancel()
 
@@ -244,6 +254,8 @@ async def soak(lab: Lab, args: argparse.Namespace, workdir: Path) -> int:
     echo.terminate()
     lost = 0
     corrupt = 0
+    failed = sum(not s.started for s in stats)
+    stats = [s for s in stats if s.started]
     for s in stats:
         n = min(len(s.sent), len(s.received))
         lost += len(s.sent) - len(s.received)
@@ -257,6 +269,7 @@ async def soak(lab: Lab, args: argparse.Namespace, workdir: Path) -> int:
         f"soak: {args.sessions} sessions, {elapsed:.0f} s, {len(fault_log)} faults "
         f"({'; '.join(fault_log[:6])}{' ...' if len(fault_log) > 6 else ''})"
     )
+    print(f"  sessions that never came up (exited or silent 120 s): {failed}")
     print(f"  bytes sent {sent_total}, lost {lost}, corrupted {corrupt}; client exit codes {codes}")
     print(
         f"  typing: {len(lat)} keystrokes, echo p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms, "
