@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -179,3 +180,22 @@ def test_bad_usage_is_one_clear_line(argv: list[str], message: str, tmp_path: Pa
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.splitlines()) == 1
     assert time.monotonic() - start < 10
+
+
+def test_a_reset_local_connection_ends_its_session_at_the_exit(
+    relays: Callable[..., Relay], tmp_path: Path
+) -> None:
+    """The viewer vanishing (RST) closes the session at once: the exit lets go of the target
+    instead of holding it for the grace period."""
+    with TcpTarget("echo") as target:
+        relay = relays(allow=[f"127.0.0.1:{target.port}"])
+        with Forward([*_paths(relay), "0", "127.0.0.1", str(target.port)], tmp_path) as fwd:
+            sock = fwd.connect()
+            sock.sendall(b"hello")
+            assert sock.recv(5) == b"hello"
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # RST
+            relay.wait_for_log(r"closed by client: local connection lost")
+            with fwd.connect() as again:  # and the listener still serves
+                again.sendall(b"x")
+                assert again.recv(1) == b"x"
