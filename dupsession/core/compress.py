@@ -6,6 +6,7 @@ Rules, each with its reason:
 - Every write is flushed to a block boundary (`COMPRESSOBJ_FLUSH_BLOCK`): the peer can
   decompress all of it at once, so a keystroke is never held back waiting for more input. The
   zstd frame never ends, so later writes still use the history of earlier ones.
+- Writes under `MIN_COMPRESS` bytes (keystrokes) go raw: nothing to gain.
 - `auto` measures the stream itself: it compresses while the output is at most
   `AUTO_KEEP_RATIO` of the input over each `AUTO_SAMPLE` bytes, sends raw records otherwise
   (an ssh stream is already encrypted: compressing it only costs CPU) and tries again after
@@ -40,8 +41,11 @@ WINDOW_LOG = 20
 #: zstd level 1: on source text 8 ms/MB for a 0.32 ratio, against 20 ms/MB for 0.28 at level 3
 #: (contrib/bench/codec.py); compression must not become the bottleneck of a bulk transfer.
 LEVEL = 1
-#: `auto`: judge the stream over this many input bytes...
-AUTO_SAMPLE = 64 * 1024
+#: Writes shorter than this go raw in every mode: a keystroke has nothing to gain, and zstd's
+#: block header alone would make it longer (and cost CPU on the interactive path).
+MIN_COMPRESS = 64
+#: `auto`: judge the stream over this many input bytes (an ssh login is past it quickly)...
+AUTO_SAMPLE = 16 * 1024
 #: ...keep compressing while output/input is at most this...
 AUTO_KEEP_RATIO = 0.9
 #: ...and after a sample that did not compress, send this many bytes raw before trying again.
@@ -88,6 +92,8 @@ class StreamCompressor:
         return out
 
     def _use_zstd(self, size: int) -> bool:
+        if size < MIN_COMPRESS:
+            return False
         if self.mode is Compress.ON or self.compressing:
             return True
         self._raw_left -= size
