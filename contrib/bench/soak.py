@@ -255,6 +255,7 @@ async def soak(lab: Lab, args: argparse.Namespace, workdir: Path) -> int:
     lost = 0
     corrupt = 0
     failed = sum(not s.started for s in stats)
+    codes_failed = sorted({s.exit_code for s in stats if not s.started}, key=str)
     stats = [s for s in stats if s.started]
     for s in stats:
         n = min(len(s.sent), len(s.received))
@@ -269,7 +270,12 @@ async def soak(lab: Lab, args: argparse.Namespace, workdir: Path) -> int:
         f"soak: {args.sessions} sessions, {elapsed:.0f} s, {len(fault_log)} faults "
         f"({'; '.join(fault_log[:6])}{' ...' if len(fault_log) > 6 else ''})"
     )
-    print(f"  sessions that never came up (exited or silent 120 s): {failed}")
+    relay_log.close()
+    refused = (workdir / "relayd.log").read_text(errors="replace").count("refused")
+    print(
+        f"  sessions that never came up (exited or silent 120 s): {failed}, exit codes "
+        f"{codes_failed}; relayd log lines with 'refused': {refused}"
+    )
     print(f"  bytes sent {sent_total}, lost {lost}, corrupted {corrupt}; client exit codes {codes}")
     print(
         f"  typing: {len(lat)} keystrokes, echo p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms, "
