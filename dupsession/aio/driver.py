@@ -5,7 +5,8 @@ shape): endpoints call the driver, never the session. Each input method is one c
 the flush: `poke()` schedules one `flush()` for the end of this loop iteration, so a burst of
 frames read in one go costs one transmit and one timer re-arm; a close flushes at once, so its
 CLOSE frames leave before anyone tears the paths down. The driver owns the clock (`clock`,
-monotonic seconds; injected for tests), so no endpoint reads time for the core.
+monotonic seconds) and may be given a loop other than asyncio's (`loop`: tests/test_driver.py runs
+it on a virtual clock), so no endpoint reads time for the core.
 """
 
 from __future__ import annotations
@@ -39,19 +40,32 @@ class Endpoint(Protocol):
     def on_writable(self) -> None: ...
 
 
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    """What the driver needs of an event loop: the asyncio loop, or a virtual one in tests."""
+
+    def call_soon(self, callback: Callable[[], object]) -> object: ...
+    def call_at(self, when: float, callback: Callable[[], object]) -> Cancellable: ...
+    def time(self) -> float: ...
+
+
 class SessionDriver:
     def __init__(
         self,
         session: Session,
         endpoint: Endpoint,
         clock: Callable[[], float] = time.monotonic,
+        loop: Scheduler | None = None,
     ) -> None:
         self.session = session  #: the core; endpoints use the methods below instead
         self.endpoint = endpoint
         self.sinks: dict[int, FrameSink] = {}
         self.now = clock
-        self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
+        self._loop: Scheduler = asyncio.get_running_loop() if loop is None else loop
+        self._timer: Cancellable | None = None
         self._timer_at: float | None = None
         self._flush_pending = False
         self.on_path_event: Callable[[events.Event], None] | None = None

@@ -1,0 +1,58 @@
+"""A hand-run event loop on a virtual clock, for running the real glue without asyncio.
+
+`SessionDriver(..., clock=loop.time, loop=loop)` takes it in place of the asyncio loop: time
+stands still while callbacks run and jumps to the next due timer (trio's MockClock idea), so
+what the driver does is exact and repeatable.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+
+
+class _Timer:
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self.callback: Callable[[], object] | None = callback
+
+    def cancel(self) -> None:
+        self.callback = None
+
+
+class VirtualLoop:
+    """call_soon, call_at and time, on a clock that jumps to the next due timer."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+        self._soon: list[Callable[[], object]] = []
+        self._timers: list[tuple[float, int, _Timer]] = []
+        self._order = itertools.count()
+
+    def time(self) -> float:
+        return self.now
+
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        self._soon.append(callback)
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> _Timer:
+        timer = _Timer(callback)
+        heapq.heappush(self._timers, (when, next(self._order), timer))
+        return timer
+
+    def run_soon(self) -> None:
+        """One loop iteration's worth: what was scheduled with call_soon, time standing."""
+        while self._soon:
+            self._soon.pop(0)()
+
+    def run_until(self, done: Callable[[], bool], horizon: float) -> None:
+        while not done():
+            while self._soon:
+                self._soon.pop(0)()
+            if done() or not self._timers:
+                return
+            when, _, timer = heapq.heappop(self._timers)
+            assert when <= horizon, f"not done by t={horizon}"
+            self.now = max(self.now, when)
+            if timer.callback is not None:
+                timer.callback()
