@@ -26,6 +26,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dupsession.aio import framing
@@ -57,9 +58,19 @@ class Forward:
 
 
 class SessionGate:
-    """Which session ids this relay has seen a valid HELLO for (shared by UDP and TCP)."""
+    """Which session ids this relay has seen a valid HELLO for (shared by UDP and TCP).
 
-    def __init__(self, psk: bytes) -> None:
+    It owns the relay's clocks (injected for tests): `clock` (monotonic s) for every `now`
+    the relay passes in, `wall_clock` (Unix s) for the HELLO's replay window."""
+
+    def __init__(
+        self,
+        psk: bytes,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.clock = clock
+        self._wall_clock = wall_clock
         self._handshake = ServerHandshake(psk)
         self._sessions: dict[bytes, float] = {}
         self._probation: dict[bytes, list[float]] = {}  #: sid -> [window start, frames]
@@ -74,7 +85,7 @@ class SessionGate:
         sid = bytes(frame[4:12])
         if frame[1] == wire.FrameType.HELLO:
             try:
-                self._handshake.verify_hello(bytes(frame), time.time())
+                self._handshake.verify_hello(bytes(frame), self._wall_clock())
             except (wire.FrameError, HandshakeError):
                 self.dropped += 1
                 return False
@@ -103,7 +114,7 @@ class SessionGate:
         if self._probation and len(frame) >= wire.PREFIX.size and frame[1] != wire.FrameType.RESET:
             sid = bytes(frame[4:12])
             if self._probation.pop(sid, None) is not None:
-                self._remember(sid, time.monotonic())
+                self._remember(sid, self.clock())
 
     def _remember(self, sid: bytes, now: float) -> bool:
         if sid not in self._sessions and len(self._sessions) >= MAX_SESSIONS:
@@ -145,7 +156,7 @@ class _Upstream(asyncio.DatagramProtocol):
         self.relay = relay
         self.client = client
         self.transport: asyncio.DatagramTransport | None = None
-        self.last_used = time.monotonic()
+        self.last_used = relay.gate.clock()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -178,7 +189,7 @@ class UdpRelay:
         sock = self._sock
         if sock is None:
             return
-        now = time.monotonic()
+        now = self.gate.clock()
         for _ in range(READ_BATCH):
             try:
                 data, addr = sock.recvfrom(RECV_SIZE)
@@ -304,7 +315,8 @@ class _ClientSide(_Splice):
             return
         if not frames:
             return
-        if not self.relay.gate.admit(frames[0], time.monotonic()):
+        gate = self.relay.gate
+        if not gate.admit(frames[0], gate.clock()):
             self._drop()
             return
         self._deframer = None

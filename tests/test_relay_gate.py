@@ -74,3 +74,15 @@ def test_an_exit_reset_vouches_for_nothing() -> None:
     gate.vouch(wire.encode_reset(os.urandom(wire.RESET_TOKEN_SIZE), sid, 1))
     data = wire.encode_data(os.urandom(32), sid, 0, b"x", False)
     assert not gate.admit(data, time.monotonic())
+
+
+def test_the_gate_reads_the_clocks_it_is_given() -> None:
+    """A HELLO stamped at a fixed Unix time passes a gate whose wall clock says that time, and
+    not a gate on the real clock (its replay window); `clock` is what the relay passes in."""
+    stamped = 4_000_000_000.0  # 2096: far outside any replay window around the real time
+    hello = ClientHandshake(PSK, "host:22", stamped).hello_frame(1)
+    fixed = SessionGate(PSK, clock=lambda: 5.0, wall_clock=lambda: stamped)
+    assert fixed.admit(hello, fixed.clock())
+    assert fixed.clock() == 5.0
+    real = SessionGate(PSK)
+    assert not real.admit(hello, real.clock())
