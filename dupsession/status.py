@@ -120,6 +120,16 @@ class Column:
     justify: str = "right"
 
 
+def _congestion(row: Row) -> str:
+    """A datagram path's controller in one cell: estimated rate and the queue it meets."""
+    cc = row.path.get("congestion") or {}
+    if cc.get("kind") != "model-rate" or not cc.get("rate_bps"):
+        return "-"
+    queue = cc.get("queue_delay")
+    rate = f"{cc['rate_bps'] / 1e6:.1f}M"
+    return rate if queue is None else f"{rate} q{queue * 1e3:.0f}"
+
+
 COLUMNS = (
     Column("path", 0, lambda r: r.path.get("label") or r.path.get("spec", "?"), "left"),
     Column("state", 0, _state, "left"),
@@ -133,6 +143,7 @@ COLUMNS = (
     Column("lag up ms", 3, lambda r: _lag(r.up)),
     Column("lag down ms", 3, lambda r: _lag(r.down)),
     Column("url", 4, lambda r: r.path.get("spec", "-"), "left"),
+    Column("rate/queue", 5, _congestion),
 )
 
 

@@ -55,9 +55,16 @@ def make_ack(
     key: bytes,
     session_id: bytes,
     challenge: int | None = None,
+    behind: int = 0,
 ) -> bytes:
     """The next ACK for `path`: stream state plus this path's timestamps and counters. With a
-    `challenge` token it goes in place of `ts`, flagged CHALLENGE (path validation)."""
+    `challenge` token it goes in place of `ts`, flagged CHALLENGE (path validation).
+
+    `behind` DATA frames go out after it in the same batch: its `data sent` leaves them out,
+    since the peer measures loss (and we in-flight) on the rule that a path is FIFO: every
+    DATA frame counted in an ACK was sent before it.
+    """
+    sent = path.data_sent - behind
     echo, delay = 0, 0
     if path.challenge is not None:
         (echo, at), path.challenge = path.challenge, None
@@ -67,14 +74,14 @@ def make_ack(
     path.ack_pseq += 1
     ts_us = int(now * 1e6) if challenge is None else challenge
     if challenge is None:  # a token is no timestamp: it must not enter the (sorted) send log
-        path.ack_log.append((ts_us, path.data_sent))
+        path.ack_log.append((ts_us, sent))
     ack = wire.Ack(
         path_id=path.path_id,
         pseq=path.ack_pseq,
         ts_us=ts_us,
         echo_ts_us=echo,
         echo_delay_us=delay,
-        data_sent=path.data_sent,
+        data_sent=sent,
         data_recv=path.data_recv,
         cumulative=receiver.cumulative,
         window_end=receiver.window_end(),

@@ -61,6 +61,9 @@ MIN_PACING_STEP = 0.001
 #: With no ACK for STALE_RTTS smoothed RTTs (at least STALE_MIN s), in-flight is assumed lost.
 STALE_RTTS = 3
 STALE_MIN = 0.2
+#: Bits of a full datagram frame: the status view's rate in bits/s (an upper bound: frames of
+#: an interactive session are smaller).
+FRAME_BITS = 1232 * 8
 #: RTT assumed by the status view before any sample (s).
 INITIAL_SRTT = 0.3
 
@@ -352,6 +355,7 @@ class ModelRate(CongestionController):
         return {
             "kind": "model-rate",
             "mode": self.mode,
+            "rate_bps": self.btl_bw * FRAME_BITS,
             "rate_fps": self.btl_bw,
             "pacing_fps": self.pacing_gain * self.btl_bw,
             "cwnd_frames": self.cwnd(self.latest_rtt or INITIAL_SRTT),

@@ -559,7 +559,8 @@ class Session:
                 )
             ):
                 path.data_sent_at_ack, path.ack_sent_at = path.data_sent, now
-                ack = make_ack(path, now, self.receiver, self._tx_key, self.session_id)
+                behind = len(frames) if frames else 0  # all DATA so far
+                ack = make_ack(path, now, self.receiver, self._tx_key, self.session_id, behind=behind)
                 if frames is None:
                     frames = out[path.path_id] = [ack]
                 else:  # first: its timestamp must not wait behind our own burst

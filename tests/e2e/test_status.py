@@ -86,6 +86,7 @@ ALL = [
     "lag up ms",
     "lag down ms",
     "url",
+    "rate/queue",
 ]
 FIRST = re.compile(r"(?P<share>\d+)% \((?P<count>\d+)\)")
 
@@ -283,6 +284,11 @@ def test_json_snapshot(live: LiveSession) -> None:
         if route.name != FIRST_DOWN:
             assert close_to(path["inbound"]["lag"], lag_down), (route, path["inbound"])
         assert path["inbound"]["first"] <= path["inbound"]["frames"]
+        cc = path["congestion"]  # the path's controller, as `dupsession status --json` shows it
+        assert cc["kind"] == "model-rate" and cc["mode"] in ("startup", "drain", "probe")
+        assert route.rtt - 0.002 <= cc["min_rtt"] <= path["rtt"] + 0.002, cc
+        assert cc["queue_delay"] is not None and cc["queue_delay"] >= 0, cc
+        assert cc["rate_bps"] > 0 and cc["cwnd_frames"] >= 4, cc
         if route.loss:
             assert 0 < path["outbound"]["loss"] < 0.5, path  # measured by the exit
             assert 0 < path["inbound"]["loss"] < 0.5, path  # measured here
