@@ -171,6 +171,7 @@ class Session:
         self._reset_token = keys.reset if role is Role.CLIENT else b""
         self._dup_ack_at = float("-inf")
         self._fin_event_sent = False
+        self._transmitted_at = float("-inf")
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -541,6 +542,7 @@ class Session:
         rto = recovery.rto_value = recovery.rto(paths.values())
         resend = recovery.take_resends(sender)
         scheduler = self.scheduler
+        self._transmitted_at = now
         out = scheduler.schedule(now, paths.values(), sender, resend, rto)
         recovery.spread = scheduler.reorder_spread
         recovery.keep_waiting(resend)
@@ -617,12 +619,17 @@ class Session:
             if path.state is PathState.UP and path.last_recv is not None:
                 times.append(path.last_recv + timeout)
             if (
-                (self.scheduler.waiting(path, self.sender) or resends_waiting)
-                and path.state is not PathState.DOWN  # `transmit` skips a down or full path,
+                path.state is not PathState.DOWN  # `transmit` skips a down or full path,
                 and path.writable  # so its send budget never refills: waking is a busy loop
                 and (wake := path.cc.wake_at(path.rtt.srtt)) is not None
             ):
-                times.append(wake)
+                if self.scheduler.waiting(path, self.sender):
+                    times.append(wake)
+                elif resends_waiting and wake > self._transmitted_at:
+                    # Lost frames wait for a budget: wake when it grows, never for a path
+                    # whose budget was there at the last transmit and took none of them
+                    # (a tier or policy keeps it out): that would be a busy loop.
+                    times.append(wake)
         if self._all_down_since is not None:
             times.append(self._all_down_since + cfg.grace_period)
         inflow = self._inflow
