@@ -562,7 +562,9 @@ class Session:
             ):
                 path.data_sent_at_ack, path.ack_sent_at = path.data_sent, now
                 behind = len(frames) if frames else 0  # all DATA so far
-                ack = make_ack(path, now, self.receiver, self._tx_key, self.session_id, behind=behind)
+                ack = make_ack(
+                    path, now, self.receiver, self._tx_key, self.session_id, behind=behind
+                )
                 if frames is None:
                     frames = out[path.path_id] = [ack]
                 else:  # first: its timestamp must not wait behind our own burst
@@ -618,24 +620,31 @@ class Session:
             times.append(path.last_sent + cfg.probe_interval)
             if path.state is PathState.UP and path.last_recv is not None:
                 times.append(path.last_recv + timeout)
-            if (
-                path.state is not PathState.DOWN  # `transmit` skips a down or full path,
-                and path.writable  # so its send budget never refills: waking is a busy loop
-                and (wake := path.cc.wake_at(path.rtt.srtt)) is not None
-            ):
-                if self.scheduler.waiting(path, self.sender):
-                    times.append(wake)
-                elif resends_waiting and wake > self._transmitted_at:
-                    # Lost frames wait for a budget: wake when it grows, never for a path
-                    # whose budget was there at the last transmit and took none of them
-                    # (a tier or policy keeps it out): that would be a busy loop.
-                    times.append(wake)
+            wake = self._pacing_wake(path, resends_waiting)
+            if wake is not None:
+                times.append(wake)
         if self._all_down_since is not None:
             times.append(self._all_down_since + cfg.grace_period)
         inflow = self._inflow
         if inflow is not None and inflow.more and not inflow.paused:
             times.append(self._drain_at)  # decodable input waits: the next transmit drains it
         return min(times) if times else None
+
+    def _pacing_wake(self, path: Path, resends_waiting: bool) -> float | None:
+        """When the path's controller lets it send what waits for it, if anything does."""
+        if path.state is PathState.DOWN or not path.writable:
+            return None  # `transmit` skips a down or full path: its budget never refills
+        wake = path.cc.wake_at(path.rtt.srtt)
+        if wake is None:
+            return None
+        if self.scheduler.waiting(path, self.sender):
+            return wake
+        if resends_waiting and wake > self._transmitted_at:
+            # Lost frames wait for a budget: wake when it grows, never for a path whose
+            # budget was there at the last transmit and took none of them (a tier or policy
+            # keeps it out): that would be a busy loop.
+            return wake
+        return None
 
     def _path_timeout(self) -> float:
         return max(self.config.path_timeout, 3 * self.config.probe_interval)
