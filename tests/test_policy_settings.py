@@ -106,3 +106,21 @@ def test_status_shows_policy_tier_and_first_delivery_share() -> None:
     text = console.export_text()
     assert "  stripe" in text
     assert "backup" in text and "75% (300)" in text and "25% (100)" in text
+
+
+def test_command_line_policy_reaches_the_settings(tmp_path: Path) -> None:
+    from dupsession import cli
+
+    (tmp_path / "none.toml").write_text("")
+    args = cli._proxy_parser().parse_args(
+        ["--config", str(tmp_path / "none.toml"), "--path", "udp://198.18.0.1:7300?tier=backup",
+         "--path", "udp://198.18.0.2:7300", "--policy", "best-k", "--best-k", "1", "h", "22"]
+    )  # fmt: skip
+    loaded = cli._load_settings(args, "h")
+    assert not isinstance(loaded, int)
+    assert loaded.schedule() == Schedule(Policy.BEST_K, 1, ((1, Tier.BACKUP),))
+    args = cli._proxy_parser().parse_args(
+        ["--config", str(tmp_path / "none.toml"), "--path", "udp://198.18.0.1:7300",
+         "--best-k", "0", "h", "22"]
+    )  # fmt: skip
+    assert cli._load_settings(args, "h") == cli.ExitCode.USAGE
