@@ -1,8 +1,11 @@
 """Receive side of one direction: dedup, reorder, in-order delivery, who-arrived-first.
 
 Rules:
-- A frame number below the cumulative point or already held is a duplicate: it is dropped
-  before its tag is checked (it could not change the stream), and only counted.
+- A frame number below the cumulative point or already held is a duplicate: it could not
+  change the stream, so it is never hashed. It is believed (counted, acked, fed to the path's
+  delivery count) only if its tag equals the one the first, verified copy carried (every copy
+  of a frame is byte-identical), and on each path only once: a forged copy cannot inflate the
+  `data_recv` the peer's congestion controller trusts, nor can a replayed genuine one.
 - Frames at or beyond the advertised window end are dropped unacked: the sender retransmits
   them once the window opens, so memory stays bounded whatever the sender does.
 """
@@ -11,16 +14,19 @@ from __future__ import annotations
 
 from dupsession.core.ranges import RangeSet
 
-#: How many recent frame numbers keep their first-arrival record, for lag measurement.
+#: How many recent frame numbers keep their first-arrival record (lag, genuine copies).
 ARRIVAL_MEMORY = 8192
+
+#: (seq, time, path id, tag, bit mask of the paths whose delivery count took this frame)
+Arrival = tuple[int, float, int, bytes, int]
 
 
 class Receiver:
     __slots__ = (
-        "_arrivals",
         "_frozen_end",
         "_held",
         "advertised_end",
+        "arrivals",
         "cumulative",
         "fin_delivered",
         "held_bytes",
@@ -37,8 +43,9 @@ class Receiver:
         self.fin_delivered = False
         self._frozen_end: int | None = None
         self.advertised_end = window_frames
-        #: A ring indexed by frame number: (seq, time, path id) of each recent first copy.
-        self._arrivals: list[tuple[int, float, int] | None] = [None] * ARRIVAL_MEMORY
+        #: A ring indexed by frame number (seq % ARRIVAL_MEMORY): the `Arrival` record of each
+        #: recent first copy. The session marks copies counted in it (its hot path, inlined).
+        self.arrivals: list[Arrival | None] = [None] * ARRIVAL_MEMORY
 
     def is_duplicate(self, seq: int) -> bool:
         return seq < self.cumulative or seq in self._held
@@ -46,20 +53,25 @@ class Receiver:
     def in_window(self, seq: int) -> bool:
         return seq < self.advertised_end
 
-    def first_arrival(self, seq: int) -> tuple[float, int] | None:
-        """(time, path id) of the first copy of a recent frame, for duplicate-lag stats."""
-        entry = self._arrivals[seq % ARRIVAL_MEMORY]
+    def first_arrival(self, seq: int) -> Arrival | None:
+        """The record of a recent frame's first copy: (seq, time, path id, tag, counted paths);
+        None once it has left the ring (such a late copy is dropped uncounted)."""
+        entry = self.arrivals[seq % ARRIVAL_MEMORY]
         if entry is None or entry[0] != seq:
             return None
-        return entry[1], entry[2]
+        return entry
 
-    def accept(self, seq: int, fin: bool, payload: bytes, now: float, path_id: int) -> list[bytes]:
-        """Take the first valid copy of frame `seq`; return the payloads now deliverable.
+    def accept(
+        self, seq: int, fin: bool, payload: bytes, now: float, path_id: int, tag: bytes
+    ) -> list[bytes]:
+        """Take the first valid copy of frame `seq` (its verified `tag` is kept to recognise
+        genuine copies); return the payloads now deliverable.
 
         The caller checked `is_duplicate` and `in_window`. A FIN frame's payload comes out
         with the rest; `fin_delivered` turns true once the FIN frame itself is delivered.
         """
-        self._arrivals[seq % ARRIVAL_MEMORY] = (seq, now, path_id)
+        counted = 1 << path_id if path_id >= 0 else 0
+        self.arrivals[seq % ARRIVAL_MEMORY] = (seq, now, path_id, tag, counted)
         if seq != self.cumulative:
             self._held[seq] = (payload, fin)
             self.held_bytes += len(payload)

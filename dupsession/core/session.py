@@ -22,6 +22,7 @@ controller per path (`congestion`) and the scheduler. Its timer is the earliest 
 
 from __future__ import annotations
 
+import hmac
 import struct
 from collections import deque
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from dupsession.core.events import (
 from dupsession.core.handshake import SessionKeys
 from dupsession.core.negotiate import Compress, Features
 from dupsession.core.paths import EWMA_GAIN, Path, PathState
-from dupsession.core.receiver import Receiver
+from dupsession.core.receiver import ARRIVAL_MEMORY, Receiver
 from dupsession.core.recovery import Recovery
 from dupsession.core.scheduler import Scheduler, make_scheduler
 from dupsession.core.seal import CLIENT_TO_EXIT, EXIT_TO_CLIENT, PayloadCipher
@@ -111,6 +112,8 @@ RTT_PROBE_MIN_GAP = 0.002
 # Frame-layout constants bound once: `receive_frame` and `_receive_data` run for every copy.
 _MIN_FRAME = wire.PREFIX.size + wire.TAG_SIZE
 _DATA_MIN = wire.DATA_HEADER.size + wire.TAG_SIZE
+_TAG = wire.TAG_SIZE
+_same_tag = hmac.compare_digest
 _HELLO = int(wire.FrameType.HELLO)
 _DATA = int(wire.FrameType.DATA)
 _RESET = int(wire.FrameType.RESET)
@@ -337,9 +340,22 @@ class Session:
         seq = _SEQ_AT(frame, _SEQ_OFFSET)[0]
         path = self.paths.get(path_id) if path_id is not None else None
         if receiver.is_duplicate(seq):
-            # Dropped unverified: it cannot change the stream. Counted for wins and lag only.
+            # Never hashed: it cannot change the stream. Believed only if it carries the tag
+            # of the first, verified copy (constant-time compare): a forged copy must not
+            # count into `data_recv`, which the peer's congestion controller trusts, nor arm
+            # an ACK. Too old to be remembered: dropped uncounted.
+            slot = seq % ARRIVAL_MEMORY
+            first = receiver.arrivals[slot]  # `Receiver.first_arrival`, inlined
+            if first is None or first[0] != seq:
+                self.stale_frames += 1
+                return
+            _, first_at, first_path, first_tag, counted = first
+            if not _same_tag(first_tag, frame[-_TAG:]):
+                self.bad_frames += 1
+                if path is not None:
+                    path.bad_frames += 1
+                return
             self.duplicates += 1
-            first = receiver.first_arrival(seq)
             # A later copy of a frame that just arrived is redundancy, already acked with the
             # first copy: acking it again would send an ACK on every path per copy. A copy
             # that comes about a resend timeout after the first is a resend: our ACK was lost
@@ -348,7 +364,7 @@ class Session:
             # per half resend timeout: a replayed stale frame must not make us send ACKs.
             half_rto = self.recovery.rto_value / 2
             if (
-                (first is None or now - first[0] >= half_rto)
+                now - first_at >= half_rto
                 and path is not None
                 and now - self._dup_ack_at >= half_rto
             ):
@@ -357,12 +373,16 @@ class Session:
                 if acks.since is None:  # `AckPending.note`, inlined
                     acks.since = now
                 acks.count += 1
+            # Each path's count takes a frame once: a replayed genuine copy inflates nothing.
             if path is not None:
-                path.data_recv += 1
-                inbound = path.inbound
-                inbound.frames += 1
-                if first is not None and first[1] != path_id:
-                    inbound.lag += EWMA_GAIN * ((now - first[0]) - inbound.lag)
+                bit = 1 << path.path_id
+                if not counted & bit:
+                    receiver.arrivals[slot] = (seq, first_at, first_path, first_tag, counted | bit)
+                    path.data_recv += 1
+                    inbound = path.inbound
+                    inbound.frames += 1
+                    if first_path != path.path_id:
+                        inbound.lag += EWMA_GAIN * ((now - first_at) - inbound.lag)
             return
         if not receiver.in_window(seq):
             self.stale_frames += 1
@@ -387,7 +407,9 @@ class Session:
             inbound.frames += 1
             inbound.first += 1
             inbound.lag -= EWMA_GAIN * inbound.lag
-        delivered = receiver.accept(seq, fin, payload, now, -1 if path is None else path.path_id)
+        delivered = receiver.accept(
+            seq, fin, payload, now, -1 if path is None else path.path_id, frame[-_TAG:]
+        )
         if self._inflow is not None:
             for chunk in delivered:
                 self._inflow.feed(chunk)

@@ -180,7 +180,7 @@ class Ack:
     echo_ts_us: int  #: latest ts_us received on this path (0: none yet)
     echo_delay_us: int  #: how long the echoed ts was held before this ACK went out
     data_sent: int  #: DATA frames the sender has sent on this path (mod 2**32)
-    data_recv: int  #: DATA frames the sender has received on this path, copies included
+    data_recv: int  #: DATA frames the sender has received on this path (genuine copies, once each)
     cumulative: int  #: every frame number below this has been received
     window_end: int  #: the peer may send frame numbers below this
     ranges: tuple[tuple[int, int], ...] = ()  #: received runs above `cumulative`: (start, end)

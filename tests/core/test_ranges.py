@@ -11,6 +11,8 @@ from dupsession.core.ranges import RangeSet
 from dupsession.core.receiver import Receiver
 from dupsession.core.sender import INITIAL_PEER_WINDOW, MAX_BACKOFF_EXPONENT, Sender
 
+TAG = bytes(range(16))  #: a first copy's tag, as the session passes it
+
 
 def runs(rs: RangeSet) -> list[tuple[int, int]]:
     return list(rs)
@@ -134,11 +136,11 @@ def test_matches_a_plain_set(seed: int) -> None:
 
 def test_receiver_delivers_in_order_once() -> None:
     rx = Receiver(window_frames=16)
-    assert rx.accept(1, False, b"b", 0.0, 0) == []
-    assert rx.accept(2, False, b"c", 0.0, 1) == []
+    assert rx.accept(1, False, b"b", 0.0, 0, TAG) == []
+    assert rx.accept(2, False, b"c", 0.0, 1, TAG) == []
     assert rx.held_bytes == 2
     assert runs(rx.ranges) == [(1, 3)]
-    assert rx.accept(0, False, b"a", 0.0, 0) == [b"a", b"b", b"c"]
+    assert rx.accept(0, False, b"a", 0.0, 0, TAG) == [b"a", b"b", b"c"]
     assert rx.cumulative == 3
     assert rx.held_bytes == 0
     assert not rx.ranges
@@ -148,10 +150,10 @@ def test_receiver_delivers_in_order_once() -> None:
 
 def test_receiver_fin_after_hole() -> None:
     rx = Receiver(window_frames=16)
-    rx.accept(1, True, b"", 0.0, 0)
+    rx.accept(1, True, b"", 0.0, 0, TAG)
     assert not rx.fin_delivered
     assert rx.is_duplicate(1)
-    assert rx.accept(0, False, b"x", 0.0, 0) == [b"x"]
+    assert rx.accept(0, False, b"x", 0.0, 0, TAG) == [b"x"]
     assert rx.fin_delivered
 
 
@@ -160,12 +162,12 @@ def test_receiver_window_and_pause() -> None:
     assert rx.window_end() == 4
     assert rx.in_window(3)
     assert not rx.in_window(4)
-    rx.accept(0, False, b"x", 0.0, 0)
+    rx.accept(0, False, b"x", 0.0, 0, TAG)
     rx.pause(True)
     frozen = rx.window_end()
     assert frozen == 5
     for seq in range(1, 5):
-        rx.accept(seq, False, b"x", 0.0, 0)
+        rx.accept(seq, False, b"x", 0.0, 0, TAG)
     assert rx.window_end() == frozen  # consuming no longer opens the window
     assert not rx.in_window(5)
     rx.pause(False)
@@ -175,9 +177,11 @@ def test_receiver_window_and_pause() -> None:
 
 def test_receiver_remembers_first_arrival() -> None:
     rx = Receiver(window_frames=16)
-    rx.accept(0, False, b"x", 1.5, 2)
-    assert rx.first_arrival(0) == (1.5, 2)
+    rx.accept(0, False, b"x", 1.5, 2, TAG)
+    assert rx.first_arrival(0) == (0, 1.5, 2, TAG, 1 << 2)
     assert rx.first_arrival(1) is None
+    rx.accept(8192, False, b"x", 2.5, 0, TAG)  # the same ring slot, a newer frame
+    assert rx.first_arrival(0) is None
 
 
 # --- Sender ------------------------------------------------------------------------------------

@@ -92,6 +92,74 @@ def test_resent_duplicates_trigger_at_most_one_ack_per_half_rto() -> None:
     assert acks == 1
 
 
+# --- duplicates count only when genuine, and once per path (review A1) ---------------------
+
+
+def _forged(frame: bytes) -> bytes:
+    """The same stale frame number with a tag nobody computed: an off-path attacker's copy."""
+    return frame[:-1] + bytes([frame[-1] ^ 1])
+
+
+def test_forged_duplicate_data_is_bad_and_counts_into_nothing() -> None:
+    pair, now, data = _delivered_once()
+    path = pair.exit.paths[0]
+    pair.exit.transmit(now + 1.0)  # acked, and the probe interval's ACK just went
+    before = (path.data_recv, path.inbound.frames, pair.exit.duplicates)
+    for i in range(200):  # a resend timeout after the first: a genuine copy would arm an ACK
+        pair.exit.receive_frame(_forged(data[0]), now + 1.0 + i * 0.001, 0)
+    assert (path.data_recv, path.inbound.frames, pair.exit.duplicates) == before
+    assert pair.exit.bad_frames == path.bad_frames == 200
+    assert not _ack_frames(pair.exit.transmit(now + 1.21))  # and armed no ACK
+    pair.exit.receive_frame(data[0], now + 1.22, 0)  # the genuine copy does
+    assert _ack_frames(pair.exit.transmit(now + 1.23))
+
+
+def test_replayed_genuine_copy_counts_once_per_path() -> None:
+    pair = Pair(paths=2)
+    now = pair.connect()
+    pair.client.send(b"x" * 100)
+    (frame,) = [f for f in pair.client.transmit(now)[0] if f[1] == wire.FrameType.DATA]
+    for i in range(50):  # the first copy on path 0, then a captured copy replayed on both
+        pair.exit.receive_frame(frame, now + 0.01 + i * 0.001, 0)
+        pair.exit.receive_frame(frame, now + 0.01 + i * 0.001, 1)
+    assert [pair.exit.paths[p].data_recv for p in (0, 1)] == [1, 1]
+    assert pair.exit.duplicates == 99  # still seen, for the statistics
+
+
+def _sender_rate(copies: int, forge: bool) -> tuple[float, int]:
+    """A bulk transfer over one path delivering 5 frames per 5 ms; `copies` extra copies of an
+    old frame injected on the path per step. The sender's (btl_bw, frames acked received)."""
+    pair = Pair(paths=1)
+    now = pair.connect()
+    pair.client.send(b"x" * 500_000)
+    injected = None
+    for _ in range(150):
+        now += 0.005
+        frames = pair.client.transmit(now).get(0, [])
+        datas = [f for f in frames if f[1] == wire.FrameType.DATA][:5]
+        for f in [f for f in frames if f[1] != wire.FrameType.DATA] + datas:
+            pair.exit.receive_frame(f, now + 0.01, 0)
+        if injected is None and datas:
+            injected = _forged(datas[0]) if forge else datas[0]
+        for _ in range(copies if injected else 0):
+            pair.exit.receive_frame(injected, now + 0.01, 0)
+        pair.deliver(pair.client, pair.exit.transmit(now + 0.01), now + 0.02)
+        pair.client.handle_timer(now + 0.02)
+        pair.exit.handle_timer(now + 0.02)
+        drain(pair.client)
+        drain(pair.exit)
+    return pair.client.paths[0].cc.btl_bw, pair.client.paths[0].peer_data_recv
+
+
+def test_injected_duplicates_do_not_inflate_the_senders_rate() -> None:
+    """Review A1: 200 bad-tag copies of an old frame per step once made the sender's
+    delivery-rate estimate 51x the path's; forged or replayed, they change nothing now."""
+    clean = _sender_rate(0, forge=False)
+    assert clean[0] > 0
+    assert _sender_rate(60, forge=True) == clean
+    assert _sender_rate(60, forge=False) == clean
+
+
 # --- path challenges -------------------------------------------------------------------------
 
 
