@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from dupsession.aio import framing
+from dupsession.aio.bind import tune_stream
 from dupsession.aio.driver import SessionDriver
 from dupsession.aio.sockets import READ_BATCH, WRITE_HIGH_WATER, bind_udp
 from dupsession.aio.udp import BatchSocket
@@ -147,7 +148,7 @@ class _StreamConnection(asyncio.Protocol):
         writer.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tune_stream(sock)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = (str(peer[0]), int(peer[1]))

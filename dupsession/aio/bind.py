@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
+
+#: Linux's TCP_NOTSENT_LOWAT (not named by every Python).
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+#: Unsent bytes the kernel holds for a stream path before it stops taking more (bytes). What
+#: it holds beyond the congestion window is a queue no scheduler can reorder or drop; kept
+#: small, the rest waits in the transport's buffer, whose high-water mark turns the path
+#: unwritable for the core (backpressure), and the kernel's own congestion control (BBR or
+#: CUBIC) sets what is in flight. 128 KiB still keeps a loopback or LAN path busy.
+NOTSENT_LOWAT = 128 * 1024
+
+
+def tune_stream(sock: socket.socket) -> None:
+    """Every stream path's socket: no Nagle (keystrokes go at once), and no deep unsent queue
+    in the kernel (a transfer must not bury the next keystroke)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # Not Linux: the transport's high-water mark alone bounds our queue.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
 
 
 def is_address(uplink: str) -> bool:
@@ -24,7 +43,7 @@ def make_socket(family: int, kind: int, uplink: str | None) -> socket.socket:
     try:
         sock.setblocking(False)
         if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tune_stream(sock)
         if uplink:
             if is_address(uplink):
                 sock.bind((uplink, 0))
