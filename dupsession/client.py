@@ -8,7 +8,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -96,8 +96,10 @@ class Client:
         target: str,
         psk: bytes,
         features: negotiate.Features | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self.clock = clock  #: monotonic seconds: the handshake's and (via the driver) the session's
         self.target = target
         self.psk = psk
         self.wanted = features or negotiate.Features()  #: what we offer in the HELLO
@@ -109,7 +111,7 @@ class Client:
         self._path_errors: dict[int, str] = {}
         self.stream: ByteStream | None = None
         self.result: asyncio.Future[events.SessionClosed] | None = None
-        self.started = time.monotonic()
+        self.started = self.clock()
         self._control: control.ControlServer | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -125,7 +127,7 @@ class Client:
         if self.driver is not None:
             self.driver.attach(path_id, path, path.datagram)
         elif self._hs is not None:
-            self._hs.hello_sent.setdefault(path_id, time.monotonic())
+            self._hs.hello_sent.setdefault(path_id, self.clock())
             path.send_frames([self._hs.handshake.hello_frame(path_id)])
 
     def path_frame(self, path_id: int, frame: bytes) -> None:
@@ -155,7 +157,7 @@ class Client:
             return
         sent = hs.hello_sent.get(path_id)
         if sent is not None:
-            hs.rtt[path_id] = time.monotonic() - sent
+            hs.rtt[path_id] = self.clock() - sent
         hs.done.set_result((path_id, keys))
 
     def path_writable(self, path_id: int, writable: bool) -> None:
@@ -224,14 +226,14 @@ class Client:
             if self._outage_since is not None:
                 log.info(
                     "session resumed after %.1f s with every path down",
-                    time.monotonic() - self._outage_since,
+                    self.clock() - self._outage_since,
                 )
                 self._outage_since = None
         elif isinstance(event, events.PathDown):
             was_up = bool(self._up)
             self._up.discard(event.path_id)
             if was_up and not self._up:
-                self._outage_since = time.monotonic()
+                self._outage_since = self.clock()
                 log.info(
                     "every path is down: holding the session up to %g s for one to come back",
                     self.settings.session.grace_period,
@@ -312,7 +314,7 @@ class Client:
             Role.CLIENT,
             handshake.session_id,
             keys,
-            time.monotonic(),
+            self.clock(),
             self.settings.session,
             self.features,
         )
@@ -322,9 +324,9 @@ class Client:
             self.target,
             first,
             self.paths[first].spec.label,
-            (time.monotonic() - self.started) * 1e3,
+            (self.clock() - self.started) * 1e3,
         )
-        self.driver = SessionDriver(session, self)
+        self.driver = SessionDriver(session, self, self.clock)
         self.driver.on_path_event = self._path_event
         self.result = loop.create_future()
         for pid, path in self.paths.items():
@@ -442,7 +444,7 @@ class Client:
 
     def snapshot(self) -> list[dict[str, Any]]:
         """This session for the control channel: the core's snapshot plus what only we know."""
-        now = time.monotonic()
+        now = self.clock()
         if self.driver is None:
             doc: dict[str, Any] = {
                 "state": "connecting",

@@ -23,6 +23,7 @@ import logging
 import resource
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -223,8 +224,9 @@ class _StreamConnection(asyncio.Protocol):
 
 
 class ExitServer:
-    def __init__(self, config: ExitConfig) -> None:
+    def __init__(self, config: ExitConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self.clock = clock  #: monotonic seconds, for every session's driver and the tables
         self.limits = _fit_descriptors(config.effective_limits())
         self.handshakes = [ServerHandshake(psk) for psk in config.keys]
         self.session_config = config.session_config()
@@ -403,7 +405,7 @@ class ExitServer:
         address, or make it the path's reply address once it echoed a challenge."""
         book = exit_session.addresses
         before = book.validated.get(path_id)
-        now = time.monotonic()
+        now = self.clock()
         verdict = book.heard(path_id, addr, size, echo, now)
         if verdict is Verdict.VALIDATED:
             log.debug("session %s: path %d validated at %s:%d", exit_session.label, path_id, *addr)
@@ -608,7 +610,7 @@ class ExitServer:
             )
             # The HELLO's source is not validated either: it gets at most 3x the HELLO until
             # it echoes a challenge (a key holder could have spoofed it).
-            now = time.monotonic()
+            now = self.clock()
             verdict = book.heard(path_id, reply.addr, hello_size, 0, now)
             if welcome is not None and book.spend(path_id, reply.addr, len(welcome)):
                 reply.send_frames([welcome])
@@ -629,11 +631,11 @@ class ExitServer:
             Role.EXIT,
             hello.session_id,
             exit_session.accepted.keys,
-            time.monotonic(),
+            self.clock(),
             self.session_config,
             features,
         )
-        return SessionDriver(session, exit_session)
+        return SessionDriver(session, exit_session, self.clock)
 
     def _finished(self, exit_session: ExitSession) -> None:
         sid = exit_session.accepted.hello.session_id
