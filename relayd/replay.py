@@ -1,10 +1,12 @@
-"""Replay memory that survives a restart: the HELLO nonces accepted in the last 120 s, on disk.
+"""Replay memory that survives a restart: the nonces of accepted HELLOs still valid, on disk.
 
-Why: a HELLO is valid for `MAX_CLOCK_SKEW` (120 s) either way; the exit remembers the nonce of
-each HELLO it accepted for that long. Kept in RAM only, a restart would forget them and a
-captured HELLO replayed within the window would open a session again (a target connection,
-a session lingering for its grace period). So each accepted nonce is appended here and synced
-before the WELCOME goes out, and a starting exit loads the unexpired ones.
+Why: a HELLO is valid while within `MAX_CLOCK_SKEW` (120 s) of the exit's clock; the exit
+remembers the nonce of each HELLO it accepted for that long (`replay_expiry`: 120 s past the
+later of the HELLO's own time and its acceptance, so a client clock ahead is covered). Kept
+in RAM only, a restart would forget them and a captured HELLO replayed within the window
+would open a session again (a target connection, a session lingering for its grace period).
+So each accepted nonce is appended here and synced before the WELCOME goes out, and a
+starting exit loads the unexpired ones.
 
 Records are fixed-size: nonce (16) | session id (8) | expiry (f64, Unix seconds). The file is
 rewritten with only the live records at start and whenever it grows past `COMPACT_AT` records.

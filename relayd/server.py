@@ -38,9 +38,9 @@ from dupsession.core import negotiate, wire
 from dupsession.core.addresses import Verdict
 from dupsession.core.handshake import (
     KNOWN_CRITICAL,
-    MAX_CLOCK_SKEW,
     HandshakeError,
     ServerHandshake,
+    replay_expiry,
     reset_token,
 )
 from dupsession.core.session import Role, Session, SessionConfig, SessionState
@@ -260,10 +260,9 @@ class ExitServer:
                 for handshake in self.handshakes:
                     handshake.remember(nonce, expiry, sid)
             log.info(
-                "replay memory %s: %d nonce(s) from the last %.0f s",
+                "replay memory %s: %d nonce(s) of still valid HELLOs",
                 self._journal.path,
                 len(remembered),
-                MAX_CLOCK_SKEW,
             )
         host, port = self.config.listen
         udp = await bind_udp(host, port)
@@ -550,9 +549,8 @@ class ExitServer:
             return False
         if self._journal is not None:
             try:
-                self._journal.append(
-                    hello.client_nonce, unix_now + MAX_CLOCK_SKEW, hello.session_id, unix_now
-                )
+                expiry = replay_expiry(hello, unix_now)  # as long as the HELLO is valid
+                self._journal.append(hello.client_nonce, expiry, hello.session_id, unix_now)
             except OSError as exc:
                 log.warning("replay memory not written (%s): %s", self._journal.path, exc)
         exit_session = ExitSession(accepted, self._make_driver, host, port)

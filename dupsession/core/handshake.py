@@ -5,8 +5,9 @@ the same WELCOME. Rules, each with its reason:
 - HELLO is padded to `HELLO_SIZE` and WELCOME is smaller: relayd never amplifies.
 - A HELLO whose tag fails gets no answer at all: relayd is useless as a reflector and tells a
   scanner nothing.
-- HELLO carries the client's wall clock; the exit refuses HELLOs older than `MAX_CLOCK_SKEW`
-  and remembers nonces for that long, so a captured HELLO cannot be replayed later.
+- HELLO carries the client's wall clock; the exit refuses HELLOs more than `MAX_CLOCK_SKEW`
+  away from its own and remembers each nonce until its HELLO would be refused anyway
+  (`replay_expiry`), so a captured HELLO cannot be replayed later.
 - Session keys mix the PSK, both fresh nonces and an ephemeral X25519 secret: a PSK that
   leaks later does not decrypt or forge recorded sessions, and no two sessions share keys.
 """
@@ -146,6 +147,13 @@ class ClientHandshake:
         return welcome, keys
 
 
+def replay_expiry(hello: wire.Hello, unix_now: float) -> float:
+    """Until when an accepted HELLO's nonce must be remembered: as long as the HELLO passes the
+    clock-skew check. A client clock x s ahead keeps its HELLO valid until hello time + skew,
+    x s after accept time + skew: forgetting it earlier reopens a replay (review A11)."""
+    return max(unix_now, hello.unix_ms / 1000) + MAX_CLOCK_SKEW
+
+
 def _with_path(hello: wire.Hello, path_id: int) -> wire.Hello:
     return wire.Hello(
         path_id,
@@ -225,7 +233,7 @@ class ServerHandshake:
         (the answer to the HELLO's options) go into every WELCOME for it."""
         if len(self._seen) >= self._max_nonces:
             raise HandshakeError("too many handshakes in the replay window")
-        self._seen[hello.client_nonce] = (unix_now + MAX_CLOCK_SKEW, hello.session_id)
+        self._seen[hello.client_nonce] = (replay_expiry(hello, unix_now), hello.session_id)
         private = X25519PrivateKey.generate()
         try:
             shared = private.exchange(X25519PublicKey.from_public_bytes(hello.client_public))

@@ -12,6 +12,7 @@ from dupsession.core.handshake import (
     ServerHandshake,
     SessionKeys,
     auth_key,
+    replay_expiry,
 )
 
 PSK = bytes(range(32))
@@ -127,6 +128,22 @@ def test_replayed_nonce_refused() -> None:
     )
     with pytest.raises(HandshakeError, match="replayed"):
         server.verify_hello(wire.encode_hello(auth_key(PSK), forged), NOW + 1)
+
+
+def test_clock_ahead_hello_is_remembered_until_it_expires() -> None:
+    """Review A11: a client 110 s ahead makes a HELLO valid until accept + 230 s; its nonce
+    must be remembered that long (it was forgotten at accept + 120 s, and the same HELLO
+    then opened a session again)."""
+    client = ClientHandshake(PSK, TARGET, NOW + 110)
+    server = ServerHandshake(PSK, max_nonces=1)  # every check purges expired nonces
+    frame = client.hello_frame(0)
+    server.accept(server.verify_hello(frame, NOW), NOW)
+    assert replay_expiry(client.hello, NOW) == NOW + 110 + MAX_CLOCK_SKEW
+    for later in (125.0, 229.0):
+        hello = server.verify_hello(frame, NOW + later)  # still inside its skew window...
+        assert server.seen(hello)  # ...and still known: the exit refuses it as a replay
+    with pytest.raises(HandshakeError, match="clock skew"):
+        server.verify_hello(frame, NOW + 231)
 
 
 def test_captured_hello_refused_once_its_window_passes() -> None:

@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 
 from dupsession.core import wire
+from dupsession.core.handshake import ClientHandshake, ServerHandshake
 from dupsession.keyfile import load
+from relayd.replay import ReplayJournal
 from relayd.server import ExitConfig
 from tests.support.attack import Attacker, EchoSession, KeyHolder, UdpTap, process_rss
 from tests.support.relay import Relay, start_relay
@@ -235,6 +237,28 @@ def test_replayed_hello_after_restart_opens_nothing(tmp_path: Path) -> None:
     finally:
         attacker.close()
         again.stop()
+
+
+def test_clock_ahead_hello_is_refused_after_a_restart_until_it_expires(tmp_path: Path) -> None:
+    """Review A11: relayd journals a HELLO from a client 110 s ahead until the HELLO itself
+    expires (not accept + 120 s), so an exit restarted 125 s later still refuses it."""
+    state = tmp_path / "state"
+    state.mkdir()
+    relay = start_relay(tmp_path / "a", [], extra_args=["--state-dir", str(state)])
+    psk = load(relay.key)
+    with KeyHolder(psk, (relay.host, relay.port)) as holder:
+        holder.handshake = ClientHandshake(psk, wire.PROBE_TARGET, time.time() + 110)
+        accepted_at = time.time()
+        holder.connect()
+        hello_frame = holder.handshake.hello_frame(1)
+    relay.stop()
+    restart_at = accepted_at + 125  # the HELLO is still within the skew window then
+    remembered = ReplayJournal(state).load(restart_at)  # what a restarted relayd loads
+    assert len(remembered) == 1
+    restarted = ServerHandshake(psk)
+    for nonce, expiry, sid in remembered:
+        restarted.remember(nonce, expiry, sid)
+    assert restarted.seen(restarted.verify_hello(hello_frame, restart_at))
 
 
 # ------------------------------------------------------------------------- floods and limits
