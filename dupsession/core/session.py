@@ -113,6 +113,8 @@ RTT_PROBE_MIN_GAP = 0.002
 _MIN_FRAME = wire.PREFIX.size + wire.TAG_SIZE
 _DATA_MIN = wire.DATA_HEADER.size + wire.TAG_SIZE
 _TAG = wire.TAG_SIZE
+_DATAGRAM_DATA_MAX = wire.MAX_DATAGRAM_FRAME
+_STREAM_DATA_MAX = _DATA_MIN + wire.MAX_STREAM_PAYLOAD
 _same_tag = hmac.compare_digest
 _HELLO = int(wire.FrameType.HELLO)
 _DATA = int(wire.FrameType.DATA)
@@ -154,6 +156,8 @@ class Session:
         self.paths: dict[int, Path] = {}
         self.sender = Sender(self.config.window_bytes, self.config.max_backoff)
         self.receiver = Receiver(self.config.window_frames)
+        #: Bytes of frames held out of order, at most (frames counted whole: header and tag).
+        self._held_limit = self.config.window_bytes
         self._events: deque[Event] = deque()
         self.acks = AckPending(self.config.ack_delay, self.config.ack_every)
         self.recovery = Recovery(self.config.min_rto, self.config.max_rto, self.config.ack_delay)
@@ -385,6 +389,19 @@ class Session:
                         inbound.lag += EWMA_GAIN * ((now - first_at) - inbound.lag)
             return
         if not receiver.in_window(seq):
+            self.stale_frames += 1
+            return
+        # Memory is bounded in bytes, not only in frames (review A12): no peer makes a frame
+        # above its path kind's maximum (the scheduler never does), and frames held out of
+        # order stay within `window_bytes`; a frame beyond that is dropped unacked, like one
+        # beyond the window, and resent by the sender once the hole is filled.
+        size = len(frame)
+        if size > (_DATAGRAM_DATA_MAX if path is not None and path.datagram else _STREAM_DATA_MAX):
+            self.bad_frames += 1
+            if path is not None:
+                path.bad_frames += 1
+            return
+        if seq != receiver.cumulative and receiver.held_bytes + size > self._held_limit:
             self.stale_frames += 1
             return
         try:

@@ -392,6 +392,47 @@ def test_redundant_copies_do_not_trigger_more_acks() -> None:
 # --- bad input -------------------------------------------------------------------------------
 
 
+def _exit_frames(pair: Pair, seqs: range, size: int) -> list[bytes]:
+    key, sid = pair.keys.client_to_exit, pair.client.session_id
+    return [wire.encode_data(key, sid, seq, bytes(size), False) for seq in seqs]
+
+
+def test_oversized_data_is_bad_for_its_path_kind() -> None:
+    """Review A12: no peer makes a DATA frame above its path kind's maximum."""
+    pair = Pair(paths=2)
+    pair.exit.add_path(2, False, T0)  # a stream path too
+    too_big_for_udp = _exit_frames(pair, range(1, 2), wire.MAX_DATAGRAM_PAYLOAD + 1)[0]
+    too_big_for_tcp = _exit_frames(pair, range(2, 3), wire.MAX_STREAM_PAYLOAD + 1)[0]
+    pair.exit.receive_frame(too_big_for_udp, T0 + 0.01, 0)
+    pair.exit.receive_frame(too_big_for_tcp, T0 + 0.01, 2)
+    assert (pair.exit.paths[0].bad_frames, pair.exit.paths[2].bad_frames) == (1, 1)
+    assert pair.exit.receiver.held_bytes == 0
+    fits = _exit_frames(pair, range(2, 3), wire.MAX_STREAM_PAYLOAD)[0]
+    pair.exit.receive_frame(fits, T0 + 0.01, 2)
+    assert pair.exit.receiver.held_bytes == wire.MAX_STREAM_PAYLOAD
+
+
+def test_key_holder_holds_at_most_window_bytes_out_of_order() -> None:
+    """Review A12: max-size frames 1..n with frame 0 never sent once pinned n x 64 KB on the
+    exit (460 MB per session with relayd's window in frames); held bytes stay within
+    `window_bytes`, and the stream still completes once the hole is filled."""
+    budget = 1 << 20
+    pair = Pair(exit=SessionConfig(window_bytes=budget, window_frames=1024), datagram=False)
+    e = pair.exit
+    frames = _exit_frames(pair, range(0, 200), wire.MAX_STREAM_PAYLOAD)
+    for frame in frames[1:]:  # 3.2 MB of frames, the first one withheld
+        e.receive_frame(frame, T0 + 0.01, 0)
+    assert 0 < e.receiver.held_bytes <= budget
+    dropped = e.stale_frames
+    assert dropped == 200 - 1 - budget // (wire.MAX_STREAM_PAYLOAD + 28)
+    e.receive_frame(frames[0], T0 + 0.02, 0)  # the hole filled: the held ones come out
+    for frame in frames[1:]:  # the sender resends the rest
+        e.receive_frame(frame, T0 + 0.03, 0)
+    got = sum(len(ev.data) for ev in drain(e) if isinstance(ev, StreamData))
+    assert got == 200 * wire.MAX_STREAM_PAYLOAD
+    assert e.receiver.held_bytes == 0
+
+
 def test_corrupted_and_foreign_frames_are_counted_and_dropped() -> None:
     pair = Pair()
     c, e = pair.client, pair.exit
