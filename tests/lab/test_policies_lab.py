@@ -104,7 +104,8 @@ def test_download_is_byte_exact_and_follows_the_policy(
         + ", ".join(f"{r} {b / 1e6:.2f} MB" for r, b in down.items())
     )
     if policy == "redundant":
-        assert total > 2 * SIZE  # every route carried (most of) the file
+        # copies on every route; a slower route skips what the peer already acknowledged
+        assert total > 1.6 * SIZE and all(b > SIZE / 8 for b in down.values()), down
     elif policy == "stripe":
         assert total < 1.5 * SIZE  # each frame about once
         assert all(b > SIZE / 20 for b in down.values()), down  # and every route helped
