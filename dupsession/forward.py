@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from dupsession.client import Client, ExitCode, SessionFailed, exit_code_for
 from dupsession.core import wire
 from dupsession.core.negotiate import Features
+from dupsession.core.session import SessionState
 from dupsession.keyfile import KeyFileError, load
 from dupsession.settings import ClientSettings, ForwardSpec
 
@@ -166,6 +167,11 @@ class LocalConnection(asyncio.Protocol):
             _say(f"{self.spec}: connection from {self.peer} failed: {exc!r}")
             log.debug("session failure", exc_info=True)
         finally:
+            driver = client.driver
+            if driver is not None and driver.state is not SessionState.CLOSED:
+                # The exit already opened the target for this session: tell it (CLOSE on every
+                # path) instead of leaving both for its grace period (review A3).
+                driver.abort(wire.CloseCode.NORMAL, "local connection closed")
             client.close()
             if self.transport is not None:
                 self.transport.close()  # after what is buffered has gone out

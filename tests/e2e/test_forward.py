@@ -20,8 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from dupsession import control
+from dupsession.testing.shim import Impairment
 from tests.support.forward import Forward, recv_all
 from tests.support.relay import Relay
+from tests.support.shims import ShimThread
 from tests.support.sshd import free_port, require_binary
 from tests.support.targets import TcpTarget
 
@@ -199,3 +202,33 @@ def test_a_reset_local_connection_ends_its_session_at_the_exit(
             with fwd.connect() as again:  # and the listener still serves
                 again.sendall(b"x")
                 assert again.recv(1) == b"x"
+
+
+def _open_sessions(control_path: Path) -> list[str]:
+    """Ids of the exit's sessions not closed, from its control socket."""
+    sessions = control.query(control_path)["sessions"]
+    return [doc["session_id"] for doc in sessions if doc["state"] != "closed"]
+
+
+def test_local_peer_leaving_during_the_handshake_leaves_no_exit_session(
+    relays: Callable[..., Relay], shims: ShimThread, tmp_path: Path
+) -> None:
+    """Review A3: the exit opens the session (and its target connection) on the HELLO; a local
+    peer gone before the WELCOME arrives must not leave it there for the grace period."""
+    control_path = tmp_path / "relayd.sock"
+    with TcpTarget("echo") as target:
+        relay = relays(
+            allow=[f"127.0.0.1:{target.port}"], extra_args=["--control", str(control_path)]
+        )
+        slow = shims.udp((relay.host, relay.port), down=Impairment(delay=0.6))  # WELCOME late
+        args = ["--key", str(relay.key), "--path", f"udp://127.0.0.1:{slow.port}"]
+        with Forward([*args, "0", "127.0.0.1", str(target.port)], tmp_path) as fwd:
+            with fwd.connect() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            relay.wait_for_log(r"session \w+: opened")  # the exit has it, the peer is gone
+            deadline = time.monotonic() + 3.0  # the WELCOME's delay, then one CLOSE
+            while _open_sessions(control_path) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _open_sessions(control_path) == [], relay.log
+            relay.wait_for_log(r"closed by client: local connection closed")
+            assert fwd.process.poll() is None
