@@ -16,6 +16,7 @@ from dupsession.core.paths import Path
 from dupsession.core.policy import Policy, Schedule, Tier
 from dupsession.core.scheduler import Stripe
 from dupsession.core.sender import Sender
+from dupsession.core.session import SessionConfig
 from tests.sim.network import START, LinkSpec, PathSpec, Simulation
 from tests.support.controllers import Window
 
@@ -203,3 +204,28 @@ def test_overflow_carries_data_only_when_the_primary_is_saturated() -> None:
     assert copies[1]  # the transfer saturates the primary's budget
     overflow = seqs(copies[1])
     assert len(overflow & seqs(copies[0])) <= 0.05 * len(overflow)  # single copies, bar resends
+
+
+def test_redundant_with_an_overflow_path_does_not_spin_after_an_outage() -> None:
+    """Regression (found by the policy property): after every path was down, the exit held lost
+    frames for resend while the overflow path's pacing time lay in the past; the timer woke for
+    that path, the policy never sent the resends there, and the timer fired again at once (a
+    busy loop at 100 % CPU on a real exit). The simulator raises LivelockError on that."""
+    link = LinkSpec(delay=0.125, outages=((1.0, 3.0),))
+    fast = LinkSpec(delay=0.0625, outages=((1.0, 3.0),))
+    paths = [PathSpec(up=link, down=link), PathSpec(up=fast, down=link)]
+    paths.append(PathSpec(up=fast, down=link))
+    for tier in (Tier.OVERFLOW, Tier.BACKUP):
+        payload = b"\x00" + random.Random(0).randbytes(1197)
+        config = SessionConfig(grace_period=40.0)
+        sim = Simulation(
+            paths,
+            0,
+            [],
+            [(0.0, payload[:1]), (1.0, payload[1:])],
+            client_config=config,
+            exit_config=config,
+            features=Features(schedule=Schedule(Policy.REDUNDANT, 1, ((2, tier),))),
+        )
+        result = sim.run(3600.0)
+        assert result.client.received == payload, tier
