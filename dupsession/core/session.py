@@ -25,7 +25,7 @@ from __future__ import annotations
 import hmac
 import struct
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from dupsession.core import wire
@@ -113,6 +113,8 @@ RTT_PROBE_MIN_GAP = 0.002
 _MIN_FRAME = wire.PREFIX.size + wire.TAG_SIZE
 _DATA_MIN = wire.DATA_HEADER.size + wire.TAG_SIZE
 _TAG = wire.TAG_SIZE
+_U32 = 0xFFFFFFFF
+_HALF_U32 = 1 << 31
 _DATAGRAM_DATA_MAX = wire.MAX_DATAGRAM_FRAME
 _STREAM_DATA_MAX = _DATA_MIN + wire.MAX_STREAM_PAYLOAD
 _same_tag = hmac.compare_digest
@@ -479,9 +481,16 @@ class Session:
         path = self.paths.get(ack.path_id)
         if path is None:
             return True  # a path id not joined yet: the glue attaches it, then feeds it again
-        if ack.pseq <= path.peer_pseq:
-            self.stale_frames += 1
-            return False
+        last = path.peer_pseq
+        if last >= 0:
+            # `pseq` is 32 bits on the wire: compared in serial-number arithmetic and unwrapped,
+            # or after 2**32 ACKs on a path every ACK would look stale (review A10).
+            ahead = (ack.pseq - last) & _U32
+            if ahead == 0 or ahead >= _HALF_U32:
+                self.stale_frames += 1
+                return False
+            if ack.pseq != last + ahead:
+                ack = replace(ack, pseq=last + ahead)
         self._heard(path, now, size)
         sample, sent_by_echo = on_path_ack(path, ack, now)
         path.cc.on_ack(now, ack.data_recv, sample, path.rtt.srtt, sent_by_echo)

@@ -45,6 +45,24 @@ def test_older_ack_after_a_newer_one_is_stale() -> None:
     assert pair.exit.stale_frames == 1
 
 
+def test_pseq_wraps_at_32_bits_without_turning_every_ack_stale() -> None:
+    """Review A10: after 2**32 ACKs on a path the wire's u32 `pseq` wraps; the next ACKs are
+    still fresh (serial-number order), and a replayed pre-wrap one still is not."""
+    pair = Pair(paths=1)
+    now = pair.connect()
+    pair.client.paths[0].ack_pseq = 2**32 - 3  # as after ~4 billion ACKs, both ends
+    pair.exit.paths[0].peer_pseq = 2**32 - 3
+    before = _ack_frames(pair.client.transmit(now + 1))[0]
+    assert pair.exit.receive_frame(before, now + 1.01, 0) == 0
+    for step in range(2, 6):  # pseq 2**32 - 1, then 0, 1, 2 on the wire
+        ack = _ack_frames(pair.client.transmit(now + step))[0]
+        assert pair.exit.receive_frame(ack, now + step + 0.01, 0) == 0
+    assert pair.exit.paths[0].peer_pseq == 2**32 + 2  # unwrapped
+    assert pair.exit.paths[0].acks_lost == 0
+    assert pair.exit.receive_frame(before, now + 6, 0) is None  # the replay is stale
+    assert pair.exit.stale_frames == 1
+
+
 def test_rtt_samples_beyond_ten_seconds_are_ignored() -> None:
     pair = Pair(paths=1)
     now = pair.connect()
