@@ -82,6 +82,8 @@ class SessionSnapshot:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: the control socket's SESSION document (endpoints add their fields)."""
         doc = dataclasses.asdict(self)
+        # asdict keeps tuples as tuples; JSON readers and endpoints extend the path list.
+        doc["paths"] = list(doc["paths"])
         for path in doc["paths"]:
             path["rtt_recent"] = list(path["rtt_recent"])
             path["rtt_buckets"] = list(path["rtt_buckets"])
