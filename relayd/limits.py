@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 MiB = 1024 * 1024
@@ -62,11 +63,11 @@ class TokenBucket:
 
     __slots__ = ("_at", "_tokens", "burst", "rate")
 
-    def __init__(self, rate: float, burst: float) -> None:
+    def __init__(self, rate: float, burst: float, now: float | None = None) -> None:
         self.rate = rate
         self.burst = burst
         self._tokens = burst
-        self._at = time.monotonic()
+        self._at = time.monotonic() if now is None else now
 
     def take(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -76,6 +77,27 @@ class TokenBucket:
             return False
         self._tokens -= 1
         return True
+
+
+class PerSourceBuckets:
+    """A `TokenBucket` per source address, the `capacity` most recent sources only (LRU): one
+    source's flood spends its own budget, not everyone's."""
+
+    def __init__(self, rate: float, burst: float, capacity: int = 1024) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.capacity = capacity
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def take(self, source: str, now: float | None = None) -> bool:
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            bucket = self._buckets[source] = TokenBucket(self.rate, self.burst, now)
+            if len(self._buckets) > self.capacity:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(source)
+        return bucket.take(now)
 
 
 class RateLimitedLog:

@@ -47,7 +47,7 @@ from dupsession.core.session import Role, Session, SessionConfig, SessionState
 from dupsession.pathspec import PathSpecError, parse_hostport
 from relayd.acl import AllowList
 from relayd.exit import TARGET_HIGH_WATER, ExitSession, UdpPathReply, UdpReply
-from relayd.limits import Limits, RateLimitedLog, TokenBucket
+from relayd.limits import Limits, PerSourceBuckets, RateLimitedLog, TokenBucket
 from relayd.replay import ReplayJournal
 
 log = logging.getLogger("relayd")
@@ -63,6 +63,9 @@ TOMBSTONE_LINGER = 30.0
 MAX_PATHS = 32
 #: RESET answers: at most this many per second overall (bursts of as many).
 RESET_RATE = 50.0
+#: RESETs per second (burst twice that) for one source address, before the global budget: a
+#: junk flood from one source cannot starve the clients of a restarted exit (review A14).
+RESET_RATE_PER_SOURCE = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +245,7 @@ class ExitServer:
         self._pending: set[_StreamConnection] = set()
         self._pending_by_source: dict[str, int] = {}
         self._reset_bucket = TokenBucket(RESET_RATE, RESET_RATE)
+        self._reset_sources = PerSourceBuckets(RESET_RATE_PER_SOURCE, 2 * RESET_RATE_PER_SOURCE)
         self.refused_log = RateLimitedLog(log)
         self._journal: ReplayJournal | None = None
         if config.state_dir is not None:
@@ -381,7 +385,7 @@ class ExitServer:
         exit_session = self.sessions.get(data[4:12])
         if exit_session is None:
             self.rejected_frames += 1
-            self._reset(data, UdpReply(io, addr))
+            self._reset(data, UdpReply(io, addr), addr[0])
             return
         book = exit_session.addresses
         driver = exit_session.driver
@@ -432,17 +436,20 @@ class ExitServer:
 
     # -- stateless reset -------------------------------------------------------------------------
 
-    def _reset(self, frame: bytes, reply: UdpReply | _StreamConnection) -> None:
+    def _reset(self, frame: bytes, reply: UdpReply | _StreamConnection, source: str) -> None:
         """Tell a client its session is unknown here (the exit restarted or dropped it).
 
         Only for frames that look like a session's (DATA or ACK) and are larger than every
-        RESET sent in answer (one per accepted key), at most `RESET_RATE` per second: a RESET
-        never amplifies, and a flood of triggers gets a trickle.
+        RESET sent in answer (one per accepted key), at most `RESET_RATE_PER_SOURCE` per second
+        per source and `RESET_RATE` in all: a RESET never amplifies, a flood of triggers gets a
+        trickle, and one source's flood leaves the others theirs.
         """
         if frame[1] not in (wire.FrameType.DATA, wire.FrameType.ACK):
             return
         keys = self.config.keys
-        if len(frame) <= wire.RESET_SIZE * len(keys) or not self._reset_bucket.take():
+        if len(frame) <= wire.RESET_SIZE * len(keys):
+            return
+        if not self._reset_sources.take(source) or not self._reset_bucket.take():
             return
         sid, path_id = frame[4:12], frame[3]
         reply.send_frames([wire.encode_reset(reset_token(psk, sid), sid, path_id) for psk in keys])
@@ -459,7 +466,7 @@ class ExitServer:
         exit_session = conn.session or self.sessions.get(frame[4:12])
         if exit_session is None:
             if conn.session is None:
-                self._reset(frame, conn)  # unknown session on a fresh connection
+                self._reset(frame, conn, conn.peer[0])  # unknown session, fresh connection
                 return False
             return True
         if frame[4:12] != exit_session.accepted.hello.session_id:

@@ -193,6 +193,35 @@ def test_key_holder_cannot_reflect_to_a_third_address(relays: Callable[..., Rela
 # ------------------------------------------------------------------- restarts, stateless reset
 
 
+def test_one_sources_junk_does_not_starve_others_of_resets(tmp_path: Path) -> None:
+    """Review A14: 200 junk DATA frames (random session ids, no key) from one source used up
+    the exit's one RESET budget; a restarted exit's real client then waited out its grace
+    period. Each source now has its own budget in front of the global one."""
+    relay = start_relay(tmp_path, [])
+    flooder, client = Attacker("127.0.0.6"), Attacker("127.0.0.7")
+    try:
+        for _ in range(200):
+            flooder.send(_junk_data(), (relay.host, relay.port))
+        time.sleep(0.2)
+        assert 0 < len(flooder.frames) <= 20  # its own burst, not the exit's 50
+        client.send(_junk_data(), (relay.host, relay.port))
+        deadline = time.monotonic() + 3
+        while not client.frames and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [f[1] for f in client.frames] == [wire.FrameType.RESET]
+    finally:
+        flooder.close()
+        client.close()
+        relay.stop()
+
+
+def _junk_data() -> bytes:
+    """A DATA frame for a random session id, larger than a RESET: what a client of a restarted
+    exit sends, as far as the exit can tell without the session's keys."""
+    head = struct.pack("!BBBB8sQ", wire.VERSION, wire.FrameType.DATA, 0, 0, os.urandom(8), 1)
+    return head + bytes(100)
+
+
 def test_client_of_a_restarted_exit_exits_6_quickly(tmp_path: Path, echo: TcpTarget) -> None:
     relay = start_relay(tmp_path / "a", [f"127.0.0.1:{echo.port}"])
     session = EchoSession(relay.key, [relay.path("udp"), relay.path("tcp")], echo.port)
