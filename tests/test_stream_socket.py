@@ -8,9 +8,16 @@ import sys
 import pytest
 
 from dupsession.aio.bind import NOTSENT_LOWAT, TCP_NOTSENT_LOWAT, make_socket, tune_stream
+from tests.prereq import missing
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux socket option")
+@pytest.fixture(autouse=True)
+def linux() -> None:
+    """TCP_NOTSENT_LOWAT is a Linux socket option: skip elsewhere, fail under CI=true."""
+    if not sys.platform.startswith("linux"):
+        missing("TCP_NOTSENT_LOWAT is a Linux socket option")
+
+
 def test_client_stream_sockets_cap_unsent_bytes_and_disable_nagle() -> None:
     sock = make_socket(socket.AF_INET, socket.SOCK_STREAM, None)
     try:
@@ -20,7 +27,6 @@ def test_client_stream_sockets_cap_unsent_bytes_and_disable_nagle() -> None:
         sock.close()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux socket option")
 def test_exit_side_sockets_get_the_same_tuning() -> None:
     """relayd tunes each accepted path connection with the same function."""
     server = socket.create_server(("127.0.0.1", 0))
