@@ -50,9 +50,7 @@ from tests.lab.world import (
     EchoSession,
     World,
     rate_limited,
-    sshd_daemon,
 )
-from tests.support.sshd import require_binary, ssh_keygen
 
 #: route -> (one-way delay ms, upload kbit/s, download kbit/s)
 ROUTES: dict[str, tuple[float, float, float]] = {
@@ -82,29 +80,7 @@ class Bench:
 
     def start_plain_sshd(self) -> None:
         """An sshd on the server's lab address under mptcpize: plain TCP and MPTCP clients."""
-        world, lab = self.world, self.lab
-        root = world.dir / "sshd-plain"
-        root.mkdir()
-        ssh_keygen(root / "host_ed25519", "lab-server")
-        daemon = sshd_daemon(
-            root, "sshd-plain", "server", lab.addr("server"), world.user_key.with_suffix(".pub")
-        )
-        config = (root / "sshd_config").read_text().replace("Port 22\n", f"Port {PLAIN_PORT}\n")
-        (root / "sshd_config").write_text(config)
-        daemon.argv = [require_binary("mptcpize"), "run", *daemon.argv]
-        daemon.start(lab)
-        world.sshds["plain"] = daemon
-        for node in ("client", "server"):
-            lab.run(
-                node, ["ip", "mptcp", "limits", "set", "subflow", "2", "add_addr_accepted", "2"]
-            )
-        lab.run(
-            "client",
-            ["ip", "mptcp", "endpoint", "add", lab.addr("client", "up2"), "dev", "up2", "subflow"],
-        )
-        self.plain_known = world.dir / "plain_known_hosts"
-        host = " ".join((root / "host_ed25519.pub").read_text().split()[:2])
-        self.plain_known.write_text(f"[{lab.addr('server')}]:{PLAIN_PORT} {host}\n")
+        self.world.start_plain_sshd(PLAIN_PORT)
 
     def config(self, policy: str, tiers: dict[str, str] | None = None) -> Path:
         name = f"{policy}-{len(tiers or {})}.toml"
@@ -163,16 +139,8 @@ class Bench:
         return figures
 
     def plain_download(self, mptcp: bool) -> dict[str, float]:
-        lab, world = self.lab, self.world
-        argv = [
-            require_binary("ssh"), "-F", "/dev/null", "-i", str(world.user_key),
-            "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-            "-o", f"UserKnownHostsFile={self.plain_known}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-b", lab.addr("client", "up1"), "-p", str(PLAIN_PORT),
-            f"root@{lab.addr('server')}", f"cat {self.source}",
-        ]  # fmt: skip
-        if mptcp:
-            argv = [require_binary("mptcpize"), "run", *argv]
+        lab = self.lab
+        argv = self.world.plain_ssh_argv(f"cat {self.source}", "up1", mptcp)
         proc = lab.popen(
             "client",
             argv,

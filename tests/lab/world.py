@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -39,6 +39,7 @@ from tests.support.sshd import require_binary, ssh_keygen, strict_ssh_argv
 SSH_PORT = 22
 EXIT_PORT = 7300
 RELAY_PORT = 7400
+PLAIN_PORT = 2222  #: the server's sshd for plain ssh and MPTCP ssh (`start_plain_sshd`)
 JUMP = "relay2"  #: the relay namespace that also runs a stock sshd (the SSH relay)
 UPLINKS = ("up1", "up2")
 RELAYS = ("relay1", "relay2")
@@ -100,6 +101,33 @@ def rate_limited(
         out.setdefault(f"{relay}-server", {"out": {"delay_ms": 2}, "back": {"delay_ms": 2}})
     return {"name": "rate-limited", "uplinks": list(UPLINKS), "relays": list(RELAYS),
             "seed": seed, "routes": out}  # fmt: skip
+
+
+#: uplink -> (out ms, back ms, up kbit/s, down kbit/s) of its direct route to the server:
+#: issue 9's seed-like network (uplink 1 is the better one: shorter RTT, more capacity).
+SEED_LIKE: dict[str, tuple[float, float, float, float]] = {
+    "up1": (20, 35, 20_000, 50_000),
+    "up2": (45, 30, 10_000, 30_000),
+}
+
+
+def seed_like(loss: float, seed: int, scale: float = 1.0, queue_ms: float = 200) -> dict[str, Any]:
+    """Issue 9's seed-like scenario: each uplink's capacity (times `scale`) shaped on its
+    link, so every path and connection on that uplink shares it, queueing at most `queue_ms`
+    each way (a bloated router); its direct route to the server carries the one-way delays
+    and `loss` per direction. Relay legs are clean (the scenario's paths are direct)."""
+    links: dict[str, Any] = {}
+    routes: dict[str, Any] = {}
+    for uplink, (out, back, up, down) in SEED_LIKE.items():
+        links[uplink] = {
+            "out": {"rate_kbit": up * scale, "queue_bytes": int(up * scale * queue_ms / 8)},
+            "back": {"rate_kbit": down * scale, "queue_bytes": int(down * scale * queue_ms / 8)},
+        }
+        routes[f"{uplink}-server"] = {
+            "loss": loss, "out": {"delay_ms": out}, "back": {"delay_ms": back},
+        }  # fmt: skip
+    return {"name": "seed-like", "uplinks": list(SEED_LIKE), "relays": list(RELAYS),
+            "seed": seed, "links": links, "routes": routes}  # fmt: skip
 
 
 def one_way(uplink: str, via: str) -> tuple[float, float]:
@@ -224,6 +252,8 @@ class World:
     proxies: list[ProxyProbe] = field(init=False, default_factory=list)
     sessions: list[subprocess.Popen[Any]] = field(init=False, default_factory=list)
     run_dir: Path | None = field(init=False, default=None)
+    plain_known_hosts: Path = field(init=False)
+    plain_port: int = field(init=False, default=PLAIN_PORT)
 
     def start(self) -> World:
         lab, d = self.lab, self.dir
@@ -330,24 +360,77 @@ url = "{jump}&via={JUMP}"
         return path
 
     def write_paths_config(
-        self, name: str, policy: str, routes: Iterable[str], tiers: dict[str, str] | None = None
+        self,
+        name: str,
+        policy: str | None,
+        routes: Iterable[str],
+        tiers: dict[str, str] | None = None,
+        transports: Iterable[str] = ("udp",),
     ) -> Path:
-        """A config of explicit UDP paths, one per route `UPLINK-server` or `UPLINK-RELAY`,
-        each bound to its uplink's address, with `policy` and any route's tier."""
+        """A config of explicit paths, one per route `UPLINK-server` or `UPLINK-RELAY` and
+        transport, each bound to its uplink's address, with `policy` (None: the default) and
+        any route's tier."""
         lab, tiers = self.lab, tiers or {}
         urls = []
         for route in routes:
             uplink, far = route.split("-")
             port = EXIT_PORT if far == "server" else RELAY_PORT
-            url = f"udp://{lab.addr(far)}:{port}?bind={lab.addr('client', uplink)}&via={far}"
-            urls.append(url + (f"&tier={tiers[route]}" if route in tiers else ""))
+            for kind in transports:
+                url = f"{kind}://{lab.addr(far)}:{port}?bind={lab.addr('client', uplink)}"
+                url += f"&via={far}" + (f"&tier={tiers[route]}" if route in tiers else "")
+                urls.append(url)
         quoted = ", ".join(f'"{u}"' for u in urls)
+        policy_line = f'policy = "{policy}"\n' if policy is not None else ""
         path = self.dir / name
         path.write_text(
-            f'key = "{self.key}"\npolicy = "{policy}"\ngrace_period = {GRACE}\n'
+            f'key = "{self.key}"\n{policy_line}grace_period = {GRACE}\n'
             f"connect_timeout = 20\npaths = [{quoted}]\n"
         )
         return path
+
+    def start_plain_sshd(self, port: int = PLAIN_PORT) -> None:
+        """An sshd on the server's lab address started under `mptcpize run`, so that one
+        daemon serves plain ssh and MPTCP ssh (`plain_ssh_argv`); MPTCP limits on both ends
+        and a subflow endpoint on the client's second uplink: one subflow per uplink."""
+        lab = self.lab
+        root = self.dir / "sshd-plain"
+        root.mkdir()
+        ssh_keygen(root / "host_ed25519", "lab-server")
+        daemon = sshd_daemon(
+            root, "sshd-plain", "server", lab.addr("server"), self.user_key.with_suffix(".pub")
+        )
+        config = (root / "sshd_config").read_text().replace(f"Port {SSH_PORT}\n", f"Port {port}\n")
+        (root / "sshd_config").write_text(config)
+        daemon.argv = [require_binary("mptcpize"), "run", *daemon.argv]
+        self.sshds["plain"] = daemon.start(lab)
+        for node in ("client", "server"):
+            lab.run(
+                node, ["ip", "mptcp", "limits", "set", "subflow", "2", "add_addr_accepted", "2"]
+            )
+        second = UPLINKS[1]
+        lab.run(
+            "client",
+            ["ip", "mptcp", "endpoint", "add", lab.addr("client", second), "dev", second,
+             "subflow"],
+        )  # fmt: skip
+        host = " ".join((root / "host_ed25519.pub").read_text().split()[:2])
+        self.plain_known_hosts = self.dir / "plain_known_hosts"
+        self.plain_known_hosts.write_text(f"[{lab.addr('server')}]:{port} {host}\n")
+        self.plain_port = port
+
+    def plain_ssh_argv(self, remote: str, uplink: str = "up1", mptcp: bool = False) -> list[str]:
+        """Plain OpenSSH from `uplink`'s address to `start_plain_sshd`'s daemon, no
+        dupsession; with `mptcp`, under `mptcpize run` (a subflow per uplink)."""
+        lab = self.lab
+        argv = [
+            require_binary("ssh"), "-F", "/dev/null", "-i", str(self.user_key),
+            "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+            "-o", f"UserKnownHostsFile={self.plain_known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+            "-b", lab.addr("client", uplink), "-p", str(self.plain_port),
+            f"root@{lab.addr('server')}", remote,
+        ]  # fmt: skip
+        return [require_binary("mptcpize"), "run", *argv] if mptcp else argv
 
     def proxy(self, config: Path, name: str) -> ProxyProbe:
         proxy = ProxyProbe(self.dir, ["-v", "--config", str(config)], name)
@@ -406,18 +489,30 @@ url = "{jump}&via={JUMP}"
 
 class EchoSession:
     """`ssh ... cat` with a writer sending a numbered line every `interval` and a reader
-    stamping each echo: keystroke-like traffic whose every byte can be accounted for."""
+    stamping each echo: keystroke-like traffic whose every byte can be accounted for.
+    Through dupsession (`proxy`), or plain ssh: `ssh_argv(remote)` (`World.plain_ssh_argv`)."""
 
-    def __init__(self, world: World, proxy: ProxyProbe, interval: float = 0.05) -> None:
+    REMOTE = "echo READY; exec cat"
+
+    def __init__(
+        self,
+        world: World,
+        proxy: ProxyProbe | None,
+        interval: float = 0.05,
+        ssh_argv: Callable[[str], list[str]] | None = None,
+    ) -> None:
         self.world = world
         self.proxy = proxy
         self.interval = interval
         self.stderr_path = world.dir / f"{id(self):x}.ssh.stderr"
+        pipes: dict[str, Any] = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "bufsize": 0}
         with self.stderr_path.open("wb") as err:
-            self.proc = world.ssh_popen(
-                proxy, "echo READY; exec cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=err, bufsize=0,
-            )  # fmt: skip
+            if proxy is not None:
+                self.proc = world.ssh_popen(proxy, self.REMOTE, stderr=err, **pipes)
+            else:
+                assert ssh_argv is not None, "EchoSession needs a proxy or an ssh_argv"
+                self.proc = world.lab.popen("client", ssh_argv(self.REMOTE), stderr=err, **pipes)
+                world.sessions.append(self.proc)
         self.sent: list[float] = []  #: monotonic send time of line i
         self.received: list[tuple[bytes, float]] = []  #: (line, monotonic arrival)
         self._stop = threading.Event()
