@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,27 +58,8 @@ def payload(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def download(world: World, config: Path, source: Path, name: str) -> tuple[str, int, float]:
     """`ssh cat SOURCE`: (sha256, bytes, seconds)."""
-    proxy = world.proxy(config, name)
-    start = time.monotonic()
-    proc = world.ssh_popen(
-        proxy, f"cat {source}", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None and proc.stderr is not None
-    errors: list[bytes] = []
-    drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
-    drain.start()
-    digest, received = hashlib.sha256(), 0
-    while chunk := proc.stdout.read1(1 << 20):
-        digest.update(chunk)
-        received += len(chunk)
-        assert time.monotonic() - start < TRANSFER_TIMEOUT, f"too slow: {received} B"
-    code = proc.wait(30)
-    seconds = time.monotonic() - start
-    drain.join(10)
-    assert code == 0, b"".join(errors).decode() + world.diagnostics(proxy)
-    assert proxy.wait() == 0, world.diagnostics(proxy)
-    return digest.hexdigest(), received, seconds
+    got = world.download(config, source, name, TRANSFER_TIMEOUT)
+    return got.digest, got.received, got.seconds
 
 
 def route_bytes(world: World, direction: str) -> dict[str, int]:

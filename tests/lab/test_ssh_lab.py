@@ -12,12 +12,10 @@ after everything else they check has passed; once the bug is fixed they pass.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import statistics
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -109,28 +107,10 @@ def test_commands_and_20mb_each_way(world: World, bulk_file: tuple[Path, str]) -
     up_stats = world.lab.stats()["stages"]
 
     world.lab.reset_counters()
-    proxy = world.proxy(config, "download")
-    start = time.monotonic()
-    proc = world.ssh_popen(
-        proxy, f"cat {source}", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None and proc.stderr is not None
-    digest, received = hashlib.sha256(), 0
-    errors: list[bytes] = []
-    drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
-    drain.start()
-    while chunk := proc.stdout.read1(1 << 20):
-        digest.update(chunk)
-        received += len(chunk)
-        assert time.monotonic() - start < TRANSFER_TIMEOUT, f"download too slow: {received} B"
-    code = proc.wait(30)
-    down_seconds = time.monotonic() - start
-    drain.join(10)
-    assert code == 0, b"".join(errors).decode() + world.diagnostics(proxy)
-    assert received == BULK
-    assert digest.hexdigest() == expected
-    assert proxy.wait() == 0, world.diagnostics(proxy)
+    got = world.download(config, source, "download", TRANSFER_TIMEOUT)
+    down_seconds = got.seconds
+    assert got.received == BULK
+    assert got.digest == expected
     down_stats = world.lab.stats()["stages"]
     world.check_logs_clean()
 

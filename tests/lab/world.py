@@ -236,6 +236,22 @@ def sshd_daemon(root: Path, name: str, node: str, listen: str, user_pub: Path) -
     return Daemon(name, node, argv, root / "sshd.log", r"Server listening on", tree=True)
 
 
+@dataclass(frozen=True)
+class Download:
+    """One `ssh cat FILE` read to its end (`World.download`); times are monotonic."""
+
+    digest: str  #: sha256 hex of what arrived
+    received: int
+    started: float  #: when ssh was started
+    first: float  #: first byte
+    last: float  #: last byte
+
+    @property
+    def seconds(self) -> float:
+        """From starting ssh to the last byte (connection set-up included)."""
+        return self.last - self.started
+
+
 @dataclass
 class World:
     """The lab plus every daemon; `ssh_popen` starts a real ssh session in the client."""
@@ -454,6 +470,33 @@ url = "{jump}&via={JUMP}"
         proc = self.lab.popen("client", self.ssh_argv(proxy, remote), env=env, **kwargs)
         self.sessions.append(proc)
         return proc
+
+    def download(self, config: Path, source: Path, name: str, timeout: float = 60.0) -> Download:
+        """`ssh cat SOURCE` through dupsession with `config`, read to its end (within
+        `timeout` s); ssh and dupsession must both exit 0."""
+        proxy = self.proxy(config, name)
+        started = time.monotonic()
+        proc = self.ssh_popen(
+            proxy, f"cat {source}", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        errors: list[bytes] = []
+        drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+        drain.start()
+        digest, received, first = hashlib.sha256(), 0, None
+        while chunk := proc.stdout.read1(1 << 20):
+            now = time.monotonic()
+            first = first or now
+            digest.update(chunk)
+            received += len(chunk)
+            assert now - started < timeout, f"too slow: {received} B in {timeout} s"
+        last = time.monotonic()
+        code = proc.wait(30)
+        drain.join(10)
+        assert code == 0, b"".join(errors).decode() + self.diagnostics(proxy)
+        assert proxy.wait() == 0, self.diagnostics(proxy)
+        return Download(digest.hexdigest(), received, started, first or last, last)
 
     def client_paths(self) -> list[dict[str, Any]]:
         """The live client session's paths, from its control socket (`dupsession status`):

@@ -1,0 +1,468 @@
+#!/usr/bin/env python3
+"""Lab benchmark: typing beside a download on issue 9's seed-like network, dupsession against
+plain ssh (BBR) and MPTCP in the same run.
+
+    python3 contrib/bench/under_load.py --loss 0            # one loss rate, ~4 min
+    python3 contrib/bench/under_load.py --loss 5
+    python3 contrib/bench/under_load.py --loss 0 --scale 0.5   # every rate halved (labelled)
+
+Needs root, the netlab (contrib/netlab), OpenSSH and Debian's `mptcpd` (`mptcpize`). One lab per
+loss rate (tests/lab/world.py's deployment; `seed_like`): uplink 1 has one-way delays of
+20 ms out and 35 ms back, 20 Mbit/s up and 50 down; uplink 2 45 ms out, 30 back, 10 up, 30
+down; each uplink's shaper queues up to 200 ms each way and tail-drops; `--loss` random loss
+per direction on each uplink's route. dupsession has 4 direct paths: UDP and TCP on each uplink.
+TCP runs BBR in the client's and the server's namespaces (`sysctl
+net.ipv4.tcp_congestion_control=bbr`; the kernel's cc is printed, and a missing BBR is said).
+
+Per method, one after the other (so they never share the routes), in one lab:
+- a typing session (a numbered line every 50 ms, `cat` echoing it): `--typing` s alone (idle
+  p50/p99), then the same session goes on typing while a second session of the same method
+  runs `ssh host cat FILE` (`--mb` MB of random bytes): typing p50/p99 from 1 s after the
+  download's first byte to 0.5 s before its last, and the download's Mbit/s (first to last
+  byte, byte-exact, at most `--timeout` s);
+- methods: dupsession with the default policy and with `--policy auto` (the 4 paths), plain
+  ssh from uplink 1's address (the better uplink), MPTCP ssh (`mptcpize run ssh` to an sshd
+  under `mptcpize`, one subflow per uplink).
+Before them, a raw capacity check: one kernel TCP transfer per uplink at once (probe.py), to
+tell whether the userspace emulator carries the scenario's rates on this machine.
+
+Printed: figures, ratios to plain ssh, the targets PASS/MISS (typing during a download within
+idle p99 + 20 ms; the download at least as fast as plain ssh on the better uplink), CPU per
+lab process (share of one core during each download: the emulator, ssh, sshd, dupsession,
+relayd) and lab CPU ms per MB, and the exit's per-path controller state mid-download.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from contrib.bench.lab_latency import cpu_by_process, cpu_times, describe_subflows, pct
+from contrib.netlab import Lab
+from contrib.netlab.lab import PROBE_PATH
+from dupsession import control
+from tests.lab.world import SEED_LIKE, EchoSession, World, seed_like
+from tests.support.bulk import write_random_file
+
+ROUTES = [f"{uplink}-server" for uplink in SEED_LIKE]
+BETTER = "up1"  #: the better uplink (shorter RTT, more capacity): plain ssh's
+TARGET_TYPING_MS = 20.0  #: typing p99 during a download within idle p99 + this
+WARM = 1.0  #: s after the download's first byte before typing samples count
+TAIL = 0.5  #: s before its last byte where they stop counting
+RAW_SECONDS = 4.0  #: length of the raw capacity check (at the scenario's rates)
+EMULATOR = "emulator.py"  #: the netlab emulator's process label
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    kind: str  #: "dupsession", "ssh" or "mptcp"
+    policy: str | None = None  #: dupsession's --policy (None: the default)
+
+
+METHODS = (
+    Method("dupsession (default policy)", "dupsession"),
+    Method("dupsession --policy auto", "dupsession", "auto"),
+    Method(f"plain ssh ({BETTER}, BBR)", "ssh"),
+    Method("MPTCP ssh (2 subflows)", "mptcp"),
+)
+
+
+@dataclass
+class Result:
+    method: Method
+    idle: list[float] = field(default_factory=list)  #: typing echo ms, alone
+    busy: list[float] = field(default_factory=list)  #: typing echo ms, during the download
+    mbit: float = float("nan")
+    seconds: float = float("nan")
+    complete: bool = False
+    cpu: dict[str, float] = field(default_factory=dict)  #: label -> share of a core
+    machine_cpu: float = float("nan")  #: share of the whole machine busy
+    lab_cpu_ms_per_mb: float = float("nan")  #: every lab process but the emulator
+    emulator_ms_per_mb: float = float("nan")
+    notes: list[str] = field(default_factory=list)
+
+    def p99(self, busy: bool) -> float:
+        samples = self.busy if busy else self.idle
+        return pct(samples, 99) if samples else float("nan")
+
+    def p50(self, busy: bool) -> float:
+        samples = self.busy if busy else self.idle
+        return statistics.median(samples) if samples else float("nan")
+
+
+class CpuWatch:
+    """CPU seconds of every process in the lab's namespaces, sampled every 0.25 s from a thread,
+    so a process that exits before the end (a download's ssh) is still counted."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.inodes = {Path(f"/run/netns/{ns}").stat().st_ino for ns in lab.created}
+        self.first = cpu_by_process(self.inodes)
+        self.last = dict(self.first)
+        self.machine0 = cpu_times()
+        self.t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            self.last.update(cpu_by_process(self.inodes))
+
+    def stop(self) -> tuple[dict[str, float], float, float]:
+        """(label -> CPU seconds used since the start, machine busy share, seconds)."""
+        self.last.update(cpu_by_process(self.inodes))
+        self._stop.set()
+        self._thread.join(2)
+        seconds = time.monotonic() - self.t0
+        busy, total = (b - a for a, b in zip(self.machine0, cpu_times(), strict=True))
+        used: dict[str, float] = {}
+        for pid, (label, cpu) in self.last.items():
+            used[label] = used.get(label, 0.0) + cpu - self.first.get(pid, (label, 0.0))[1]
+        return used, busy / max(total, 1e-9), seconds
+
+
+class Bench:
+    def __init__(self, world: World, source: Path, size: int, digest: str, args: Any) -> None:
+        self.world, self.lab = world, world.lab
+        self.source, self.size, self.digest = source, size, digest
+        self.args = args
+        self.cc = "?"
+        self.exit_views: dict[str, list[str]] = {}
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def use_bbr(self) -> str:
+        """BBR in the client's and the server's namespaces; what they run, said plainly."""
+        found = []
+        for node in ("client", "server"):
+            available = self.lab.run(
+                node, ["sysctl", "-n", "net.ipv4.tcp_available_congestion_control"]
+            ).stdout.split()
+            if "bbr" not in available:
+                subprocess.run(["modprobe", "tcp_bbr"], capture_output=True, check=False)
+            res = self.lab.run(
+                node, ["sysctl", "-w", "net.ipv4.tcp_congestion_control=bbr"], check=False
+            )
+            cc = self.lab.run(node, ["sysctl", "-n", "net.ipv4.tcp_congestion_control"]).stdout
+            found.append(cc.strip())
+            if res.returncode != 0:
+                found[-1] += f" (BBR NOT AVAILABLE: {res.stderr.strip()})"
+        return " / ".join(sorted(set(found)))
+
+    def raw_capacity(self) -> list[str]:
+        """One kernel TCP transfer per uplink at once (server -> client), each sized for
+        RAW_SECONDS at its uplink's rate: what the emulator carries, and its CPU meanwhile."""
+        lab, scale = self.lab, self.args.scale
+        sinks, senders = [], []
+        for i, (uplink, (_, _, _, down)) in enumerate(SEED_LIKE.items()):
+            port = 5101 + i
+            sink = lab.popen(
+                "client",
+                [sys.executable, str(PROBE_PATH), "sink", "--bind", lab.addr("client", uplink),
+                 "--port", str(port), "--duration", "60"],
+                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+            )  # fmt: skip
+            assert sink.stdout is not None
+            if sink.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"probe sink on {uplink} did not start")
+            nbytes = int(down * 1000 * scale * RAW_SECONDS / 8)
+            sinks.append((uplink, down * scale, sink))
+            senders.append(
+                [sys.executable, str(PROBE_PATH), "send", "--to", lab.addr("client", uplink),
+                 "--port", str(port), "--bytes", str(nbytes)]
+            )  # fmt: skip
+        watch = CpuWatch(lab)
+        procs = [lab.popen("server", argv, stdin=subprocess.DEVNULL) for argv in senders]
+        for proc in procs:
+            proc.wait(90)
+        used, machine, seconds = watch.stop()
+        lines, total, capacity = [], 0.0, 0.0
+        for uplink, kbit, sink in sinks:
+            assert sink.stdout is not None
+            report = json.loads(sink.stdout.readline())
+            sink.wait(10)
+            mbit = report["bytes"] * 8 / max(report["seconds"], 1e-9) / 1e6
+            total, capacity = total + mbit, capacity + kbit / 1000
+            lines.append(f"{uplink} {mbit:.1f} of {kbit / 1000:g} Mbit/s")
+        emulator = used.get(EMULATOR, 0.0) / seconds
+        verdict = "carries the rates" if total >= 0.85 * capacity else "DOES NOT carry the rates"
+        return [
+            f"raw kernel TCP, both uplinks at once: {', '.join(lines)} (sum {total:.1f} of "
+            f"{capacity:g}); emulator {emulator:.0%} of a core, machine {machine:.0%} busy: "
+            f"the emulator {verdict}"
+        ]
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def dupsession_config(self, method: Method) -> Path:
+        name = f"{method.policy or 'default'}.toml"
+        return self.world.write_paths_config(
+            name, method.policy, ROUTES, transports=self.args.paths
+        )
+
+    def typing_session(self, method: Method) -> EchoSession:
+        world = self.world
+        if method.kind == "dupsession":
+            proxy = world.proxy(self.dupsession_config(method), f"{method.policy}-typing")
+            return EchoSession(world, proxy)
+        mptcp = method.kind == "mptcp"
+        return EchoSession(
+            world, None, ssh_argv=lambda remote: world.plain_ssh_argv(remote, BETTER, mptcp)
+        )
+
+    def download_process(self, method: Method) -> subprocess.Popen[bytes]:
+        world, remote = self.world, f"cat {self.source}"
+        pipes: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE}
+        if method.kind == "dupsession":
+            proxy = world.proxy(self.dupsession_config(method), f"{method.policy}-download")
+            return world.ssh_popen(proxy, remote, stderr=subprocess.DEVNULL, **pipes)
+        argv = world.plain_ssh_argv(remote, BETTER, method.kind == "mptcp")
+        proc = self.lab.popen("client", argv, stderr=subprocess.DEVNULL, **pipes)
+        world.sessions.append(proc)
+        return proc
+
+    # -- one method -------------------------------------------------------------------------
+
+    def run(self, method: Method) -> Result:
+        result = Result(method)
+        echo = self.typing_session(method).start()
+        time.sleep(1.0)
+        idle_from = time.monotonic()
+        time.sleep(self.args.typing)
+        idle_to = time.monotonic()
+        watch = CpuWatch(self.lab)
+        proc = self.download_process(method)
+        assert proc.stdout is not None
+        side: list[Callable[[], None]] = []
+        if method.kind == "dupsession":
+            side.append(lambda: self.exit_view(method))
+        elif method.kind == "mptcp":
+            side.append(lambda: self.subflows(result))
+        received, first, last, ok, ended = self.read(proc.stdout, side)
+        used, result.machine_cpu, seconds = watch.stop()
+        if not ended:
+            proc.kill()
+            result.notes.append(f"download stopped after {self.args.timeout:g} s")
+        proc.wait(30)
+        code = echo.finish()
+        echo.check_stream()
+        if code != 0:
+            result.notes.append(f"typing ssh exited {code}: {echo.ssh_stderr[-300:]}")
+        result.complete = received == self.size and ok
+        if not result.complete:
+            result.notes.append(f"download INCOMPLETE or corrupt: {received} of {self.size} B")
+        if first is not None and last > first:
+            result.seconds = last - first
+            result.mbit = received * 8 / result.seconds / 1e6
+            result.busy = echo.latencies(since=first + WARM, until=last - TAIL)
+        result.idle = echo.latencies(since=idle_from, until=idle_to)
+        result.cpu = {k: v / seconds for k, v in sorted(used.items(), key=lambda kv: -kv[1])}
+        mb = max(received, 1) / 1e6
+        emulator = used.get(EMULATOR, 0.0)
+        result.emulator_ms_per_mb = emulator * 1000 / mb
+        result.lab_cpu_ms_per_mb = (sum(used.values()) - emulator) * 1000 / mb
+        return result
+
+    def read(
+        self, out: IO[bytes], side: list[Callable[[], None]]
+    ) -> tuple[int, float | None, float, bool, bool]:
+        """Read the download to its end or the time limit: bytes, first and last byte time,
+        whether the bytes were the file's, whether it ended. `side` runs 3 s in."""
+        digest, received, first, last = hashlib.sha256(), 0, None, 0.0
+        deadline = time.monotonic() + self.args.timeout
+        fd = out.fileno()
+        while True:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break  # over the time limit: the caller kills the download
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return received, first, last, digest.hexdigest() == self.digest, True
+            now = time.monotonic()
+            if first is None:
+                first = now
+                for job in side:
+                    timer = threading.Timer(3.0, job)
+                    timer.daemon = True
+                    timer.start()
+            digest.update(chunk)
+            received += len(chunk)
+            last = now
+        return received, first, last, False, False
+
+    # -- what the ends see --------------------------------------------------------------------
+
+    def exit_view(self, method: Method) -> None:
+        """The exit's busiest session's paths mid-download: the download's sender."""
+        try:
+            assert self.world.run_dir is not None
+            doc = control.query(self.world.run_dir / "relayd.sock")
+        except (control.ControlError, OSError) as exc:
+            self.exit_views[method.name] = [f"exit status failed: {exc}"]
+            return
+        # the download's: the youngest session that has sent more than typing does
+        sessions = [s for s in doc.get("sessions", []) if s.get("bytes_out", 0) > 100_000]
+        if not sessions:
+            self.exit_views[method.name] = ["exit: no download session found"]
+            return
+        session = min(sessions, key=lambda s: float(s.get("age", 0.0)))
+        lines = [
+            f"policy {session.get('policy')}, {session.get('retransmissions')} "
+            f"retransmissions, {session.get('unacked_bytes', 0) / 1e3:.0f} kB unacked"
+        ]
+        for path in session.get("paths", []):
+            cc = path.get("congestion") or {}
+            rtt = path.get("rtt")
+            text = f"{path.get('label') or path.get('spec') or path.get('id')}: "
+            text += f"rtt {rtt * 1e3:.0f} ms" if isinstance(rtt, float) else "rtt -"
+            for key, scale, unit in (
+                ("rate_bps", 1e-6, " Mbit/s"),
+                ("cwnd_frames", 1, " cwnd"),
+                ("inflight_frames", 1, " in flight"),
+                ("min_rtt", 1e3, " ms min RTT"),
+                ("queue_delay", 1e3, " ms queue"),
+            ):
+                if isinstance(cc.get(key), int | float):
+                    text += f", {cc[key] * scale:.1f}{unit}"
+            if cc.get("kind"):
+                text += f" [{cc['kind']}{'/' + cc['mode'] if cc.get('mode') else ''}]"
+            lines.append(text)
+        self.exit_views[method.name] = lines
+
+    def subflows(self, result: Result) -> None:
+        out = self.lab.run(
+            "client",
+            ["ss", "-Htni", "state", "established", f"dport = :{self.world.plain_port}"],
+            check=False,
+        ).stdout
+        result.notes.append(f"mid-download {describe_subflows(out)}")
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def report(tag: str, results: list[Result], bench: Bench) -> list[str]:
+    lines = []
+    plain = next(r for r in results if r.method.kind == "ssh")
+    head = f"{'method':<30} {'idle p50/p99':>13} {'busy p50/p99':>13} {'+p99':>6} {'Mbit/s':>7}"
+    lines += [head + f" {'x ssh':>6}  CPU during the download (share of a core)"]
+    for r in results:
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in r.cpu.items() if v >= 0.005)
+        lines.append(
+            f"{r.method.name:<30} {r.p50(False):5.0f}/{r.p99(False):<5.0f} ms "
+            f"{r.p50(True):5.0f}/{r.p99(True):<5.0f} ms {r.p99(True) - r.p99(False):+5.0f} "
+            f"{r.mbit:7.1f} {r.mbit / plain.mbit:6.2f}  {shares}; machine {r.machine_cpu:.0%}; "
+            f"lab CPU {r.lab_cpu_ms_per_mb:.0f} ms/MB + emulator {r.emulator_ms_per_mb:.0f} ms/MB"
+        )
+        lines += [f"    note: {n}" for n in r.notes]
+        lines += [f"    exit: {v}" for v in bench.exit_views.get(r.method.name, [])]
+    lines.append("targets:")
+    for r in results:
+        if r.method.kind != "dupsession":
+            continue
+        idle, busy = r.p99(False), r.p99(True)
+        ok = busy <= idle + TARGET_TYPING_MS
+        lines.append(
+            f"  {'PASS' if ok else 'MISS'} {r.method.name}, {tag}: typing p99 during the download "
+            f"{busy:.0f} ms <= idle {idle:.0f} + {TARGET_TYPING_MS:.0f} ms"
+        )
+        ok = r.complete and r.mbit >= plain.mbit
+        lines.append(
+            f"  {'PASS' if ok else 'MISS'} {r.method.name}, {tag}: download {r.mbit:.1f} Mbit/s "
+            f">= plain ssh on {BETTER} {plain.mbit:.1f} Mbit/s ({r.mbit / plain.mbit:.2f}x)"
+        )
+    return lines
+
+
+def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> None:
+    scale = args.scale
+    rates = ", ".join(
+        f"{u} {o:g}/{b:g} ms, {up * scale / 1000:g} up / {down * scale / 1000:g} down Mbit/s"
+        for u, (o, b, up, down) in SEED_LIKE.items()
+    )
+    tag = f"{loss:g} % loss"
+    if scale != 1:
+        tag += f", SCALED VARIANT (every rate x{scale:g})"
+    if args.paths != ["udp", "tcp"]:
+        tag += f", VARIANT (dupsession paths: {'+'.join(args.paths)} on each uplink)"
+    print(f"{tag} per direction; {rates}; 200 ms queues", flush=True)
+    with Lab(seed_like(loss / 100, seed=9, scale=scale)) as lab:
+        world = World(lab, tmp)
+        try:
+            world.start()
+            world.start_plain_sshd()
+            bench = Bench(world, source, args.mb * 1_000_000, digest, args)
+            bench.cc = bench.use_bbr()
+            print(f"  TCP congestion control (client / server): {bench.cc}", flush=True)
+            for line in bench.raw_capacity():
+                print(f"  {line}", flush=True)
+            results = []
+            for method in METHODS:
+                wanted = not args.only or any(o in method.name for o in args.only)
+                if not wanted and method.kind != "ssh":  # plain ssh: the targets' reference
+                    continue
+                results.append(bench.run(method))
+                r = results[-1]
+                print(
+                    f"  {method.name}: idle p99 {r.p99(False):.0f} ms, during the download "
+                    f"{r.p99(True):.0f} ms, download {r.mbit:.1f} Mbit/s in {r.seconds:.1f} s",
+                    flush=True,
+                )
+        finally:
+            world.close()
+    print()
+    print(f"{tag}:")
+    print("\n".join(report(tag, results, bench)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--loss", type=float, nargs="+", default=[0.0, 5.0], help="percent")
+    parser.add_argument("--mb", type=int, default=60, help="download size (MB)")
+    parser.add_argument("--typing", type=float, default=10.0, help="idle typing seconds")
+    parser.add_argument("--timeout", type=float, default=90.0, help="longest download (s)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every rate")
+    parser.add_argument(
+        "--only", nargs="+", help="methods whose name contains one of these (and plain ssh)"
+    )
+    parser.add_argument(
+        "--paths", nargs="+", default=["udp", "tcp"], choices=["udp", "tcp"],
+        help="dupsession's path kinds on each uplink (default: udp tcp, the issue's 4 paths)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("under_load: needs root (network namespaces)", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="underload-"))
+    tmp.chmod(0o755)
+    try:
+        source = tmp / "bigfile"
+        digest = write_random_file(source, args.mb * 1_000_000)
+        for loss in args.loss:
+            work = tmp / f"loss{loss:g}"
+            work.mkdir()
+            run_loss(loss, source, digest, args, work)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
