@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Protocol-core cost per frame, no I/O: a client and an exit `Session` joined by hand.
+"""Protocol-core cost per frame, no I/O: a client and an exit session, each in the real driver.
 
     python3 contrib/bench/core.py            # 2 datagram + 1 stream path, 20 MB, best of 5
     python3 contrib/bench/core.py --paths d  # one datagram path; `s`: one stream path
 
-Bytes go client -> exit in 64 KiB writes; every frame of every path is handed to the exit,
-the exit's ACKs back to the client, timers are run. CPU time (this thread only, so other
-processes on a busy machine disturb it little) is split by phase and reported in
-microseconds per DATA frame, all copies of it included. This isolates what the sans-IO core
-costs from the event loop and the kernel (see docs/BENCHMARKS.md).
+Bytes go client -> exit in 64 KiB writes. Each side is the real glue, `SessionDriver`
+(dupsession/aio/driver.py), on a virtual clock (tests/support/virtualloop.py): every frame of
+every path the client's flush sends is handed to the exit 0.1 ms later, the ACKs its flush sends
+back to the client at once, and the drivers' timers fire when due. CPU time (this thread only,
+so other processes on a busy machine disturb it little) is split by phase and reported in
+microseconds per DATA frame, all copies of it included. This isolates what the sans-IO core and
+the driver's loop cost from the event loop and the kernel (see docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -23,59 +25,111 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script: the repository's tests/support
     sys.path.insert(0, str(ROOT))
 
+from dupsession.aio.driver import SessionDriver  # noqa: E402
 from dupsession.core import events  # noqa: E402
 from dupsession.core.session import Role, Session  # noqa: E402
 from tests.support.session import handshake_keys  # noqa: E402
+from tests.support.virtualloop import VirtualLoop  # noqa: E402
 
 CHUNK = 64 * 1024
 KINDS = {"dds": (True, True, False), "d": (True,), "s": (False,)}
+TICK = 0.0002  #: virtual time between the client's writes (s)
+HOP = 0.0001  #: when in a tick the exit gets the client's frames (s)
+#: What each phase times: the application's write, the client's flush (its transmit), the
+#: exit taking each frame, the exit's flush (delivery to its application and its ACKs), the
+#: client taking the ACKs with the flush they prompt, and the timers that came due.
+PHASES = ("send", "transmit", "receive", "deliver", "acks", "timers")
 
 
-def pair(datagram: tuple[bool, ...]) -> tuple[Session, Session]:
+class Outbox:
+    """One side's paths' sinks: frames wait here until the bench hands them to the peer."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, list[bytes]]] = []
+
+    def sink(self, path_id: int) -> PathSink:
+        return PathSink(self, path_id)
+
+
+class PathSink:
+    def __init__(self, outbox: Outbox, path_id: int) -> None:
+        self.outbox, self.path_id = outbox, path_id
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        self.outbox.batches.append((self.path_id, frames))
+
+
+class Counter:
+    """The exit's application: counts the bytes delivered."""
+
+    def __init__(self) -> None:
+        self.got = 0
+
+    def on_data(self, data: bytes) -> None:
+        self.got += len(data)
+
+    def on_eof(self) -> None:
+        pass
+
+    def on_closed(self, event: events.SessionClosed) -> None:
+        pass
+
+    def on_writable(self) -> None:
+        pass
+
+
+def pair(
+    loop: VirtualLoop, datagram: tuple[bool, ...]
+) -> tuple[SessionDriver, Outbox, SessionDriver, Outbox, Counter]:
     session_id, keys = handshake_keys()
-    client = Session(Role.CLIENT, session_id, keys, 0.0)
-    exit_ = Session(Role.EXIT, session_id, keys, 0.0)
+    counter = Counter()
+    client = SessionDriver(Session(Role.CLIENT, session_id, keys, 0.0), Counter(), loop.time, loop)
+    exit_ = SessionDriver(Session(Role.EXIT, session_id, keys, 0.0), counter, loop.time, loop)
+    to_exit, to_client = Outbox(), Outbox()
     for path_id, kind in enumerate(datagram):
-        client.add_path(path_id, kind, 0.0)
-        exit_.add_path(path_id, kind, 0.0)
-    return client, exit_
+        client.attach(path_id, to_exit.sink(path_id), kind)
+        exit_.attach(path_id, to_client.sink(path_id), kind)
+    return client, to_exit, exit_, to_client, counter
+
+
+def hand_over(outbox: Outbox, driver: SessionDriver) -> None:
+    for path_id, frames in outbox.batches:
+        for frame in frames:
+            driver.frame_received(frame, path_id)
+    outbox.batches.clear()
 
 
 def run(datagram: tuple[bool, ...], total: int) -> tuple[float, dict[str, float]]:
-    client, exit_ = pair(datagram)
+    loop = VirtualLoop(0.0)
+    client, to_exit, exit_, to_client, counter = pair(loop, datagram)
     data = os.urandom(CHUNK)
-    phases = dict.fromkeys(("send", "transmit", "receive", "events", "acks", "timers"), 0.0)
+    phases = dict.fromkeys(PHASES, 0.0)
     clock = time.thread_time
-    now, sent, got = 0.001, 0, 0
-    while got < total:
-        now += 0.0002
+    now, sent = 0.001, 0
+    while counter.got < total:
+        now += TICK
+        loop.now = now
         t0 = clock()
         if sent < total and client.writable() >= CHUNK:
             client.send(data)
             sent += CHUNK
         t1 = clock()
-        out = client.transmit(now)
+        loop.run_soon()  # the client's flush
         t2 = clock()
-        for path_id, frames in out.items():
-            for frame in frames:
-                exit_.receive_frame(frame, now, path_id)
+        loop.now = now + HOP
+        hand_over(to_exit, exit_)
         t3 = clock()
-        while (event := exit_.next_event()) is not None:
-            if type(event) is events.StreamData:
-                got += len(event.data)
+        loop.run_soon()  # the exit's flush
         t4 = clock()
-        for path_id, frames in exit_.transmit(now + 0.0001).items():
-            for frame in frames:
-                client.receive_frame(frame, now + 0.0001, path_id)
+        hand_over(to_client, client)
+        loop.run_soon()
         t5 = clock()
-        client.handle_timer(now)
-        client.get_timer()
-        exit_.get_timer()
+        loop.run_due()
         t6 = clock()
         spans = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
         for name, spent in zip(phases, spans, strict=True):
             phases[name] += spent
-    frames = client.sender.next_seq
+    frames = client.session.sender.next_seq
     per_frame = {name: spent / frames * 1e6 for name, spent in phases.items()}
     return sum(per_frame.values()), per_frame
 

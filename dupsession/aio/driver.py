@@ -65,6 +65,9 @@ class SessionDriver:
         self.sinks: dict[int, FrameSink] = {}
         self.now = clock
         self._loop: Scheduler = asyncio.get_running_loop() if loop is None else loop
+        #: The loop keeps our clock (a virtual one): a deadline goes to it as it is, so a
+        #: simulated timer fires at exactly the core's instant, a past one before what is due now.
+        self._loop_keeps_clock = clock == self._loop.time
         self._timer: Cancellable | None = None
         self._timer_at: float | None = None
         self._flush_pending = False
@@ -210,9 +213,10 @@ class SessionDriver:
             self._timer = None
         self._timer_at = when
         if when is not None:
-            # monotonic() and loop.time() share a clock on Linux; convert anyway to be safe.
-            delay = max(0.0, when - self.now())
-            self._timer = self._loop.call_at(self._loop.time() + delay, self._on_timer)
+            if not self._loop_keeps_clock:
+                # monotonic() and loop.time() share a clock on Linux; convert anyway to be safe.
+                when = self._loop.time() + max(0.0, when - self.now())
+            self._timer = self._loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -17,11 +17,14 @@ Model (trio's `_fake_net.py` in spirit, per direction and per path):
   (`run_together`): that is how two sessions compete for one uplink. Stream links queue
   without bound (TCP's send buffer holds what the network cannot take).
 
-The driver is what the asyncio glue does: after every input it feeds application bytes while
-`writable()` allows (backpressure), half-closes once everything is written, calls
-`transmit(now)`, drains `next_event()`, and re-arms on `get_timer()`. It also checks the core's
-memory bounds after every step and detects timer livelocks (a timer that is due again and
-again without time moving: a busy loop in the real glue).
+Each side is the real glue: a `SessionDriver` (dupsession/aio/driver.py) on a virtual event
+loop (`SideLoop`), its paths' sinks feeding the links, the application its endpoint. A step is
+one loop iteration: one input (a frame arriving, the application waking, the consumer pausing)
+through the driver's method, the application's due writes (`driver.send` while `writable()`
+allows; half-close once all are in), then the driver's flush (transmit, events, timer re-arm);
+or the driver's timer firing. The simulator also checks the core's memory bounds after every
+step and detects timer livelocks (a timer that is due again and again without time moving: a
+busy loop in the real glue).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dupsession.aio.driver import SessionDriver
 from dupsession.core import wire
 from dupsession.core.events import Event, SessionClosed, StreamData, StreamEnded
 from dupsession.core.negotiate import Features
@@ -223,34 +227,169 @@ def flip_bit(frame: bytes, bit: int) -> bytes:
     return bytes(data)
 
 
-@dataclass(slots=True)
-class Endpoint:
-    """One side: its session plus the application above it."""
+class _Timer:
+    """A timer the driver armed: a heap entry that cancelling empties."""
 
-    name: str
-    session: Session
-    #: (not before, bytes) writes still to make, in order.
-    writes: deque[tuple[float, bytes]]
-    #: Half-close once every write is in.
-    half_close: bool
-    #: [start, end) intervals (s after START) during which the consumer is full and the side
-    #: calls `pause_receiving(True)`; events are still drained (the glue buffers them).
-    pauses: Sequence[tuple[float, float]] = ()
-    paused_end: int | None = None  #: advertised window end frozen by the current pause
-    sent: bytearray = field(default_factory=bytearray)
-    received: bytearray = field(default_factory=bytearray)
-    events: list[Event] = field(default_factory=list)
-    stream_closed: bool = False
-    closed_at: float | None = None
-    max_unacked: int = 0
-    max_held: int = 0
-    max_held_frames: int = 0
-    last_timer: float | None = None
-    spins: int = 0
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self.callback: Callable[[], object] | None = callback
+
+    def cancel(self) -> None:
+        self.callback = None
+
+
+class SideLoop:
+    """The event loop one side's `SessionDriver` runs on (the driver's `Scheduler`).
+
+    `call_soon` holds the flush until the simulator ends the step (one loop iteration per
+    input), `call_at` puts the driver's one timer on the simulation's heap, `time` is the
+    virtual clock.
+    """
+
+    __slots__ = ("rank", "side", "sim", "soon")
+
+    def __init__(self, sim: Simulation, side: Side, rank: int) -> None:
+        self.sim, self.side, self.rank = sim, side, rank
+        self.soon: list[Callable[[], object]] = []
+
+    def time(self) -> float:
+        return self.sim.now
+
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        self.soon.append(callback)
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> _Timer:
+        timer = _Timer(callback)
+        self.sim._push(when, self.side, timer, self.rank)
+        return timer
+
+    def run_soon(self) -> None:
+        """The rest of this loop iteration: the flushes the step's inputs scheduled."""
+        soon = self.soon
+        while soon:
+            soon.pop(0)()
+
+
+class LinkSink:
+    """A path's way out for the driver (its `FrameSink`): frames go into the path's link."""
+
+    __slots__ = ("path_id", "side", "sim")
+
+    def __init__(self, sim: Simulation, side: Side, path_id: int) -> None:
+        self.sim, self.side, self.path_id = sim, side, path_id
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        sim, side, path_id = self.sim, self.side, self.path_id
+        link = sim.links[side.name, path_id]  # looked up now: tests may wrap a link's send
+        limit = wire.MAX_DATAGRAM_FRAME if link.spec.datagram else wire.MAX_STREAM_FRAME
+        peer, now = sim.peer(side), sim.now
+        for frame in frames:
+            if len(frame) > limit:
+                raise sim.fail(f"{side.name} sent a {len(frame)}-byte frame on {path_id}")
+            for at, data in link.send(frame, now):
+                sim._push(at, peer, Arrival(path_id, data))
+
+
+class Side:
+    """One side: the real `SessionDriver` around its session, and the application above it
+    (the driver's endpoint: it gets the session's events and writes when there is room)."""
+
+    def __init__(
+        self,
+        sim: Simulation,
+        name: str,
+        session: Session,
+        writes: deque[tuple[float, bytes]],
+        half_close: bool,
+        pauses: Sequence[tuple[float, float]],
+        rank: int,
+    ) -> None:
+        self.sim = sim
+        self.name = name
+        self.loop = SideLoop(sim, self, rank)
+        self.driver = SessionDriver(session, self, clock=self.loop.time, loop=self.loop)
+        self.driver.on_path_event = self._record
+        #: (not before, bytes) writes still to make, in order.
+        self.writes = writes
+        #: Half-close once every write is in.
+        self.half_close = half_close
+        #: [start, end) intervals (s after START) during which the consumer is full and the
+        #: side calls `pause_receiving(True)`; events are still taken (the glue buffers them).
+        self.pauses = pauses
+        self.paused_end: int | None = None  #: advertised window end frozen by the current pause
+        self.sent = bytearray()
+        self.received = bytearray()
+        self.events: list[Event] = []
+        self.stream_closed = False
+        self.closed_at: float | None = None
+        self.max_unacked = 0
+        self.max_held = 0
+        self.max_held_frames = 0
+        self.last_timer: float | None = None
+        self.spins = 0
+
+    @property
+    def session(self) -> Session:
+        return self.driver.session
+
+    @session.setter
+    def session(self, session: Session) -> None:  # a test may put in a rigged core
+        self.driver.session = session
 
     @property
     def closed(self) -> SessionClosed | None:
-        return self.session.closed_event
+        return self.driver.session.closed_event
+
+    def feed(self) -> None:
+        """The application writes what is due, as far as `writable()` lets it (backpressure),
+        and half-closes once everything is written."""
+        driver = self.driver
+        if driver.state is SessionState.CLOSED:
+            return
+        writes, now = self.writes, self.sim.now
+        while writes and writes[0][0] <= now:
+            room = driver.writable()
+            if room <= 0:
+                break
+            at, data = writes.popleft()
+            if len(data) > room:
+                writes.appendleft((at, data[room:]))
+                data = data[:room]
+            driver.send(data)
+            self.sent += data
+        if not writes and self.half_close and not self.stream_closed:
+            driver.close_stream()
+            self.stream_closed = True
+
+    # -- the driver's endpoint ---------------------------------------------------------------
+
+    def on_data(self, data: bytes) -> None:
+        ended = any(isinstance(e, StreamEnded) for e in self.events)
+        self._record(StreamData(data))
+        if ended:
+            raise self.sim.fail(f"{self.name} got data after StreamEnded")
+        if not data:
+            raise self.sim.fail(f"{self.name} got an empty StreamData")
+        self.received += data
+
+    def on_eof(self) -> None:
+        ended = any(isinstance(e, StreamEnded) for e in self.events)
+        self._record(StreamEnded())
+        if ended:
+            raise self.sim.fail(f"{self.name} got StreamEnded twice")
+
+    def on_closed(self, event: SessionClosed) -> None:
+        self._record(event)
+        self.closed_at = self.sim.now - START
+
+    def on_writable(self) -> None:
+        self.feed()
+
+    def _record(self, event: Event) -> None:
+        if self.events and isinstance(self.events[-1], SessionClosed):
+            raise self.sim.fail(f"{self.name} got {event!r} after SessionClosed")
+        self.events.append(event)
 
 
 @dataclass(slots=True)
@@ -307,32 +446,38 @@ class Simulation:
         self.rng = random.Random(seed)
         self.now = START
         self.specs = list(paths)
+        # (time, rank, order, side, action): a frame arriving on a path or an application
+        # step (rank 0), or a side's driver timer (rank 1 client, 2 exit: after the network
+        # at the same instant)
+        self._heap: list[tuple[float, int, int, Side, Action | _Timer]] = []
+        self._order = 0
+        self.steps = 0
         session_id, keys = handshake_keys()
-        self.client = Endpoint(
+        self.client = Side(
+            self,
             "client",
             Session(Role.CLIENT, session_id, keys, START, client_config, features),
             _writes(client_writes),
             half_close,
             client_pauses,
+            rank=1,
         )
-        self.exit = Endpoint(
+        self.exit = Side(
+            self,
             "exit",
             Session(Role.EXIT, session_id, keys, START, exit_config, features),
             _writes(exit_writes),
             half_close,
             exit_pauses,
+            rank=2,
         )
         self.links: dict[tuple[str, int], Link] = {}
         for path_id, spec in enumerate(self.specs):
-            self.client.session.add_path(path_id, spec.datagram, START)
-            self.exit.session.add_path(path_id, spec.datagram, START)
             self.links["client", path_id] = Link(spec.up, self.rng, START)
             self.links["exit", path_id] = Link(spec.down, self.rng, START)
+            for side in (self.client, self.exit):
+                side.driver.attach(path_id, LinkSink(self, side, path_id), spec.datagram)
         self.check_bounds = check_bounds
-        # (time, order, side, action): a frame arriving on a path, or an application step
-        self._heap: list[tuple[float, int, Endpoint, Action]] = []
-        self._order = 0
-        self.steps = 0
         for side in (self.client, self.exit):
             for at, _ in side.writes:
                 self._push(at, side, Wake())
@@ -342,66 +487,24 @@ class Simulation:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def peer(self, side: Endpoint) -> Endpoint:
+    def peer(self, side: Side) -> Side:
         return self.exit if side is self.client else self.client
 
-    def _push(self, at: float, side: Endpoint, action: Action) -> None:
+    def _push(self, at: float, side: Side, action: Action | _Timer, rank: int = 0) -> None:
         self._order += 1
-        heapq.heappush(self._heap, (at, self._order, side, action))
+        heapq.heappush(self._heap, (at, rank, self._order, side, action))
 
     def fail(self, message: str) -> AssertionError:
         return AssertionError(f"seed={self.seed} t={self.now - START:.6f}: {message}")
 
-    def _pump(self, side: Endpoint) -> None:  # noqa: C901 (the glue's one pass, in its order)
-        """What the glue does after any input: feed, transmit, drain events, check bounds."""
-        session, now = side.session, self.now
-        if session.state is not SessionState.CLOSED:
-            while side.writes and side.writes[0][0] <= now:
-                room = session.writable()
-                if room <= 0:
-                    break
-                at, data = side.writes.popleft()
-                if len(data) > room:
-                    side.writes.appendleft((at, data[room:]))
-                    data = data[:room]
-                session.send(data)
-                side.sent += data
-            if not side.writes and side.half_close and not side.stream_closed:
-                session.close_stream()
-                side.stream_closed = True
-        peer = self.peer(side)
-        for path_id, frames in session.transmit(now).items():
-            link = self.links.get((side.name, path_id))
-            if link is None:
-                raise self.fail(f"{side.name} transmitted on unknown path {path_id}")
-            limit = wire.MAX_DATAGRAM_FRAME if link.spec.datagram else wire.MAX_STREAM_FRAME
-            for frame in frames:
-                if len(frame) > limit:
-                    raise self.fail(f"{side.name} sent a {len(frame)}-byte frame on {path_id}")
-                for at, data in link.send(frame, now):
-                    self._push(at, peer, Arrival(path_id, data))
-        while (event := session.next_event()) is not None:
-            self._on_event(side, event)
-        if self.check_bounds:
-            self._check_bounds(side)
+    def _pump(self, side: Side) -> None:
+        """The rest of the loop iteration after an input: the application writes what is due,
+        then the driver's flush (transmit, events, timer) runs."""
+        side.feed()
+        side.driver.poke()
+        side.loop.run_soon()
 
-    def _on_event(self, side: Endpoint, event: Event) -> None:
-        if side.events and isinstance(side.events[-1], SessionClosed):
-            raise self.fail(f"{side.name} got {event!r} after SessionClosed")
-        if isinstance(event, StreamData):
-            if any(isinstance(e, StreamEnded) for e in side.events):
-                raise self.fail(f"{side.name} got data after StreamEnded")
-            if not event.data:
-                raise self.fail(f"{side.name} got an empty StreamData")
-            side.received += event.data
-        elif isinstance(event, StreamEnded):
-            if any(isinstance(e, StreamEnded) for e in side.events):
-                raise self.fail(f"{side.name} got StreamEnded twice")
-        elif isinstance(event, SessionClosed):
-            side.closed_at = self.now - START
-        side.events.append(event)
-
-    def _check_bounds(self, side: Endpoint) -> None:
+    def _check_bounds(self, side: Side) -> None:
         session = side.session
         cfg = session.config
         sender, receiver = session.sender, session.receiver
@@ -428,38 +531,49 @@ class Simulation:
     # -- the loop ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """The first transmit on both sides (probes on every path)."""
+        """The first flush on both sides (probes on every path)."""
         for side in (self.client, self.exit):
             self._pump(side)
+            if self.check_bounds:
+                self._check_bounds(side)
 
-    def next_due(self) -> tuple[float, int, Endpoint | None] | None:
-        """The next thing to happen: (time, rank, side whose timer it is or None for the
-        network); None when nothing ever will."""
-        candidates: list[tuple[float, int, Endpoint | None]] = []
-        if self._heap:
-            candidates.append((self._heap[0][0], 0, None))
-        for rank, side in enumerate((self.client, self.exit), 1):
-            timer = side.session.get_timer()
-            if timer is not None:
-                candidates.append((timer, rank, side))
-        return min(candidates, key=lambda c: (c[0], c[1])) if candidates else None
+    def next_due(self) -> tuple[float, int] | None:
+        """When the next thing happens and its rank (0 the network, 1 and 2 a side's timer),
+        None when nothing ever will."""
+        heap = self._heap
+        while heap:
+            at, rank, _, _, action = heap[0]
+            if type(action) is not _Timer or action.callback is not None:
+                return at, rank
+            heapq.heappop(heap)  # a timer the driver re-armed or cancelled
+        return None
 
-    def step(self, due: tuple[float, int, Endpoint | None]) -> None:
-        """Run what `next_due` returned: one arrival or one timer, then the glue's pump."""
-        at, _, timer_side = due
+    def step(self) -> None:
+        """Run what `next_due` announced: one arrival, application step or timer, then the
+        rest of the driver's loop iteration."""
         self.steps += 1
-        if timer_side is None:
-            at, _, side, action = heapq.heappop(self._heap)
+        at, _, _, side, action = heapq.heappop(self._heap)
+        if type(action) is _Timer:
+            self._spin_check(side, at)
             self.now = max(self.now, at)
-            if isinstance(action, Arrival):
-                side.session.receive_frame(action.frame, self.now, action.path_id)
-            elif isinstance(action, Pause):
-                receiver = side.session.receiver
-                side.session.pause_receiving(action.paused)
-                side.paused_end = receiver.advertised_end if action.paused else None
+            side.last_timer = self.now
+            assert action.callback is not None
+            action.callback()  # the driver's: handle_timer, then its flush
+            side.loop.run_soon()
+        else:
+            self.now = max(self.now, at)
+            if type(action) is Arrival:
+                side.driver.frame_received(action.frame, action.path_id)
+            elif type(action) is Pause:
+                side.driver.pause_receiving(action.paused)
+                side.paused_end = side.session.receiver.advertised_end if action.paused else None
             self._pump(side)
-            return
-        side = timer_side
+        if self.check_bounds:
+            self._check_bounds(side)
+
+    def _spin_check(self, side: Side, at: float) -> None:
+        """A timer due again at the instant it just ran: nudge the clock (as real time would
+        move on), and fail when it happens over and over (a busy loop in the real glue)."""
         if at <= self.now and side.last_timer == self.now:
             side.spins += 1
             if side.spins > LIVELOCK_SPINS:
@@ -470,10 +584,6 @@ class Simulation:
             self.now += SPIN_STEP
         elif at > self.now:
             side.spins = 0
-        self.now = max(self.now, at)
-        side.last_timer = self.now
-        side.session.handle_timer(self.now)
-        self._pump(side)
 
     def run(
         self, until: float = 600.0, stop: Callable[[Simulation], bool] | None = None
@@ -488,7 +598,7 @@ class Simulation:
             due = self.next_due()
             if due is None or due[0] > deadline:
                 break
-            self.step(due)
+            self.step()
         return self.result()
 
     def result(self) -> SimResult:
@@ -510,7 +620,7 @@ def _writes(writes: Sequence[bytes | tuple[float, bytes]]) -> deque[tuple[float,
     return out
 
 
-def _side_result(side: Endpoint, now: float) -> SideResult:
+def _side_result(side: Side, now: float) -> SideResult:
     return SideResult(
         sent=bytes(side.sent),
         received=bytes(side.received),
@@ -546,10 +656,10 @@ def run_together(sims: Sequence[Simulation], until: float = 600.0) -> list[SimRe
         dues = [(due, sim) for sim in sims if (due := sim.next_due()) is not None]
         if not dues:
             break
-        due, sim = min(dues, key=lambda d: (d[0][0], d[0][1]))
+        due, sim = min(dues, key=lambda d: d[0])
         if due[0] > deadline:
             break
-        sim.step(due)
+        sim.step()
     return [sim.result() for sim in sims]
 
 

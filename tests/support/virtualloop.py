@@ -45,6 +45,15 @@ class VirtualLoop:
         while self._soon:
             self._soon.pop(0)()
 
+    def run_due(self) -> None:
+        """The timers due by now, each with the loop iteration it starts; time standing."""
+        timers = self._timers
+        while timers and timers[0][0] <= self.now:
+            timer = heapq.heappop(timers)[2]
+            if timer.callback is not None:
+                timer.callback()
+                self.run_soon()
+
     def run_until(self, done: Callable[[], bool], horizon: float) -> None:
         while not done():
             while self._soon:
