@@ -33,6 +33,15 @@ QUEUE_TARGET_MIN = 0.005
 #: Pacing and window gains for a cruise round that found a standing queue.
 QUEUE_DRAIN_GAIN = 0.85
 QUEUE_CWND_GAIN = 1.25
+#: Random loss each round is smoothed with this weight; a cruise round that finds no standing
+#: queue paces above the delivery rate by the loss it measured, at most this much (a fraction):
+#: the rate estimate counts what arrived, so pacing at it sends (1 - loss) of what the path
+#: carries, whether the loss happens before the bottleneck or after it. Loss from our own
+#: overshoot comes with a queue, and a queued round drains instead.
+LOSS_EWMA = 0.125
+LOSS_COMPENSATION_MAX = 0.2
+#: A round's loss fraction counts only when it sent at least this many frames.
+LOSS_MIN_FRAMES = 8
 #: Pacing gains of the probe cycle, one round each.
 PROBE_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 #: The rate estimate is the maximum over this many rounds.
@@ -44,6 +53,10 @@ MIN_BW_ROUND = 0.02
 #: one we share with other sessions that do the same) drains and the true minimum shows.
 MIN_RTT_WINDOW = 5.0
 PROBE_RTT_TIME = 0.2
+#: A sample within this share of the queue target above the minimum confirms it (no probe
+#: needed): real RTTs jitter by a fraction of a ms, so an exact match almost never comes,
+#: and each needless probe costs a busy path half its rate for PROBE_RTT_TIME.
+MIN_RTT_CONFIRM = 0.5
 #: A minimum RTT no sample has matched for this long (s) gives way to a higher one.
 MIN_RTT_EXPIRY = 30.0
 #: RTTs below this (s) are treated as this: timer granularity and event-loop turns.
@@ -134,6 +147,8 @@ class ModelRate(CongestionController):
         "_probe_min",
         "_probe_rtt_until",
         "_round_end",
+        "_round_lost",
+        "_round_sent",
         "_rtt_window",
         "_sent_total",
         "_tokens",
@@ -143,6 +158,7 @@ class ModelRate(CongestionController):
         "cwnd_gain",
         "inflight",
         "latest_rtt",
+        "loss_rate",
         "min_rtt",
         "min_rtt_at",
         "mode",
@@ -171,6 +187,9 @@ class ModelRate(CongestionController):
         self._full_bw = 0.0
         self._full_rounds = 0
         self._round_end = 0.0
+        self._round_sent = 0  #: _sent_total and _lost when the loss fraction last moved
+        self._round_lost = 0
+        self.loss_rate = 0.0  #: smoothed fraction of DATA copies lost on this path
         self._cycle = 0
         self._probe_rtt_until = 0.0
         self._min_rtt_checked = 0.0
@@ -190,7 +209,7 @@ class ModelRate(CongestionController):
 
     def cwnd(self, srtt: float) -> int:
         if self.mode == "probe-rtt":
-            return MIN_WINDOW
+            return max(MIN_WINDOW, int(self.bdp(srtt) / 2))
         return max(MIN_WINDOW, int(self.cwnd_gain * self.bdp(srtt)))
 
     def pacing_rate(self, srtt: float) -> float:
@@ -214,6 +233,8 @@ class ModelRate(CongestionController):
             self.latest_rtt = rtt
             if rtt <= self.min_rtt:
                 self.min_rtt, self.min_rtt_at = rtt, now
+            elif rtt - self.min_rtt <= MIN_RTT_CONFIRM * self._queue_target():
+                self.min_rtt_at = now
             self._probe_min = min(self._probe_min, rtt)
         self._probe_rtt(now, srtt)
         if self._delivered < 0:
@@ -273,6 +294,7 @@ class ModelRate(CongestionController):
         if now < self._round_end:
             return
         self._round_end = now + self._rtt(srtt)
+        self._measure_loss()
         queued = self._queued(srtt)
         if self.mode == "startup":
             if self.app_limited:
@@ -299,12 +321,26 @@ class ModelRate(CongestionController):
                 # phases); drain it rather than cruise on top of it, in rate and in window.
                 self.pacing_gain = QUEUE_DRAIN_GAIN
                 self.cwnd_gain = QUEUE_CWND_GAIN
+            else:
+                self.pacing_gain /= 1 - min(self.loss_rate, LOSS_COMPENSATION_MAX)
+
+    def _measure_loss(self) -> None:
+        """Fold the frames lost since the last measure into the smoothed loss fraction."""
+        sent = self._sent_total - self._round_sent
+        if sent < LOSS_MIN_FRAMES:
+            return
+        lost = min(max(self._lost - self._round_lost, 0), sent)
+        self.loss_rate += (lost / sent - self.loss_rate) * LOSS_EWMA
+        self._round_sent, self._round_lost = self._sent_total, self._lost
 
     def _queued(self, srtt: float) -> bool:
         """Whether the smoothed RTT sits above the minimum by more than the queue target."""
         if self.min_rtt > 1e9:
             return False
-        return srtt - self.min_rtt > max(self.min_rtt * QUEUE_TARGET_FRACTION, QUEUE_TARGET_MIN)
+        return srtt - self.min_rtt > self._queue_target()
+
+    def _queue_target(self) -> float:
+        return max(self.min_rtt * QUEUE_TARGET_FRACTION, QUEUE_TARGET_MIN)
 
     # -- what the scheduler asks -------------------------------------------------------------
 

@@ -6,7 +6,11 @@ import pytest
 
 from dupsession.core.congestion import (
     INITIAL_WINDOW,
+    LOSS_COMPENSATION_MAX,
+    LOSS_EWMA,
     MIN_BURST,
+    MIN_WINDOW,
+    QUEUE_DRAIN_GAIN,
     STALE_MIN,
     STARTUP_GAIN,
     CongestionController,
@@ -70,3 +74,53 @@ def test_counter_wraparound_and_reordered_acks() -> None:
     cc.on_ack(1.02, data_recv=3, rtt=None, srtt=SRTT, sent_by_echo=None)  # older: ignored
     assert cc.snapshot()["kind"] == "model-rate"
     assert cc._delivered == start + 10
+
+
+def cruising(now: float = 1.0, rate: float = 100.0, min_rtt: float = SRTT) -> ModelRate:
+    """A controller past startup, its estimates set by hand, the next round a cruise round."""
+    cc = ModelRate()
+    cc.mode, cc.btl_bw, cc._cycle, cc.app_limited = "probe", rate, 2, False
+    cc.min_rtt, cc.min_rtt_at = min_rtt, now
+    cc.on_ack(now, data_recv=0, rtt=None, srtt=min_rtt, sent_by_echo=None)  # the counter's base
+    return cc
+
+
+def test_a_cruise_round_paces_above_the_delivery_rate_by_the_random_loss_it_measured() -> None:
+    cc = cruising()
+    cc.on_sent(1.0, 100)
+    # the echoed timestamp left after all 100; the peer has 90: 10 % lost this round, smoothed
+    # by 1/8 into the loss rate, and the cruise round sends that much more than arrives
+    cc.on_ack(1.06, data_recv=90, rtt=SRTT, srtt=SRTT, sent_by_echo=100)
+    assert cc.loss_rate == pytest.approx(0.1 * LOSS_EWMA)
+    assert cc.pacing_gain == pytest.approx(1 / (1 - 0.1 * LOSS_EWMA))
+
+
+def test_a_round_with_a_standing_queue_drains_whatever_the_loss() -> None:
+    cc = cruising()
+    cc.loss_rate = 0.1
+    cc.on_sent(1.0, 100)
+    # the smoothed RTT 20 ms above the minimum (queue target 12.5 ms): our own queue, so the
+    # loss may be our overshoot's; the round drains at the queue gain, no compensation
+    cc.on_ack(1.06, data_recv=90, rtt=0.07, srtt=0.07, sent_by_echo=100)
+    assert cc.pacing_gain == QUEUE_DRAIN_GAIN
+
+
+def test_loss_compensation_is_capped() -> None:
+    cc = cruising()
+    cc.loss_rate = 0.9
+    cc.on_sent(1.0, 100)
+    cc.on_ack(1.06, data_recv=10, rtt=SRTT, srtt=SRTT, sent_by_echo=100)
+    assert cc.pacing_gain == pytest.approx(1 / (1 - LOSS_COMPENSATION_MAX))
+
+
+def test_a_sample_near_the_minimum_rtt_confirms_it_and_puts_off_probe_rtt() -> None:
+    cc = cruising(now=0.0)
+    # 6 ms above the 50 ms minimum: within half the queue target (12.5 ms / 2), a confirmation
+    cc.on_ack(4.9, data_recv=0, rtt=0.056, srtt=SRTT, sent_by_echo=None)
+    assert (cc.min_rtt, cc.min_rtt_at) == (SRTT, 4.9)
+    cc.on_ack(6.0, data_recv=0, rtt=0.07, srtt=SRTT, sent_by_echo=None)  # 20 ms: a queue
+    assert cc.mode == "probe"
+    cc.on_ack(9.95, data_recv=0, rtt=0.07, srtt=SRTT, sent_by_echo=None)
+    assert cc.mode == "probe-rtt"  # 5 s without a confirmation: re-measure
+    # it keeps half a BDP in flight (not a bare minimum): the pipe stays half full
+    assert cc.cwnd(SRTT) == int(cc.bdp(SRTT) / 2) > MIN_WINDOW
