@@ -84,8 +84,8 @@ class StreamCompressor:
                 )
                 self._measure(len(piece), len(body))
                 parts += (RECORD_HEAD.pack(ZSTD, len(body)), body)
-            else:
-                parts += (RECORD_HEAD.pack(RAW, len(piece)), bytes(piece))
+            else:  # joined straight from the caller's buffer: one copy
+                parts += (RECORD_HEAD.pack(RAW, len(piece)), piece)
         out = b"".join(parts)
         self.bytes_in += len(data)
         self.bytes_out += len(out)
@@ -157,6 +157,9 @@ class StreamDecompressor:
         self._input: deque[bytes] = deque()
         self._buffer = bytearray()
         self.backlog = 0  #: compressed bytes fed and not yet decoded
+        #: `backlog` at which `next_chunk` can return a record (or find it malformed): the
+        #: receiver skips decoding until then, not once per delivered frame.
+        self.need = RECORD_HEAD.size
 
     def feed(self, data: bytes) -> None:
         if data:
@@ -173,10 +176,15 @@ class StreamDecompressor:
                     raise CompressionError(f"bad compression record (kind {kind}, {length} B)")
                 end = RECORD_HEAD.size + length
                 if len(buffer) >= end:
-                    body = bytes(buffer[RECORD_HEAD.size : end])
+                    with memoryview(buffer) as view:
+                        body = bytes(view[RECORD_HEAD.size : end])
                     del buffer[:end]
                     self.backlog -= end
+                    self.need = RECORD_HEAD.size
                     return body if kind == RAW else self._inflate(body)
+                self.need = end
+            else:
+                self.need = RECORD_HEAD.size
             if not self._input:
                 return None
             buffer += self._input.popleft()

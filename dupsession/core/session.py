@@ -429,10 +429,16 @@ class Session:
         delivered = receiver.accept(
             seq, fin, payload, now, -1 if path is None else path.path_id, frame[-_TAG:]
         )
-        if self._inflow is not None:
+        inflow = self._inflow
+        if inflow is not None:
+            decoder = inflow.decoder
             for chunk in delivered:
-                self._inflow.feed(chunk)
-            self._drain(now)
+                decoder.feed(chunk)
+            # Decode only once a whole record is in (records span many frames), not per frame.
+            if inflow.more or decoder.backlog >= decoder.need or receiver.fin_delivered:
+                self._drain(now)
+            elif decoder.backlog > INFLOW_BACKLOG_LIMIT:
+                self._update_receive_pause()
             return
         if delivered:
             events = self._events

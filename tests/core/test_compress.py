@@ -195,3 +195,20 @@ def test_output_is_lazy_while_the_consumer_is_full() -> None:
         now += 0.001
         assert len(got) > before or exit_.get_timer() is not None
     assert got == text
+
+
+@given(st.lists(st.binary(min_size=1, max_size=3000), max_size=8), st.integers(1, 1500))
+def test_need_says_exactly_when_a_record_can_be_decoded(writes: list[bytes], step: int) -> None:
+    """The receiver decodes only once `backlog` reaches `need` (not once per frame): below it,
+    `next_chunk` must have nothing to give, or a record would wait for the next frame."""
+    encoder, decoder = StreamCompressor(Compress.AUTO), StreamDecompressor()
+    stream = b"".join(encoder.encode(w) for w in writes)
+    out = []
+    for start in range(0, len(stream), step):
+        decoder.feed(stream[start : start + step])
+        while decoder.backlog >= decoder.need and (chunk := decoder.next_chunk()) is not None:
+            out.append(chunk)
+        assert decoder.backlog < decoder.need
+        assert decoder.next_chunk() is None
+    assert b"".join(out) == b"".join(writes)
+    assert decoder.backlog == 0
