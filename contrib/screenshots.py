@@ -31,10 +31,13 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import CONSOLE_SVG_FORMAT, Console, RenderableType
 from rich.terminal_theme import MONOKAI
+
+if TYPE_CHECKING:
+    from dupsession.status import Process
 
 ROOT = Path(__file__).resolve().parent.parent
 MIN_WIDTH, MAX_WIDTH = 60, 200  #: columns of a screenshot
@@ -127,9 +130,9 @@ class _Echo(asyncio.Protocol):
         return True
 
 
-async def capture(seconds: float) -> tuple[list[dict[str, Any]], RenderableType]:
-    """A live session's status documents, and the probe report over the same paths."""
-    from dupsession import probe
+async def capture(seconds: float) -> tuple[list[Process], RenderableType]:
+    """A live session's status reports, and the probe report over the same paths."""
+    from dupsession import probe, status
     from dupsession.core.session import SessionConfig
     from dupsession.echo import open_echo_session, type_keystrokes
     from dupsession.pathspec import PathSpec
@@ -172,9 +175,7 @@ async def capture(seconds: float) -> tuple[list[dict[str, Any]], RenderableType]
             # type_keystrokes waits a second after the last keystroke: snapshot mid-typing.
             typing = asyncio.ensure_future(type_keystrokes(client, meter, seconds + 2))
             await asyncio.sleep(seconds)
-            documents = [
-                {"v": 1, "kind": "client", "pid": os.getpid(), "sessions": client.snapshot()}
-            ]
+            documents = [status.Process("client", os.getpid(), None, (client.report(),))]
             typing.cancel()
             await probe.finish(client)
         finally:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ from dupsession.core.errors import LocalProtocolError
 from dupsession.core.handshake import ClientHandshake, HandshakeError, SessionKeys
 from dupsession.core.session import Role, Session
 from dupsession.pathspec import PathSpec, short_labels
+from dupsession.report import PathReport, SessionReport
 from dupsession.settings import ClientSettings, SettingsError
 from dupsession.settings import load as settings_load
 
@@ -443,38 +445,51 @@ class Client:
         self._control = server
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """This session for the control channel: the core's snapshot plus what only we know."""
-        now = self.clock()
-        if self.driver is None:
-            doc: dict[str, Any] = {
-                "state": "connecting",
-                "age": now - self.started,
-                "bytes_out": 0,
-                "bytes_in": 0,
-                "paths": [{"id": pid, "state": "connecting"} for pid in self.paths],
-            }
-        else:
-            doc = self.driver.snapshot().as_dict()
-            doc["age"] = now - self.started
-            doc["state"] = control.STATE_NAMES[self.driver.state]
-        doc["target"] = self.target
-        doc["role"] = "client"
-        if self.origin is not None:
-            doc["origin"] = self.origin
-        listed = {path["id"] for path in doc["paths"]}
-        for pid in self.paths:
-            if pid not in listed:  # never opened (refused, no route): shown, not hidden
-                state = "unreachable" if pid in self._path_errors else "connecting"
-                doc["paths"].append({"id": pid, "state": state})
+        """This session for the control channel (its SESSION document)."""
+        return [self.report().as_dict()]
+
+    def report(self) -> SessionReport:
+        """This session now: the core's snapshot plus what only we know (paths' URLs, errors)."""
+        age = self.clock() - self.started
+        core = None
+        if self.driver is not None:
+            state = control.STATE_NAMES[self.driver.state]
+            core = dataclasses.replace(self.driver.snapshot(), state=state, age=age)
+        opened = {path.id: path for path in core.paths} if core is not None else {}
         labels = short_labels({pid: path.spec for pid, path in self.paths.items()})
-        for path in doc["paths"]:
-            spec = self.paths[path["id"]].spec
-            path["spec"] = str(spec)
-            path["label"] = labels[path["id"]]
-            path["uplink"] = spec.uplink or "default"
-            path["via"] = spec.via
-            path["error"] = self._path_errors.get(path["id"])
-        return [doc]
+        paths = []
+        for pid in [*opened, *(pid for pid in self.paths if pid not in opened)]:
+            spec = self.paths[pid].spec
+            path_core = opened.get(pid)
+            if path_core is not None:
+                state = path_core.state
+            elif core is None or pid not in self._path_errors:
+                state = "connecting"
+            else:  # never opened (refused, no route): shown, not hidden
+                state = "unreachable"
+            paths.append(
+                PathReport(
+                    id=pid,
+                    state=state,
+                    core=path_core,
+                    spec=str(spec),
+                    label=labels[pid],
+                    uplink=spec.uplink or "default",
+                    via=spec.via,
+                    error=self._path_errors.get(pid),
+                )
+            )
+        return SessionReport(
+            role="client",
+            state="connecting" if core is None else core.state,
+            age=age,
+            bytes_out=0 if core is None else core.bytes_out,
+            bytes_in=0 if core is None else core.bytes_in,
+            paths=tuple(paths),
+            target=self.target,
+            origin=self.origin,
+            core=core,
+        )
 
 
 def _mtime(path: Path) -> float | None:

@@ -23,8 +23,10 @@ from rich.text import Text
 
 from dupsession.client import Client, SessionFailed, wait_closed
 from dupsession.core import wire
+from dupsession.core.snapshot import InboundStats, OutboundStats
 from dupsession.echo import open_echo_session, percentile, type_keystrokes
 from dupsession.keyfile import KeyFileError, load
+from dupsession.report import SessionReport
 from dupsession.settings import ClientSettings
 
 PROBE_INTERVAL = 0.02
@@ -47,23 +49,25 @@ class RouteResult:
     lag_down: float
 
 
-def routes(snapshot: dict[str, Any]) -> list[RouteResult]:
+def routes(report: SessionReport) -> list[RouteResult]:
     out = []
-    for path in snapshot["paths"]:
-        up, down = path.get("outbound", {}), path.get("inbound", {})
+    for path in report.paths:
+        core = path.core
+        up = core.outbound if core is not None else OutboundStats(0, 0.0, 0.0)
+        down = core.inbound if core is not None else InboundStats(0, 0, 0.0, 0.0)
         out.append(
             RouteResult(
-                spec=path["spec"],
-                uplink=path["uplink"],
-                via=path["via"],
-                state=path["state"],
-                rtt=path.get("rtt_min") or path.get("rtt"),
-                loss_up=up.get("loss", 0.0),
-                loss_down=down.get("loss", 0.0),
-                first_up=up.get("first", 0),
-                first_down=down.get("first", 0),
-                lag_up=up.get("lag", 0.0),
-                lag_down=down.get("lag", 0.0),
+                spec=path.spec or "?",
+                uplink=path.uplink or "default",
+                via=path.via or "direct",
+                state=path.state,
+                rtt=None if core is None else core.rtt_min or core.rtt,
+                loss_up=up.loss,
+                loss_down=down.loss,
+                first_up=up.first,
+                first_down=down.first,
+                lag_up=up.lag,
+                lag_down=down.lag,
             )
         )
     return out
@@ -162,11 +166,11 @@ async def measure(
     client, meter = await open_echo_session(settings, wire.PROBE_TARGET, psk)
     try:
         await type_keystrokes(client, meter, seconds, interval=PROBE_INTERVAL)
-        snapshot = client.snapshot()[0]
+        report = client.report()
         await finish(client)
     finally:
         client.close()
-    return routes(snapshot), meter.rtts
+    return routes(report), meter.rtts
 
 
 async def run(settings: ClientSettings, seconds: float, as_json_output: bool) -> int:

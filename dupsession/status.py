@@ -1,6 +1,7 @@
 """`dupsession status` / `relayd status`: every session and path on this machine, live.
 
-Reads control-socket snapshots only (see control.py); no protocol logic lives here. Directions
+Reads control-socket snapshots only (see control.py), parsed into session reports
+(`dupsession.report`, one schema with its version); no protocol logic lives here. Directions
 are named from the client's side whoever is looking: "up" is client -> exit, "down" is
 exit -> client, so the same route reads the same on both ends.
 """
@@ -27,6 +28,8 @@ from rich.table import Table
 from rich.text import Text
 
 from dupsession import control
+from dupsession.core.snapshot import InboundStats, OutboundStats, PathSnapshot
+from dupsession.report import PathReport, SchemaError, SessionReport
 
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_SAMPLES = 24
@@ -74,38 +77,45 @@ def _bytes(count: int) -> str:
     return f"{count} B"
 
 
-def directions(doc: dict[str, Any], path: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+Stats = InboundStats | OutboundStats
+
+
+def directions(report: SessionReport, path: PathReport) -> tuple[Stats | None, Stats | None]:
     """(up, down) stats of a path: client->exit and exit->client, whichever end reported."""
-    inbound = path.get("inbound", {})
-    outbound = path.get("outbound", {})
-    return (outbound, inbound) if doc.get("role") == "client" else (inbound, outbound)
+    if path.core is None:
+        return None, None
+    inbound, outbound = path.core.inbound, path.core.outbound
+    return (outbound, inbound) if report.role == "client" else (inbound, outbound)
 
 
-def _share(path_stats: dict[str, Any], total: int) -> str:
-    first = path_stats.get("first")
-    if first is None or total == 0:
+def _share(stats: Stats | None, total: int) -> str:
+    if stats is None or total == 0:
         return "-"
-    return f"{first / total:.0%} ({first})"
+    return f"{stats.first / total:.0%} ({stats.first})"
 
 
 @dataclass(frozen=True, slots=True)
 class Row:
     """One path of one session, with what its cells are computed from."""
 
-    doc: dict[str, Any]
-    path: dict[str, Any]
-    up: dict[str, Any]  #: client -> exit stats
-    down: dict[str, Any]  #: exit -> client stats
+    report: SessionReport
+    path: PathReport
+    up: Stats | None  #: client -> exit stats (None: the path never opened)
+    down: Stats | None  #: exit -> client stats
     total_up: int  #: frames delivered first, all paths, up
     total_down: int
 
 
-def _lag(stats: dict[str, Any]) -> str:
-    return _ms(stats.get("lag")) if stats.get("first") is not None else "-"
+def _lag(stats: Stats | None) -> str:
+    return "-" if stats is None else _ms(stats.lag)
+
+
+def _loss(stats: Stats | None) -> str:
+    return "-" if stats is None else _pct(stats.loss)
 
 
 def _state(row: Row) -> Text:
-    state = row.path.get("state", "?")
+    state = row.path.state
     return Text(state, STATE_STYLE.get(state, ""))
 
 
@@ -122,7 +132,7 @@ class Column:
 
 def _congestion(row: Row) -> str:
     """A datagram path's controller in one cell: estimated rate and the queue it meets."""
-    cc = row.path.get("congestion") or {}
+    cc = row.path.core.congestion if row.path.core is not None else {}
     if cc.get("kind") != "model-rate" or not cc.get("rate_bps"):
         return "-"
     queue = cc.get("queue_delay")
@@ -130,53 +140,57 @@ def _congestion(row: Row) -> str:
     return rate if queue is None else f"{rate} q{queue * 1e3:.0f}"
 
 
+def _core(row: Row) -> PathSnapshot | None:
+    return row.path.core
+
+
 COLUMNS = (
-    Column("path", 0, lambda r: r.path.get("label") or r.path.get("spec", "?"), "left"),
+    Column("path", 0, lambda r: r.path.label or r.path.spec or "?", "left"),
     Column("state", 0, _state, "left"),
-    Column("tier", 1, lambda r: r.path.get("tier", "primary"), "left"),
-    Column("rtt ms", 0, lambda r: _ms(r.path.get("rtt"))),
-    Column("spread", 2, lambda r: sparkline(r.path.get("rtt_recent", [])), "left"),
-    Column("loss up", 0, lambda r: _pct(r.up.get("loss"))),
-    Column("loss down", 0, lambda r: _pct(r.down.get("loss"))),
+    Column("tier", 1, lambda r: c.tier if (c := _core(r)) else "primary", "left"),
+    Column("rtt ms", 0, lambda r: _ms(c.rtt if (c := _core(r)) else None)),
+    Column("spread", 2, lambda r: sparkline(list(c.rtt_recent) if (c := _core(r)) else []), "left"),
+    Column("loss up", 0, lambda r: _loss(r.up)),
+    Column("loss down", 0, lambda r: _loss(r.down)),
     Column("first up", 1, lambda r: _share(r.up, r.total_up)),
     Column("first down", 1, lambda r: _share(r.down, r.total_down)),
     Column("lag up ms", 3, lambda r: _lag(r.up)),
     Column("lag down ms", 3, lambda r: _lag(r.down)),
-    Column("url", 4, lambda r: r.path.get("spec", "-"), "left"),
+    Column("url", 4, lambda r: r.path.spec or "-", "left"),
     Column("rate/queue", 5, _congestion),
 )
 
 
-def _rows(doc: dict[str, Any]) -> list[Row]:
-    paths = doc.get("paths", [])
-    ups = [directions(doc, p)[0] for p in paths]
-    downs = [directions(doc, p)[1] for p in paths]
-    total_up = sum(u.get("first", 0) for u in ups)
-    total_down = sum(d.get("first", 0) for d in downs)
+def _rows(report: SessionReport) -> list[Row]:
+    ups = [directions(report, p)[0] for p in report.paths]
+    downs = [directions(report, p)[1] for p in report.paths]
+    total_up = sum(u.first for u in ups if u is not None)
+    total_down = sum(d.first for d in downs if d is not None)
     return [
-        Row(doc, path, up, down, total_up, total_down)
-        for path, up, down in zip(paths, ups, downs, strict=True)
+        Row(report, path, up, down, total_up, total_down)
+        for path, up, down in zip(report.paths, ups, downs, strict=True)
     ]
 
 
-def _title(doc: dict[str, Any], wide: bool) -> Text:
-    state = doc.get("state", "?")
-    client_view = doc.get("role") == "client"
-    sent_up = doc.get("bytes_out" if client_view else "bytes_in", 0)
-    sent_down = doc.get("bytes_in" if client_view else "bytes_out", 0)
+def _title(report: SessionReport, wide: bool) -> Text:
+    state = report.state
+    client_view = report.role == "client"
+    sent_up = report.bytes_out if client_view else report.bytes_in
+    sent_down = report.bytes_in if client_view else report.bytes_out
+    core = report.core
     return Text.assemble(
-        (f"{doc.get('target', '?')}", "bold"),
-        f"  {doc.get('role', '?')}  ",
+        (f"{report.target or '?'}", "bold"),
+        f"  {report.role}  ",
         (state, STATE_STYLE.get(state, "")),
-        f"  age {doc.get('age', 0):.0f} s  up {_bytes(sent_up)}  down {_bytes(sent_down)}",
-        f"  {doc['policy']}" if doc.get("policy") else "",
-        (f"  session {doc['session_id']}" if wide and doc.get("session_id") else "", "dim"),
+        f"  age {report.age:.0f} s  up {_bytes(sent_up)}  down {_bytes(sent_down)}",
+        f"  {core.policy}" if core is not None and core.policy else "",
+        (f"  session {core.session_id}" if wide and core is not None else "", "dim"),
     )
 
 
-def _table(doc: dict[str, Any], rows: list[Row], columns: list[Column], plain: bool) -> Table:
+def _table(report: SessionReport, rows: list[Row], columns: list[Column], plain: bool) -> Table:
     table = Table(
-        title=_title(doc, wide=len(columns) > 5),
+        title=_title(report, wide=len(columns) > 5),
         title_justify="left",
         box=box.ASCII2 if plain else box.SIMPLE_HEAD,
         expand=False,
@@ -188,17 +202,45 @@ def _table(doc: dict[str, Any], rows: list[Row], columns: list[Column], plain: b
     return table
 
 
-def session_table(doc: dict[str, Any], plain: bool, width: int = PLAIN_WIDTH) -> Table:
+def session_table(report: SessionReport, plain: bool, width: int = PLAIN_WIDTH) -> Table:
     """The session's table with as many columns as fit in `width` (priority order)."""
-    rows = _rows(doc)
+    rows = _rows(report)
     console = Console(width=100_000)  # measures what each table needs, unclipped
-    chosen = _table(doc, rows, [c for c in COLUMNS if c.priority == 0], plain)
+    chosen = _table(report, rows, [c for c in COLUMNS if c.priority == 0], plain)
     for level in range(1, max(c.priority for c in COLUMNS) + 1):
-        wider = _table(doc, rows, [c for c in COLUMNS if c.priority <= level], plain)
+        wider = _table(report, rows, [c for c in COLUMNS if c.priority <= level], plain)
         if console.measure(wider).maximum > width:
             break
         chosen = wider
     return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """One control-socket reply, read: a dupsession or relayd process and its sessions."""
+
+    kind: str  #: "client" or "relayd"
+    pid: int | None
+    daemon: dict[str, Any] | None  #: relayd's own facts (version, listen, allow, uptime)
+    sessions: tuple[SessionReport, ...]
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> Process:
+        """Raises `SchemaError` naming the process for a session it cannot read."""
+        try:
+            sessions = tuple(SessionReport.from_dict(s) for s in document.get("sessions", []))
+        except SchemaError as exc:
+            who = f"{document.get('kind', '?')} pid {document.get('pid', '?')}"
+            raise SchemaError(f"{who}: {exc}") from exc
+        return cls(document.get("kind", "?"), document.get("pid"), document.get("daemon"), sessions)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The reply as the control socket sent it (`--json`)."""
+        document: dict[str, Any] = {"v": control.VERSION, "kind": self.kind, "pid": self.pid}
+        if self.daemon is not None:
+            document["daemon"] = self.daemon
+        document["sessions"] = [session.as_dict() for session in self.sessions]
+        return document
 
 
 def _duration(seconds: float) -> str:
@@ -212,32 +254,30 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
-def daemon_header(document: dict[str, Any]) -> Text:
+def daemon_header(process: Process) -> Text:
     """relayd's own lines: what it is, where it listens, whom it lets in, for how long."""
-    daemon = document.get("daemon", {})
+    daemon = process.daemon or {}
     allow = ", ".join(daemon.get("allow", [])) or "nobody (no --allow: every session refused)"
     listen = ", ".join(daemon.get("listen", [])) or "?"
-    sessions = len(document.get("sessions", []))
     limit = daemon.get("max_sessions")
     return Text.assemble(
         (f"relayd {daemon.get('version', '?')}", "bold"),
-        f"  pid {document.get('pid', '?')}  up {_duration(daemon.get('uptime', 0))}",
-        f"  sessions {sessions}" + (f"/{limit}" if limit else ""),
+        f"  pid {process.pid or '?'}  up {_duration(daemon.get('uptime', 0))}",
+        f"  sessions {len(process.sessions)}" + (f"/{limit}" if limit else ""),
         f"\n  listen {listen}\n  allow  {allow}",
     )
 
 
 def render(
-    documents: list[dict[str, Any]], plain: bool = False, width: int = PLAIN_WIDTH
+    processes: list[Process], plain: bool = False, width: int = PLAIN_WIDTH
 ) -> RenderableType:
     parts: list[RenderableType] = []
-    for document in documents:
-        if document.get("kind") == "relayd" and "daemon" in document:
-            parts.append(daemon_header(document))
-            if not document.get("sessions"):
+    for process in processes:
+        if process.kind == "relayd" and process.daemon is not None:
+            parts.append(daemon_header(process))
+            if not process.sessions:
                 parts.append(Text("  no sessions", style="dim"))
-        for doc in document.get("sessions", []):
-            parts.append(session_table(doc, plain, width))
+        parts.extend(session_table(report, plain, width) for report in process.sessions)
     if not parts:
         return Text("no dupsession sessions on this machine", style="dim")
     return Group(*parts)
@@ -291,7 +331,11 @@ def run(
     answering on `socket`); `collect` replaces the discovery (tests, screenshots)."""
     if socket is not None:
         collect = lambda: [control.query(socket)]  # noqa: E731
-    gather = collect or (lambda: control.discover(kind))
+    documents = collect or (lambda: control.discover(kind))
+
+    def gather() -> list[Process]:
+        return [Process.from_document(document) for document in documents()]
+
     program = f"{'relayd' if kind == 'relayd' else 'dupsession'} status"
     try:
         if kind == "relayd" and not as_json and not gather():
@@ -304,6 +348,9 @@ def run(
             )
             return NOT_RUNNING
         return _run(gather, once, as_json, program)
+    except SchemaError as exc:
+        print(f"{program}: {exc}", file=sys.stderr)
+        return 1
     except control.ControlError as exc:
         if kind == "relayd" and socket is not None:
             print(f"relayd is not running or not answering: {exc}", file=sys.stderr)
@@ -312,11 +359,9 @@ def run(
         return 1
 
 
-def _run(
-    gather: Callable[[], list[dict[str, Any]]], once: bool, as_json: bool, program: str
-) -> int:
+def _run(gather: Callable[[], list[Process]], once: bool, as_json: bool, program: str) -> int:
     if as_json:
-        print(json.dumps(gather(), indent=2))
+        print(json.dumps([process.as_dict() for process in gather()], indent=2))
         return 0
     if once or not sys.stdout.isatty():
         plain = not sys.stdout.isatty()

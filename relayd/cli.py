@@ -181,7 +181,7 @@ async def serve(
             closers.append(control_server.close)
             log.info("control socket %s", path)
         if metrics is not None:
-            collector = SessionCollector(server.snapshot, lambda: server.rejected_frames)
+            collector = SessionCollector(server.reports, lambda: server.rejected_frames)
             metrics_server = MetricsServer(*metrics, collector)
             await metrics_server.start()
             closers.append(metrics_server.close)

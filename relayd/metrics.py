@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from dupsession.core.paths import RTT_BUCKETS
+from dupsession.report import SessionReport
 
 log = logging.getLogger("relayd")
 
@@ -33,10 +34,11 @@ REQUEST_TIMEOUT = 5.0
 
 
 class SessionCollector(Collector):
-    """Turns the exit's snapshot documents into metric families at scrape time."""
+    """Turns the exit's session reports (`dupsession.report`) into metric families at scrape
+    time."""
 
     def __init__(
-        self, snapshot: Callable[[], list[dict[str, Any]]], rejected: Callable[[], int]
+        self, snapshot: Callable[[], list[SessionReport]], rejected: Callable[[], int]
     ) -> None:
         self._snapshot = snapshot
         self._rejected = rejected
@@ -79,25 +81,27 @@ class SessionCollector(Collector):
         rtt = HistogramMetricFamily(
             "relayd_path_rtt_seconds", "Round-trip time samples", labels=["session", "path"]
         )
-        for doc in sessions:
-            sid = doc["session_id"]
-            target = doc.get("target", "")
-            session_bytes.add_metric([sid, target, "up"], doc["bytes_in"])
-            session_bytes.add_metric([sid, target, "down"], doc["bytes_out"])
-            for path in doc["paths"]:
-                labels = [sid, str(path["id"])]
-                up.add_metric(labels, 1.0 if path["state"] == "up" else 0.0)
-                inbound, outbound = path["inbound"], path["outbound"]
-                frames.add_metric([*labels, "up"], inbound["frames"])
-                first.add_metric([*labels, "up"], inbound["first"])
-                first.add_metric([*labels, "down"], outbound["first"])
-                loss.add_metric([*labels, "up"], inbound["loss"])
-                loss.add_metric([*labels, "down"], outbound["loss"])
+        for report in sessions:
+            if report.core is None:  # an exit's sessions always have one
+                continue
+            sid = report.core.session_id
+            target = report.target or ""
+            session_bytes.add_metric([sid, target, "up"], report.bytes_in)
+            session_bytes.add_metric([sid, target, "down"], report.bytes_out)
+            for path in report.core.paths:
+                labels = [sid, str(path.id)]
+                up.add_metric(labels, 1.0 if path.state == "up" else 0.0)
+                inbound, outbound = path.inbound, path.outbound
+                frames.add_metric([*labels, "up"], inbound.frames)
+                first.add_metric([*labels, "up"], inbound.first)
+                first.add_metric([*labels, "down"], outbound.first)
+                loss.add_metric([*labels, "up"], inbound.loss)
+                loss.add_metric([*labels, "down"], outbound.loss)
                 cumulative, buckets = 0, []
-                for bound, count in zip(RTT_BUCKETS, path["rtt_buckets"], strict=True):
+                for bound, count in zip(RTT_BUCKETS, path.rtt_buckets, strict=True):
                     cumulative += count
                     buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-                rtt.add_metric(labels, buckets, path["rtt_sum"])
+                rtt.add_metric(labels, buckets, path.rtt_sum)
         yield from (session_bytes, up, frames, first, loss, rtt)
 
 

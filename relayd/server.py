@@ -45,6 +45,7 @@ from dupsession.core.handshake import (
 )
 from dupsession.core.session import Role, Session, SessionConfig, SessionState
 from dupsession.pathspec import PathSpecError, parse_hostport
+from dupsession.report import PathReport, SessionReport
 from relayd.acl import AllowList
 from relayd.exit import TARGET_HIGH_WATER, ExitSession, UdpPathReply, UdpReply
 from relayd.limits import Limits, PerSourceBuckets, RateLimitedLog, TokenBucket
@@ -655,23 +656,36 @@ class ExitServer:
     # -- observation ---------------------------------------------------------------------------
 
     def snapshot(self) -> list[dict[str, Any]]:
+        """Every session in the table, for the control socket (SESSION documents)."""
+        return [report.as_dict() for report in self.reports()]
+
+    def reports(self) -> list[SessionReport]:
         """Every session in the table, for the control socket and the metrics."""
-        docs = []
+        reports = []
         for exit_session in self.sessions.values():
             driver = exit_session.driver
-            doc = driver.snapshot().as_dict()
-            doc["state"] = STATE_NAMES[driver.state]
-            doc["target"] = exit_session.target_name
+            core = replace(driver.snapshot(), state=STATE_NAMES[driver.state])
             sources = exit_session.addresses.addresses()
             sources.update(exit_session.stream_peers)
-            for path in doc["paths"]:
-                addr = sources.get(path["id"])
-                kind = "udp" if path["kind"] == "datagram" else "tcp"
-                path["spec"] = f"{kind} from {addr[0]}:{addr[1]}" if addr else f"{kind} path"
-                path["uplink"] = "-"
-                path["via"] = "-"
-            docs.append(doc)
-        return docs
+            paths = []
+            for path in core.paths:
+                addr = sources.get(path.id)
+                kind = "udp" if path.kind == "datagram" else "tcp"
+                spec = f"{kind} from {addr[0]}:{addr[1]}" if addr else f"{kind} path"
+                paths.append(PathReport(path.id, path.state, path, spec=spec, uplink="-", via="-"))
+            reports.append(
+                SessionReport(
+                    role=core.role,
+                    state=core.state,
+                    age=core.age,
+                    bytes_out=core.bytes_out,
+                    bytes_in=core.bytes_in,
+                    paths=tuple(paths),
+                    target=exit_session.target_name,
+                    core=core,
+                )
+            )
+        return reports
 
     # -- shutdown ------------------------------------------------------------------------------
 
