@@ -31,6 +31,7 @@ from typing import Any
 
 from contrib.netlab import probe as _probe
 from contrib.netlab.scenario import Scenario, load_scenario
+from dupsession.testing.link import LinkSettings
 
 __all__ = ["EMULATOR_PATH", "PROBE_PATH", "Lab", "LabError", "control_request"]
 
@@ -442,14 +443,18 @@ class Lab:
         delay_ms: float | None = None,
         jitter_ms: float | None = None,
         rate_kbit: float | None = None,
+        settings: LinkSettings | None = None,
         **params: Any,
     ) -> list[str]:
         """Change a link or route (`up1`, `up1-relay1`, globs like `up1-*`) live.
 
         `direction` is "out" (away from the client), "back" or "both"; other keyword names are
-        those of the scenario format (p_enter_bad, outages, reorder, ...). Returns the names
-        of the stages changed.
+        those of the scenario format (p_enter_bad, outages, reorder, ...). `settings` gives
+        every setting in the testing vocabulary instead (`dupsession.testing.link`; keywords
+        override it). Returns the names of the stages changed.
         """
+        if settings is not None:
+            params = {**settings.netlab_params(), **params}
         named = {
             "down": down,
             "loss": loss,

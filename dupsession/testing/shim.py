@@ -1,4 +1,7 @@
-"""Userspace network impairment on loopback: delay, jitter, loss, blackhole, rate.
+"""Userspace network impairment on loopback: delay, jitter, loss, blackhole, rate, queue.
+
+The settings' names and units are the testing vocabulary (`dupsession.testing.link`), which
+the simulator and the netlab share; `LinkSettings.impairment()` makes an `Impairment`.
 
 Why: this kernel has no netem qdisc, yet tests need paths that are slow, lossy or dead, and
 need to change that while a session runs. A shim sits between a client and an upstream on
@@ -33,8 +36,9 @@ __all__ = ["Counters", "Impairment", "TcpShim", "UdpShim"]
 
 Address = tuple[str, int]
 
-# A datagram may wait at most this long for the token bucket before it is tail-dropped,
-# like a router queue of bounded depth; without it a slow rate would queue without limit.
+# By default a datagram may wait at most this long for the token bucket before it is
+# tail-dropped, like a router queue of bounded depth; without it a slow rate would queue
+# without limit (`Impairment.queue`).
 UDP_MAX_QUEUE_DELAY = 0.5  # seconds
 
 # A client's datagrams that arrive while its upstream socket is still being opened.
@@ -61,6 +65,8 @@ class Impairment:
     """A dead route: UDP drops everything, TCP stalls (holds bytes until it ends)."""
     rate_bps: float | None = None
     """Link rate in bits per second (token-bucket serialization delay); None = unlimited."""
+    queue: float = UDP_MAX_QUEUE_DELAY
+    """Longest wait in seconds for the rate before a datagram is tail-dropped (UDP)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_watchers", [])
@@ -306,7 +312,7 @@ class UdpShim(_ShimBase):
         assert self._timers is not None
         now = self._timers.loop.time()
         departure = direction.departure(now, size)
-        if departure - now > UDP_MAX_QUEUE_DELAY:
+        if departure - now > imp.queue:
             direction.busy_until -= size * 8 / (imp.rate_bps or 1)  # never sent: unbook it
             direction.counters.dropped += 1
             return

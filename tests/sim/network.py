@@ -42,6 +42,7 @@ from dupsession.core import wire
 from dupsession.core.events import Event, SessionClosed, StreamData, StreamEnded
 from dupsession.core.negotiate import Features
 from dupsession.core.session import Role, Session, SessionConfig, SessionState
+from dupsession.testing.link import LinkSettings
 from tests.support.session import handshake_keys
 
 #: Virtual time the simulation starts at (s). Not 0: an ACK timestamp of 0 means "none yet".
@@ -107,7 +108,8 @@ class Bottleneck:
 
 @dataclass(frozen=True, slots=True)
 class LinkSpec:
-    """One direction of one path."""
+    """One direction of one path (the testing vocabulary's `LinkSettings` converts to it:
+    `from_settings`)."""
 
     #: Base one-way delay (s).
     delay: float = 0.02
@@ -128,6 +130,31 @@ class LinkSpec:
     datagram: bool = True
     #: The port frames queue in before their delay; None: infinitely fast.
     bottleneck: Bottleneck | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: LinkSettings, datagram: bool = True, queue: float = 0.2
+    ) -> LinkSpec:
+        """The testing vocabulary's link (`dupsession.testing.link`) in the simulator: its
+        jitter is +/- (here extra delay in [0, jitter]), its rate bits/s (here a `Bottleneck`
+        of its own, bytes/s, waiting at most `settings.queue` or `queue` s), `down` an outage
+        that never ends. Burst loss is the netlab's alone."""
+        if settings.burst is not None:
+            raise ValueError("the simulator has no burst loss (the netlab has)")
+        jitter = min(settings.jitter, settings.delay)  # never below 0, as the others clamp
+        bottleneck = None
+        if settings.rate is not None:
+            wait = queue if settings.queue is None else settings.queue
+            bottleneck = Bottleneck(settings.rate / 8, queue=wait)
+        outages = tuple(settings.outages) + (((0.0, math.inf),) if settings.down else ())
+        return cls(
+            delay=settings.delay - jitter,
+            jitter=2 * jitter,
+            loss=settings.loss,
+            outages=outages,
+            datagram=datagram,
+            bottleneck=bottleneck,
+        )
 
 
 @dataclass(frozen=True, slots=True)
