@@ -26,11 +26,11 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from contrib.netlab import probe as _probe
 from contrib.netlab.scenario import Scenario, load_scenario
+from dupsession.testing.lifecycle import Running
 from dupsession.testing.link import LinkSettings
 
 __all__ = ["EMULATOR_PATH", "PROBE_PATH", "Lab", "LabError", "control_request"]
@@ -133,7 +133,7 @@ def _stop_child(proc: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> N
             stream.close()
 
 
-class Lab:
+class Lab(Running):
     """A running scenario. Use as a context manager; cleanup happens even on exceptions.
 
     >>> with Lab("two-uplinks-two-relays") as lab:
@@ -199,16 +199,10 @@ class Lab:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def __enter__(self) -> Lab:
+    def start(self) -> None:  # `with Lab(...)`: up, and down however the body ends
         self.up()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.down()
 
     def up(self) -> Lab:

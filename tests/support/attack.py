@@ -16,8 +16,8 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from dupsession.testing.lifecycle import Running
 
 from dupsession.core import wire
 from dupsession.core.handshake import ClientHandshake, SessionKeys
@@ -168,7 +168,7 @@ class EchoSession:
                 pipe.close()
 
 
-class KeyHolder:
+class KeyHolder(Running):
     """A client built from the sans-IO core over one UDP socket: it holds the key, and does
     what a malicious key holder would (forge fresh frames, never read)."""
 
@@ -225,14 +225,6 @@ class KeyHolder:
 
     def close(self) -> None:
         self.sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def process_rss(pid: int) -> int:

@@ -11,8 +11,8 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from dupsession.testing.lifecycle import Running
 
 from tests.support.sshd import require_binary
 
@@ -20,7 +20,7 @@ START_TIMEOUT = 15.0
 LISTENING = re.compile(r"listening on (\S+):(\d+) ->")
 
 
-class Forward:
+class Forward(Running):
     """`dupsession forward ARGS` with stderr captured; `.port` is where it listens."""
 
     def __init__(
@@ -44,7 +44,7 @@ class Forward:
         self._stderr = b""
         self.ports: list[int] = []
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while len(self.ports) < self.listeners and time.monotonic() < deadline:
             self._read(0.1)
@@ -55,14 +55,8 @@ class Forward:
         if len(self.ports) < self.listeners:
             self.stop()
             raise AssertionError(f"dupsession forward did not listen:\n{self.stderr}")
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.stop()
 
     @property

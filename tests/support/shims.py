@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
+
+from dupsession.testing.lifecycle import Running
 
 from dupsession.aio.loop import loop_factory
 from dupsession.testing.shim import Impairment, TcpShim, UdpShim
@@ -21,7 +22,7 @@ T = TypeVar("T")
 CALL_TIMEOUT = 10.0  # seconds for one operation on the shim loop
 
 
-class ShimThread:
+class ShimThread(Running):
     """An event loop in a daemon thread that runs `UdpShim`s and `TcpShim`s."""
 
     def __init__(self) -> None:
@@ -34,17 +35,8 @@ class ShimThread:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the shim loop and return its result."""

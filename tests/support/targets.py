@@ -14,8 +14,8 @@ import socket
 import subprocess
 import threading
 import time
-from types import TracebackType
-from typing import Self
+
+from dupsession.testing.lifecycle import Running
 
 from tests.support.processes import descendants, stop_pid
 from tests.support.sshd import free_port, require_binary
@@ -24,7 +24,7 @@ ACCEPT_POLL = 0.1  # seconds between checks for close() in the accept loop
 CONN_TIMEOUT = 30.0  # seconds a target connection may sit idle
 
 
-class TcpTarget:
+class TcpTarget(Running):
     def __init__(self, mode: str) -> None:
         assert mode in ("echo", "after-eof")
         self.mode = mode
@@ -41,17 +41,8 @@ class TcpTarget:
         self.saw_eof: list[bool] = []  #: per connection, whether the client half-closed
         self._accepter = threading.Thread(target=self._accept, daemon=True)
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         self._accepter.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _accept(self) -> None:
         while not self._closing.is_set():
@@ -101,7 +92,7 @@ class TcpTarget:
             thread.join(5)
 
 
-class SocatEcho:
+class SocatEcho(Running):
     """`socat TCP-LISTEN:PORT,fork EXEC:cat` on 127.0.0.1; stopped by its PID."""
 
     def __init__(self) -> None:
@@ -109,7 +100,7 @@ class SocatEcho:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         for _ in range(5):
             self.port = free_port()
             self.process = subprocess.Popen(
@@ -126,12 +117,12 @@ class SocatEcho:
             while time.monotonic() < deadline and self.process.poll() is None:
                 # A probe connection would fork a `cat`: look at the listener table instead.
                 if _listening(self.port):
-                    return self
+                    return
                 time.sleep(0.02)
-            self.__exit__(None, None, None)
+            self.close()
         raise RuntimeError("socat would not listen")
 
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         if self.process is None:
             return
         # Per-connection socat children and their `cat`s first, each by its PID.

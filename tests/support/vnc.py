@@ -21,8 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from dupsession.testing.lifecycle import Running
 
 from tests.prereq import missing
 from tests.support.processes import stop_pid
@@ -44,7 +44,7 @@ def _free_display() -> int:
     raise RuntimeError("no free X display number")
 
 
-class VncServer:
+class VncServer(Running):
     """Xvfb + x11vnc, started by `with`, stopped by PID."""
 
     def __init__(self, workdir: Path, width: int = 640, height: int = 400) -> None:
@@ -59,7 +59,7 @@ class VncServer:
         self.procs: list[subprocess.Popen[bytes]] = []
         self._log = (workdir / "vnc.log").open("ab")
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         fbdir = self.workdir / "fb"
         fbdir.mkdir(parents=True, exist_ok=True)
         log = self._log
@@ -82,7 +82,6 @@ class VncServer:
             )
         )  # fmt: skip
         self._wait(self._listening, "x11vnc")
-        return self
 
     def _listening(self) -> bool:
         with socket.socket() as sock:
@@ -100,12 +99,7 @@ class VncServer:
         log = (self.workdir / "vnc.log").read_text(errors="replace")
         raise AssertionError(f"{what} did not start:\n{log}")
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.stop()
 
     def stop(self) -> None:
