@@ -17,11 +17,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from dupsession.testing.lifecycle import Running
-
 from dupsession.core import wire
 from dupsession.core.handshake import ClientHandshake, SessionKeys
 from dupsession.core.session import Role, Session
+from dupsession.testing.lifecycle import Running
 from tests.support.sshd import require_binary
 
 POLL = 0.05

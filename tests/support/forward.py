@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dupsession.testing.lifecycle import Running
-
 from tests.support.sshd import require_binary
 
 START_TIMEOUT = 15.0

@@ -12,9 +12,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from dupsession.testing.lifecycle import Running
-
 from dupsession.aio.loop import loop_factory
+from dupsession.testing.lifecycle import Running
 from dupsession.testing.shim import Impairment, TcpShim, UdpShim
 
 T = TypeVar("T")

@@ -16,7 +16,6 @@ import threading
 import time
 
 from dupsession.testing.lifecycle import Running
-
 from tests.support.processes import descendants, stop_pid
 from tests.support.sshd import free_port, require_binary
 

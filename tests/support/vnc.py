@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 from dupsession.testing.lifecycle import Running
-
 from tests.prereq import missing
 from tests.support.processes import stop_pid
 from tests.support.sshd import free_port, require_binary
