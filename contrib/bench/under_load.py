@@ -97,6 +97,7 @@ class Result:
     lab_cpu_ms_per_mb: float = float("nan")  #: every lab process but the emulator
     emulator_ms_per_mb: float = float("nan")
     notes: list[str] = field(default_factory=list)
+    drops: dict[str, tuple[int, int]] = field(default_factory=dict)  #: uplink -> (tail, sent)
 
     def p99(self, busy: bool) -> float:
         samples = self.busy if busy else self.idle
@@ -248,6 +249,7 @@ class Bench:
         time.sleep(self.args.typing)
         idle_to = time.monotonic()
         watch = CpuWatch(self.lab)
+        self.lab.reset_counters()
         proc = self.download_process(method)
         assert proc.stdout is not None
         side: list[Callable[[], None]] = []
@@ -257,6 +259,10 @@ class Bench:
             side.append(lambda: self.subflows(result))
         received, first, last, ok, ended = self.read(proc.stdout, side)
         used, result.machine_cpu, seconds = watch.stop()
+        stages = self.lab.stats()["stages"]
+        for uplink in SEED_LIKE:  # the downlink's shaper: its tail drops mean a full queue
+            counters = stages[uplink]["back"]["counters"]
+            result.drops[uplink] = (counters["queue"], counters["packets"])
         if not ended:
             proc.kill()
             result.notes.append(f"download stopped after {self.args.timeout:g} s")
@@ -371,6 +377,11 @@ def report(tag: str, results: list[Result], bench: Bench) -> list[str]:
             f"{r.mbit:7.1f} {r.mbit / plain.mbit:6.2f}  {shares}; machine {r.machine_cpu:.0%}; "
             f"lab CPU {r.lab_cpu_ms_per_mb:.0f} ms/MB + emulator {r.emulator_ms_per_mb:.0f} ms/MB"
         )
+        drops = ", ".join(
+            f"{u} {tail} of {sent} ({tail / max(sent, 1):.1%})"
+            for u, (tail, sent) in r.drops.items()
+        )
+        lines.append(f"    downlink queues' tail drops during the download: {drops}")
         lines += [f"    note: {n}" for n in r.notes]
         lines += [f"    exit: {v}" for v in bench.exit_views.get(r.method.name, [])]
     lines.append("targets:")
