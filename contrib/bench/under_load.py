@@ -41,6 +41,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -468,6 +469,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("under_load: needs root (network namespaces)", file=sys.stderr)
         return 2
+    # a SIGTERM (`timeout`) unwinds like an exception: the lab and its processes are removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="underload-"))
     tmp.chmod(0o755)
     try:
