@@ -13,12 +13,17 @@ class FramingError(ValueError):
     """The stream carried a length no valid frame can have: the connection must be dropped."""
 
 
+#: Length prefixes made once: a bulk transfer's frames share a handful of sizes.
+_PREFIXES = [LENGTH.pack(n) for n in range(2048)]
+
+
 def pack(frames: list[bytes]) -> bytes:
     """Prefix each frame with its length; one buffer, so a batch is one write."""
     parts: list[bytes] = []
+    add, prefixes, prefix = parts.extend, _PREFIXES, LENGTH.pack
     for frame in frames:
-        parts.append(LENGTH.pack(len(frame)))
-        parts.append(frame)
+        size = len(frame)
+        add((prefixes[size] if size < 2048 else prefix(size), frame))
     return b"".join(parts)
 
 
@@ -33,20 +38,28 @@ class StreamDeframer:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
+        """The whole frames completed by `data`; each is cut from the bytes read with one copy."""
         buffer = self._buffer
-        buffer += data
+        if buffer:  # a partial frame waits: join it with the new bytes (the rare case)
+            buffer += data
+            data = bytes(buffer)
+            buffer.clear()
+        elif type(data) is not bytes:
+            data = bytes(data)
         frames: list[bytes] = []
+        append, minimum = frames.append, self.MIN_FRAME
         offset = 0
-        size = len(buffer)
+        size = len(data)
         while size - offset >= 2:
-            length = (buffer[offset] << 8) | buffer[offset + 1]
-            if length < self.MIN_FRAME:
+            start = offset + 2
+            length = (data[offset] << 8) | data[offset + 1]
+            if length < minimum:
                 raise FramingError(f"frame length {length} is too short")
-            end = offset + 2 + length
-            if end > size:
+            offset = start + length
+            if offset > size:
+                offset = start - 2
                 break
-            frames.append(bytes(buffer[offset + 2 : end]))
-            offset = end
-        if offset:
-            del buffer[:offset]
+            append(data[start:offset])
+        if offset < size:
+            buffer += data[offset:] if offset else data
         return frames

@@ -74,7 +74,7 @@ class StreamCompressor:
 
     def encode(self, data: bytes) -> bytes:
         """Records carrying `data`, flushed: the peer can decode all of it from these alone."""
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         view = memoryview(data)
         for start in range(0, len(view), RECORD_INPUT):
             piece = view[start : start + RECORD_INPUT]

@@ -24,11 +24,11 @@ Arrival = tuple[int, float, int, bytes, int]
 class Receiver:
     __slots__ = (
         "_frozen_end",
-        "_held",
         "advertised_end",
         "arrivals",
         "cumulative",
         "fin_delivered",
+        "held",
         "held_bytes",
         "ranges",
         "window_frames",
@@ -38,7 +38,8 @@ class Receiver:
         self.window_frames = window_frames
         self.cumulative = 0  #: every frame number below this has been delivered
         self.ranges = RangeSet()  #: frame numbers held above the cumulative point
-        self._held: dict[int, tuple[bytes, bool]] = {}
+        #: Frames above a hole: seq -> (payload, fin). Read by the session's inlined hot path.
+        self.held: dict[int, tuple[bytes, bool]] = {}
         self.held_bytes = 0
         self.fin_delivered = False
         self._frozen_end: int | None = None
@@ -48,7 +49,7 @@ class Receiver:
         self.arrivals: list[Arrival | None] = [None] * ARRIVAL_MEMORY
 
     def is_duplicate(self, seq: int) -> bool:
-        return seq < self.cumulative or seq in self._held
+        return seq < self.cumulative or seq in self.held
 
     def in_window(self, seq: int) -> bool:
         return seq < self.advertised_end
@@ -73,14 +74,14 @@ class Receiver:
         counted = 1 << path_id if path_id >= 0 else 0
         self.arrivals[seq % ARRIVAL_MEMORY] = (seq, now, path_id, tag, counted)
         if seq != self.cumulative:
-            self._held[seq] = (payload, fin)
+            self.held[seq] = (payload, fin)
             self.held_bytes += len(payload)
             self.ranges.add(seq)
             return []
         out = [payload] if payload else []
         self.cumulative = seq + 1
         self.fin_delivered = fin
-        held = self._held
+        held = self.held
         while held and self.cumulative in held:
             payload, fin = held.pop(self.cumulative)
             self.held_bytes -= len(payload)

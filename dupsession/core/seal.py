@@ -43,10 +43,10 @@ class PayloadCipher:
         self._tx_label = tx_label
         self._rx_label = rx_label
 
-    def encrypt(self, seq: int, payload: bytes) -> bytes:
+    def encrypt(self, seq: int, payload: bytes | memoryview) -> bytes:
         """Ciphertext of frame `seq`'s payload (same length)."""
         if not payload:
-            return payload
+            return b""
         return self._tx.encrypt(nonce(self._tx_label, seq), payload, None)[:-_POLY1305_TAG]
 
     def decrypt(self, seq: int, payload: bytes) -> bytes:

@@ -93,18 +93,26 @@ class Sender:
     def has_pending(self) -> bool:
         return bool(self._pending) or (self._fin_requested and self.fin_seq is None)
 
-    def make_frames(self, max_payload: int, encode: Callable[[int, bytes, bool], bytes]) -> None:
-        """Cut pending bytes into frames while the peer's window and our buffer allow."""
+    def make_frames(
+        self, max_payload: int, encode: Callable[[int, memoryview, bool], bytes]
+    ) -> None:
+        """Cut pending bytes into frames while the peer's window and our buffer allow.
+
+        `encode` gets a view into the pending buffer (valid only during the call): the payload
+        is copied once, into its frame.
+        """
         pending = self._pending
         seq, limit, frames = self.next_seq, self.peer_window_end, self.frames
         fin_requested = self._fin_requested
         total, offset = len(pending), 0
         with memoryview(pending) as view:  # slices without shifting the buffer per frame
             while seq < limit and (offset < total or (fin_requested and self.fin_seq is None)):
-                chunk = bytes(view[offset : offset + max_payload])
-                offset += len(chunk)
+                chunk = view[offset : offset + max_payload]
+                size = len(chunk)
+                offset += size
                 fin = fin_requested and offset >= total
-                frames[seq] = SentFrame(seq, encode(seq, chunk, fin), len(chunk), fin)
+                frames[seq] = SentFrame(seq, encode(seq, chunk, fin), size, fin)
+                chunk.release()
                 if fin:
                     self.fin_seq = seq
                 seq += 1

@@ -123,6 +123,7 @@ _DATA = int(wire.FrameType.DATA)
 _RESET = int(wire.FrameType.RESET)
 _SEQ_AT = struct.Struct("!Q").unpack_from
 _SEQ_OFFSET = wire.PREFIX.size
+_UP = PathState.UP
 
 
 class Session:
@@ -345,7 +346,7 @@ class Session:
             return
         seq = _SEQ_AT(frame, _SEQ_OFFSET)[0]
         path = self.paths.get(path_id) if path_id is not None else None
-        if receiver.is_duplicate(seq):
+        if seq < receiver.cumulative or seq in receiver.held:  # `Receiver.is_duplicate`
             # Never hashed: it cannot change the stream. Believed only if it carries the tag
             # of the first, verified copy (constant-time compare): a forged copy must not
             # count into `data_recv`, which the peer's congestion controller trusts, nor arm
@@ -390,7 +391,7 @@ class Session:
                     if first_path != path.path_id:
                         inbound.lag += EWMA_GAIN * ((now - first_at) - inbound.lag)
             return
-        if not receiver.in_window(seq):
+        if seq >= receiver.advertised_end:  # `Receiver.in_window`, inlined
             self.stale_frames += 1
             return
         # Memory is bounded in bytes, not only in frames (review A12): no peer makes a frame
@@ -420,7 +421,11 @@ class Session:
             acks.since = now
         acks.count += 1
         if path is not None:
-            self._heard(path, now, len(frame))
+            if path.state is _UP and self._all_down_since is None:  # `_heard`'s common case
+                path.bytes_recv += size
+                path.last_recv = now
+            else:
+                self._heard(path, now, size)
             path.data_recv += 1
             inbound = path.inbound
             inbound.frames += 1
@@ -559,7 +564,7 @@ class Session:
 
     # -- frames out -----------------------------------------------------------------------------
 
-    def _encode_data(self, seq: int, payload: bytes, fin: bool) -> bytes:
+    def _encode_data(self, seq: int, payload: bytes | memoryview, fin: bool) -> bytes:
         if self._cipher is not None:  # once, when the frame is cut: every copy is identical
             payload = self._cipher.encrypt(seq, payload)
         return wire.encode_data(self._tx_key, self.session_id, seq, payload, fin)
