@@ -39,6 +39,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -59,7 +60,7 @@ from contrib.bench.lab_latency import cpu_by_process, cpu_times, describe_subflo
 from contrib.netlab import Lab
 from contrib.netlab.lab import PROBE_PATH
 from dupsession import control
-from tests.lab.world import SEED_LIKE, EchoSession, World, seed_like
+from tests.lab.world import EXIT_PORT, SEED_LIKE, EchoSession, World, seed_like
 from tests.support.bulk import write_random_file
 
 ROUTES = [f"{uplink}-server" for uplink in SEED_LIKE]
@@ -358,7 +359,29 @@ class Bench:
             if cc.get("kind"):
                 text += f" [{cc['kind']}{'/' + cc['mode'] if cc.get('mode') else ''}]"
             lines.append(text)
-        self.exit_views[method.name] = lines
+        self.exit_views[method.name] = lines + self.exit_sockets()
+
+    def exit_sockets(self) -> list[str]:
+        """The exit's TCP paths as the kernel sees them (`ss`): its own RTT and window, and
+        the bytes waiting unsent in the socket, to tell a router queue from a socket queue."""
+        out = self.lab.run(
+            "server", ["ss", "-Htni", "state", "established", f"sport = :{EXIT_PORT}"], check=False
+        ).stdout
+        lines, peer = [], ""
+        for line in out.splitlines():
+            if not line[:1].isspace():
+                peer = line.split()[-1]
+                continue
+            found = dict(re.findall(r"\b(rtt|cwnd|unacked|notsent|bbr)[: ](\S+)", line))
+            rate = re.search(r"\bdelivery_rate (\S+)", line)
+            if peer.startswith(tuple(self.lab.addr("client", u) for u in SEED_LIKE)):
+                lines.append(
+                    f"kernel TCP to {peer}: rtt {found.get('rtt', '?')} ms, cwnd "
+                    f"{found.get('cwnd', '?')}, unacked {found.get('unacked', 0)} segments, "
+                    f"notsent {found.get('notsent', 0)} B, delivery "
+                    f"{rate.group(1) if rate else '?'}, bbr {found.get('bbr', '-')}"
+                )
+        return lines
 
     def subflows(self, result: Result) -> None:
         out = self.lab.run(
