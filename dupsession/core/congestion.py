@@ -210,11 +210,17 @@ class ModelRate(CongestionController):
     def cwnd(self, srtt: float) -> int:
         if self.mode == "probe-rtt":
             return max(MIN_WINDOW, int(self.bdp(srtt) / 2))
-        return max(MIN_WINDOW, int(self.cwnd_gain * self.bdp(srtt)))
+        window = max(MIN_WINDOW, int(self.cwnd_gain * self.bdp(srtt)))
+        # Startup never holds less than its initial window: an interactive session stays in
+        # startup (app-limited, it never fills the pipe), and a window sized from its own
+        # trickle of keystrokes would hold a keystroke back behind a lost one's resends.
+        return max(window, INITIAL_WINDOW) if self.mode == "startup" else window
 
     def pacing_rate(self, srtt: float) -> float:
         """Frames per second."""
         rate = self.btl_bw or INITIAL_WINDOW / max(srtt, MIN_RTT_FLOOR)
+        if self.mode == "startup":  # likewise: never below the initial window per round trip
+            rate = max(rate, INITIAL_WINDOW / max(self._rtt(srtt), MIN_RTT_FLOOR))
         return self.pacing_gain * rate
 
     def _burst(self, rate: float) -> float:

@@ -28,6 +28,8 @@ PROBE_FRAMES = 2
 class Recovery:
     __slots__ = (
         "_resend",
+        "_tail_probed",
+        "_twice",
         "ack_delay",
         "last_progress",
         "loss_time",
@@ -37,6 +39,7 @@ class Recovery:
         "rack_seen",
         "rto_value",
         "spread",
+        "window",
     )
 
     def __init__(self, min_rto: float, max_rto: float, ack_delay: float) -> None:
@@ -46,12 +49,17 @@ class Recovery:
         #: The timeout as of the last transmit: per-copy checks read it rather than recompute.
         self.rto_value = max_rto / 2
         self._resend: list[int] = []
+        self._twice: set[int] = set()  #: probes to send as two copies (a single path)
+        #: (frame number, send time) of the last tail probe: a probe no path could take was
+        #: re-armed unsent (same send time) and waits for its timer, not for this rule again.
+        self._tail_probed = (-1, 0.0)
         self.loss_time: float | None = None  #: when a frame crosses the RACK time line
         self.rack_seen = float("-inf")  #: the sender's RACK send time when last looked at
         self.rack_rtt = 0.0  #: RTT of the most recently sent acknowledged frame (s)
         #: Reorder the scheduler causes on purpose (s): single copies on paths of different
         #: delay (stripe) arrive out of send order; RACK must not call that loss.
         self.spread = 0.0
+        self.window = MIN_REORDER_WINDOW  #: the reorder window RACK last used (s)
         #: When an ACK last acknowledged anything new. While ACKs make progress, RACK finds the
         #: losses; the probe timeout counts from here too (RFC 9002 arms it from the last
         #: ACK-eliciting event), so a queue that grows the RTT does not time out a whole window.
@@ -74,7 +82,8 @@ class Recovery:
         if sender.rack_sent_at != self.rack_seen:
             self.rack_seen = sender.rack_sent_at
             self.rack_rtt = max(now - sender.rack_sent_at, 0.0)
-        self._detect(now, sender, self.reorder_window(paths) + self.spread)
+        self.window = self.reorder_window(paths) + self.spread
+        self._detect(now, sender, self.window)
 
     def _detect(self, now: float, sender: Sender, reorder: float) -> None:
         lost, self.loss_time = sender.detect_lost(now, reorder, self.rack_rtt)
@@ -98,7 +107,18 @@ class Recovery:
         """Collect frames whose resend deadline or RACK time passed; `take_resends` hands
         them out."""
         if self.loss_time is not None and self.loss_time <= now:
-            self._detect(now, sender, self.reorder_window(paths) + self.spread)
+            self.window = self.reorder_window(paths) + self.spread
+            self._detect(now, sender, self.window)
+        # A probe goes twice on a single path: at 5 % loss its one copy is lost one time in
+        # twenty, and each such double loss cost a keystroke (and those behind it) 2 RTTs more.
+        # With several paths each already carries a copy.
+        twice = sum(1 for p in paths if p.datagram and p.state is PathState.UP) <= 1
+        tail = self._lost_resend(sender)
+        if tail is not None and tail[0] <= now:
+            tail[1].armed = False  # its heap entry goes stale; the resend re-arms it
+            self._tail_probed = (tail[1].seq, tail[1].sent_at)
+            sender.lost_detected += 1
+            self._probe([tail[1]], twice)
         if now < self.last_progress + self.rto_value:
             return
         expired = sender.expired(now)
@@ -108,14 +128,44 @@ class Recovery:
         expired.sort(key=lambda f: f.seq)
         for frame in expired[PROBE_FRAMES:]:
             sender.defer(frame, now + self.rto_value)
-        self._resend.extend(f.seq for f in expired[:PROBE_FRAMES])
+        self._probe(expired[:PROBE_FRAMES], twice)
+
+    def _probe(self, frames: list[SentFrame], twice: bool) -> None:
+        self._resend.extend(f.seq for f in frames)
+        if twice:
+            self._twice.update(f.seq for f in frames)
+
+    def _lost_resend(self, sender: Sender) -> tuple[float, SentFrame] | None:
+        """When the oldest unacknowledged frame counts as lost although RACK cannot tell: it
+        was resent, the resend was lost, and the frames acknowledged since were all sent
+        before it (a keystroke's resend, with the next keystroke still in flight).
+
+        An ACK made progress after its send, so the path delivers: once the RACK RTT plus
+        the reorder window (at least one probe timeout) passed since its send, it is resent,
+        with no backoff. RACK-TLP (RFC 8985) probes the tail the same way. Without this, the
+        resend waited for the next keystroke's ACK or a backed-off timeout: about 2 RTTs.
+        """
+        oldest = sender.frames.get(sender.acked_below)  # (a hole's start is never SACKed)
+        if (
+            oldest is None
+            or not oldest.armed
+            or oldest.sends < 2
+            or self.last_progress <= oldest.sent_at
+            or self._tail_probed == (oldest.seq, oldest.sent_at)
+        ):
+            return None
+        return oldest.sent_at + max(self.rto_value, self.rack_rtt + self.window), oldest
 
     def take_resends(self, sender: Sender) -> list[SentFrame]:
         """Frames due for a resend that are still unacknowledged and unsent."""
         table = sender.frames
         resend = [table[s] for s in dict.fromkeys(self._resend) if s in table]
         self._resend = []
-        return [f for f in resend if not f.armed]
+        resend = [f for f in resend if not f.armed]
+        if self._twice:  # probes on a single path: a second copy in the same batch
+            resend += [f for f in resend if f.seq in self._twice]
+            self._twice = set()
+        return resend
 
     def keep_waiting(self, resend: list[SentFrame]) -> None:
         """Frames the scheduler left unsent for want of a controller's budget stay first in
@@ -129,6 +179,9 @@ class Recovery:
         timeout, loss_time = sender.next_deadline(), self.loss_time
         if timeout is not None:
             timeout = max(timeout, self.last_progress + self.rto_value)
+        tail = self._lost_resend(sender)
+        if tail is not None and (timeout is None or tail[0] < timeout):
+            timeout = tail[0]
         if loss_time is None:
             return timeout
         return loss_time if timeout is None else min(timeout, loss_time)

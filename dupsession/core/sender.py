@@ -35,6 +35,7 @@ class SentFrame:
     armed: bool = False  #: a resend deadline is pending
     deadline: float = 0.0  #: that deadline (a stale heap entry for an older round is skipped)
     path: int = -1  #: the path of its latest single copy (striping policies); -1: several
+    backoff: int = 0  #: resend rounds in a row with no ACK progress in between
 
 
 class Sender:
@@ -68,6 +69,9 @@ class Sender:
         self.rack_sent_at = float("-inf")
         self.largest_acked = -1
         self.lost_detected = 0
+        #: When an ACK last acknowledged anything new (the session sets it): a resend after
+        #: that is not backed off, since the path is delivering.
+        self.progress_at = float("-inf")
 
     # -- application side --------------------------------------------------------------------
 
@@ -205,14 +209,22 @@ class Sender:
         """
         if frame.armed:
             return
-        sends = frame.sends
+        sends, last_sent = frame.sends, frame.sent_at
         frame.sends = sends + 1
         frame.sent_at = now
         frame.armed = True
         if sends:
             self.retransmissions += 1
-            backoff = 2 ** min(sends, MAX_BACKOFF_EXPONENT)
-            deadline = now + min(rto * backoff, max(rto, self.max_delay))
+            # Back off only while nothing gets through (RFC 9002 resets its PTO count on any
+            # ACK): a resend lost at random on a path that acknowledges later frames is
+            # resent one timeout later, not two, four, eight.
+            if self.progress_at > last_sent:
+                frame.backoff = 0
+                deadline = now + rto
+            else:
+                frame.backoff += 1
+                backoff = 2 ** min(frame.backoff, MAX_BACKOFF_EXPONENT)
+                deadline = now + min(rto * backoff, max(rto, self.max_delay))
         else:
             deadline = now + rto  # a first send: no backoff (the common case, kept cheap)
         frame.deadline = deadline

@@ -508,7 +508,7 @@ class Session:
         sender = self.sender
         sender.on_peer_window(ack.window_end)
         if sender.on_ack(ack.cumulative, ack.ranges):
-            self.recovery.last_progress = now
+            self.recovery.last_progress = sender.progress_at = now
         # RACK runs while anything is held above a hole, whether or not this ACK freed a
         # frame: an ACK lists only the lowest 32 runs, so a long loss burst can leave many
         # ACKs that free nothing, and a frame lost twice must not wait for its probe timeout.

@@ -124,3 +124,21 @@ def test_a_sample_near_the_minimum_rtt_confirms_it_and_puts_off_probe_rtt() -> N
     assert cc.mode == "probe-rtt"  # 5 s without a confirmation: re-measure
     # it keeps half a BDP in flight (not a bare minimum): the pipe stays half full
     assert cc.cwnd(SRTT) == int(cc.bdp(SRTT) / 2) > MIN_WINDOW
+
+
+def test_an_interactive_session_in_startup_keeps_the_initial_window() -> None:
+    """Keystrokes never fill the pipe, so their path stays in startup with a rate estimate
+    of a few frames per second; a window sized from that (4 frames) held keystrokes back
+    behind a lost one's resends. Startup keeps at least its initial window and rate."""
+    cc = ModelRate()
+    now = 1.0
+    for i in range(40):  # a keystroke every 50 ms, each acknowledged one RTT later
+        cc.budget(now, SRTT)
+        cc.on_sent(now, 1)
+        cc.on_budget_left(True)
+        cc.on_ack(now + SRTT, data_recv=i + 1, rtt=SRTT, srtt=SRTT, sent_by_echo=None)
+        now += 0.05
+    assert cc.mode == "startup"
+    assert 0 < cc.btl_bw < 30  # the estimate is the typing rate (20/s), not the path's
+    assert cc.cwnd(SRTT) == INITIAL_WINDOW
+    assert cc.pacing_rate(SRTT) == pytest.approx(STARTUP_GAIN * INITIAL_WINDOW / SRTT)

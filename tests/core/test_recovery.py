@@ -131,3 +131,55 @@ def test_resend_of_a_rack_loss_is_byte_identical_and_counted() -> None:
     assert resent == lost and seq_of(resent[0]) == 0
     assert c.sender.retransmissions == 1
     assert wire.FrameType.DATA in {f[1] for f in resent}
+
+
+def test_a_probe_goes_twice_on_a_single_path_and_once_on_each_of_several() -> None:
+    for paths, copies in ((1, 2), (2, 1)):
+        pair = Pair(paths=paths)
+        c = pair.client
+        now = pair.connect(T0, delay=0.025)
+        c.send(b"k")
+        first = data_frames(c.transmit(now))  # lost on every path
+        timer = c.get_timer()
+        assert timer == pytest.approx(now + c.rto(), abs=1e-9)
+        c.handle_timer(timer)
+        out = c.transmit(timer)
+        for pid in range(paths):
+            assert data_frames(out, pid) == first * copies, (paths, pid)
+
+
+def test_a_lost_resend_is_resent_one_ack_clock_later_not_after_a_backed_off_timeout() -> None:
+    """Keystroke "a" is lost, RACK resends it when "b" is acknowledged, and the resend is
+    lost too. "c", sent before that resend, is acknowledged next: RACK cannot judge the
+    resend (nothing sent after it was acknowledged), and the probe timeout would wait for
+    `last progress + rto`. The resend goes again once the ACK clock (RTT of "c" plus the
+    reorder window, at least one rto) passed since it left, with no backoff."""
+    pair = Pair()
+    c, e = pair.client, pair.exit
+    now = pair.connect(T0, delay=0.025)  # RTT 50 ms, reorder window 12.5 ms
+    c.send(b"a")
+    lost = data_frames(c.transmit(now))
+    c.send(b"b")
+    pair.deliver(e, c.transmit(now + 0.02), now + 0.045)
+    c.send(b"c")
+    c_out = c.transmit(now + 0.06)
+    pair.deliver(c, e.transmit(now + 0.045 + ACK_DELAY), now + 0.07 + ACK_DELAY)
+    resend_at = now + 0.07 + ACK_DELAY
+    assert data_frames(c.transmit(resend_at)) == lost  # RACK: one copy; lost again
+    pair.deliver(e, c_out, now + 0.085)
+    acked_at = now + 0.11 + ACK_DELAY
+    pair.deliver(c, e.transmit(now + 0.085 + ACK_DELAY), acked_at)
+    assert c.sender.acked_below == 0 and c.sender.frames[0].sends == 2
+    rto = c.recovery.rto_value
+    window = c.recovery.window
+    assert window == pytest.approx(0.0125)
+    expected = resend_at + max(rto, (acked_at - (now + 0.06)) + window)
+    assert expected < acked_at + rto  # what the probe timeout alone would have waited for
+    assert c.get_timer() == pytest.approx(expected, abs=1e-9)
+    c.handle_timer(expected - 1e-6)
+    assert data_frames(c.transmit(expected - 1e-6)) == []
+    c.handle_timer(expected)
+    assert data_frames(c.transmit(expected)) == lost * 2  # a probe: twice on one path
+    # ACKs made progress since its last send: its next deadline is one rto, not two
+    resent = c.sender.frames[0]
+    assert resent.deadline == pytest.approx(expected + c.recovery.rto_value, abs=1e-9)
