@@ -132,10 +132,15 @@ class Client:
             self._hs.hello_sent.setdefault(path_id, self.clock())
             path.send_frames([self._hs.handshake.hello_frame(path_id)])
 
-    def path_frame(self, path_id: int, frame: bytes) -> None:
+    def path_frames(self, path_id: int, frames: list[bytes]) -> None:
+        """The frames of one read from a path: the session's, or the handshake's."""
         if self.driver is not None:
-            self.driver.frame_received(frame, path_id)
+            self.driver.frames_received(frames, path_id)
             return
+        for frame in frames:
+            self._handshake_frame(path_id, frame)
+
+    def _handshake_frame(self, path_id: int, frame: bytes) -> None:
         hs = self._hs
         if hs is None or hs.done.done() or len(frame) < 2 or frame[1] != wire.FrameType.WELCOME:
             return

@@ -52,6 +52,7 @@ from relayd.limits import Limits, PerSourceBuckets, RateLimitedLog, TokenBucket
 from relayd.replay import ReplayJournal
 
 log = logging.getLogger("relayd")
+_DATA = int(wire.FrameType.DATA)
 
 #: At shutdown, CLOSE goes out this many times on every path, this far apart (s).
 CLOSE_REPEATS = 3
@@ -193,6 +194,22 @@ class _StreamConnection(asyncio.Protocol):
         except framing.FramingError:
             self.drop()
             return
+        session, path_id = self.session, self.path_id
+        if session is not None and path_id is not None and frames:
+            # A bound connection: its DATA frames of this read go to the session in one batch
+            # (one clock read, one flush). Any other frame, or one naming another session or
+            # version, takes the full path below, in order.
+            sid, batch = session.accepted.hello.session_id, []
+            for i, frame in enumerate(frames):
+                if frame[1] == _DATA and frame[0] == wire.VERSION and frame.startswith(sid, 4):
+                    batch.append(frame)
+                    continue
+                frames = frames[i:]
+                break
+            else:
+                frames = []
+            if batch:
+                session.driver.frames_received(batch, path_id)
         for frame in frames:
             if not self.server.stream_frame(self, frame):
                 self.drop()

@@ -147,6 +147,15 @@ class SessionDriver:
         self.poke()
         return named
 
+    def frames_received(self, frames: list[bytes], path_id: int) -> None:
+        """Feed the frames of one read from a path whose sender is known (a bound stream, a
+        path's own socket): one clock read and one flush for the batch. Nothing inside them
+        can re-bind the path, so the ids they name are not returned."""
+        receive, now = self.session.receive_frame, self.now()
+        for frame in frames:
+            receive(frame, now, path_id)
+        self.poke()
+
     def send(self, data: bytes) -> None:
         self.session.send(data)
         self.poke()

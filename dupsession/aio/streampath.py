@@ -50,9 +50,8 @@ class StreamLink:
             log.warning("%s path %d: %s; reconnecting", self.path.kind, self.path.path_id, exc)
             self.drop()
             return
-        owner, path_id = self.path.owner, self.path.path_id
-        for frame in frames:
-            owner.path_frame(path_id, frame)
+        if frames:
+            self.path.owner.path_frames(self.path.path_id, frames)
 
     def drop(self) -> None:
         """End this connection at once (the path reconnects)."""

@@ -96,8 +96,8 @@ class UdpPath:
                 self._loop.remove_reader(fd)
                 self._loop.add_reader(fd, self._readable)
                 return
-            for frame in frames:
-                owner.path_frame(path_id, frame)
+            if frames:
+                owner.path_frames(path_id, frames)
             count += len(frames)
 
     def send_frames(self, frames: list[bytes]) -> None:
