@@ -190,6 +190,14 @@ class Bench:
             stages[r]["out"]["counters"]["bytes"] + stages[r]["back"]["counters"]["bytes"]
             for r in ROUTES
         )
+        for route in ROUTES:
+            back = stages[route]["back"]["counters"]
+            passed = max(back["passed"], 1)
+            # the download direction's shaper: share of packets that queued longer than each
+            result[f"queued {route}"] = " ".join(
+                f">{key[6:]} {back.get(key, 0) / passed:.1%}"
+                for key in ("waited_5ms", "waited_10ms", "waited_20ms", "waited_40ms")
+            )
         result.update(
             echoes=len(ms),
             p50=statistics.median(ms) if ms else float("nan"),

@@ -23,13 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dupsession.core.events import Event
 from dupsession.core.negotiate import Features
 from dupsession.core.policy import Policy, Schedule
 from tests.sim.network import (
     START,
     Bottleneck,
-    Endpoint,
     LinkSpec,
     PathSpec,
     Simulation,
@@ -62,14 +60,14 @@ def routes(loss: float) -> tuple[list[PathSpec], list[Bottleneck]]:
 def arrivals(sim: Simulation) -> list[tuple[float, int]]:
     """(time, bytes received so far) at the client, recorded as the session delivers."""
     seen: list[tuple[float, int]] = []
-    on_event = sim._on_event
+    client = sim.client
+    on_data = client.on_data
 
-    def record(side: Endpoint, event: Event) -> None:
-        on_event(side, event)
-        if side is sim.client:
-            seen.append((sim.now - START, len(side.received)))
+    def record(data: bytes) -> None:
+        on_data(data)
+        seen.append((sim.now - START, len(client.received)))
 
-    sim._on_event = record  # type: ignore[method-assign]
+    client.on_data = record  # type: ignore[method-assign]
     return seen
 
 

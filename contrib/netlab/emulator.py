@@ -117,6 +117,12 @@ def route_name(a: str, b: str) -> str:
     return f"{a}-{b}"
 
 
+#: Shaper queueing delays counted (packets that waited longer than each, s): how deep a
+#: route's queue ran, which is what another session's keystrokes wait behind.
+WAIT_STEPS = (0.005, 0.01, 0.02, 0.04)
+WAIT_COUNTERS = ("waited_5ms", "waited_10ms", "waited_20ms", "waited_40ms")
+
+
 class Stage:
     """One direction of one link or route: loss, burst loss, shaper, delay, outages.
 
@@ -154,7 +160,18 @@ class Stage:
         self.t0 = t0
         self.params: dict[str, Any] = dict(PARAM_DEFAULTS)
         self.counters = dict.fromkeys(
-            ("packets", "bytes", "passed", "loss", "burst", "queue", "outage", "down"), 0
+            (
+                "packets",
+                "bytes",
+                "passed",
+                "loss",
+                "burst",
+                "queue",
+                "outage",
+                "down",
+                *WAIT_COUNTERS,
+            ),
+            0,
         )
         self._bad = False
         self._tat = 0.0
@@ -219,6 +236,11 @@ class Stage:
                 c["queue"] += 1
                 return None
             self._tat = max(t, self._tat) + size / self._rate_bps
+            wait = depart - t
+            if wait > WAIT_STEPS[0]:
+                for step, key in zip(WAIT_STEPS, WAIT_COUNTERS, strict=True):
+                    if wait > step:
+                        c[key] += 1
             t = depart
         delay: float = p["delay_ms"]
         if p["jitter_ms"]:
