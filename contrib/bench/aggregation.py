@@ -195,7 +195,7 @@ class Bench:
             passed = max(back["passed"], 1)
             # the download direction's shaper: share of packets that queued longer than each
             result[f"queued {route}"] = " ".join(
-                f">{key[6:]} {back.get(key, 0) / passed:.1%}"
+                f">{key[7:]} {back.get(key, 0) / passed:.1%}"
                 for key in ("waited_5ms", "waited_10ms", "waited_20ms", "waited_40ms")
             )
         result.update(
