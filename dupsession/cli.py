@@ -136,10 +136,10 @@ def _add_session_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policy",
         choices=[p.value for p in Policy],
-        help="how frames use the paths: redundant (every frame on every path, the default), "
-        "best-k (on the k best paths), stripe (each frame once, on the path that delivers it "
-        "first: the paths' summed bandwidth), auto (copies while paths have room, stripes the "
-        "rest); e.g. --policy auto",
+        help="how frames use the paths: auto (the default: copies while paths have room, "
+        "stripes the rest, so typing gets every path and a transfer their summed bandwidth), "
+        "redundant (every frame on every path), best-k (on the k best paths), stripe (each "
+        "frame once, on the path that delivers it first); e.g. --policy redundant",
     )
     parser.add_argument(
         "--best-k",

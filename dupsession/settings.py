@@ -38,7 +38,14 @@ from typing import Any
 import platformdirs
 
 from dupsession.core.negotiate import Compress
-from dupsession.core.policy import DEFAULT_BEST_K, MAX_BEST_K, Policy, Schedule, Tier
+from dupsession.core.policy import (
+    DEFAULT_BEST_K,
+    DEFAULT_POLICY,
+    MAX_BEST_K,
+    Policy,
+    Schedule,
+    Tier,
+)
 from dupsession.core.session import SessionConfig
 from dupsession.pathspec import PathSpec, PathSpecError, parse_hostport, parse_path, parse_tier
 
@@ -72,7 +79,10 @@ class ClientSettings:
     #: ProxyCommand: off, as ssh encrypts its own stream).
     encrypt: bool | None = None
     #: Scheduling policy and best-k's k (core/policy.py); each path's tier is in its spec.
-    policy: Policy = Policy.REDUNDANT
+    #: `auto`: every keystroke on every path while they have room, a transfer striped over
+    #: them (issue 10's targets, docs/BENCHMARKS.md). The wire default stays `redundant` (no
+    #: SCHEDULE option), so the client always names it.
+    policy: Policy = DEFAULT_POLICY
     best_k: int = DEFAULT_BEST_K
 
     def schedule(self) -> Schedule:

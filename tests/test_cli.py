@@ -277,7 +277,7 @@ def test_init_writes_a_config_that_loads_and_refuses_to_overwrite(home: Path) ->
     assert described.returncode == 0, described.stderr
     lines = described.stdout.splitlines()
     assert f"config {config}" in lines and "exit home" in lines and "target localhost:22" in lines
-    assert f"key {key} (mode 0600)" in lines and "policy redundant" in lines
+    assert f"key {key} (mode 0600)" in lines and "policy auto" in lines
     paths = [line for line in lines if line.startswith("path ")]
     assert paths == [
         f"path {u}/direct/{t} {t}://198.18.0.1:7300?bind={u}"

@@ -23,6 +23,11 @@ class Policy(StrEnum):
     AUTO = "auto"  #: duplicate while paths have spare capacity, stripe the rest
 
 
+#: The client's default policy (settings, --policy). Not `Schedule`'s default, which is what
+#: a HELLO without a SCHEDULE option means (redundant, as before the option existed).
+DEFAULT_POLICY = Policy.AUTO
+
+
 class Tier(StrEnum):
     PRIMARY = "primary"  #: carries data by the policy
     OVERFLOW = "overflow"  #: data only when the primaries are saturated, never a copy
