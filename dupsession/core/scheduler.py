@@ -579,14 +579,27 @@ class Stripe:
                 now, ranked, overflow, sender, rto, out, max(self.overflow_next, self.next_new)
             )
             self.next_new = max(self.next_new, self.overflow_next)
-        used = [p.rtt for p in ranked]
-        self.reorder_spread = (
-            max(r.srtt + 2 * r.rttvar for r in used) - min(r.srtt for r in used) if used else 0.0
-        )
+        self.reorder_spread = self._spread(ranked)
         if len(self.reinjected) > 4096:
             low = sender.acked_below
             self.reinjected = {s for s in self.reinjected if s >= low}
         return out
+
+    def _spread(self, ranked: list[Path]) -> float:
+        """How much later than the fastest path a single copy in flight may arrive (s): RACK
+        must not call that loss. Only paths that hold a frame nowhere else count (each queue
+        in `flight` starts with one not yet acknowledged nor overdue, once `_reinject` ran):
+        a keystroke that went first on the fastest path and was copied elsewhere (`auto`, idle
+        paths) is lost when its fast copy is, and a reorder window widened by the slow path's
+        delay would only hold its resend back."""
+        if not ranked:
+            return 0.0
+        flight = self.flight
+        slowest = max(
+            (p.rtt.srtt + 2 * p.rtt.rttvar for p in ranked if flight.get(p.path_id)),
+            default=None,
+        )
+        return 0.0 if slowest is None else max(slowest - min(p.rtt.srtt for p in ranked), 0.0)
 
     def _reinject(
         self, now: float, sender: Sender, ranked: list[Path], budget: dict[int, int], take: Take
