@@ -65,6 +65,10 @@ MIN_RTT_FLOOR = 0.001
 ACK_AGGREGATION = 0.008
 #: A delivery-rate sample spans at least this long (s): ACKs come in batches.
 MIN_SAMPLE_INTERVAL = 0.005
+#: After startup a sample spans this many round trips: over one, the peer's timer ACKs (not
+#: aligned with arrivals) make it up to 1/16 off on a short path, and the windowed maximum
+#: keeps the high ones, so the estimate ran ~3 % above the link and kept a standing queue.
+SAMPLE_RTTS = 2
 #: Pacing releases frames in bursts of this long (s) at the pacing rate, at least MIN_BURST
 #: frames: one transmit per frame would cost more CPU than the pacing gains.
 BURST_TIME = 0.002
@@ -257,6 +261,8 @@ class ModelRate(CongestionController):
         deliveries = self._deliveries
         deliveries.append((now, self._delivered))
         window = max(self._rtt(srtt), MIN_SAMPLE_INTERVAL)
+        if self.mode != "startup":
+            window *= SAMPLE_RTTS
         while len(deliveries) > 2 and deliveries[1][0] <= now - window:
             deliveries.popleft()
         first_at, first = deliveries[0]

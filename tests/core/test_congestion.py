@@ -142,3 +142,13 @@ def test_an_interactive_session_in_startup_keeps_the_initial_window() -> None:
     assert 0 < cc.btl_bw < 30  # the estimate is the typing rate (20/s), not the path's
     assert cc.cwnd(SRTT) == INITIAL_WINDOW
     assert cc.pacing_rate(SRTT) == pytest.approx(STARTUP_GAIN * INITIAL_WINDOW / SRTT)
+
+
+def test_after_startup_a_delivery_rate_sample_spans_two_round_trips() -> None:
+    cc = cruising(now=1.0, rate=100.0)
+    # one round trip after the base: 10 frames in 60 ms would read 167/s (the peer's timer
+    # ACKs are not aligned with arrivals; over one short RTT that error is large): no sample
+    cc.on_ack(1.06, data_recv=10, rtt=SRTT, srtt=SRTT, sent_by_echo=None)
+    assert cc.btl_bw == 100.0
+    cc.on_ack(1.11, data_recv=12, rtt=SRTT, srtt=SRTT, sent_by_echo=None)
+    assert cc.btl_bw == pytest.approx(12 / 0.11)  # two round trips: the sample counts
