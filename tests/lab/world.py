@@ -268,7 +268,7 @@ class World:
     proxies: list[ProxyProbe] = field(init=False, default_factory=list)
     sessions: list[subprocess.Popen[Any]] = field(init=False, default_factory=list)
     run_dir: Path | None = field(init=False, default=None)
-    plain_known_hosts: Path = field(init=False)
+    plain_known_hosts: Path | None = field(init=False, default=None)
     plain_port: int = field(init=False, default=PLAIN_PORT)
 
     def start(self) -> World:
@@ -438,6 +438,7 @@ url = "{jump}&via={JUMP}"
         """Plain OpenSSH from `uplink`'s address to `start_plain_sshd`'s daemon, no
         dupsession; with `mptcp`, under `mptcpize run` (a subflow per uplink)."""
         lab = self.lab
+        assert self.plain_known_hosts is not None, "start_plain_sshd() first"
         argv = [
             require_binary("ssh"), "-F", "/dev/null", "-i", str(self.user_key),
             "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
