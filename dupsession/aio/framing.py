@@ -39,16 +39,29 @@ class StreamDeframer:
 
     def feed(self, data: bytes) -> list[bytes]:
         """The whole frames completed by `data`; each is cut from the bytes read with one copy."""
-        buffer = self._buffer
-        if buffer:  # a partial frame waits: join it with the new bytes (the rare case)
-            buffer += data
-            data = bytes(buffer)
-            buffer.clear()
-        elif type(data) is not bytes:
+        if type(data) is not bytes:
             data = bytes(data)
         frames: list[bytes] = []
         append, minimum = frames.append, self.MIN_FRAME
         offset = 0
+        buffer = self._buffer
+        if buffer:  # complete the partial frame from the head of `data`, then go on in it
+            if len(buffer) < 2:
+                offset = 2 - len(buffer)
+                buffer += data[:offset]
+                if len(buffer) < 2:
+                    return frames
+            length = (buffer[0] << 8) | buffer[1]
+            if length < minimum:
+                raise FramingError(f"frame length {length} is too short")
+            missing = 2 + length - len(buffer)
+            buffer += data[offset : offset + missing]
+            offset += missing
+            if len(buffer) < 2 + length:
+                return frames
+            with memoryview(buffer) as view:
+                append(bytes(view[2:]))
+            buffer.clear()
         size = len(data)
         while size - offset >= 2:
             start = offset + 2
@@ -61,5 +74,5 @@ class StreamDeframer:
                 break
             append(data[start:offset])
         if offset < size:
-            buffer += data[offset:] if offset else data
+            buffer += memoryview(data)[offset:]
         return frames

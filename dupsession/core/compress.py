@@ -155,11 +155,11 @@ class StreamDecompressor:
             closefd=False,
         )
         self._input: deque[bytes] = deque()
-        self._buffer = bytearray()
         self.backlog = 0  #: compressed bytes fed and not yet decoded
-        #: `backlog` at which `next_chunk` can return a record (or find it malformed): the
-        #: receiver skips decoding until then, not once per delivered frame.
+        #: `backlog` at which `next_chunk` can return something (a header, then its record's
+        #: body): the receiver skips decoding until then, not once per delivered frame.
         self.need = RECORD_HEAD.size
+        self._kind = RAW  #: the kind of the record whose header was read
 
     def feed(self, data: bytes) -> None:
         if data:
@@ -168,26 +168,40 @@ class StreamDecompressor:
 
     def next_chunk(self) -> bytes | None:
         """The bytes of the next whole record, or None until more input arrives."""
-        buffer = self._buffer
-        while True:
-            if len(buffer) >= RECORD_HEAD.size:
-                kind, length = RECORD_HEAD.unpack_from(buffer)
-                if kind not in (RAW, ZSTD) or length == 0:
-                    raise CompressionError(f"bad compression record (kind {kind}, {length} B)")
-                end = RECORD_HEAD.size + length
-                if len(buffer) >= end:
-                    with memoryview(buffer) as view:
-                        body = bytes(view[RECORD_HEAD.size : end])
-                    del buffer[:end]
-                    self.backlog -= end
-                    self.need = RECORD_HEAD.size
-                    return body if kind == RAW else self._inflate(body)
-                self.need = end
-            else:
-                self.need = RECORD_HEAD.size
-            if not self._input:
+        if self.backlog < self.need:
+            return None
+        if self.need == RECORD_HEAD.size:  # the next record's header is in: read it
+            kind, length = RECORD_HEAD.unpack(self._take(RECORD_HEAD.size))
+            if kind not in (RAW, ZSTD) or length == 0:
+                raise CompressionError(f"bad compression record (kind {kind}, {length} B)")
+            self._kind = kind
+            self.need = RECORD_HEAD.size + length  # `backlog` still counts the header
+            if self.backlog < self.need:
                 return None
-            buffer += self._input.popleft()
+        body = self._take(self.need - RECORD_HEAD.size)
+        self.backlog -= self.need
+        self.need = RECORD_HEAD.size
+        return body if self._kind == RAW else self._inflate(body)
+
+    def _take(self, size: int) -> bytes:
+        """The first `size` queued input bytes (they are there), joined with one copy."""
+        queue = self._input
+        first = queue[0]
+        if len(first) == size:
+            return queue.popleft()
+        if len(first) > size:
+            queue[0] = first[size:]
+            return first[:size]
+        parts, got = [], 0
+        while got < size:
+            piece = queue.popleft()
+            if got + len(piece) > size:
+                cut = size - got
+                queue.appendleft(piece[cut:])
+                piece = piece[:cut]
+            parts.append(piece)
+            got += len(piece)
+        return b"".join(parts)
 
     def _inflate(self, body: bytes) -> bytes:
         try:
