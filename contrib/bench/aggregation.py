@@ -38,6 +38,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -347,6 +348,8 @@ def main() -> int:
     )
     parser.add_argument("--typing", type=float, default=TYPING_SECONDS, help="seconds per policy")
     args = parser.parse_args()
+    # a time limit's SIGTERM unwinds: the lab, its namespaces and every process go
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="aggbench-"))
     try:
         source = tmp / "payload.bin"
