@@ -432,7 +432,9 @@ class Bench:
         if paths is None:
             conn: Conn = TcpConn(port)
         else:
-            argv = [*self.dupsession, "--key", str(self.key)]
+            # Every frame on every path, as the targets say ("redundant"), whatever the
+            # default policy is.
+            argv = [*self.dupsession, "--key", str(self.key), "--policy", "redundant"]
             if encrypt:
                 argv.append("--encrypt")
             for path in paths:
