@@ -88,21 +88,41 @@ def test_flags_win_over_the_file(tmp_path: Path) -> None:
 
 
 def test_status_shows_policy_tier_and_first_delivery_share() -> None:
+    """A real session's snapshot (stripe, path 2 a backup), as the control socket sends it and
+    `dupsession status` reads it back."""
+    import dataclasses
+
     from rich.console import Console
 
-    from dupsession.status import render
+    from dupsession.core.negotiate import Features
+    from dupsession.core.session import Role, Session
+    from dupsession.core.snapshot import OutboundStats
+    from dupsession.report import PathReport, SessionReport
+    from dupsession.status import Process, render
+    from tests.support.session import handshake_keys
 
-    path = {"state": "up", "inbound": {"first": 0}, "outbound": {"first": 0}}
-    doc = {
-        "role": "client",
-        "policy": "stripe",
-        "paths": [
-            {**path, "id": 1, "tier": "primary", "outbound": {"first": 300}},
-            {**path, "id": 2, "tier": "backup", "outbound": {"first": 100}},
-        ],
-    }
+    session_id, keys = handshake_keys()
+    schedule = Schedule(Policy.STRIPE, tiers=((2, Tier.BACKUP),))
+    session = Session(Role.CLIENT, session_id, keys, 0.0, features=Features(schedule=schedule))
+    for path_id in (1, 2):
+        session.add_path(path_id, True, 0.0)
+    snapshot = session.snapshot(1.0)
+    paths = tuple(
+        dataclasses.replace(path, outbound=OutboundStats(first, 0.0, 0.0))
+        for path, first in zip(snapshot.paths, (300, 100), strict=True)
+    )
+    report = SessionReport(
+        role="client",
+        state="up",
+        age=1.0,
+        bytes_out=0,
+        bytes_in=0,
+        paths=tuple(PathReport(path.id, "up", core=path) for path in paths),
+        core=dataclasses.replace(snapshot, paths=paths),
+    )
+    document = {"kind": "client", "pid": 1, "sessions": [report.as_dict()]}
     console = Console(width=200, record=True)
-    console.print(render([{"sessions": [doc]}], plain=True))
+    console.print(render([Process.from_document(document)], plain=True))
     text = console.export_text()
     assert "  stripe" in text
     assert "backup" in text and "75% (300)" in text and "25% (100)" in text
