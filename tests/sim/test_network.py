@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from dupsession.aio.driver import SessionDriver
 from dupsession.core import wire
 from dupsession.core.events import PathDown, PathUp, SessionClosed, StreamEnded
 from dupsession.core.session import Role, Session, SessionConfig, SessionState
@@ -143,6 +144,27 @@ def test_clean_network_delivers_both_ways_and_closes() -> None:
         PathUp(0),
         PathUp(1),
     ]
+
+
+def test_each_side_is_the_real_driver() -> None:
+    """The simulator runs `SessionDriver` itself, not a copy of its loop: the driver's sinks
+    carry the frames and its endpoint is the simulated application."""
+    sim = Simulation(symmetric(LinkSpec(delay=0.02), 2), 1, [payload(8, 20_000)], [b"ok"])
+    for side in (sim.client, sim.exit):
+        assert type(side.driver) is SessionDriver and side.driver.endpoint is side
+        assert sorted(side.driver.sinks) == [0, 1]
+    sent: list[int] = []
+    sink = sim.client.driver.sinks[0]
+
+    class Counting:
+        def send_frames(self, frames: list[bytes]) -> None:
+            sent.append(len(frames))
+            sink.send_frames(frames)
+
+    sim.client.driver.sinks[0] = Counting()
+    result = sim.run()
+    assert_clean(result)
+    assert sum(sent) == result.links["client:0"].sent  # every frame on path 0 left through it
 
 
 def test_bad_network_still_delivers_exactly() -> None:
