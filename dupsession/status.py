@@ -131,9 +131,9 @@ class Column:
 
 
 def _congestion(row: Row) -> str:
-    """A datagram path's controller in one cell: estimated rate and the queue it meets."""
+    """A path's controller in one cell: estimated rate and the queue it meets."""
     cc = row.path.core.congestion if row.path.core is not None else {}
-    if cc.get("kind") != "model-rate" or not cc.get("rate_bps"):
+    if cc.get("kind") not in ("model-rate", "stream-window") or not cc.get("rate_bps"):
         return "-"
     queue = cc.get("queue_delay")
     rate = f"{cc['rate_bps'] / 1e6:.1f}M"

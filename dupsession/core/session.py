@@ -36,7 +36,7 @@ from dupsession.core.compress import (
     Inflow,
     StreamCompressor,
 )
-from dupsession.core.congestion import CongestionController, ModelRate
+from dupsession.core.congestion import CongestionController, ModelRate, StreamWindow
 from dupsession.core.errors import LocalProtocolError
 from dupsession.core.events import (
     Event,
@@ -215,7 +215,7 @@ class Session:
         return path
 
     def _controller(self, datagram: bool) -> CongestionController:
-        return ModelRate() if datagram else CongestionController()
+        return ModelRate() if datagram else StreamWindow()
 
     def remove_path(self, path_id: int) -> None:
         self.paths.pop(path_id, None)
