@@ -2,8 +2,8 @@
 
 What is promised (issue 9): a datagram path's controller converges to the link rate without
 keeping a standing queue; random loss does not halve its rate; a transfer leaves room for
-keystrokes of another session; two sessions on one bottleneck share it fairly (not met: see
-`test_two_sessions_share_one_bottleneck_without_starving`).
+keystrokes of another session; two sessions on one bottleneck share it fairly (issue 9's
+scenario; `test_two_sessions_share_one_bottleneck_fairly` says what is not yet robust).
 """
 
 from __future__ import annotations
@@ -83,16 +83,14 @@ def test_random_loss_does_not_halve_the_rate() -> None:
     assert abs(cc.btl_bw * 1232 - rate) <= 0.1 * rate
 
 
-def test_two_sessions_share_one_bottleneck_without_starving() -> None:
+def test_two_sessions_share_one_bottleneck_fairly() -> None:
     """Two uploads, different RTTs (40 and 60 ms), one 2 Mbit/s uplink with a 200 ms queue.
 
-    Measured over the second half of 12 s: the link is used, both sessions make progress and
-    the shared queue stays under the router's 200 ms. NOT asserted, because not achieved: a
-    fair share. Two model-based flows here settle at about 9:1 (Jain's index 0.61) with a
-    standing queue of about 140 ms: the flow with the smaller estimate is held by a window
-    sized from its minimum RTT while the queue the other one keeps sets its real RTT (BBR v1
-    has the same trap; BBR v2's bounds on in-flight are the known cure). The figures are in
-    docs/BENCHMARKS.md; this test pins that nothing is worse.
+    Over the second half of 12 s (virtual time): the link is used, the two share it fairly
+    (Jain's index of their goodputs at least 0.9; it was 0.61, about 9:1, before), and the
+    shared queue stays bounded, with no tail drop. This is issue 9's scenario; fairness is
+    not yet robust across RTT ratios and rates (docs/BENCHMARKS.md, "Under load": 0.77-0.98
+    over five scenarios), and the flows keep a standing queue of about 100 ms between them.
     """
     rate, total = 2 * MBIT, 12.0
     up = Bottleneck(rate, queue=0.2)
@@ -106,10 +104,12 @@ def test_two_sessions_share_one_bottleneck_without_starving() -> None:
     run_together(sims, until=total)
     got = [len(s.exit.received) - b for s, b in zip(sims, before, strict=True)]
     assert sum(got) >= 0.9 * rate * PAYLOAD_SHARE * total / 2, got
-    assert min(got) >= 0.05 * sum(got), got  # neither starves
-    # startup overshoots once; after that, probing rounds drop little (< 2 % of frames)
-    assert up.dropped - dropped < 0.02 * (len(up.waits) - start)
-    assert statistics.median(up.waits[start:]) < 0.17
+    jain = sum(got) ** 2 / (len(got) * sum(g * g for g in got))
+    assert jain >= 0.9, (jain, got)
+    waits = up.waits[start:]
+    assert up.dropped == dropped  # no tail drop: the queue never reached the router's 200 ms
+    assert statistics.quantiles(waits, n=20)[18] < 0.15, "queue p95"
+    assert statistics.median(waits) < 0.12, "queue p50"
 
 
 def test_a_transfer_leaves_room_for_another_sessions_keystrokes() -> None:

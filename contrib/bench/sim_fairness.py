@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Two uploads sharing one bottleneck in the simulator: how fairly they split it.
+
+    python3 contrib/bench/sim_fairness.py
+
+Each scenario runs two sessions (one datagram path each, different RTTs) through one uplink
+with a 200 ms tail-drop queue (tests/sim), on virtual time, and measures the second half of
+the run: each session's goodput, Jain's index of the two, the link's use and the shared
+queue's wait (p50, p95). Issue 9 asks for a fair share (Jain >= 0.9) with a bounded queue.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.sim.network import Bottleneck, LinkSpec, PathSpec, Simulation, run_together
+
+MBIT = 1e6 / 8
+#: (uplink bit/s, seconds, one-way delays of the two sessions' paths)
+SCENARIOS = (
+    (2e6, 12.0, (0.02, 0.03)),  # the test's (tests/sim/test_congestion.py)
+    (2e6, 20.0, (0.02, 0.03)),
+    (2e6, 12.0, (0.01, 0.05)),
+    (5e6, 10.0, (0.025, 0.025)),
+    (10e6, 8.0, (0.02, 0.04)),
+)
+
+
+def main() -> int:
+    for bits, total, delays in SCENARIOS:
+        rate = bits / 8
+        up = Bottleneck(rate, queue=0.2)
+        sims = []
+        for seed, delay in enumerate(delays, 1):
+            spec = PathSpec(LinkSpec(delay=delay, bottleneck=up), LinkSpec(delay=delay))
+            sims.append(Simulation([spec], seed, [bytes(int(rate * total))], []))
+        run_together(sims, until=total / 2)
+        before = [len(s.exit.received) for s in sims]
+        start, dropped = len(up.waits), up.dropped
+        run_together(sims, until=total)
+        got = [len(s.exit.received) - b for s, b in zip(sims, before, strict=True)]
+        jain = sum(got) ** 2 / (len(got) * sum(g * g for g in got))
+        waits = up.waits[start:]
+        rtts = "/".join(f"{2 * d * 1e3:.0f}" for d in delays)
+        shares = ", ".join(f"{g * 8 / (total / 2) / 1e6:.2f}" for g in got)
+        print(
+            f"{bits / 1e6:.0f} Mbit/s, RTT {rtts} ms, {total:.0f} s: goodput {shares} Mbit/s, "
+            f"Jain {jain:.3f}, link use {sum(got) / (rate * total / 2):.0%}, queue p50 "
+            f"{statistics.median(waits) * 1e3:.0f} ms p95 "
+            f"{statistics.quantiles(waits, n=20)[18] * 1e3:.0f} ms, drops {up.dropped - dropped}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
