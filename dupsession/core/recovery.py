@@ -111,8 +111,8 @@ class Recovery:
             self._detect(now, sender, self.window)
         # A probe goes twice on a single path: at 5 % loss its one copy is lost one time in
         # twenty, and each such double loss cost a keystroke (and those behind it) 2 RTTs more.
-        # With several paths each already carries a copy.
-        twice = sum(1 for p in paths if p.datagram and p.state is PathState.UP) <= 1
+        # With several paths each already carries a copy; a stream path never loses one.
+        twice = sum(1 for p in paths if p.datagram and p.state is PathState.UP) == 1
         tail = self._lost_resend(sender)
         if tail is not None and tail[0] <= now:
             tail[1].armed = False  # its heap entry goes stale; the resend re-arms it

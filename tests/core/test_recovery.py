@@ -134,8 +134,9 @@ def test_resend_of_a_rack_loss_is_byte_identical_and_counted() -> None:
 
 
 def test_a_probe_goes_twice_on_a_single_path_and_once_on_each_of_several() -> None:
-    for paths, copies in ((1, 2), (2, 1)):
-        pair = Pair(paths=paths)
+    # A stream path never loses a frame: its probe goes once even when it is the only path.
+    for paths, datagram, copies in ((1, True, 2), (2, True, 1), (1, False, 1)):
+        pair = Pair(paths=paths, datagram=datagram)
         c = pair.client
         now = pair.connect(T0, delay=0.025)
         c.send(b"k")
@@ -145,7 +146,7 @@ def test_a_probe_goes_twice_on_a_single_path_and_once_on_each_of_several() -> No
         c.handle_timer(timer)
         out = c.transmit(timer)
         for pid in range(paths):
-            assert data_frames(out, pid) == first * copies, (paths, pid)
+            assert data_frames(out, pid) == first * copies, (paths, datagram, pid)
 
 
 def test_a_lost_resend_is_resent_one_ack_clock_later_not_after_a_backed_off_timeout() -> None:
