@@ -336,9 +336,15 @@ class World:
 
     # -- client side ------------------------------------------------------------------------
 
-    def write_config(self, uplinks: Iterable[str] | None = None, name: str = "client.toml") -> Path:
+    def write_config(
+        self,
+        uplinks: Iterable[str] | None = None,
+        name: str = "client.toml",
+        policy: str | None = None,
+    ) -> Path:
         """A dupsession config: uplinks x (direct udp+tcp, relay1 udp+tcp, relay2 udp, SSH
-        relay through relay2's sshd). Uplinks default to the uplinks' source addresses."""
+        relay through relay2's sshd). Uplinks default to the uplinks' source addresses;
+        `policy` None is the default policy."""
         lab = self.lab
         if uplinks is None:
             uplinks = [lab.addr("client", u) for u in UPLINKS]
@@ -347,9 +353,10 @@ class World:
             f"&known_hosts={self.jump_known_hosts}"
         )
         relay_url = {r: f"{lab.addr(r)}:{RELAY_PORT}" for r in RELAYS}
+        policy_line = f'policy = "{policy}"\n' if policy is not None else ""
         text = f"""\
 key = "{self.key}"
-uplinks = [{", ".join(f'"{u}"' for u in uplinks)}]
+{policy_line}uplinks = [{", ".join(f'"{u}"' for u in uplinks)}]
 exit = "lab"
 grace_period = {GRACE}
 probe_interval = {PROBE_INTERVAL}
