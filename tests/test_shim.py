@@ -134,11 +134,19 @@ async def _lossy_run(seed: int) -> tuple[int, int, int]:
     """Send 1000 datagrams through loss=0.5; return (dropped, forwarded, echoed)."""
     shim = UdpShim(("127.0.0.1", 0), up=Impairment(loss=0.5), seed=seed)
     async with udp_echo_through(shim) as (transport, client, echo):
+        counters = shim.up_counters
         for i in range(1000):
             transport.sendto(i.to_bytes(4, "big"))
             if i % 50 == 49:
-                await asyncio.sleep(0.002)  # stay far below the kernel's socket buffers
-        counters = shim.up_counters
+                # Stay far below the kernel's socket buffers: the next burst waits until the
+                # shim judged this one and its echoes are back (a fixed sleep overflowed them
+                # when a loaded CI machine descheduled this process; the kernel's drops are
+                # not the shim's and made the count fall short).
+                def judged(sent: int = i + 1) -> bool:
+                    return counters.dropped + counters.forwarded == sent
+
+                await eventually(judged)
+                await eventually(lambda: client.queue.qsize() == counters.forwarded)
         await eventually(lambda: counters.dropped + counters.forwarded == 1000)
         await eventually(lambda: client.queue.qsize() == counters.forwarded)
         assert echo.received == counters.forwarded
