@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.sim.network import Bottleneck, LinkSpec, PathSpec, Simulation, run_together
+from tests.sim.network import share_bottleneck
 
 MBIT = 1e6 / 8
 #: (uplink bit/s, seconds, one-way delays of the two sessions' paths)
@@ -33,25 +33,15 @@ SCENARIOS = (
 def main() -> int:
     for bits, total, delays in SCENARIOS:
         rate = bits / 8
-        up = Bottleneck(rate, queue=0.2)
-        sims = []
-        for seed, delay in enumerate(delays, 1):
-            spec = PathSpec(LinkSpec(delay=delay, bottleneck=up), LinkSpec(delay=delay))
-            sims.append(Simulation([spec], seed, [bytes(int(rate * total))], []))
-        run_together(sims, until=total / 2)
-        before = [len(s.exit.received) for s in sims]
-        start, dropped = len(up.waits), up.dropped
-        run_together(sims, until=total)
-        got = [len(s.exit.received) - b for s, b in zip(sims, before, strict=True)]
-        jain = sum(got) ** 2 / (len(got) * sum(g * g for g in got))
-        waits = up.waits[start:]
+        run = share_bottleneck(rate, total, delays)
+        got, waits = run.got, run.waits
         rtts = "/".join(f"{2 * d * 1e3:.0f}" for d in delays)
         shares = ", ".join(f"{g * 8 / (total / 2) / 1e6:.2f}" for g in got)
         print(
             f"{bits / 1e6:.0f} Mbit/s, RTT {rtts} ms, {total:.0f} s: goodput {shares} Mbit/s, "
-            f"Jain {jain:.3f}, link use {sum(got) / (rate * total / 2):.0%}, queue p50 "
+            f"Jain {run.jain:.3f}, link use {sum(got) / (rate * total / 2):.0%}, queue p50 "
             f"{statistics.median(waits) * 1e3:.0f} ms p95 "
-            f"{statistics.quantiles(waits, n=20)[18] * 1e3:.0f} ms, drops {up.dropped - dropped}"
+            f"{statistics.quantiles(waits, n=20)[18] * 1e3:.0f} ms, drops {run.dropped}"
         )
     return 0
 

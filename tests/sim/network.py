@@ -690,6 +690,38 @@ def run_together(sims: Sequence[Simulation], until: float = 600.0) -> list[SimRe
     return [sim.result() for sim in sims]
 
 
+@dataclass(frozen=True)
+class SharedRun:
+    """Second half of uploads sharing one bottleneck (`share_bottleneck`): per session goodput
+    (payload bytes), the queue's waits and its tail drops over that half."""
+
+    got: list[int]
+    waits: list[float]
+    dropped: int
+
+    @property
+    def jain(self) -> float:
+        """Jain's fairness index of the goodputs: 1 for equal shares, 1/n for one taker."""
+        return sum(self.got) ** 2 / (len(self.got) * sum(g * g for g in self.got))
+
+
+def share_bottleneck(rate: float, total: float, delays: Sequence[float]) -> SharedRun:
+    """One upload per delay (one datagram path each, seeds 1, 2, ...) through one uplink of
+    `rate` bytes/s with a 200 ms tail-drop queue, for `total` seconds; measured over the
+    second half, once startup has settled."""
+    up = Bottleneck(rate, queue=0.2)
+    sims = []
+    for seed, delay in enumerate(delays, 1):
+        spec = PathSpec(LinkSpec(delay=delay, bottleneck=up), LinkSpec(delay=delay))
+        sims.append(Simulation([spec], seed, [bytes(int(rate * total))], []))
+    run_together(sims, until=total / 2)
+    before = [len(s.exit.received) for s in sims]
+    start, dropped = len(up.waits), up.dropped
+    run_together(sims, until=total)
+    got = [len(s.exit.received) - b for s, b in zip(sims, before, strict=True)]
+    return SharedRun(got, up.waits[start:], up.dropped - dropped)
+
+
 def symmetric(link: LinkSpec, count: int = 1) -> list[PathSpec]:
     """`count` paths, each with `link` in both directions."""
     return [PathSpec(link, link) for _ in range(count)]

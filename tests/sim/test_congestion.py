@@ -18,6 +18,7 @@ from tests.sim.network import (
     SimResult,
     Simulation,
     run_together,
+    share_bottleneck,
 )
 
 MBIT = 1e6 / 8  #: bytes per second
@@ -94,21 +95,11 @@ def test_two_sessions_share_one_bottleneck_without_starving() -> None:
     0.79); docs/BENCHMARKS.md "Under load" has the figures and the traced cause.
     """
     rate, total = 2 * MBIT, 12.0
-    up = Bottleneck(rate, queue=0.2)
-    sims = []
-    for seed, delay in ((1, 0.02), (2, 0.03)):
-        spec = PathSpec(LinkSpec(delay=delay, bottleneck=up), LinkSpec(delay=delay))
-        sims.append(Simulation([spec], seed, [bytes(int(rate * total))], []))
-    run_together(sims, until=total / 2)
-    before = [len(s.exit.received) for s in sims]
-    start, dropped = len(up.waits), up.dropped
-    run_together(sims, until=total)
-    got = [len(s.exit.received) - b for s, b in zip(sims, before, strict=True)]
+    run = share_bottleneck(rate, total, (0.02, 0.03))
+    got, waits = run.got, run.waits
     assert sum(got) >= 0.9 * rate * PAYLOAD_SHARE * total / 2, got
-    jain = sum(got) ** 2 / (len(got) * sum(g * g for g in got))
-    assert jain >= 0.75, (jain, got)
-    waits = up.waits[start:]
-    assert up.dropped == dropped  # no tail drop: the queue never reached the router's 200 ms
+    assert run.jain >= 0.75, (run.jain, got)
+    assert run.dropped == 0  # no tail drop: the queue never reached the router's 200 ms
     assert statistics.quantiles(waits, n=20)[18] < 0.15, "queue p95"
     assert statistics.median(waits) < 0.12, "queue p50"
 
