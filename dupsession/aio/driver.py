@@ -24,6 +24,13 @@ from dupsession.core.snapshot import SessionSnapshot
 
 log = logging.getLogger(__name__)
 
+#: Frame bytes fed in by `frames_received` after which the driver flushes at once instead of
+#: at the end of the loop turn: libuv reads a busy socket up to 32 times per turn (8 MB of a
+#: TCP path), and until the flush the peer gets no ACK (its window stays shut) and our
+#: consumer no data. Per 256 KiB, the ACK and the write go out while the peer can still use
+#: them (loopback, 2 UDP + 1 TCP download: 106 -> 123 MB/s; docs/BENCHMARKS.md).
+FLUSH_AFTER_BYTES = 256 * 1024
+
 
 class FrameSink(Protocol):
     """One path's way out: sends whole frames; reliability is not promised."""
@@ -71,6 +78,7 @@ class SessionDriver:
         self._timer: Cancellable | None = None
         self._timer_at: float | None = None
         self._flush_pending = False
+        self._unflushed = 0  #: frame bytes received since the last flush
         self.on_path_event: Callable[[events.Event], None] | None = None
         self.closed = asyncio.Event()
 
@@ -150,11 +158,18 @@ class SessionDriver:
     def frames_received(self, frames: list[bytes], path_id: int) -> None:
         """Feed the frames of one read from a path whose sender is known (a bound stream, a
         path's own socket): one clock read and one flush for the batch. Nothing inside them
-        can re-bind the path, so the ids they name are not returned."""
+        can re-bind the path, so the ids they name are not returned. Past `FLUSH_AFTER_BYTES`
+        since the last flush it flushes now, not at the end of the turn."""
         receive, now = self.session.receive_frame, self.now()
+        size = self._unflushed
         for frame in frames:
             receive(frame, now, path_id)
-        self.poke()
+            size += len(frame)
+        if size >= FLUSH_AFTER_BYTES:
+            self.flush()
+        else:
+            self._unflushed = size
+            self.poke()
 
     def send(self, data: bytes) -> None:
         self.session.send(data)
@@ -171,6 +186,7 @@ class SessionDriver:
 
     def flush(self) -> None:
         self._flush_pending = False
+        self._unflushed = 0
         session = self.session
         now = self.now()
         for path_id, frames in session.transmit(now).items():

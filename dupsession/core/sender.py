@@ -4,7 +4,8 @@ Rules:
 - Bytes are cut into frames only when a path can take them (no Nagle: a keystroke becomes a
   frame at once), and a frame never changes once made: every copy is byte-identical.
 - The buffer is bounded in bytes (`window_bytes`) and by the peer's advertised window; when
-  full, `writable()` is false and the glue stops reading its source.
+  full, or while `PENDING_LIMIT` bytes wait to be cut, `writable()` is false and the glue
+  stops reading its source.
 - Each frame has one resend deadline; paths keep their own cursors (see `Path.cursor`), so a
   slow path skips whatever the peer already acknowledged.
 """
@@ -22,6 +23,13 @@ from dupsession.core.errors import LocalProtocolError
 INITIAL_PEER_WINDOW = 1024
 #: Resend backoff doubles per resend up to this many doublings.
 MAX_BACKOFF_EXPONENT = 5
+#: Bytes the buffer takes that are not cut into frames yet: beyond this `writable()` is 0 and
+#: the glue pauses its source until the next transmit has cut them. So one event-loop turn
+#: reads, cuts and sends about this much, and the peer gets to work on it at once. Without
+#: it, one turn read a busy pipe up to 32 times (8 MB, the whole window), and cutting and
+#: sealing all of it took 50 ms of CPU before the first frame reached the socket: the peer
+#: idled, then we did (loopback, 2 UDP + 1 TCP: 56 -> 79 MB/s; docs/BENCHMARKS.md).
+PENDING_LIMIT = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -79,7 +87,8 @@ class Sender:
         """How many more bytes the buffer takes now (0: push back on the source)."""
         if self._fin_requested:
             return 0
-        return max(0, self.window_bytes - self.unacked_bytes - len(self._pending))
+        room = min(self.window_bytes - self.unacked_bytes, PENDING_LIMIT)
+        return max(0, room - len(self._pending))
 
     def push(self, data: bytes) -> None:
         if self._fin_requested:
