@@ -149,6 +149,7 @@ class Bench:
         self.args = args
         self.cc = "?"
         self.exit_views: dict[str, list[str]] = {}
+        self._watch_stop = threading.Event()
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -259,19 +260,36 @@ class Bench:
         idle_to = time.monotonic()
         watch = CpuWatch(self.lab)
         self.lab.reset_counters()
+        udp0 = {node: self.udp_errors(node) for node in ("client", "server")}
         proc = self.download_process(method)
         assert proc.stdout is not None
         side: list[Callable[[], None]] = []
         if method.kind == "dupsession":
             side.append(lambda: self.exit_view(method))
+            if self.args.watch:
+                side.append(lambda: self.watch_exit(method, proc))
+            if self.args.py_spy:
+                side.append(lambda: self.profile(method))
         elif method.kind == "mptcp":
             side.append(lambda: self.subflows(result))
         received, first, last, ok, ended = self.read(proc.stdout, side)
         used, result.machine_cpu, seconds = watch.stop()
-        stages = self.lab.stats()["stages"]
+        stats = self.lab.stats()
+        stages = stats["stages"]
         for uplink in SEED_LIKE:  # the downlink's shaper: its tail drops mean a full queue
             counters = stages[uplink]["back"]["counters"]
             result.drops[uplink] = (counters["queue"], counters["packets"])
+        if self.args.watch:  # where packets went missing: the emulator, or a full socket
+            emu = stats.get("counters", {})
+            routes = ", ".join(
+                f"{r} {stages[r]['back']['counters']['loss']} of "
+                f"{stages[r]['back']['counters']['packets']}"
+                for r in ROUTES
+            )
+            udp = {node: self.udp_errors(node) - udp0[node] for node in udp0}
+            result.notes.append(
+                f"emulator {emu}; random loss downstream {routes}; UDP receive errors {udp}"
+            )
         if not ended:
             proc.kill()
             result.notes.append(f"download stopped after {self.args.timeout:g} s")
@@ -324,23 +342,61 @@ class Bench:
 
     # -- what the ends see --------------------------------------------------------------------
 
+    def udp_errors(self, node: str) -> int:
+        """The node's UDP datagrams dropped on receive (a full socket buffer), so far."""
+        lines = self.lab.run(node, ["cat", "/proc/net/snmp"]).stdout.splitlines()
+        rows = [line.split() for line in lines if line.startswith("Udp:")]
+        return int(dict(zip(rows[0], rows[1], strict=True))["InErrors"])
+
+    def watch_exit(self, method: Method, proc: subprocess.Popen[bytes]) -> None:
+        """Under --watch: the exit's view every `--watch` s until the download ends (3 s in,
+        the first is `exit_view`'s), so a figure's change over the download shows."""
+        first = time.monotonic()
+        while proc.poll() is None and not self._watch_stop.wait(self.args.watch):
+            lines = self.exit_lines()
+            print(f"    [{time.monotonic() - first + 3:5.1f} s] " + "\n      ".join(lines))
+
+    def profile(self, method: Method) -> None:
+        """Under --py-spy DIR: py-spy record the exit's relayd and the downloading client for
+        `--py-spy-seconds` (folded stacks, one file each), 3 s into the download."""
+        wanted = ("relayd serve", "dupsession")
+        inodes = {Path(f"/run/netns/{ns}").stat().st_ino for ns in self.lab.created}
+        found = cpu_by_process(inodes)
+        # the busiest of each label: the download's client, not the typing session's
+        time.sleep(0.5)
+        later = cpu_by_process(inodes)
+        for label in wanted:
+            pids = [p for p, (lab, _) in later.items() if lab == label and p in found]
+            if not pids:
+                continue
+            pid = max(pids, key=lambda p: later[p][1] - found[p][1])
+            out = Path(self.args.py_spy) / f"{method.policy or 'default'}-{label.split()[0]}.txt"
+            subprocess.Popen(
+                ["py-spy", "record", "-r", "100", "-f", "raw", "--nonblocking", "-d",
+                 str(self.args.py_spy_seconds), "-o", str(out), "--pid", str(pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+
     def exit_view(self, method: Method) -> None:
         """The exit's busiest session's paths mid-download: the download's sender."""
+        self.exit_views[method.name] = self.exit_lines()
+
+    def exit_lines(self) -> list[str]:
+        """The exit's busiest session's paths now, one line each, and its TCP sockets."""
         try:
             assert self.world.run_dir is not None
             doc = control.query(self.world.run_dir / "relayd.sock")
         except (control.ControlError, OSError) as exc:
-            self.exit_views[method.name] = [f"exit status failed: {exc}"]
-            return
+            return [f"exit status failed: {exc}"]
         # the download's: the youngest session that has sent more than typing does
         sessions = [s for s in doc.get("sessions", []) if s.get("bytes_out", 0) > 100_000]
         if not sessions:
-            self.exit_views[method.name] = ["exit: no download session found"]
-            return
+            return ["exit: no download session found"]
         session = min(sessions, key=lambda s: float(s.get("age", 0.0)))
         lines = [
             f"policy {session.get('policy')}, {session.get('retransmissions')} "
-            f"retransmissions, {session.get('unacked_bytes', 0) / 1e3:.0f} kB unacked"
+            f"retransmissions, {session.get('unacked_bytes', 0) / 1e3:.0f} kB unacked, "
+            f"{session.get('bytes_out', 0) / 1e6:.1f} MB sent"
         ]
         for path in session.get("paths", []):
             cc = path.get("congestion") or {}
@@ -358,8 +414,12 @@ class Bench:
                     text += f", {cc[key] * scale:.1f}{unit}"
             if cc.get("kind"):
                 text += f" [{cc['kind']}{'/' + cc['mode'] if cc.get('mode') else ''}]"
+            out = path.get("outbound") or {}
+            text += f"; sent {path.get('bytes_sent', 0) / 1e6:.1f} MB"
+            if isinstance(out.get("first"), int):
+                text += f", first {out['first']}, loss {out.get('loss', 0.0):.1%}"
             lines.append(text)
-        self.exit_views[method.name] = lines + self.exit_sockets()
+        return lines + self.exit_sockets()
 
     def exit_sockets(self) -> list[str]:
         """The exit's TCP paths as the kernel sees them (`ss`): its own RTT and window, and
@@ -484,6 +544,11 @@ def main() -> int:
     parser.add_argument(
         "--only", nargs="+", help="methods whose name contains one of these (and plain ssh)"
     )
+    parser.add_argument(
+        "--watch", type=float, metavar="S", help="print the exit's view every S s (diagnosis)"
+    )
+    parser.add_argument("--py-spy", metavar="DIR", help="record relayd and the client (py-spy)")
+    parser.add_argument("--py-spy-seconds", type=int, default=5, help="py-spy record length")
     parser.add_argument(
         "--paths", nargs="+", default=["udp", "tcp"], choices=["udp", "tcp"],
         help="dupsession's path kinds on each uplink (default: udp tcp, the issue's 4 paths)",
