@@ -29,6 +29,14 @@ FULL_BW_ROUNDS = 3
 #: Startup also ends once the smoothed RTT passes this multiple of the minimum with a queue
 #: above target: the bottleneck is full (HyStart's delay signal), no need to wait 3 rounds.
 STARTUP_EXIT_RTT = 1.5
+#: ...and at once, on any ACK, when every RTT sample of the current round (at least this many)
+#: sat above the minimum by more than the queue target (HyStart++'s delay rule): waiting for
+#: the round's end and a smoothed RTT let startup's doubling stand 75-100 ms of queue in the
+#: netlab's routers before it stopped, and every keystroke beside the transfer waited behind it.
+STARTUP_EXIT_SAMPLES = 4
+#: Startup's window, in BDPs (BBR v2's): the pacing gain grows the rate; the window only
+#: bounds what the overshoot can queue before the delay rule sees it.
+STARTUP_CWND_GAIN = 2.0
 #: A queue is "standing" above max(this fraction of the minimum RTT, QUEUE_TARGET_MIN s).
 QUEUE_TARGET_FRACTION = 0.25
 QUEUE_TARGET_MIN = 0.005
@@ -122,6 +130,11 @@ class CongestionController:
         """When `budget` grows again while the path has frames waiting (None: never by time)."""
         return None
 
+    def borrow(self, now: float, count: int) -> None:
+        """`count` frames of this path's budget went out on another path of the same link
+        (`scheduler.benched`): they use its pacing, not its window (they are not in flight
+        here)."""
+
     def on_ack(
         self, now: float, data_recv: int, rtt: float | None, srtt: float, sent_by_echo: int | None
     ) -> None:
@@ -173,6 +186,8 @@ class ModelRate(CongestionController):
         "_probe_rtt_until",
         "_round_end",
         "_round_lost",
+        "_round_rtt",
+        "_round_samples",
         "_round_sent",
         "_rtt_window",
         "_sent_total",
@@ -193,7 +208,7 @@ class ModelRate(CongestionController):
     def __init__(self) -> None:
         self.mode = "startup"
         self.pacing_gain = STARTUP_GAIN
-        self.cwnd_gain = STARTUP_GAIN
+        self.cwnd_gain = STARTUP_CWND_GAIN
         self.btl_bw = 0.0  #: frames per second, windowed maximum
         self._bw: deque[tuple[float, float]] = deque()  #: (time, rate), decreasing rates
         self.min_rtt = float("inf")
@@ -212,6 +227,8 @@ class ModelRate(CongestionController):
         self._full_bw = 0.0
         self._full_rounds = 0
         self._round_end = 0.0
+        self._round_rtt = float("inf")  #: the lowest RTT sample of the current round
+        self._round_samples = 0
         self._round_sent = 0  #: _sent_total and _lost when the loss fraction last moved
         self._round_lost = 0
         self.loss_rate = 0.0  #: smoothed fraction of DATA copies lost on this path
@@ -267,6 +284,15 @@ class ModelRate(CongestionController):
             elif rtt - self.min_rtt <= MIN_RTT_CONFIRM * self._queue_target():
                 self.min_rtt_at = now
             self._probe_min = min(self._probe_min, rtt)
+            self._round_rtt = min(self._round_rtt, rtt)
+            self._round_samples += 1
+            if (
+                self.mode == "startup"
+                and self._round_samples >= STARTUP_EXIT_SAMPLES
+                and not self.app_limited
+                and self._round_rtt - self.min_rtt > self._queue_target()
+            ):
+                self._end_startup()
         self._probe_rtt(now, srtt)
         if self._delivered < 0:
             self._delivered, self._last_recv = data_recv, data_recv
@@ -327,6 +353,7 @@ class ModelRate(CongestionController):
         if now < self._round_end:
             return
         self._round_end = now + self._rtt(srtt)
+        self._round_rtt, self._round_samples = float("inf"), 0
         self._measure_loss()
         queued = self._queued(srtt)
         if self.mode == "startup":
@@ -339,7 +366,7 @@ class ModelRate(CongestionController):
                 return
             self._full_rounds += 1
             if self._full_rounds >= FULL_BW_ROUNDS:
-                self.mode, self.pacing_gain, self.cwnd_gain = "drain", 1 / STARTUP_GAIN, 2.0
+                self._end_startup()
         if self.mode == "drain":
             if self.inflight > self.bdp(srtt):
                 return
@@ -356,6 +383,9 @@ class ModelRate(CongestionController):
                 self.cwnd_gain = QUEUE_CWND_GAIN
             else:
                 self.pacing_gain /= 1 - min(self.loss_rate, LOSS_COMPENSATION_MAX)
+
+    def _end_startup(self) -> None:
+        self.mode, self.pacing_gain, self.cwnd_gain = "drain", 1 / STARTUP_GAIN, 2.0
 
     def _measure_loss(self) -> None:
         """Fold the frames lost since the last measure into the smoothed loss fraction."""
@@ -412,6 +442,9 @@ class ModelRate(CongestionController):
     def on_budget_left(self, left: bool) -> None:
         self.app_limited = left
 
+    def borrow(self, now: float, count: int) -> None:
+        self._tokens -= count
+
     def wake_at(self, srtt: float) -> float | None:
         if self._tokens_at is None:
             return None
@@ -433,6 +466,7 @@ class ModelRate(CongestionController):
             "inflight_frames": self.inflight,
             "min_rtt": self.min_rtt if self.min_rtt < 1e9 else None,
             "queue_delay": max(0.0, self.latest_rtt - self.min_rtt) if self.min_rtt < 1e9 else None,
+            "loss": self.loss_rate,
         }
 
 

@@ -52,6 +52,11 @@ INITIAL_RATE_FRAMES = 32
 ACK_SLACK = 0.005
 #: Copies of frames in flight a path with spare budget looks back over (frames).
 COPY_LOOKBACK = 256
+#: A datagram path whose controller measures less than this share of its DATA lost keeps bulk
+#: off the stream paths on its link (`benched`); a lossier one leaves them carrying it (their
+#: kernel TCP recovers random loss below us). The controller's count, not the peer's report
+#: (`outbound.loss`), which reads 2-5 % during a clean transfer (netlab, 0 % loss).
+BENCH_LOSS = 0.02
 #: best-k reviews its choice this often (s), and at once when a chosen path stalls.
 REVIEW_INTERVAL = 0.1
 #: best-k swaps a chosen path for a candidate only when the candidate's expected delivery is
@@ -160,6 +165,39 @@ def _roles(paths: list[Path], now: float) -> tuple[list[Path], list[Path]]:
     for path in backup:
         path.quiet = False
     return primary + overflow + backup, []
+
+
+def benched(paths: list[Path], now: float) -> set[int]:
+    """Stream paths that carry no bulk: a datagram path on the same access link (`Path.link`)
+    is alive and not lossy. Two flows on one link each size their window from their own rate
+    estimate, and the estimates of flows that share a bottleneck add up to more than it
+    carries (each one's windowed maximum comes from the others' quiet moments): the excess
+    stands in the router's queue, in front of every keystroke (docs/BENCHMARKS.md, "Under
+    load"). One flow per link has no one to overestimate against. A benched path still copies
+    frames while its link's datagram path has budget to spare (an idle shell: every keystroke
+    on every path), and carries bulk again once that path dies, stalls or turns lossy."""
+    links = {
+        p.link
+        for p in paths
+        if p.datagram
+        and p.link is not None
+        and getattr(p.cc, "loss_rate", 0.0) < BENCH_LOSS
+        and alive(p, now)
+    }
+    if not links:
+        return set()
+    return {p.path_id for p in paths if not p.datagram and p.link in links}
+
+
+def _rank(primary: list[Path], now: float) -> tuple[list[Path], list[Path]]:
+    """(paths that take new frames, fastest first; benched stream paths, copies only)."""
+    bench = benched(primary, now)
+    ranked = sorted(
+        (p for p in primary if not stalled(p, now) and p.path_id not in bench), key=_owd
+    )
+    if not ranked:  # every primary stalled: keep trying them rather than send nothing
+        return sorted(primary, key=_owd), []
+    return ranked, [p for p in primary if p.path_id in bench]
 
 
 def _limit(path: Path) -> int:
@@ -518,12 +556,10 @@ class Stripe:
         rto: float,
     ) -> dict[int, list[bytes]]:
         primary, overflow = _roles(list(paths), now)
-        ranked = sorted((p for p in primary if not stalled(p, now)), key=_owd)
-        if not ranked:  # every primary stalled: keep trying them rather than send nothing
-            ranked = sorted(primary, key=_owd)
+        ranked, spare = _rank(primary, now)
         budget = {p.path_id: _budget(p, now) for p in ranked}
-        self.owd = {p.path_id: _owd(p) for p in ranked + overflow}
-        frames: dict[int, list[bytes]] = {p.path_id: [] for p in ranked}
+        self.owd = {p.path_id: _owd(p) for p in ranked + overflow + spare}
+        frames: dict[int, list[bytes]] = {p.path_id: [] for p in ranked + spare}
         counts = dict.fromkeys(budget, 0)
         self.next_new = max(self.next_new, sender.acked_below)
 
@@ -567,12 +603,16 @@ class Stripe:
         if self.pending:  # resends wait for room: the pacing timers must wake us
             self.starved |= {pid for pid, room in budget.items() if room <= 0}
         # 4. spare budget: auto copies frames in flight elsewhere; stripe re-sends only the
-        #    slower paths' frames that this path would deliver sooner (the transfer's tail)
+        #    slower paths' frames that this path would deliver sooner (the transfer's tail);
         self._copy_spare(now, sender, ranked, budget, take)
+        if spare:
+            self._lend(now, sender, ranked, spare, budget, counts, take)
+        benched_ids = {p.path_id for p in spare}
         out: dict[int, list[bytes]] = {}
-        for path in ranked:
+        for path in ranked + spare:
             pid = path.path_id
-            left = self.next_new >= sender.next_seq
+            # a benched path is held back by the policy, not by its data: app-limited
+            left = self.next_new >= sender.next_seq or pid in benched_ids
             _finish(path, now, counts[pid], budget[pid], left, out, frames[pid])
         if overflow:
             self.overflow_next = _overflow(
@@ -649,6 +689,37 @@ class Stripe:
                 self.starved.add(pid)
             faster_rate += _rate(path)
         self.next_new = seq
+
+    def _lend(
+        self,
+        now: float,
+        sender: Sender,
+        ranked: list[Path],
+        spare: list[Path],
+        budget: dict[int, int],
+        counts: dict[int, int],
+        take: Take,
+    ) -> None:
+        """Benched stream paths copy frames within what the datagram path on their link left
+        unused, and that path's controller is charged for them (`borrow`): the link carries
+        no more than its datagram controller lets it, whichever path the bytes take. An idle
+        shell's keystrokes still go on every path; a transfer's copies do not double the
+        link's load."""
+        for path in spare:
+            pid = path.path_id
+            counts[pid] = 0
+            lenders = [p for p in ranked if p.datagram and p.link == path.link]
+            lender = max(lenders, key=lambda p: budget[p.path_id], default=None)
+            room = 0 if lender is None else budget[lender.path_id]
+            budget[pid] = min(_budget(path, now), room) if room > 0 else 0
+            granted = budget[pid]
+            if granted <= 0 or lender is None:
+                continue
+            self._copy_spare(now, sender, [path], budget, take)
+            used = granted - budget[pid]
+            if used:
+                budget[lender.path_id] -= used
+                lender.cc.borrow(now, used)
 
     def _copy_spare(
         self, now: float, sender: Sender, ranked: list[Path], budget: dict[int, int], take: Take

@@ -186,7 +186,12 @@ class Session:
     # -- paths ---------------------------------------------------------------------------------
 
     def add_path(
-        self, path_id: int, datagram: bool, now: float, handshake_rtt: float | None = None
+        self,
+        path_id: int,
+        datagram: bool,
+        now: float,
+        handshake_rtt: float | None = None,
+        link: str | None = None,
     ) -> Path:
         """Register a path, or re-register a reconnected one. It carries data at once and is
         probed every interval.
@@ -194,6 +199,7 @@ class Session:
         `handshake_rtt` is the HELLO-to-WELCOME time the client measured on this path: it seeds
         the RTT so the first frames are not on the no-sample timer (max_rto / 2 = 1 s). The exit
         takes its own seed from the first frame heard after the path joined (see `_heard`).
+        `link` names the access link the path leaves by (`Path.link`).
         """
         path = self.paths.get(path_id)
         if path is None:
@@ -212,6 +218,7 @@ class Session:
             path.writable = True
             if not datagram:  # a new connection: whatever the old one held may be lost
                 path.cursor = self.sender.acked_below
+        path.link = link
         return path
 
     def _controller(self, datagram: bool) -> CongestionController:

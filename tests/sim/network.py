@@ -161,6 +161,8 @@ class LinkSpec:
 class PathSpec:
     up: LinkSpec  #: client -> exit
     down: LinkSpec  #: exit -> client
+    #: The access link both ends name for it (`Path.link`): paths with the same one share it.
+    link: str | None = None
 
     @property
     def datagram(self) -> bool:
@@ -503,7 +505,8 @@ class Simulation:
             self.links["client", path_id] = Link(spec.up, self.rng, START)
             self.links["exit", path_id] = Link(spec.down, self.rng, START)
             for side in (self.client, self.exit):
-                side.driver.attach(path_id, LinkSink(self, side, path_id), spec.datagram)
+                sink = LinkSink(self, side, path_id)
+                side.driver.attach(path_id, sink, spec.datagram, link=spec.link)
         self.check_bounds = check_bounds
         for side in (self.client, self.exit):
             for at, _ in side.writes:
