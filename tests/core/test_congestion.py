@@ -66,6 +66,30 @@ def test_silence_releases_the_window() -> None:
     assert cc.inflight == 0
 
 
+def test_frames_written_off_by_silence_come_back_into_flight_when_they_arrive() -> None:
+    """A startup burst into a 200 ms router queue outlasts the silence rule: everything is
+    written off, then arrives. Kept written off, those frames let the path hold that many
+    more in flight than its window for the rest of the session; nor were they lost."""
+    cc = ModelRate()
+    cc.budget(1.0, SRTT)
+    cc.on_sent(1.0, 30)
+    cc.on_ack(1.0, data_recv=0, rtt=None, srtt=SRTT, sent_by_echo=None)  # the counter's base
+    cc.budget(1.0 + STALE_MIN + 0.01, SRTT)
+    assert cc.inflight == 0  # silence: all 30 written off
+    # 10 of them arrive: 20 still count as lost, and the frames sent since stay in flight
+    cc.on_sent(1.3, 5)
+    cc.on_ack(1.35, data_recv=10, rtt=0.3, srtt=SRTT, sent_by_echo=None)
+    assert cc.inflight == 5
+    # the first echo after the queue drained: all 30 arrived, and 2 of the next 5 did not
+    cc.on_ack(1.4, data_recv=33, rtt=0.1, srtt=SRTT, sent_by_echo=35)
+    assert cc.inflight == 0
+    assert cc._lost == cc._lost_echoed == 2
+    # an older echo repeated with a later count proves no less lost
+    cc.on_sent(1.4, 4)
+    cc.on_ack(1.45, data_recv=35, rtt=None, srtt=SRTT, sent_by_echo=35)
+    assert (cc._lost, cc.inflight) == (2, 2)
+
+
 def test_counter_wraparound_and_reordered_acks() -> None:
     cc = ModelRate()
     cc.budget(1.0, SRTT)
