@@ -186,7 +186,7 @@ class _StreamConnection(asyncio.Protocol):
 
     def send_frames(self, frames: list[bytes]) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(framing.pack(frames))
+            self.transport.writelines(framing.pieces(frames))
 
     def data_received(self, data: bytes) -> None:
         try:

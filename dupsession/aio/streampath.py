@@ -29,6 +29,7 @@ class ByteChannel(Protocol):
     """The writing side of one connection: an asyncio transport or an SSH channel."""
 
     def write(self, data: bytes) -> None: ...
+    def writelines(self, data: list[bytes]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -113,7 +114,7 @@ class StreamPath(abc.ABC):
     def send_frames(self, frames: list[bytes]) -> None:
         link = self._link
         if link is not None and link.transport is not None:
-            link.transport.write(framing.pack(frames))
+            link.transport.writelines(framing.pieces(frames))
 
     def reconnect(self) -> None:
         """Drop the connection and make a new one: after the path went silent, the old one

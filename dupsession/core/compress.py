@@ -74,6 +74,12 @@ class StreamCompressor:
 
     def encode(self, data: bytes) -> bytes:
         """Records carrying `data`, flushed: the peer can decode all of it from these alone."""
+        return b"".join(self.encode_parts(data))
+
+    def encode_parts(self, data: bytes) -> list[bytes | memoryview]:
+        """`encode`'s records as pieces (heads, bodies, views into `data`), not joined: the
+        sender copies them into its buffer anyway, so a join would be one more copy of every
+        byte of a bulk transfer."""
         parts: list[bytes | memoryview] = []
         view = memoryview(data)
         for start in range(0, len(view), RECORD_INPUT):
@@ -84,12 +90,11 @@ class StreamCompressor:
                 )
                 self._measure(len(piece), len(body))
                 parts += (RECORD_HEAD.pack(ZSTD, len(body)), body)
-            else:  # joined straight from the caller's buffer: one copy
+            else:  # a view into the caller's buffer: copied once, by the sender
                 parts += (RECORD_HEAD.pack(RAW, len(piece)), piece)
-        out = b"".join(parts)
         self.bytes_in += len(data)
-        self.bytes_out += len(out)
-        return out
+        self.bytes_out += sum(map(len, parts))
+        return parts
 
     def _use_zstd(self, size: int) -> bool:
         if size < MIN_COMPRESS:

@@ -90,7 +90,7 @@ class Sender:
         room = min(self.window_bytes - self.unacked_bytes, PENDING_LIMIT)
         return max(0, room - len(self._pending))
 
-    def push(self, data: bytes) -> None:
+    def push(self, data: bytes | memoryview) -> None:
         if self._fin_requested:
             raise LocalProtocolError("stream already closed for sending")
         self._pending += data

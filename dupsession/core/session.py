@@ -244,7 +244,10 @@ class Session:
             raise LocalProtocolError("session is closed")
         self.bytes_out += len(data)
         if self._deflate is not None:  # before framing and encryption: copies stay identical
-            data = self._deflate.encode(data)
+            push = self.sender.push
+            for part in self._deflate.encode_parts(data):
+                push(part)
+            return
         self.sender.push(data)
 
     def close_stream(self) -> None:
