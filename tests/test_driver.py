@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dupsession.aio.driver import SessionDriver
+from dupsession.aio.driver import FLUSH_AFTER_BYTES, SessionDriver
 from dupsession.core import events
 from dupsession.core.session import Role, Session
 from tests.support.session import T0, handshake_keys
@@ -64,7 +64,9 @@ class Link:
         self.peer.frame_received(frame, self.path_id)
 
 
-def _pair() -> tuple[VirtualLoop, SessionDriver, Link, SessionDriver, Recorder]:
+def _pair(
+    datagram: bool = True,
+) -> tuple[VirtualLoop, SessionDriver, Link, SessionDriver, Recorder]:
     loop = VirtualLoop(T0)
     sid, keys = handshake_keys()
     ends = []
@@ -74,8 +76,8 @@ def _pair() -> tuple[VirtualLoop, SessionDriver, Link, SessionDriver, Recorder]:
         ends.append((driver, recorder))
     (client, _), (exit_, exit_seen) = ends
     to_exit, to_client = Link(loop, exit_), Link(loop, client)
-    client.attach(0, to_exit, datagram=True)
-    exit_.attach(0, to_client, datagram=True)
+    client.attach(0, to_exit, datagram=datagram)
+    exit_.attach(0, to_client, datagram=datagram)
     return loop, client, to_exit, exit_, exit_seen
 
 
@@ -101,3 +103,19 @@ def test_one_flush_per_loop_iteration() -> None:
     loop.run_soon()
     assert to_exit.batches == before + 1  # one transmit carried all three
     loop.run_until(lambda: bytes(exit_seen.data) == b"abc", horizon=T0 + 1)
+
+
+def test_a_big_batch_of_frames_is_flushed_at_once() -> None:
+    """libuv reads a busy socket up to 32 times per wake-up (8 MB of a TCP path): past
+    FLUSH_AFTER_BYTES of frames, `frames_received` flushes now (the data goes out to the
+    endpoint, the ACK to the peer) instead of at the end of the loop turn."""
+    loop, client, _, exit_, exit_seen = _pair(datagram=False)  # 16 KiB frames, a 32-frame start
+    loop.run_soon()
+    payload = bytes(range(256)) * 1100  # 275 KiB: more than FLUSH_AFTER_BYTES of frames
+    client.session.send(payload)  # frames taken by hand below, not through the link
+    frames = client.session.transmit(loop.now)[0]
+    assert sum(map(len, frames)) >= FLUSH_AFTER_BYTES
+    exit_.frames_received(frames[:10], 0)
+    assert not exit_seen.data  # under the bound: the flush waits for the end of the turn
+    exit_.frames_received(frames[10:], 0)
+    assert bytes(exit_seen.data) == payload  # past it: delivered at once

@@ -9,7 +9,12 @@ import pytest
 from dupsession.core.errors import LocalProtocolError
 from dupsession.core.ranges import RangeSet
 from dupsession.core.receiver import Receiver
-from dupsession.core.sender import INITIAL_PEER_WINDOW, MAX_BACKOFF_EXPONENT, Sender
+from dupsession.core.sender import (
+    INITIAL_PEER_WINDOW,
+    MAX_BACKOFF_EXPONENT,
+    PENDING_LIMIT,
+    Sender,
+)
 
 TAG = bytes(range(16))  #: a first copy's tag, as the session passes it
 
@@ -293,3 +298,17 @@ def test_resend_deadlines_back_off() -> None:
     assert tx.retransmissions == len(deadlines)
     tx.on_ack(1, ())
     assert tx.next_deadline() is None
+
+
+def test_uncut_bytes_are_bounded_per_turn() -> None:
+    """Past PENDING_LIMIT bytes not yet cut into frames the source pauses (writable 0) until a
+    transmit cuts them: one loop turn must not read and seal a whole window (docs/BENCHMARKS.md,
+    "Loopback bulk: the two ends took turns")."""
+    tx = Sender(window_bytes=8 * 1024 * 1024)
+    assert tx.writable() == PENDING_LIMIT
+    tx.push(bytes(PENDING_LIMIT - 1))
+    assert tx.writable() == 1
+    tx.push(b"xy")
+    assert tx.writable() == 0
+    tx.make_frames(1000, lambda seq, payload, fin: bytes(payload))
+    assert tx.writable() == PENDING_LIMIT  # all cut, and the window has room for more
