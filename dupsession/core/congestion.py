@@ -43,6 +43,13 @@ QUEUE_TARGET_MIN = 0.005
 #: Pacing and window gains for a cruise round that found a standing queue.
 QUEUE_DRAIN_GAIN = 0.85
 QUEUE_CWND_GAIN = 1.25
+#: ...where a datagram path's window is one BDP plus this many frames, not QUEUE_CWND_GAIN
+#: BDPs: each flow then holds at most this many frames in a shared queue, and since a FIFO
+#: queue serves flows in proportion to what each holds in it, flows sharing a bottleneck
+#: converge to equal rates whatever their RTTs (TCP Vegas's and FAST's fixed point). A window
+#: in BDPs lets each hold a share of the queue in proportion to its rate, so any split stands
+#: (two sessions on a 2 Mbit/s uplink stayed at 1.2:0.7 Mbit/s; Jain 0.93 -> 0.99).
+QUEUE_ALLOWANCE = 4
 #: Random loss each round is smoothed with this weight; a cruise round that finds no standing
 #: queue paces above the delivery rate by the loss it measured, at most this much (a fraction):
 #: the rate estimate counts what arrived, so pacing at it sends (1 - loss) of what the path
@@ -58,14 +65,24 @@ PROBE_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 BW_WINDOW_ROUNDS = 10
 #: A round is at least this long (s) for the rate window: loopback RTTs are microseconds.
 MIN_BW_ROUND = 0.02
-#: The minimum RTT is re-measured when no sample matched it for this long (s; BBR v2's 5 s):
-#: the path then keeps half a BDP in flight for PROBE_RTT_TIME so that any queue (ours, or
-#: one we share with other sessions that do the same) drains and the true minimum shows.
-MIN_RTT_WINDOW = 5.0
+#: The minimum RTT is re-measured at every multiple of this (s, BBR v2's 5 s) of the clock
+#: the core is given: each path past startup keeps half a BDP in flight for PROBE_RTT_TIME
+#: (at least one RTT), so the queue drains and the true minimum shows. On a grid of the clock,
+#: not 5 s after the path's own last matching sample (BBR's rule), so that sessions sharing a
+#: bottleneck drain together: those of one host (its uplink; an exit's downlink) share its
+#: monotonic clock. A path draining alone sees whatever queue the others hold, and a session
+#: that started behind another's queue took that queue for its minimum, saw no queue of its
+#: own, and kept the larger share (sim_fairness's 5 Mbit/s case: Jain 0.57-0.79; now 0.99).
+#: Skipped while samples come near the minimum a re-measure found (the queue empties anyway),
+#: so a lone transfer pays once, after startup: half its rate for 0.2 s (3 % of a 4 MB upload).
+PROBE_RTT_PERIOD = 5.0
 PROBE_RTT_TIME = 0.2
-#: A sample within this share of the queue target above the minimum confirms it (no probe
-#: needed): real RTTs jitter by a fraction of a ms, so an exact match almost never comes,
-#: and each needless probe costs a busy path half its rate for PROBE_RTT_TIME.
+#: A path's first re-measure comes at the next multiple of this (s) after startup drained:
+#: startup measured its minimum through the queue it, and any session starting with it, built.
+FIRST_PROBE_RTT_PERIOD = 1.0
+#: A sample within this share of the queue target above the minimum confirms it (it stays
+#: believed against a higher one a re-measure finds, see MIN_RTT_EXPIRY): real RTTs jitter
+#: by a fraction of a ms, so an exact match almost never comes.
 MIN_RTT_CONFIRM = 0.5
 #: A minimum RTT no sample has matched for this long (s) gives way to a higher one.
 MIN_RTT_EXPIRY = 30.0
@@ -112,6 +129,11 @@ STREAM_CWND_GAIN = 1.25
 #: an ACK; a window sized from the minimum then starved the path (2 UDP + 1 TCP on loopback:
 #: 52 -> 37 MB/s). Paths with a min RTT above 32 ms are not affected.
 STREAM_MIN_WINDOW_TIME = 0.04
+
+
+def _next_multiple(now: float, period: float) -> float:
+    """The first multiple of `period` after `now`: a grid every session on this clock shares."""
+    return (now // period + 1) * period
 
 
 class CongestionController:
@@ -182,11 +204,12 @@ class ModelRate(CongestionController):
         "_last_recv",
         "_lost",
         "_lost_echoed",
-        "_min_rtt_checked",
+        "_next_probe_rtt",
         "_presumed",
         "_presumed_at",
         "_probe_min",
         "_probe_rtt_until",
+        "_remeasured",
         "_round_end",
         "_round_lost",
         "_round_rtt",
@@ -242,7 +265,8 @@ class ModelRate(CongestionController):
         self.loss_rate = 0.0  #: smoothed fraction of DATA copies lost on this path
         self._cycle = 0
         self._probe_rtt_until = 0.0
-        self._min_rtt_checked = 0.0
+        self._next_probe_rtt = float("inf")  #: when the next re-measure of the min RTT starts
+        self._remeasured = False
         self._probe_min = float("inf")
         self.app_limited = True  #: the last transmit left budget unused (nothing to send)
 
@@ -260,6 +284,8 @@ class ModelRate(CongestionController):
     def cwnd(self, srtt: float) -> int:
         if self.mode == "probe-rtt":
             return max(MIN_WINDOW, int(self.bdp(srtt) / 2))
+        if self.cwnd_gain == QUEUE_CWND_GAIN:  # a round that found a standing queue
+            return max(MIN_WINDOW, int(self.bdp(srtt)) + QUEUE_ALLOWANCE)
         window = max(MIN_WINDOW, int(self.cwnd_gain * self.bdp(srtt)))
         # Startup never holds less than its initial window: an interactive session stays in
         # startup (app-limited, it never fills the pipe), and a window sized from its own
@@ -339,11 +365,17 @@ class ModelRate(CongestionController):
                 ):
                     self.min_rtt = self._probe_min
                     self.min_rtt_at = now
-                self._min_rtt_checked = now
+                self._next_probe_rtt = _next_multiple(now, PROBE_RTT_PERIOD)
+                self._probe_rtt_until, self._remeasured = now, True
                 self.mode, self._cycle, self.pacing_gain = "probe", 0, 1.0
-        elif self.mode == "probe" and now - max(self.min_rtt_at, self._min_rtt_checked) > (
-            MIN_RTT_WINDOW
-        ):
+        elif self.mode == "probe" and now >= self._next_probe_rtt:
+            # Not needed when a sample since the last re-measure (or skipped one) came near a
+            # minimum that a re-measure found: the queue empties anyway. Never skipped the first
+            # time: a session that met another's queue at its start confirms that queue.
+            since = max(self._probe_rtt_until, self._next_probe_rtt - PROBE_RTT_PERIOD)
+            if self._remeasured and self.min_rtt_at > since:
+                self._next_probe_rtt += PROBE_RTT_PERIOD
+                return
             self.mode, self.pacing_gain = "probe-rtt", 1.0
             self._probe_rtt_until = now + max(PROBE_RTT_TIME, self._rtt(srtt))
             self._probe_min = float("inf")
@@ -383,6 +415,7 @@ class ModelRate(CongestionController):
             if self.inflight > self.bdp(srtt):
                 return
             self.mode, self._cycle = "probe", 0
+            self._next_probe_rtt = _next_multiple(now, FIRST_PROBE_RTT_PERIOD)
         if self.mode == "probe":  # (probe-rtt ends by time, in `_probe_rtt`)
             self.pacing_gain = PROBE_GAINS[self._cycle % len(PROBE_GAINS)]
             self._cycle += 1

@@ -11,6 +11,8 @@ from dupsession.core.congestion import (
     MIN_BURST,
     MIN_WINDOW,
     PACING_CATCH_UP,
+    PROBE_RTT_TIME,
+    QUEUE_ALLOWANCE,
     QUEUE_DRAIN_GAIN,
     STALE_MIN,
     STARTUP_GAIN,
@@ -128,6 +130,9 @@ def test_a_round_with_a_standing_queue_drains_whatever_the_loss() -> None:
     # loss may be our overshoot's; the round drains at the queue gain, no compensation
     cc.on_ack(1.06, data_recv=90, rtt=0.07, srtt=0.07, sent_by_echo=100)
     assert cc.pacing_gain == QUEUE_DRAIN_GAIN
+    # and its window is one BDP plus a few frames, whatever the rate: each flow sharing the
+    # queue holds as many frames in it, so a FIFO queue serves them equally
+    assert cc.cwnd(0.07) == int(cc.bdp(0.07)) + QUEUE_ALLOWANCE
 
 
 def test_loss_compensation_is_capped() -> None:
@@ -138,17 +143,45 @@ def test_loss_compensation_is_capped() -> None:
     assert cc.pacing_gain == pytest.approx(1 / (1 - LOSS_COMPENSATION_MAX))
 
 
-def test_a_sample_near_the_minimum_rtt_confirms_it_and_puts_off_probe_rtt() -> None:
-    cc = cruising(now=0.0)
-    # 6 ms above the 50 ms minimum: within half the queue target (12.5 ms / 2), a confirmation
-    cc.on_ack(4.9, data_recv=0, rtt=0.056, srtt=SRTT, sent_by_echo=None)
-    assert (cc.min_rtt, cc.min_rtt_at) == (SRTT, 4.9)
-    cc.on_ack(6.0, data_recv=0, rtt=0.07, srtt=SRTT, sent_by_echo=None)  # 20 ms: a queue
+def leaving_drain(now: float, rate: float = 100.0, min_rtt: float = SRTT) -> ModelRate:
+    """A controller whose drain ends at `now` (its estimates set by hand)."""
+    cc = ModelRate()
+    cc.mode, cc.btl_bw, cc.app_limited = "drain", rate, False
+    cc.min_rtt, cc.min_rtt_at = min_rtt, now
+    cc.on_ack(now, data_recv=0, rtt=None, srtt=min_rtt, sent_by_echo=None)
     assert cc.mode == "probe"
-    cc.on_ack(9.95, data_recv=0, rtt=0.07, srtt=SRTT, sent_by_echo=None)
-    assert cc.mode == "probe-rtt"  # 5 s without a confirmation: re-measure
-    # it keeps half a BDP in flight (not a bare minimum): the pipe stays half full
-    assert cc.cwnd(SRTT) == int(cc.bdp(SRTT) / 2) > MIN_WINDOW
+    return cc
+
+
+def test_paths_re_measure_the_min_rtt_together_on_a_grid_of_the_clock() -> None:
+    """Sessions sharing a bottleneck must drain it together for any of them to see the true
+    minimum, so every path re-measures at the same multiples of the clock. The first time
+    whatever its samples say: one that began behind another's queue keeps confirming an
+    inflated minimum."""
+    for cc in (leaving_drain(100.3), leaving_drain(100.7)):
+        cc.on_ack(100.99, data_recv=0, rtt=SRTT, srtt=SRTT, sent_by_echo=None)
+        assert cc.mode == "probe"
+        # the first re-measure at the next whole second after startup: both at 101 s
+        cc.on_ack(101.0, data_recv=0, rtt=SRTT, srtt=SRTT, sent_by_echo=None)
+        assert cc.mode == "probe-rtt"
+        assert cc.cwnd(SRTT) == int(cc.bdp(SRTT) / 2) > MIN_WINDOW  # half a BDP in flight
+        cc.on_ack(101.1, data_recv=0, rtt=0.04, srtt=SRTT, sent_by_echo=None)  # the queue left
+        cc.on_ack(101.0 + PROBE_RTT_TIME, data_recv=0, rtt=0.04, srtt=SRTT, sent_by_echo=None)
+        assert (cc.mode, cc.min_rtt) == ("probe", 0.04)
+        # then on the 5 s grid, unless a sample near that re-measured minimum showed this
+        # period that the queue empties anyway (a probe costs a busy path half its rate)
+        cc.on_ack(104.99, data_recv=0, rtt=0.06, srtt=0.06, sent_by_echo=None)  # a queue
+        assert cc.mode == "probe"
+        cc.on_ack(105.0, data_recv=0, rtt=0.06, srtt=0.06, sent_by_echo=None)
+        assert cc.mode == "probe-rtt"
+        # a higher minimum (another host's queue) is not believed while ours is confirmed
+        cc.on_ack(105.3, data_recv=0, rtt=0.06, srtt=0.06, sent_by_echo=None)
+        assert (cc.mode, cc.min_rtt) == ("probe", 0.04)
+        cc.on_ack(107.0, data_recv=0, rtt=0.041, srtt=0.05, sent_by_echo=None)  # confirmed
+        cc.on_ack(110.0, data_recv=0, rtt=0.06, srtt=0.06, sent_by_echo=None)
+        assert cc.mode == "probe"  # skipped: the queue emptied at 107 s
+        cc.on_ack(115.0, data_recv=0, rtt=0.06, srtt=0.06, sent_by_echo=None)
+        assert cc.mode == "probe-rtt"
 
 
 def test_an_interactive_session_in_startup_keeps_the_initial_window() -> None:

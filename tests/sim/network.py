@@ -708,15 +708,18 @@ class SharedRun:
         return sum(self.got) ** 2 / (len(self.got) * sum(g * g for g in self.got))
 
 
-def share_bottleneck(rate: float, total: float, delays: Sequence[float]) -> SharedRun:
+def share_bottleneck(
+    rate: float, total: float, delays: Sequence[float], starts: Sequence[float] = ()
+) -> SharedRun:
     """One upload per delay (one datagram path each, seeds 1, 2, ...) through one uplink of
     `rate` bytes/s with a 200 ms tail-drop queue, for `total` seconds; measured over the
-    second half, once startup has settled."""
+    second half, once startup has settled. Upload i starts `starts[i]` s in (default 0)."""
     up = Bottleneck(rate, queue=0.2)
     sims = []
     for seed, delay in enumerate(delays, 1):
         spec = PathSpec(LinkSpec(delay=delay, bottleneck=up), LinkSpec(delay=delay))
-        sims.append(Simulation([spec], seed, [bytes(int(rate * total))], []))
+        start = starts[seed - 1] if starts else 0.0
+        sims.append(Simulation([spec], seed, [(start, bytes(int(rate * total)))], []))
     run_together(sims, until=total / 2)
     before = [len(s.exit.received) for s in sims]
     start, dropped = len(up.waits), up.dropped
