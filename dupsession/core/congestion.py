@@ -157,6 +157,10 @@ class CongestionController:
         (`scheduler.benched`): they use its pacing, not its window (they are not in flight
         here)."""
 
+    def write_off(self) -> None:
+        """Count everything in flight as lost (the connection that held it was replaced),
+        until the peer's counter shows it arrived after all."""
+
     def on_ack(
         self, now: float, data_recv: int, rtt: float | None, srtt: float, sent_by_echo: int | None
     ) -> None:
@@ -461,10 +465,13 @@ class ModelRate(CongestionController):
             # this (a startup burst into a 200 ms router queue) delivers them later, and a
             # write-off kept after that let the path keep that many more in flight than its
             # window, for the rest of the session (the two-session fairness test: 8 frames).
-            self._presumed_at = max(self._delivered, 0)
-            self._lost = self._presumed = self._sent_total - self._presumed_at
-            self.inflight = 0
+            self.write_off()
         return self.inflight
+
+    def write_off(self) -> None:
+        self._presumed_at = max(self._delivered, 0)
+        self._lost = self._presumed = self._sent_total - self._presumed_at
+        self.inflight = 0
 
     def _refill(self, now: float, srtt: float) -> float:
         rate = self.pacing_rate(srtt)

@@ -218,6 +218,9 @@ class Session:
             path.writable = True
             if not datagram:  # a new connection: whatever the old one held may be lost
                 path.cursor = self.sender.acked_below
+                # ...so it no longer fills the window: kept until the first echo on the new
+                # connection showed it lost, it held the path back for a round trip (C9)
+                path.cc.write_off()
         path.link = link
         return path
 

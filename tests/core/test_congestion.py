@@ -18,7 +18,10 @@ from dupsession.core.congestion import (
     STARTUP_GAIN,
     CongestionController,
     ModelRate,
+    StreamWindow,
 )
+from dupsession.core.session import SessionConfig
+from tests.support.session import T0, Pair, data_frames
 
 SRTT = 0.05
 
@@ -233,3 +236,28 @@ def test_a_late_wake_up_of_a_backlogged_path_gets_its_sending_time_back() -> Non
     cc.on_sent(1.2, int(PACING_CATCH_UP * rate))
     cc.on_budget_left(True)
     assert cc.budget(1.5, SRTT) == burst
+
+
+def test_a_reconnected_stream_path_starts_with_an_empty_window() -> None:
+    """Review C9: what the old connection held no longer fills the new one's window. Kept
+    until the first echo on the new connection showed it lost, it held the path back for a
+    round trip. Frames the old connection still delivers then change nothing."""
+    small = SessionConfig(large_frames=False)
+    pair = Pair(datagram=False, client=small, exit=small)
+    client = pair.client
+    now = pair.connect(T0, delay=0.025)
+    client.send(bytes(200_000))
+    out = client.transmit(now)
+    cc = client.paths[0].cc
+    assert isinstance(cc, StreamWindow)
+    sent = len(data_frames(out))
+    assert cc.inflight == sent == cc.cwnd(SRTT)  # the window is full
+    client.add_path(0, False, now + 0.01)  # the connection died; the glue opened a new one
+    assert cc.inflight == 0
+    assert cc.budget(now + 0.01, SRTT) == cc.cwnd(SRTT)
+    resent = data_frames(client.transmit(now + 0.01))
+    assert resent[0] == data_frames(out)[0]  # from the oldest unacked frame, on the new one
+    assert cc.inflight == len(resent)
+    # the old connection's first 3 frames did arrive: still only the new ones are in flight
+    cc.on_ack(now + 0.04, data_recv=3, rtt=None, srtt=SRTT, sent_by_echo=None)
+    assert cc.inflight == len(resent)
