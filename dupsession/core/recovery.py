@@ -29,7 +29,6 @@ class Recovery:
     __slots__ = (
         "_resend",
         "_tail_probed",
-        "_twice",
         "ack_delay",
         "last_progress",
         "loss_time",
@@ -49,7 +48,6 @@ class Recovery:
         #: The timeout as of the last transmit: per-copy checks read it rather than recompute.
         self.rto_value = max_rto / 2
         self._resend: list[int] = []
-        self._twice: set[int] = set()  #: probes to send as two copies (a single path)
         #: (frame number, send time) of the last tail probe: a probe no path could take was
         #: re-armed unsent (same send time) and waits for its timer, not for this rule again.
         self._tail_probed = (-1, 0.0)
@@ -87,6 +85,8 @@ class Recovery:
 
     def _detect(self, now: float, sender: Sender, reorder: float) -> None:
         lost, self.loss_time = sender.detect_lost(now, reorder, self.rack_rtt)
+        for frame in lost:
+            frame.copies = 1
         self._resend.extend(f.seq for f in lost)
 
     def rto(self, paths: Iterable[Path]) -> float:
@@ -131,9 +131,9 @@ class Recovery:
         self._probe(expired[:PROBE_FRAMES], twice)
 
     def _probe(self, frames: list[SentFrame], twice: bool) -> None:
+        for frame in frames:
+            frame.copies = 2 if twice else 1  # the scheduler's policy honours it
         self._resend.extend(f.seq for f in frames)
-        if twice:
-            self._twice.update(f.seq for f in frames)
 
     def _lost_resend(self, sender: Sender) -> tuple[float, SentFrame] | None:
         """When the oldest unacknowledged frame counts as lost although RACK cannot tell: it
@@ -161,11 +161,7 @@ class Recovery:
         table = sender.frames
         resend = [table[s] for s in dict.fromkeys(self._resend) if s in table]
         self._resend = []
-        resend = [f for f in resend if not f.armed]
-        if self._twice:  # probes on a single path: a second copy in the same batch
-            resend += [f for f in resend if f.seq in self._twice]
-            self._twice = set()
-        return resend
+        return [f for f in resend if not f.armed]
 
     def keep_waiting(self, resend: list[SentFrame]) -> None:
         """Frames the scheduler left unsent for want of a controller's budget stay first in

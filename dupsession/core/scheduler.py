@@ -309,16 +309,18 @@ def copy_everything(
         for sent in resend if path.datagram else stream_resend:
             if sent.seq >= cursor or len(sent.frame) > limit:
                 continue  # not sent here yet (the cursor will reach it), or too big
+            copies = sent.copies if path.datagram else 1
             if budget is not None:
                 if budget <= 0:  # resends count against the controller like new frames
                     if waiting is None:
                         break
                     waiting.add(sent.seq)
                     continue
-                budget -= 1
-            frames.append(sent.frame)
+                copies = min(copies, budget)
+                budget -= copies
+            frames.extend([sent.frame] * copies)
             sender.sent(sent, now, rto)
-            sent_here += 1
+            sent_here += copies
         sent_here += _send_new(path, frames, sender, now, rto, limit, budget)
         left = path.cursor >= sender.next_seq
         _finish(path, now, sent_here, budget, left, out, frames)
@@ -538,7 +540,7 @@ class Stripe:
             self.next_new < sender.next_seq or bool(self.pending)
         )
 
-    def schedule(  # noqa: C901 (its four steps in order; each step is its own method)
+    def schedule(
         self,
         now: float,
         paths: Iterable[Path],
@@ -572,20 +574,8 @@ class Stripe:
                     return path
             return None
 
-        # 1. resends (lost or timed out), oldest first, each on the fastest path with room;
-        #    what finds no room waits here, first in line, not re-armed: re-armed, recovery
-        #    would find it lost again on every ACK
-        table, waiting, self.pending = sender.frames, self.pending, []
-        if waiting:
-            resend = sorted({s.seq: s for s in waiting + resend}.values(), key=lambda s: s.seq)
-        for sent in resend:
-            if sent.seq not in table or sent.armed:
-                continue  # acknowledged meanwhile, or sent again by another route
-            path = fastest(len(sent.frame))
-            if path is None:
-                self.pending.append(sent)
-            else:
-                take(path, sent, True)
+        # 1. resends (lost or timed out)
+        self._resend(sender, resend, budget, fastest, take)
         # 2. deadline re-injection: single copies unacknowledged past their expected ACK go
         #    once more on a faster path
         self._reinject(now, sender, ranked, budget, take)
@@ -615,6 +605,33 @@ class Stripe:
             low = sender.acked_below
             self.reinjected = {s for s in self.reinjected if s >= low}
         return out
+
+    def _resend(
+        self,
+        sender: Sender,
+        resend: list[SentFrame],
+        budget: dict[int, int],
+        fastest: Callable[[int], Path | None],
+        take: Take,
+    ) -> None:
+        """Resends, oldest first, each on the fastest path with room, in as many copies as
+        recovery asked for (within that path's budget; a stream path never loses one). What
+        finds no room waits here, first in line, not re-armed: re-armed, recovery would find
+        it lost again on every ACK."""
+        table, waiting, self.pending = sender.frames, self.pending, []
+        if waiting:
+            resend = sorted({s.seq: s for s in waiting + resend}.values(), key=lambda s: s.seq)
+        for sent in resend:
+            if sent.seq not in table or sent.armed:
+                continue  # acknowledged meanwhile, or sent again by another route
+            path = fastest(len(sent.frame))
+            if path is None:
+                self.pending.append(sent)
+                continue
+            take(path, sent, True)
+            extra = min(sent.copies - 1, budget[path.path_id]) if path.datagram else 0
+            for _ in range(extra):
+                take(path, sent, False)
 
     def _spread(self, ranked: list[Path]) -> float:
         """How much later than the fastest path a single copy in flight may arrive (s): RACK

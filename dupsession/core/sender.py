@@ -44,6 +44,9 @@ class SentFrame:
     deadline: float = 0.0  #: that deadline (a stale heap entry for an older round is skipped)
     path: int = -1  #: the path of its latest single copy (striping policies); -1: several
     backoff: int = 0  #: resend rounds in a row with no ACK progress in between
+    #: Copies of its next resend a datagram path carrying it sends (recovery's call, every
+    #: policy honours it; a stream path never loses one: one copy there).
+    copies: int = 1
 
 
 class Sender:

@@ -61,11 +61,14 @@ class EchoTail:
     count: int
 
 
-def echo_tail(spec: PathSpec, seeds: Sequence[int], count: int, interval: float = 0.05) -> EchoTail:
-    """Echo times of `count` keystrokes per seed over the paths `spec`, pooled."""
+def echo_tail(
+    spec: PathSpec, seeds: Sequence[int], count: int, interval: float = 0.05, **kwargs: Any
+) -> EchoTail:
+    """Echo times of `count` keystrokes per seed over the paths `spec`, pooled (`kwargs` go
+    to the `Simulation`: `features` for a policy)."""
     rtts: list[float] = []
     for seed in seeds:
-        sim = EchoSimulation([spec], seed, count, interval)
+        sim = EchoSimulation([spec], seed, count, interval, **kwargs)
         sim.run(until=1.0 + count * interval + 3.0)
         assert len(sim.rtts) == count, f"seed={seed}: {len(sim.rtts)} of {count} echoed"
         rtts += sim.rtts

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dupsession.core import wire
 from dupsession.core.events import Event
 from dupsession.core.handshake import ClientHandshake, ServerHandshake, SessionKeys
+from dupsession.core.negotiate import Features
 from dupsession.core.session import Role, Session, SessionConfig
 
 UNIX_NOW = 1_800_000_000.0  #: the wall clock the handshakes see (replay windows)
@@ -48,10 +49,11 @@ class Pair:
         datagram: bool = True,
         client: SessionConfig | None = None,
         exit: SessionConfig | None = None,
+        features: Features | None = None,
     ) -> None:
         sid, self.keys = handshake()
-        self.client = Session(Role.CLIENT, sid, self.keys, T0, client)
-        self.exit = Session(Role.EXIT, sid, self.keys, T0, exit)
+        self.client = Session(Role.CLIENT, sid, self.keys, T0, client, features)
+        self.exit = Session(Role.EXIT, sid, self.keys, T0, exit, features)
         for pid in range(paths):
             self.client.add_path(pid, datagram, T0)
             self.exit.add_path(pid, datagram, T0)
