@@ -59,6 +59,8 @@ LOSS_EWMA = 0.125
 LOSS_COMPENSATION_MAX = 0.2
 #: A round's loss fraction counts only when it sent at least this many frames.
 LOSS_MIN_FRAMES = 8
+#: Sends with repeats remembered until an echo passes them (`ModelRate._measure_loss`).
+REPEAT_LOG_MAX = 1024
 #: Pacing gains of the probe cycle, one round each.
 PROBE_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 #: The rate estimate is the maximum over this many rounds.
@@ -145,8 +147,9 @@ class CongestionController:
         """Frames the path may send now; None means no limit."""
         return None
 
-    def on_sent(self, now: float, count: int) -> None:
-        """`count` DATA frames went out on the path at `now`."""
+    def on_sent(self, now: float, count: int, repeats: int = 0) -> None:
+        """`count` DATA frames went out on the path at `now`; `repeats` of them had gone out
+        on this path before (resends there: the peer counts a frame once per path)."""
 
     def wake_at(self, srtt: float) -> float | None:
         """When `budget` grows again while the path has frames waiting (None: never by time)."""
@@ -214,8 +217,12 @@ class ModelRate(CongestionController):
         "_probe_min",
         "_probe_rtt_until",
         "_remeasured",
+        "_repeat_log",
+        "_repeats",
+        "_repeats_echoed",
         "_round_end",
         "_round_lost",
+        "_round_repeats",
         "_round_rtt",
         "_round_samples",
         "_round_sent",
@@ -266,6 +273,11 @@ class ModelRate(CongestionController):
         self._round_samples = 0
         self._round_sent = 0  #: _sent_total and _lost when the loss fraction last moved
         self._round_lost = 0
+        self._repeats = 0  #: of _sent_total, frames this path had carried before
+        self._repeats_echoed = 0  #: of those, the ones sent before the last echoed timestamp
+        #: (_sent_total, _repeats) after each send with repeats, until an echo passes it
+        self._repeat_log: deque[tuple[int, int]] = deque()
+        self._round_repeats = (0, 0)  #: _repeats and _repeats_echoed at the last measure
         self.loss_rate = 0.0  #: smoothed fraction of DATA copies lost on this path
         self._cycle = 0
         self._probe_rtt_until = 0.0
@@ -344,6 +356,9 @@ class ModelRate(CongestionController):
             # Exact on the first ACK that echoes a timestamp (FIFO: all sent before it has
             # arrived or is lost); later ones echoing it again see more arrivals: keep the max.
             self._lost_echoed = max(self._lost_echoed, sent_by_echo - self._delivered)
+            log = self._repeat_log
+            while log and log[0][0] <= sent_by_echo:
+                self._repeats_echoed = log.popleft()[1]
         presumed = self._presumed - (self._delivered - self._presumed_at)
         self._lost = max(self._lost_echoed, presumed)
         self.inflight = max(0, self._sent_total - self._delivered - self._lost)
@@ -437,13 +452,25 @@ class ModelRate(CongestionController):
         self.mode, self.pacing_gain, self.cwnd_gain = "drain", 1 / STARTUP_GAIN, 2.0
 
     def _measure_loss(self) -> None:
-        """Fold the frames lost since the last measure into the smoothed loss fraction."""
-        sent = self._sent_total - self._round_sent
+        """Fold the frames lost since the last measure into the smoothed loss fraction.
+
+        Repeats (frames this path had carried before) are left out of both counts. The peer
+        counts a frame once per path (review A1: a replayed copy must not inflate its count),
+        so a resend on the path that already carried the frame never counts if the first copy
+        had arrived (a spurious resend, RACK during a queue spike on another path). Counted as
+        lost, such repeats read as 17-22 % loss on a path with none (the seed-like simulation):
+        the cruise paced 1.2x over the link, and the queue that built made RACK resend more, a
+        spiral. Left out, a real loss whose resend went on the same path is undercounted,
+        which costs a little rate, not a queue."""
+        repeats, echoed = self._round_repeats
+        sent = self._sent_total - self._round_sent - (self._repeats - repeats)
         if sent < LOSS_MIN_FRAMES:
             return
-        lost = min(max(self._lost_echoed - self._round_lost, 0), sent)
+        lost = self._lost_echoed - self._round_lost - (self._repeats_echoed - echoed)
+        lost = min(max(lost, 0), sent)
         self.loss_rate += (lost / sent - self.loss_rate) * LOSS_EWMA
         self._round_sent, self._round_lost = self._sent_total, self._lost_echoed
+        self._round_repeats = (self._repeats, self._repeats_echoed)
 
     def _queued(self, srtt: float) -> bool:
         """Whether the smoothed RTT sits above the minimum by more than the queue target."""
@@ -489,10 +516,16 @@ class ModelRate(CongestionController):
         room = self.cwnd(srtt) - self._inflight(now, srtt)
         return max(0, min(int(tokens), room))
 
-    def on_sent(self, now: float, count: int) -> None:
+    def on_sent(self, now: float, count: int, repeats: int = 0) -> None:
         self._tokens -= count
         self.inflight += count
         self._sent_total += count
+        if repeats:
+            self._repeats += repeats
+            log = self._repeat_log
+            log.append((self._sent_total, self._repeats))
+            if len(log) > REPEAT_LOG_MAX:  # no echo for that long: the oldest are moot
+                self._repeats_echoed = log.popleft()[1]
         if self._last_ack_at == float("-inf"):
             self._last_ack_at = now  # silence is counted from the first send
 

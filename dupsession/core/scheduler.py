@@ -221,11 +221,13 @@ def _finish(
     left: bool,
     out: dict[int, list[bytes]],
     frames: list[bytes],
+    repeats: int = 0,
 ) -> None:
-    """Account what `path` got this transmit and hand its frames out."""
+    """Account what `path` got this transmit and hand its frames out; `repeats` of the
+    `count` frames had gone on this path before (its controller's loss measure needs it)."""
     if count:
         path.note_data_sent(now, count)
-        path.cc.on_sent(now, count)
+        path.cc.on_sent(now, count, repeats)
     on_left = getattr(path.cc, "on_budget_left", None)
     if budget is not None and on_left is not None:
         on_left(left)
@@ -321,9 +323,10 @@ def copy_everything(
             frames.extend([sent.frame] * copies)
             sender.sent(sent, now, rto)
             sent_here += copies
+        repeats = sent_here  # resends below the path's cursor: it carried them before
         sent_here += _send_new(path, frames, sender, now, rto, limit, budget)
         left = path.cursor >= sender.next_seq
-        _finish(path, now, sent_here, budget, left, out, frames)
+        _finish(path, now, sent_here, budget, left, out, frames, repeats)
     return out
 
 
@@ -554,6 +557,8 @@ class Stripe:
         self.owd = {p.path_id: _owd(p) for p in ranked + overflow + spare}
         frames: dict[int, list[bytes]] = {p.path_id: [] for p in ranked + spare}
         counts = dict.fromkeys(budget, 0)
+        #: frames a path carried before (resends there), for its controller's loss measure
+        repeats = {p.path_id: 0 for p in ranked + spare}
         self.next_new = max(self.next_new, sender.acked_below)
 
         def take(path: Path, sent: SentFrame, track: bool) -> None:
@@ -561,6 +566,8 @@ class Stripe:
             frames[pid].append(sent.frame)
             budget[pid] -= 1
             counts[pid] += 1
+            repeats[pid] += (sent.on_paths >> pid) & 1
+            sent.on_paths |= 1 << pid
             sender.sent(sent, now, _path_rto(path, rto))
             if track:
                 sent.path = pid
@@ -594,7 +601,7 @@ class Stripe:
             pid = path.path_id
             # a benched path is held back by the policy, not by its data: app-limited
             left = self.next_new >= sender.next_seq or pid in benched_ids
-            _finish(path, now, counts[pid], budget[pid], left, out, frames[pid])
+            _finish(path, now, counts[pid], budget[pid], left, out, frames[pid], repeats[pid])
         if overflow:
             self.overflow_next = _overflow(
                 now, ranked, overflow, sender, rto, out, max(self.overflow_next, self.next_new)

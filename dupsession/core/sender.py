@@ -47,6 +47,7 @@ class SentFrame:
     #: Copies of its next resend a datagram path carrying it sends (recovery's call, every
     #: policy honours it; a stream path never loses one: one copy there).
     copies: int = 1
+    on_paths: int = 0  #: bit i: a copy went on path i (striping policies; see `_finish`)
 
 
 class Sender:

@@ -261,3 +261,23 @@ def test_a_reconnected_stream_path_starts_with_an_empty_window() -> None:
     # the old connection's first 3 frames did arrive: still only the new ones are in flight
     cc.on_ack(now + 0.04, data_recv=3, rtt=None, srtt=SRTT, sent_by_echo=None)
     assert cc.inflight == len(resent)
+
+
+def test_repeats_on_a_path_are_left_out_of_its_loss_fraction() -> None:
+    """The peer counts a frame once per path, so a spurious resend on the path that carried
+    the frame never shows as received. Counted as lost, such repeats read as 17-22 % loss on a
+    loss-free path (the seed-like simulation) and the cruise paced 1.2x over the link."""
+    cc = cruising()
+    cc.on_sent(1.0, 100, repeats=10)  # 10 of them went on this path before, and had arrived
+    cc.on_ack(1.06, data_recv=90, rtt=SRTT, srtt=SRTT, sent_by_echo=100)
+    assert cc.loss_rate == 0.0
+    assert cc.pacing_gain == pytest.approx(1.0)
+    assert cc.inflight == 0  # in flight, the repeats are written off as before
+    # real loss still counts: 90 new frames, 9 of them lost (repeats sent later do not yet
+    # count: the echo left before them)
+    cc.on_sent(1.07, 90)
+    cc.on_sent(1.08, 20, repeats=20)
+    cc.on_ack(1.13, data_recv=171, rtt=SRTT, srtt=SRTT, sent_by_echo=190)
+    assert cc._repeats_echoed == 10
+    cc.on_ack(1.2, data_recv=171, rtt=SRTT, srtt=SRTT, sent_by_echo=190)
+    assert cc.loss_rate == pytest.approx(9 / 90 * LOSS_EWMA)

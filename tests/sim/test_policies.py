@@ -143,15 +143,21 @@ def test_stripe_tail_goes_again_on_the_fast_path_rather_than_wait_for_the_slow_o
     assert sim.exit.closed_at is not None and sim.exit.closed_at < 0.25
 
 
-def test_stripe_reinjects_a_single_copy_once_its_ack_is_overdue() -> None:
-    """Hand-held time, the scheduler alone: frames on the slow path whose ACK is overdue
-    (srtt + 2 rttvar of that path) go once more on the fast path when it has room."""
+def fast_and_slow(frames: int) -> tuple[Sender, Path, Path]:
+    """Hand-held scheduling: a sender with `frames` frames cut, a 20 ms and an 80 ms path."""
     sender = Sender(1 << 24)
-    sender.push(bytes(200 * 1196))
+    sender.push(bytes(frames * 1196))
     sender.make_frames(1196, lambda seq, chunk, fin: seq.to_bytes(28, "big") + chunk)
     fast, slow = Path(0, datagram=True), Path(1, datagram=True)
     fast.rtt.add(0.02)
     slow.rtt.add(0.08)
+    return sender, fast, slow
+
+
+def test_stripe_reinjects_a_single_copy_once_its_ack_is_overdue() -> None:
+    """Hand-held time, the scheduler alone: frames on the slow path whose ACK is overdue
+    (srtt + 2 rttvar of that path) go once more on the fast path when it has room."""
+    sender, fast, slow = fast_and_slow(200)
     fast.cc, slow.cc = Window(4), Window(10)
     stripe = Stripe()
     out = stripe.schedule(0.0, [fast, slow], sender, [], 0.05)
@@ -249,3 +255,29 @@ def test_auto_resends_a_keystroke_lost_on_every_path_without_waiting_for_the_slo
     assert 0.52 <= first[1] <= 0.527, first
     scheduler = sim.client.session.scheduler
     assert isinstance(scheduler, Stripe) and scheduler.reorder_spread < 0.01
+
+
+def test_stripe_tells_a_paths_controller_which_frames_it_carried_before() -> None:
+    """A resend on the path that carried the frame is a repeat there: the peer counts a frame
+    once per path, and the controller's loss measure leaves repeats out (core/congestion.py)."""
+    sender, fast, slow = fast_and_slow(20)
+    fast.cc, slow.cc = Recording(10), Recording(10)
+    stripe = Stripe()
+    out = stripe.schedule(0.0, [fast, slow], sender, [], 0.05)
+    assert len(out[0]) == 10 and fast.cc.repeats == [0]
+    first = sender.frames[0]  # sent on the fast path; it is lost and resent there
+    first.armed = False
+    out = stripe.schedule(0.03, [fast, slow], sender, [first], 0.05)
+    assert out[0][0] == first.frame and fast.cc.repeats[-1] == 1
+
+
+class Recording(Window):
+    """A `Window` that keeps the repeats each send reported."""
+
+    def __init__(self, frames: int) -> None:
+        super().__init__(frames)
+        self.repeats: list[int] = []
+
+    def on_sent(self, now: float, count: int, repeats: int = 0) -> None:
+        super().on_sent(now, count, repeats)
+        self.repeats.append(repeats)

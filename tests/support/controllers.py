@@ -21,7 +21,7 @@ class Window(CongestionController):
             self.sent.popleft()
         return self.frames - len(self.sent)
 
-    def on_sent(self, now: float, count: int) -> None:
+    def on_sent(self, now: float, count: int, repeats: int = 0) -> None:
         self.sent.extend([now] * count)
 
     def wake_at(self, srtt: float) -> float | None:
