@@ -143,12 +143,10 @@ class SessionDriver:
         sink: FrameSink,
         datagram: bool,
         handshake_rtt: float | None = None,
-        link: str | None = None,
     ) -> None:
-        """Give the session a path (new, or a reconnected one replacing its old sink); `link`
-        names the access link it leaves by (the core's `Path.link`)."""
+        """Give the session a path (new, or a reconnected one replacing its old sink)."""
         self.sinks[path_id] = sink
-        self.session.add_path(path_id, datagram, self.now(), handshake_rtt, link)
+        self.session.add_path(path_id, datagram, self.now(), handshake_rtt)
         self.poke()
 
     def detach(self, path_id: int, sink: FrameSink) -> None:

@@ -162,35 +162,6 @@ def _roles(paths: list[Path], now: float) -> tuple[list[Path], list[Path]]:
     return primary + overflow + backup, []
 
 
-def benched(paths: list[Path], now: float) -> set[int]:
-    """Stream paths that carry no bulk: a datagram path on the same access link (`Path.link`)
-    is alive. Two flows on one link each size their window from their own rate estimate, and
-    the estimates of flows that share a bottleneck add up to more than it carries (each one's
-    windowed maximum comes from the others' quiet moments): the excess stands in the router's
-    queue, in front of every keystroke (docs/BENCHMARKS.md, "Under load"). One flow per link
-    has no one to overestimate against. The datagram path keeps bulk at random loss too: its
-    controller is loss-tolerant and its resends need no TCP retransmission timeout (netlab,
-    5 % loss: 1.15-1.19x plain ssh with it, 1.09-1.13x with the TCP paths carrying bulk). A
-    benched path still copies frames while its link's datagram path has budget to spare (an
-    idle shell: every keystroke on every path), and carries bulk again once that path dies
-    or stalls."""
-    links = {p.link for p in paths if p.datagram and p.link is not None and alive(p, now)}
-    if not links:
-        return set()
-    return {p.path_id for p in paths if not p.datagram and p.link in links}
-
-
-def _rank(primary: list[Path], now: float) -> tuple[list[Path], list[Path]]:
-    """(paths that take new frames, fastest first; benched stream paths, copies only)."""
-    bench = benched(primary, now)
-    ranked = sorted(
-        (p for p in primary if not stalled(p, now) and p.path_id not in bench), key=_owd
-    )
-    if not ranked:  # every primary stalled: keep trying them rather than send nothing
-        return sorted(primary, key=_owd), []
-    return ranked, [p for p in primary if p.path_id in bench]
-
-
 def _limit(path: Path) -> int:
     return wire.MAX_DATAGRAM_FRAME if path.datagram else wire.MAX_STREAM_FRAME
 
@@ -552,13 +523,15 @@ class Stripe:
         rto: float,
     ) -> dict[int, list[bytes]]:
         primary, overflow = _roles(list(paths), now)
-        ranked, spare = _rank(primary, now)
+        ranked = sorted((p for p in primary if not stalled(p, now)), key=_owd)
+        if not ranked:  # every primary stalled: keep trying them rather than send nothing
+            ranked = sorted(primary, key=_owd)
         budget = {p.path_id: _budget(p, now) for p in ranked}
-        self.owd = {p.path_id: _owd(p) for p in ranked + overflow + spare}
-        frames: dict[int, list[bytes]] = {p.path_id: [] for p in ranked + spare}
+        self.owd = {p.path_id: _owd(p) for p in ranked + overflow}
+        frames: dict[int, list[bytes]] = {p.path_id: [] for p in ranked}
         counts = dict.fromkeys(budget, 0)
         #: frames a path carried before (resends there), for its controller's loss measure
-        repeats = {p.path_id: 0 for p in ranked + spare}
+        repeats = {p.path_id: 0 for p in ranked}
         self.next_new = max(self.next_new, sender.acked_below)
 
         def take(path: Path, sent: SentFrame, track: bool) -> None:
@@ -591,16 +564,12 @@ class Stripe:
         if self.pending:  # resends wait for room: the pacing timers must wake us
             self.starved |= {pid for pid, room in budget.items() if room <= 0}
         # 4. spare budget: auto copies frames in flight elsewhere; stripe re-sends only the
-        #    slower paths' frames that this path would deliver sooner (the transfer's tail);
+        #    slower paths' frames that this path would deliver sooner (the transfer's tail)
         self._copy_spare(now, sender, ranked, budget, take)
-        if spare:
-            self._lend(now, sender, ranked, spare, budget, counts, take)
-        benched_ids = {p.path_id for p in spare}
         out: dict[int, list[bytes]] = {}
-        for path in ranked + spare:
+        for path in ranked:
             pid = path.path_id
-            # a benched path is held back by the policy, not by its data: app-limited
-            left = self.next_new >= sender.next_seq or pid in benched_ids
+            left = self.next_new >= sender.next_seq
             _finish(path, now, counts[pid], budget[pid], left, out, frames[pid], repeats[pid])
         if overflow:
             self.overflow_next = _overflow(
@@ -704,37 +673,6 @@ class Stripe:
                 self.starved.add(pid)
             faster_rate += _rate(path)
         self.next_new = seq
-
-    def _lend(
-        self,
-        now: float,
-        sender: Sender,
-        ranked: list[Path],
-        spare: list[Path],
-        budget: dict[int, int],
-        counts: dict[int, int],
-        take: Take,
-    ) -> None:
-        """Benched stream paths copy frames within what the datagram path on their link left
-        unused, and that path's controller is charged for them (`borrow`): the link carries
-        no more than its datagram controller lets it, whichever path the bytes take. An idle
-        shell's keystrokes still go on every path; a transfer's copies do not double the
-        link's load."""
-        for path in spare:
-            pid = path.path_id
-            counts[pid] = 0
-            lenders = [p for p in ranked if p.datagram and p.link == path.link]
-            lender = max(lenders, key=lambda p: budget[p.path_id], default=None)
-            room = 0 if lender is None else budget[lender.path_id]
-            budget[pid] = min(_budget(path, now), room) if room > 0 else 0
-            granted = budget[pid]
-            if granted <= 0 or lender is None:
-                continue
-            self._copy_spare(now, sender, [path], budget, take)
-            used = granted - budget[pid]
-            if used:
-                budget[lender.path_id] -= used
-                lender.cc.borrow(now, used)
 
     def _copy_spare(
         self, now: float, sender: Sender, ranked: list[Path], budget: dict[int, int], take: Take

@@ -161,8 +161,6 @@ class LinkSpec:
 class PathSpec:
     up: LinkSpec  #: client -> exit
     down: LinkSpec  #: exit -> client
-    #: The access link both ends name for it (`Path.link`): paths with the same one share it.
-    link: str | None = None
 
     @property
     def datagram(self) -> bool:
@@ -506,7 +504,7 @@ class Simulation:
             self.links["exit", path_id] = Link(spec.down, self.rng, START)
             for side in (self.client, self.exit):
                 sink = LinkSink(self, side, path_id)
-                side.driver.attach(path_id, sink, spec.datagram, link=spec.link)
+                side.driver.attach(path_id, sink, spec.datagram)
         self.check_bounds = check_bounds
         for side in (self.client, self.exit):
             for at, _ in side.writes:
