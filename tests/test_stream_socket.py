@@ -55,8 +55,10 @@ def kernel_setting(name: str) -> str:
 
 
 def test_stream_sockets_run_bbr_where_the_kernel_has_it() -> None:
-    """CUBIC collapses under random loss (2.4-2.8 Mbit/s of 50 at 5 %); BBR holds the rate.
-    A kernel that cannot give BBR leaves the socket on its default, never an error."""
+    """CUBIC halves its window on each loss, random or not; BBR models the path and holds
+    its rate. A kernel that cannot give BBR leaves the socket on its default, never an error.
+    (Where the default is already bbr this cannot tell the request from the default: the
+    next test can.)"""
     sock = make_socket(socket.AF_INET, socket.SOCK_STREAM, None)
     try:
         running = stream_congestion(sock)
@@ -65,6 +67,21 @@ def test_stream_sockets_run_bbr_where_the_kernel_has_it() -> None:
             assert running == "bbr"
         else:
             assert running == kernel_setting("tcp_congestion_control")
+    finally:
+        sock.close()
+
+
+def test_tune_stream_asks_for_its_congestion_control(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request is really made: asked for reno (built into every Linux kernel, and root may
+    pick any available one), a tuned socket runs reno whatever the kernel's default."""
+    assert "reno" in kernel_setting("tcp_available_congestion_control").split()
+    monkeypatch.setattr(bind, "STREAM_CONGESTION", b"reno")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as untuned:
+        assert stream_congestion(untuned) == kernel_setting("tcp_congestion_control")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        tune_stream(sock)
+        assert stream_congestion(sock) == "reno"
     finally:
         sock.close()
 

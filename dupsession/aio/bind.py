@@ -17,10 +17,11 @@ NOTSENT_LOWAT = 128 * 1024
 #: Linux's TCP_CONGESTION (not named by every Python).
 TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
 #: The kernel congestion control a stream path asks for. Paths are often lossy links (mobile,
-#: Wi-Fi): CUBIC halves its window on each random loss (2.4-2.8 Mbit/s on a 50 Mbit/s link at
-#: 5 % loss), BBR models the path and holds its rate. A kernel without it (or one that does
-#: not let an unprivileged process pick it: net.ipv4.tcp_allowed_congestion_control) keeps
-#: its default; `stream_congestion` says which one a socket runs.
+#: Wi-Fi): CUBIC halves its window on each loss, random or not; BBR models the path and holds
+#: its rate (not measured here against CUBIC: the netlab's namespaces already ran BBR). A
+#: kernel without it (or one that does not let an unprivileged process pick it:
+#: net.ipv4.tcp_allowed_congestion_control) keeps its default; `stream_congestion` says which
+#: one a socket runs.
 STREAM_CONGESTION = b"bbr"
 
 
