@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 #: at the end of the loop turn: libuv reads a busy socket up to 32 times per turn (8 MB of a
 #: TCP path), and until the flush the peer gets no ACK (its window stays shut) and our
 #: consumer no data. Per 256 KiB, the ACK and the write go out while the peer can still use
-#: them (loopback, 2 UDP + 1 TCP download: 106 -> 123 MB/s; docs/BENCHMARKS.md).
+#: them (measured together with Sender.PENDING_LIMIT, c0fcc47; docs/BENCHMARKS.md "Loopback
+#: bulk: the two ends took turns"; one variant run alone is within that section's noise).
 FLUSH_AFTER_BYTES = 256 * 1024
 
 

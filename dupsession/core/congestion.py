@@ -70,11 +70,13 @@ MIN_BW_ROUND = 0.02
 #: The minimum RTT is re-measured at every multiple of this (s, BBR v2's 5 s) of the clock
 #: the core is given: each path past startup keeps half a BDP in flight for PROBE_RTT_TIME
 #: (at least one RTT), so the queue drains and the true minimum shows. On a grid of the clock,
-#: not 5 s after the path's own last matching sample (BBR's rule), so that sessions sharing a
-#: bottleneck drain together: those of one host (its uplink; an exit's downlink) share its
-#: monotonic clock. A path draining alone sees whatever queue the others hold, and a session
-#: that started behind another's queue took that queue for its minimum, saw no queue of its
-#: own, and kept the larger share (sim_fairness's 5 Mbit/s case: Jain 0.57-0.79; now 0.99).
+#: not 5 s after the path's own last matching sample (BBR's rule), meant to make sessions of
+#: one host drain together. What the fairness fix owes most to is the first re-measure
+#: (FIRST_PROBE_RTT_PERIOD, never skipped): a session that started behind another's queue
+#: took that queue for its minimum, saw no queue of its own, and kept the larger share
+#: (sim_fairness's 5 Mbit/s case: Jain 0.57-0.79; now 0.99). Review D3 showed the alignment
+#: itself is not needed in the simulator (per-path timers, or clocks offset by 0.5-3.3 s,
+#: give the same Jain), so treat the grid as a choice, not a proof.
 #: Skipped while samples come near the minimum a re-measure found (the queue empties anyway),
 #: so a lone transfer pays once, after startup: half its rate for 0.2 s (3 % of a 4 MB upload).
 PROBE_RTT_PERIOD = 5.0

@@ -28,7 +28,8 @@ MAX_BACKOFF_EXPONENT = 5
 #: reads, cuts and sends about this much, and the peer gets to work on it at once. Without
 #: it, one turn read a busy pipe up to 32 times (8 MB, the whole window), and cutting and
 #: sealing all of it took 50 ms of CPU before the first frame reached the socket: the peer
-#: idled, then we did (loopback, 2 UDP + 1 TCP: 56 -> 79 MB/s; docs/BENCHMARKS.md).
+#: idled, then we did (loopback, 2 UDP + 1 TCP, this and FLUSH_AFTER_BYTES together, c0fcc47:
+#: see docs/BENCHMARKS.md "Loopback bulk: the two ends took turns" for the side-by-side runs).
 PENDING_LIMIT = 256 * 1024
 
 
