@@ -628,7 +628,9 @@ class ExitServer:
         if isinstance(reply, UdpReply):
             assert self._udp_io is not None
             book = exit_session.addresses
-            exit_session.driver.attach(path_id, UdpPathReply(self._udp_io, book, path_id), True)
+            exit_session.driver.attach(
+                path_id, UdpPathReply(self._udp_io, book, path_id), datagram=True
+            )
             # The HELLO's source is not validated either: it gets at most 3x the HELLO until
             # it echoes a challenge (a key holder could have spoofed it).
             now = self.clock()

@@ -139,11 +139,7 @@ class SessionDriver:
         self.flush()
 
     def attach(
-        self,
-        path_id: int,
-        sink: FrameSink,
-        datagram: bool,
-        handshake_rtt: float | None = None,
+        self, path_id: int, sink: FrameSink, datagram: bool, handshake_rtt: float | None = None
     ) -> None:
         """Give the session a path (new, or a reconnected one replacing its old sink)."""
         self.sinks[path_id] = sink

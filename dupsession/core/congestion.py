@@ -213,6 +213,7 @@ class ModelRate(CongestionController):
         "_presumed_at",
         "_probe_min",
         "_probe_rtt_until",
+        "_queue_round",
         "_remeasured",
         "_repeat_log",
         "_repeats",
@@ -243,6 +244,8 @@ class ModelRate(CongestionController):
         self.mode = "startup"
         self.pacing_gain = STARTUP_GAIN
         self.cwnd_gain = STARTUP_CWND_GAIN
+        #: This round found a standing queue: the window is one BDP + QUEUE_ALLOWANCE frames.
+        self._queue_round = False
         self.btl_bw = 0.0  #: frames per second, windowed maximum
         self._bw: deque[tuple[float, float]] = deque()  #: (time, rate), decreasing rates
         self.min_rtt = float("inf")
@@ -297,7 +300,7 @@ class ModelRate(CongestionController):
     def cwnd(self, srtt: float) -> int:
         if self.mode == "probe-rtt":
             return max(MIN_WINDOW, int(self.bdp(srtt) / 2))
-        if self.cwnd_gain == QUEUE_CWND_GAIN:  # a round that found a standing queue
+        if self._queue_round:
             return max(MIN_WINDOW, int(self.bdp(srtt)) + QUEUE_ALLOWANCE)
         window = max(MIN_WINDOW, int(self.cwnd_gain * self.bdp(srtt)))
         # Startup never holds less than its initial window: an interactive session stays in
@@ -435,18 +438,19 @@ class ModelRate(CongestionController):
         if self.mode == "probe":  # (probe-rtt ends by time, in `_probe_rtt`)
             self.pacing_gain = PROBE_GAINS[self._cycle % len(PROBE_GAINS)]
             self._cycle += 1
-            self.cwnd_gain = 2.0
+            self.cwnd_gain, self._queue_round = 2.0, False
             if queued and self.pacing_gain <= 1.0:
                 # Delay-aware: a standing queue means the estimates run high (ACK batching
                 # inflates samples; flows sharing a bottleneck each see the others' drain
                 # phases); drain it rather than cruise on top of it, in rate and in window.
                 self.pacing_gain = QUEUE_DRAIN_GAIN
-                self.cwnd_gain = QUEUE_CWND_GAIN
+                self.cwnd_gain, self._queue_round = QUEUE_CWND_GAIN, True
             else:
                 self.pacing_gain /= 1 - min(self.loss_rate, LOSS_COMPENSATION_MAX)
 
     def _end_startup(self) -> None:
         self.mode, self.pacing_gain, self.cwnd_gain = "drain", 1 / STARTUP_GAIN, 2.0
+        self._queue_round = False
 
     def _measure_loss(self) -> None:
         """Fold the frames lost since the last measure into the smoothed loss fraction.
@@ -584,7 +588,7 @@ class StreamWindow(ModelRate):
             return max(MIN_WINDOW, super().cwnd(srtt))
         if self.mode == "probe-rtt":
             return max(MIN_WINDOW, int(self.bdp(srtt) / 2))
-        gain = 1.0 if self.cwnd_gain <= QUEUE_CWND_GAIN else STREAM_CWND_GAIN
+        gain = 1.0 if self._queue_round else STREAM_CWND_GAIN
         return max(MIN_WINDOW, int(gain * self.bdp(srtt)))
 
     def budget(self, now: float, srtt: float) -> int | None:

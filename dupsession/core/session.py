@@ -186,11 +186,7 @@ class Session:
     # -- paths ---------------------------------------------------------------------------------
 
     def add_path(
-        self,
-        path_id: int,
-        datagram: bool,
-        now: float,
-        handshake_rtt: float | None = None,
+        self, path_id: int, datagram: bool, now: float, handshake_rtt: float | None = None
     ) -> Path:
         """Register a path, or re-register a reconnected one. It carries data at once and is
         probed every interval.
