@@ -3,6 +3,7 @@
 
     python3 contrib/bench/core.py            # 2 datagram + 1 stream path, 20 MB, best of 5
     python3 contrib/bench/core.py --paths d  # one datagram path; `s`: one stream path
+    python3 contrib/bench/core.py --encrypt --compress auto   # `forward`'s features
 
 Bytes go client -> exit in 64 KiB writes. Each side is the real glue, `SessionDriver`
 (dupsession/aio/driver.py), on a virtual clock (tests/support/virtualloop.py): every frame of
@@ -27,6 +28,7 @@ if str(ROOT) not in sys.path:  # run as a script: the repository's tests/support
 
 from dupsession.aio.driver import SessionDriver  # noqa: E402
 from dupsession.core import events  # noqa: E402
+from dupsession.core.negotiate import Compress, Features  # noqa: E402
 from dupsession.core.session import Role, Session  # noqa: E402
 from tests.support.session import handshake_keys  # noqa: E402
 from tests.support.virtualloop import VirtualLoop  # noqa: E402
@@ -79,12 +81,14 @@ class Counter:
 
 
 def pair(
-    loop: VirtualLoop, datagram: tuple[bool, ...]
+    loop: VirtualLoop, datagram: tuple[bool, ...], features: Features
 ) -> tuple[SessionDriver, Outbox, SessionDriver, Outbox, Counter]:
     session_id, keys = handshake_keys()
     counter = Counter()
-    client = SessionDriver(Session(Role.CLIENT, session_id, keys, 0.0), Counter(), loop.time, loop)
-    exit_ = SessionDriver(Session(Role.EXIT, session_id, keys, 0.0), counter, loop.time, loop)
+    client_session = Session(Role.CLIENT, session_id, keys, 0.0, None, features)
+    exit_session = Session(Role.EXIT, session_id, keys, 0.0, None, features)
+    client = SessionDriver(client_session, Counter(), loop.time, loop)
+    exit_ = SessionDriver(exit_session, counter, loop.time, loop)
     to_exit, to_client = Outbox(), Outbox()
     for path_id, kind in enumerate(datagram):
         client.attach(path_id, to_exit.sink(path_id), kind)
@@ -99,9 +103,11 @@ def hand_over(outbox: Outbox, driver: SessionDriver) -> None:
     outbox.batches.clear()
 
 
-def run(datagram: tuple[bool, ...], total: int) -> tuple[float, dict[str, float]]:
+def run(
+    datagram: tuple[bool, ...], total: int, features: Features
+) -> tuple[float, dict[str, float]]:
     loop = VirtualLoop(0.0)
-    client, to_exit, exit_, to_client, counter = pair(loop, datagram)
+    client, to_exit, exit_, to_client, counter = pair(loop, datagram, features)
     data = os.urandom(CHUNK)
     phases = dict.fromkeys(PHASES, 0.0)
     clock = time.thread_time
@@ -139,11 +145,18 @@ def main() -> int:
     parser.add_argument("--paths", choices=sorted(KINDS), default="dds")
     parser.add_argument("--mb", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=5, help="runs; the cheapest is reported")
+    parser.add_argument("--encrypt", action="store_true", help="payload encryption on")
+    parser.add_argument(
+        "--compress", choices=[str(mode) for mode in Compress], default=str(Compress.OFF)
+    )
     args = parser.parse_args()
-    results = [run(KINDS[args.paths], args.mb * 1_000_000) for _ in range(args.repeat)]
+    features = Features(encrypt=args.encrypt, compress=Compress(args.compress))
+    results = [run(KINDS[args.paths], args.mb * 1_000_000, features) for _ in range(args.repeat)]
     total, phases = min(results, key=lambda result: result[0])
     detail = "  ".join(f"{name} {cost:.2f}" for name, cost in phases.items())
-    print(f"paths {args.paths}: {total:.2f} us CPU per DATA frame ({detail})")
+    label = f"paths {args.paths}" + (", encrypted" if args.encrypt else "")
+    label += f", compress {args.compress}" if features.compress is not Compress.OFF else ""
+    print(f"{label}: {total:.2f} us CPU per DATA frame ({detail})")
     return 0
 
 

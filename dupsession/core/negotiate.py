@@ -16,8 +16,10 @@ from enum import StrEnum
 from dupsession.core import wire
 from dupsession.core.policy import Schedule
 
-#: CIPHER option value: ChaCha20 over each DATA payload, BLAKE3 tag over the ciphertext.
-CIPHER_CHACHA20 = 1
+#: CIPHER option value: ChaCha20 over each direction's byte stream, BLAKE3 tags over the
+#: ciphertext (core/seal.py). Value 1 was ChaCha20 per DATA payload under a per-frame nonce;
+#: an end that knows only one of the two refuses the other's offer, it never misreads it.
+CIPHER_CHACHA20 = 2
 #: COMPRESS option's first byte: the algorithm.
 COMPRESS_ZSTD = 1
 

@@ -25,8 +25,10 @@ from __future__ import annotations
 import hmac
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import partial
 
 from dupsession.core import wire
 from dupsession.core.acks import AckPending, make_ack, on_path_ack
@@ -52,7 +54,7 @@ from dupsession.core.paths import EWMA_GAIN, Path, PathState
 from dupsession.core.receiver import ARRIVAL_MEMORY, Receiver
 from dupsession.core.recovery import Recovery
 from dupsession.core.scheduler import Scheduler, make_scheduler
-from dupsession.core.seal import CLIENT_TO_EXIT, EXIT_TO_CLIENT, PayloadCipher
+from dupsession.core.seal import CLIENT_TO_EXIT, EXIT_TO_CLIENT, ciphers
 from dupsession.core.sender import Sender
 from dupsession.core.snapshot import (
     InboundStats,
@@ -145,8 +147,15 @@ class Session:
         e2c = (keys.exit_to_client, keys.payload_exit_to_client, EXIT_TO_CLIENT)
         tx, rx = (c2e, e2c) if role is Role.CLIENT else (e2c, c2e)
         self._tx_key, self._rx_key = tx[0], rx[0]
-        #: Payload encryption when the handshake agreed on it (core/seal.py has the rules).
-        self._cipher = PayloadCipher(tx[1], rx[1], tx[2], rx[2]) if self.features.encrypt else None
+        #: DATA frames of frame number, payload (a view) and FIN: one C-level call per frame.
+        self._encode_data = partial(wire.encode_data, self._tx_key, session_id)
+        #: Stream encryption when the handshake agreed on it (core/seal.py has the rules): our
+        #: stream's bytes as they enter the send buffer, the peer's as they are delivered.
+        self._encrypt: Callable[[bytes | memoryview], bytes] | None = None
+        self._decrypt: Callable[[bytes | memoryview], bytes] | None = None
+        if self.features.encrypt:
+            tx_cipher, rx_cipher = ciphers(tx[1], rx[1], tx[2], rx[2])
+            self._encrypt, self._decrypt = tx_cipher.update, rx_cipher.update
         #: Stream compression when agreed (core/compress.py): records out, lazy decoding in.
         compress = self.features.compress
         self._deflate = StreamCompressor(compress) if compress is not Compress.OFF else None
@@ -239,12 +248,13 @@ class Session:
         if self.state is SessionState.CLOSED:
             raise LocalProtocolError("session is closed")
         self.bytes_out += len(data)
+        push, encrypt = self.sender.push, self._encrypt
         if self._deflate is not None:  # before framing and encryption: copies stay identical
-            push = self.sender.push
             for part in self._deflate.encode_parts(data):
-                push(part)
+                push(part if encrypt is None else encrypt(part))
             return
-        self.sender.push(data)
+        # before framing: frames are cut from ciphertext, so every copy is the same bytes
+        push(data if encrypt is None else encrypt(data))
 
     def close_stream(self) -> None:
         """Half-close: a FIN follows the last byte; the peer's direction stays open."""
@@ -420,8 +430,6 @@ class Session:
             if path is not None:
                 path.bad_frames += 1
             return
-        if self._cipher is not None:  # only after the tag verified: encrypt-then-MAC
-            payload = self._cipher.decrypt(seq, payload)
         acks = self.acks
         if acks.since is None:
             acks.since = now
@@ -440,6 +448,10 @@ class Session:
         delivered = receiver.accept(
             seq, fin, payload, now, -1 if path is None else path.path_id, frame[-_TAG:]
         )
+        decrypt = self._decrypt
+        if delivered and decrypt is not None:
+            # in stream order, and only bytes of frames whose tag verified: encrypt-then-MAC
+            delivered = [decrypt(delivered[0] if len(delivered) == 1 else b"".join(delivered))]
         inflow = self._inflow
         if inflow is not None:
             decoder = inflow.decoder
@@ -571,11 +583,6 @@ class Session:
             self._close_queued.add(target)
 
     # -- frames out -----------------------------------------------------------------------------
-
-    def _encode_data(self, seq: int, payload: bytes | memoryview, fin: bool) -> bytes:
-        if self._cipher is not None:  # once, when the frame is cut: every copy is identical
-            payload = self._cipher.encrypt(seq, payload)
-        return wire.encode_data(self._tx_key, self.session_id, seq, payload, fin)
 
     def max_payload(self) -> int:
         """Frames must fit every path; 16 KiB ones only when no path is a datagram path.

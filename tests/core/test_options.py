@@ -158,3 +158,13 @@ def test_exit_leaves_out_what_it_does_not_implement() -> None:
     assert options == () and features == Features()
     # and a client that wanted compression goes without it (compression is optional)
     assert negotiate.settle(Features(compress=Compress.ON), ()) == Features()
+
+
+def test_the_per_frame_cipher_of_older_versions_is_refused_not_misread() -> None:
+    """CIPHER 1 (per-frame nonces) and 2 (one keystream per direction) decrypt the same
+    frame differently: an end that knows one of them never runs the other's offer."""
+    assert negotiate.CIPHER_CHACHA20 == 2
+    old_offer = ((wire.OptionType.CIPHER, b"\x01"),)
+    assert negotiate.answer(old_offer) == ((), Features())  # an old client then refuses
+    with pytest.raises(negotiate.NegotiationError, match="not offered"):
+        negotiate.settle(Features(encrypt=True), old_offer)  # an old exit's answer

@@ -1,5 +1,5 @@
-"""Payload encryption: standard ChaCha20, one nonce per frame and direction, encrypt-then-MAC,
-and no plaintext in any frame."""
+"""Payload encryption: standard ChaCha20 over each direction's byte stream, one nonce per
+keystream segment and direction, encrypt-then-MAC, and no plaintext in any frame."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dupsession.core import wire
 from dupsession.core.events import StreamData
 from dupsession.core.handshake import SessionKeys
 from dupsession.core.negotiate import Features
-from dupsession.core.seal import CLIENT_TO_EXIT, EXIT_TO_CLIENT, PayloadCipher, nonce
+from dupsession.core.seal import CLIENT_TO_EXIT, EXIT_TO_CLIENT, StreamCipher, ciphers, nonce
 from dupsession.core.session import Role, Session
 from tests.support.session import handshake
 
@@ -20,23 +20,54 @@ SECRET = b"known plaintext: the VNC password is hunter2 " * 40
 T0 = 100.0
 
 
-def test_it_is_exactly_chacha20() -> None:
-    """The AEAD object is only a faster way to the RFC 8439 keystream (block counter 1)."""
-    key, other = os.urandom(32), os.urandom(32)
-    cipher = PayloadCipher(key, other, CLIENT_TO_EXIT, EXIT_TO_CLIENT)
-    for seq, size in ((0, 1), (7, 1196), (2**40 + 3, 16384)):
-        payload = os.urandom(size)
-        counter_one = (1).to_bytes(4, "little") + nonce(CLIENT_TO_EXIT, seq)
-        plain = Cipher(algorithms.ChaCha20(key, counter_one), None).encryptor()
-        assert cipher.encrypt(seq, payload) == plain.update(payload)
-    assert cipher.encrypt(1, b"") == b""
+def keystream(key: bytes, label: bytes, segment: int, size: int) -> bytes:
+    """`size` bytes of the RFC 8439 keystream of one segment (block counter from 0)."""
+    iv = bytes(4) + nonce(label, segment)
+    return Cipher(algorithms.ChaCha20(key, iv), None).encryptor().update(bytes(size))
 
 
-def test_nonces_never_repeat_across_frames_or_directions() -> None:
-    seen = {nonce(label, seq) for label in (CLIENT_TO_EXIT, EXIT_TO_CLIENT) for seq in range(500)}
+def xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))
+
+
+def test_it_is_exactly_chacha20_over_the_stream_however_it_is_written() -> None:
+    """Byte p of the stream meets byte p of the keystream, whatever the write sizes were."""
+    key = os.urandom(32)
+    stream = os.urandom(40_000)
+    expected = xor(stream, keystream(key, CLIENT_TO_EXIT, 0, len(stream)))
+    for sizes in ((40_000,), (1, 63, 64, 1196, 16384), (7,) * 100):
+        cipher, out, at = StreamCipher(key, CLIENT_TO_EXIT), [], 0
+        while at < len(stream):
+            for size in sizes:
+                out.append(cipher.update(memoryview(stream)[at : at + size]))
+                at += size
+        assert b"".join(out) == expected
+    assert StreamCipher(key, CLIENT_TO_EXIT).update(b"") == b""
+
+
+def test_segments_move_to_the_next_nonce_at_their_boundary() -> None:
+    """The block counter never wraps: every `segment_bytes` the nonce's segment number grows
+    and the counter starts again from 0 (tried with 128-byte segments)."""
+    key = os.urandom(32)
+    stream = os.urandom(1000)
+    expected_keystream = b"".join(keystream(key, EXIT_TO_CLIENT, n, 128) for n in range(8))
+    for sizes in ((1000,), (100, 28, 300, 1, 127, 444), (128,) * 8):
+        cipher, out, at = StreamCipher(key, EXIT_TO_CLIENT, segment_bytes=128), [], 0
+        for size in sizes:
+            out.append(cipher.update(stream[at : at + size]))
+            at += size
+        assert b"".join(out) == xor(stream, expected_keystream[: len(stream)])
+
+
+def test_nonces_never_repeat_across_segments_or_directions() -> None:
+    seen = {nonce(label, n) for label in (CLIENT_TO_EXIT, EXIT_TO_CLIENT) for n in range(500)}
     assert len(seen) == 1000
     with pytest.raises(ValueError, match="own key"):
-        PayloadCipher(bytes(32), bytes(32), CLIENT_TO_EXIT, EXIT_TO_CLIENT)
+        ciphers(bytes(32), bytes(32), CLIENT_TO_EXIT, EXIT_TO_CLIENT)
+    with pytest.raises(ValueError, match="own key"):
+        ciphers(bytes(32), b"\x01" * 32, CLIENT_TO_EXIT, CLIENT_TO_EXIT)
+    with pytest.raises(ValueError, match="64-byte blocks"):
+        StreamCipher(bytes(32), CLIENT_TO_EXIT, segment_bytes=100)
 
 
 def pair(encrypt: bool) -> tuple[Session, Session, SessionKeys]:
@@ -109,3 +140,18 @@ def test_one_side_encrypting_alone_delivers_garbage_never_plaintext() -> None:
         exit_.receive_frame(frame, T0 + 0.01, 0)
     got = b"".join(e.data for e in iter(exit_.next_event, None) if isinstance(e, StreamData))
     assert len(got) == len(SECRET) and got != SECRET
+
+
+def test_frames_out_of_order_and_repeated_decrypt_in_stream_order() -> None:
+    """The keystream follows the stream, not the arrival: frames held above a hole are
+    decrypted when the hole fills, and a repeated copy is never decrypted a second time."""
+    client, exit_, _ = pair(encrypt=True)
+    client.send(SECRET * 4)
+    frames = [f for f in client.transmit(T0)[0] if f[1] == wire.FrameType.DATA]
+    assert len(frames) >= 5
+    arrival = [*reversed(frames[1:]), frames[2], frames[0], frames[-1]]
+    for frame in arrival:
+        exit_.receive_frame(frame, T0 + 0.01, 0)
+    got = b"".join(e.data for e in iter(exit_.next_event, None) if isinstance(e, StreamData))
+    assert got == SECRET * 4
+    assert exit_.duplicates == 2
