@@ -161,11 +161,8 @@ class SessionDriver:
         path's own socket): one clock read and one flush for the batch. Nothing inside them
         can re-bind the path, so the ids they name are not returned. Past `FLUSH_AFTER_BYTES`
         since the last flush it flushes now, not at the end of the turn."""
-        receive, now = self.session.receive_frame, self.now()
-        size = self._unflushed
-        for frame in frames:
-            receive(frame, now, path_id)
-            size += len(frame)
+        self.session.receive_frames(frames, self.now(), path_id)
+        size = self._unflushed + sum(map(len, frames))
         if size >= FLUSH_AFTER_BYTES:
             self.flush()
         else:

@@ -159,7 +159,7 @@ class StreamDecompressor:
             write_return_read=True,
             closefd=False,
         )
-        self._input: deque[bytes] = deque()
+        self._input: deque[bytes | memoryview] = deque()
         self.backlog = 0  #: compressed bytes fed and not yet decoded
         #: `backlog` at which `next_chunk` can return something (a header, then its record's
         #: body): the receiver skips decoding until then, not once per delivered frame.
@@ -189,21 +189,26 @@ class StreamDecompressor:
         return body if self._kind == RAW else self._inflate(body)
 
     def _take(self, size: int) -> bytes:
-        """The first `size` queued input bytes (they are there), joined with one copy."""
+        """The first `size` queued input bytes (they are there), joined with one copy. A
+        longer piece stays queued as a view of its rest: a delivered batch of many records
+        is not copied again per record taken from its head."""
         queue = self._input
         first = queue[0]
         if len(first) == size:
-            return queue.popleft()
+            return bytes(queue.popleft())
         if len(first) > size:
-            queue[0] = first[size:]
-            return first[:size]
-        parts, got = [], 0
+            view = first if isinstance(first, memoryview) else memoryview(first)
+            queue[0] = view[size:]
+            return bytes(view[:size])
+        parts: list[bytes | memoryview] = []
+        got = 0
         while got < size:
             piece = queue.popleft()
             if got + len(piece) > size:
                 cut = size - got
-                queue.appendleft(piece[cut:])
-                piece = piece[:cut]
+                view = piece if isinstance(piece, memoryview) else memoryview(piece)
+                queue.appendleft(view[cut:])
+                piece = view[:cut]
             parts.append(piece)
             got += len(piece)
         return b"".join(parts)

@@ -81,8 +81,31 @@ class Receiver:
         out = [payload] if payload else []
         self.cumulative = seq + 1
         self.fin_delivered = fin
+        if self.held:
+            self._release_held(out)
+        return out
+
+    def accept_run(
+        self, first: int, tags: list[bytes], fin: bool, now: float, path_id: int
+    ) -> list[bytes]:
+        """Take the first valid copies of frames `first` (the cumulative point) onwards, one
+        per verified tag in `tags`, their payloads delivered by the caller; `fin`: the last
+        one is the FIN frame. Returns the held payloads they make deliverable."""
+        arrivals, counted, seq = self.arrivals, 1 << path_id, first
+        for tag in tags:
+            arrivals[seq % ARRIVAL_MEMORY] = (seq, now, path_id, tag, counted)
+            seq += 1
+        self.cumulative = seq
+        self.fin_delivered = fin
+        out: list[bytes] = []
+        if self.held:
+            self._release_held(out)
+        return out
+
+    def _release_held(self, out: list[bytes]) -> None:
+        """Deliver the held frames that now follow the cumulative point (into `out`)."""
         held = self.held
-        while held and self.cumulative in held:
+        while self.cumulative in held:
             payload, fin = held.pop(self.cumulative)
             self.held_bytes -= len(payload)
             if payload:
@@ -91,7 +114,6 @@ class Receiver:
             self.cumulative += 1
         if self.ranges:
             self.ranges.remove_below(self.cumulative)
-        return out
 
     def pause(self, paused: bool) -> None:
         """Freeze the advertised window while the consumer is full: flow control end to end."""

@@ -3,6 +3,7 @@
 The I/O glue drives it the aioquic way, always passing `now` (seconds, monotonic):
 
     session.receive_frame(frame, now, path_id)   # every frame from any path
+    session.receive_frames(frames, now, path_id) # or one read's frames from a known path
     session.send(data) / session.close_stream()  # bytes from the local source
     for path_id, frames in session.transmit(now).items(): ...   # send these
     while (event := session.next_event()) is not None: ...      # StreamData, ...
@@ -448,26 +449,104 @@ class Session:
         delivered = receiver.accept(
             seq, fin, payload, now, -1 if path is None else path.path_id, frame[-_TAG:]
         )
-        decrypt = self._decrypt
-        if delivered and decrypt is not None:
+        if delivered or receiver.fin_delivered:
+            self._deliver(delivered, now)
+
+    def receive_frames(self, frames: list[bytes], now: float, path_id: int) -> None:
+        """`receive_frame` for the frames of one read from a known path, in their order.
+
+        A bulk transfer's common case, the stream's next frames in order, is taken as one run
+        (`_receive_run`); any other frame ends the run and goes through `receive_frame`.
+        """
+        at, count = 0, len(frames)
+        while at < count:
+            at = self._receive_run(frames, at, now, path_id)
+            if at < count:
+                self.receive_frame(frames[at], now, path_id)
+                at += 1
+
+    def _receive_run(self, frames: list[bytes], start: int, now: float, path_id: int) -> int:
+        """Take the DATA frames from `frames[start]` on that are the stream's next ones, in
+        order, on a live path; return the index of the first frame not taken.
+
+        The same checks and bookkeeping as `_receive_data` (each frame's size, number, window
+        and tag, first), but the run is delivered at once: one decryption, one delivery, one
+        update of the path's counters and the ACK owed, instead of one per frame (at 1196-byte
+        frames a bulk receiver handles 840 frames per MB: docs/BENCHMARKS.md).
+        """
+        receiver, path = self.receiver, self.paths.get(path_id)
+        if path is None or path.state is not _UP or self._all_down_since is not None:
+            return start
+        if self.state is not SessionState.OPEN:
+            return start
+        seq = first = receiver.cumulative
+        end, held = receiver.advertised_end, receiver.held
+        limit = _DATAGRAM_DATA_MAX if path.datagram else _STREAM_DATA_MAX
+        key, open_data = self._rx_key, wire.open_data
+        payloads: list[bytes] = []
+        tags: list[bytes] = []
+        size, fin, at, count = 0, False, start, len(frames)
+        while at < count and seq < end:
+            frame = frames[at]
+            length = len(frame)
+            if (
+                length < _DATA_MIN
+                or length > limit
+                or frame[1] != _DATA
+                or _SEQ_AT(frame, _SEQ_OFFSET)[0] != seq
+                or seq in held
+            ):
+                break
+            try:
+                fin, payload = open_data(key, frame)
+            except wire.FrameError:
+                break  # `receive_frame` counts it
+            payloads.append(payload)
+            tags.append(frame[-_TAG:])
+            size += length
+            seq += 1
+            at += 1
+            if fin:
+                break
+        taken = at - start
+        if not taken:
+            return start
+        acks = self.acks
+        if acks.since is None:
+            acks.since = now
+        acks.count += taken
+        path.bytes_recv += size
+        path.last_recv = now
+        path.data_recv += taken
+        inbound = path.inbound
+        inbound.frames += taken
+        inbound.first += taken
+        inbound.lag *= (1 - EWMA_GAIN) ** taken
+        payloads += receiver.accept_run(first, tags, fin, now, path.path_id)
+        self._deliver(payloads, now)
+        return at
+
+    def _deliver(self, delivered: list[bytes], now: float) -> None:
+        """Hand the stream's next bytes (and its end, once the FIN frame is delivered) on:
+        decrypted, then decoded if compressed, then to the consumer as events."""
+        receiver = self.receiver
+        data = delivered[0] if len(delivered) == 1 else b"".join(delivered)  # 0: the FIN alone
+        if data and self._decrypt is not None:
             # in stream order, and only bytes of frames whose tag verified: encrypt-then-MAC
-            delivered = [decrypt(delivered[0] if len(delivered) == 1 else b"".join(delivered))]
+            data = self._decrypt(data)
         inflow = self._inflow
         if inflow is not None:
             decoder = inflow.decoder
-            for chunk in delivered:
-                decoder.feed(chunk)
+            decoder.feed(data)
             # Decode only once a whole record is in (records span many frames), not per frame.
             if inflow.more or decoder.backlog >= decoder.need or receiver.fin_delivered:
                 self._drain(now)
             elif decoder.backlog > INFLOW_BACKLOG_LIMIT:
                 self._update_receive_pause()
             return
-        if delivered:
-            events = self._events
-            for chunk in delivered:
-                self.bytes_in += len(chunk)
-                events.append(StreamData(chunk))
+        if data:
+            self.bytes_in += len(data)
+            self._events.append(StreamData(data))
         if receiver.fin_delivered:
             self._emit_stream_end()
             self._check_done(now)
