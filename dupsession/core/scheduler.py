@@ -180,8 +180,7 @@ def _rate(path: Path) -> float:
 def _path_rto(path: Path, rto: float) -> float:
     """A single copy's resend timeout: its own path's, never shorter than the session's (which
     follows the best path, too early for a frame on a slower one)."""
-    rtt = path.rtt
-    return max(rto, rtt.srtt + max(4 * rtt.rttvar, 0.001) + ACK_SLACK)
+    return max(rto, path.rtt.timeout(ACK_SLACK))
 
 
 def _finish(

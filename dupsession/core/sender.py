@@ -282,11 +282,17 @@ class Sender:
     def next_deadline(self) -> float | None:
         deadlines, frames = self._deadlines, self.frames
         while deadlines:
-            group = deadlines[0][2]
-            while group and group[0] not in frames:
+            deadline, _, group = deadlines[0]
+            # skip acknowledged frames and stale entries (resent or deferred since: a newer
+            # entry holds their deadline), or the session wakes for nothing at the old one
+            while group and (
+                (frame := frames.get(group[0])) is None
+                or not frame.armed
+                or frame.deadline != deadline
+            ):
                 group.popleft()
             if group:
-                return deadlines[0][0]
+                return deadline
             if heapq.heappop(deadlines)[2] is self._group:
                 self._group = None
         return None

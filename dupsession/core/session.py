@@ -604,9 +604,8 @@ class Session:
         path.cc.on_ack(now, ack.data_recv, sample, path.rtt.srtt, sent_by_echo)
         sender = self.sender
         sender.on_peer_window(ack.window_end)
-        # the earliest an ACK can answer a resend: the best path's minimum RTT after it left
-        fastest = min((p.rtt.min_rtt for p in self.paths.values()), default=0.0)
-        if sender.on_ack(ack.cumulative, ack.ranges, now - fastest):
+        ambiguous_after = self.recovery.ambiguous_after(now, self.paths.values())
+        if sender.on_ack(ack.cumulative, ack.ranges, ambiguous_after):
             self.recovery.last_progress = sender.progress_at = now
         # RACK runs while anything is held above a hole, whether or not this ACK freed a
         # frame: an ACK lists only the lowest 32 runs, so a long loss burst can leave many

@@ -6,7 +6,14 @@ three quarters spurious; 920 after)."""
 
 from __future__ import annotations
 
+import pytest
+
+from dupsession.core import wire
+from dupsession.core.recovery import Recovery
 from dupsession.core.sender import Sender
+from tests.support.session import T0, Pair, data_frames
+
+ACK_DELAY = 0.004
 
 MIN_RTT = 0.05
 REORDER = 0.01
@@ -55,3 +62,56 @@ def test_without_the_bound_a_spurious_resend_made_everything_before_it_lost() ->
     sender.on_ack(ACKED, RANGES)
     lost, _ = sender.detect_lost(0.102, REORDER, rack_rtt=0.002)
     assert [f.seq for f in lost] == [10, 11]
+
+
+def data_of(out: dict[int, list[bytes]], seq: int) -> dict[int, list[bytes]]:
+    return {
+        pid: [f for f in frames if f[1] == wire.FrameType.DATA and seq_of(f) == seq]
+        for pid, frames in out.items()
+    }
+
+
+def seq_of(frame: bytes) -> int:
+    return int.from_bytes(frame[12:20], "big")
+
+
+def test_before_any_rtt_sample_the_handshake_rtt_bounds_the_ambiguity() -> None:
+    """Review D13: with no RTT sample yet the best minimum RTT was infinite, so no resend ever
+    moved the RACK line. The handshake's RTT (50 ms) stands in. "a" and "b" leave 2 ms apart
+    and are lost; each is probed one timeout (104 ms) later; the probe of "a" is lost, that
+    of "b" is acknowledged 54 ms later (an ACK with no echo: still no sample). "a" left 2 ms
+    before "b" did: RACK finds it lost at once, rather than one timeout after its probe."""
+    pair = Pair()
+    c, e = pair.client, pair.exit
+    path = c.paths[0]
+    path.rtt.add_provisional(0.05)
+    path.heard(T0)
+    c.send(b"a")
+    c.transmit(T0)  # lost
+    c.send(b"b")
+    c.transmit(T0 + 0.002)  # lost
+    probe_a = c.get_timer()
+    assert probe_a == pytest.approx(T0 + 0.104, abs=1e-9)
+    c.handle_timer(probe_a)
+    lost = data_frames(c.transmit(probe_a))  # lost again
+    probe_b = c.get_timer()
+    assert probe_b == pytest.approx(T0 + 0.106, abs=1e-9)
+    c.handle_timer(probe_b)
+    pair.deliver(e, data_of(c.transmit(probe_b), 1), probe_b + 0.025)
+    ack_at = probe_b + 0.05 + ACK_DELAY
+    pair.deliver(c, e.transmit(probe_b + 0.025 + ACK_DELAY), ack_at)
+    assert path.rtt.samples == 0 and c.sender.largest_acked == 1 and 0 in c.sender.frames
+    assert c.sender.lost_detected == 1  # "a", by RACK (a probe is no detection)
+    assert data_frames(c.transmit(ack_at)) == lost[:1]
+
+
+def test_the_bound_uses_the_best_estimate_each_path_has() -> None:
+    pair = Pair(paths=3)
+    first, second, third = (pair.client.paths[pid] for pid in range(3))
+    now = T0 + 1
+    assert Recovery.ambiguous_after(now, [first, second, third]) == now  # no estimate at all
+    second.rtt.add_provisional(0.08)
+    assert Recovery.ambiguous_after(now, [first, second, third]) == now - 0.08
+    third.rtt.add(0.1)
+    third.rtt.add(0.03)
+    assert Recovery.ambiguous_after(now, [first, second, third]) == now - 0.03

@@ -35,22 +35,27 @@ def test_client_seeds_its_rtt_from_the_handshake() -> None:
     client = Session(Role.CLIENT, sid, keys, T0)
     path = client.add_path(0, True, T0, handshake_rtt=0.1)
     path.heard(T0)  # up
-    assert client.rto() == pytest.approx(0.1 + 4 * 0.05 + ACK_DELAY, abs=1e-9)
+    # srtt + 4·rttvar (rttvar = RTT/2 at first) would be 3 RTTs: the variance term is capped
+    # at one srtt (RACK-TLP's 2·SRTT probe timeout)
+    assert client.rto() == pytest.approx(0.1 + 0.1 + ACK_DELAY, abs=1e-9)
     assert path.rtt.samples == 0 and path.rtt.provisional
     path.rtt.add(0.06)  # the first measured sample replaces the seed, it does not average
     assert path.rtt.srtt == pytest.approx(0.06) and not path.rtt.provisional
-    assert client.rto() == pytest.approx(0.06 + 4 * 0.03 + ACK_DELAY, abs=1e-9)
+    assert client.rto() == pytest.approx(0.06 + 0.06 + ACK_DELAY, abs=1e-9)
+    for _ in range(3):  # each agreeing sample takes a quarter off rttvar: 4·rttvar < srtt
+        path.rtt.add(0.06)
+    assert client.rto() == pytest.approx(0.06 + 4 * 0.03 * 0.75**3 + ACK_DELAY, abs=1e-9)
 
 
 def test_exit_seeds_its_rtt_from_the_first_frame_after_its_welcome() -> None:
     pair = Pair()  # the exit added the path (sent its WELCOME) at T0
     pair.deliver(pair.exit, pair.client.transmit(T0 + 0.08), T0 + 0.1)
     assert drain(pair.exit)
-    assert pair.exit.rto() == pytest.approx(0.1 + 4 * 0.05 + ACK_DELAY, abs=1e-9)
-    # so its first reply, if lost, is resent after 0.304 s, not after 1 s
+    assert pair.exit.rto() == pytest.approx(0.1 + 0.1 + ACK_DELAY, abs=1e-9)
+    # so its first reply, if lost, is resent after 0.204 s (2 RTTs), not after 1 s
     pair.exit.send(b"banner")
     pair.exit.transmit(T0 + 0.1)
-    assert pair.exit.get_timer() == pytest.approx(T0 + 0.1 + 0.304, abs=1e-9)
+    assert pair.exit.get_timer() == pytest.approx(T0 + 0.1 + 0.204, abs=1e-9)
 
 
 def test_rack_resends_a_lost_keystroke_when_the_next_one_is_acked() -> None:
@@ -101,9 +106,9 @@ def test_rack_waits_out_the_reorder_window_then_resends_exactly_on_time() -> Non
 def test_probe_timeout_backoff_never_leaves_a_keystroke_waiting_seconds() -> None:
     pair = Pair()
     c = pair.client
-    now = pair.connect(T0, delay=0.1)  # RTT 200 ms: rto 0.604 s, above max_backoff
+    now = pair.connect(T0, delay=0.15)  # RTT 300 ms: rto 0.604 s, above max_backoff
     rto = c.rto()
-    assert rto == pytest.approx(0.2 + 0.4 + ACK_DELAY, abs=1e-9)
+    assert rto == pytest.approx(0.3 + 0.3 + ACK_DELAY, abs=1e-9)
     c.send(b"x")
     c.transmit(now)
     sends = [now]
@@ -205,3 +210,49 @@ def test_a_lost_resend_is_resent_one_ack_clock_later_not_after_a_backed_off_time
     # ACKs made progress since its last send: its next deadline is one rto, not two
     resent = c.sender.frames[0]
     assert resent.deadline == pytest.approx(expected + c.recovery.rto_value, abs=1e-9)
+
+
+def test_a_keystroke_sent_before_the_last_ones_ack_is_probed_one_timeout_after_its_send() -> None:
+    """The demo's tail: keystrokes every 50 ms on a 50 ms path, so "b" leaves a few ms before
+    the ACK for "a" arrives. That ACK made progress, and the probe timeout counted from it, so
+    a lost "b" was probed that much late (2-10 ms in the demo's traces; twice when its echo was
+    lost too: 161-169 ms against the 164.5 ms target). With fewer than four frames in flight
+    the probe goes one timeout after the frame's own send (RFC 7765, RTO Restart)."""
+    pair = Pair()
+    c, e = pair.client, pair.exit
+    now = pair.connect(T0, delay=0.025)  # RTT 50 ms
+    c.send(b"a")
+    pair.deliver(e, c.transmit(now), now + 0.025)
+    ack = e.transmit(now + 0.025 + ACK_DELAY)
+    c.send(b"b")
+    sent_at = now + 0.05
+    lost = data_frames(c.transmit(sent_at))  # never arrives
+    rto = c.recovery.rto_value
+    pair.deliver(c, ack, now + 0.05 + ACK_DELAY)  # acknowledges "a": progress after "b" left
+    assert c.recovery.last_progress == now + 0.05 + ACK_DELAY
+    expected = sent_at + rto
+    assert c.get_timer() == pytest.approx(expected, abs=1e-9)
+    c.handle_timer(expected - 1e-6)
+    assert data_frames(c.transmit(expected - 1e-6)) == []
+    c.handle_timer(expected)
+    assert data_frames(c.transmit(expected)) == lost * 2
+
+
+def test_with_a_window_in_flight_the_probe_timeout_still_counts_from_the_last_ack() -> None:
+    """A transfer: while ACKs keep making progress, a queue that grows the RTT past one
+    timeout must not time frames out (RACK judges them); the probe waits for one timeout
+    after the last progress."""
+    pair = Pair()
+    c, e = pair.client, pair.exit
+    now = pair.connect(T0, delay=0.025)
+    c.send(b"a")
+    pair.deliver(e, c.transmit(now), now + 0.025)
+    ack = e.transmit(now + 0.025 + ACK_DELAY)
+    for i in range(4):
+        c.send(bytes([i]))
+        c.transmit(now + 0.05)  # four frames, each its own
+    assert len(c.sender.frames) == 5
+    progress = now + 0.05 + ACK_DELAY
+    pair.deliver(c, ack, progress)
+    assert len(c.sender.frames) == 4
+    assert c.get_timer() == pytest.approx(progress + c.recovery.rto_value, abs=1e-9)
