@@ -127,7 +127,7 @@ class Client:
         path = self.paths[path_id]
         log.info("path %d (%s) open", path_id, path.spec.label)
         if self.driver is not None:
-            self.driver.attach(path_id, path, path.datagram)
+            self.driver.attach(path_id, path, path.datagram, link=path.spec.uplink or "default")
         elif self._hs is not None:
             self._hs.hello_sent.setdefault(path_id, self.clock())
             path.send_frames([self._hs.handshake.hello_frame(path_id)])
@@ -338,7 +338,8 @@ class Client:
         self.result = loop.create_future()
         for pid, path in self.paths.items():
             if path.is_open():
-                self.driver.attach(pid, path, path.datagram, self._hs.rtt.get(pid))
+                link = path.spec.uplink or "default"
+                self.driver.attach(pid, path, path.datagram, self._hs.rtt.get(pid), link)
         if self.settings.config_path is not None:
             self._watcher = loop.create_task(self._watch_config(self.settings.config_path))
 

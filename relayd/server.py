@@ -414,7 +414,7 @@ class ExitServer:
         if named not in paths:  # first frame of a path the session had not joined
             if len(paths) >= MAX_PATHS:
                 return  # bounded work per session: a key holder cannot name 255 paths
-            driver.attach(named, UdpPathReply(io, book, named), datagram=True)
+            driver.attach(named, UdpPathReply(io, book, named), datagram=True, link=addr[0])
             if driver.frame_received(data, named) is None:
                 return
         self._validate(exit_session, named, addr, len(data), driver.path_echo(named))
@@ -500,7 +500,7 @@ class ExitServer:
                 return True
             conn.session, conn.path_id = exit_session, named
             conn.bound()
-            driver.attach(named, conn, datagram=False)
+            driver.attach(named, conn, datagram=False, link=conn.peer[0])
             conn.note_peer(exit_session, named)
             if new_path:
                 driver.frame_received(frame, named)
@@ -629,7 +629,7 @@ class ExitServer:
             assert self._udp_io is not None
             book = exit_session.addresses
             exit_session.driver.attach(
-                path_id, UdpPathReply(self._udp_io, book, path_id), datagram=True
+                path_id, UdpPathReply(self._udp_io, book, path_id), True, link=reply.addr[0]
             )
             # The HELLO's source is not validated either: it gets at most 3x the HELLO until
             # it echoes a challenge (a key holder could have spoofed it).
@@ -644,7 +644,7 @@ class ExitServer:
                 reply.send_frames([welcome])
             reply.session, reply.path_id = exit_session, path_id
             reply.bound()
-            exit_session.driver.attach(path_id, reply, datagram=False)
+            exit_session.driver.attach(path_id, reply, datagram=False, link=reply.peer[0])
             reply.note_peer(exit_session, path_id)
 
     def _make_driver(self, exit_session: ExitSession) -> SessionDriver:

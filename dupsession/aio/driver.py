@@ -139,11 +139,17 @@ class SessionDriver:
         self.flush()
 
     def attach(
-        self, path_id: int, sink: FrameSink, datagram: bool, handshake_rtt: float | None = None
+        self,
+        path_id: int,
+        sink: FrameSink,
+        datagram: bool,
+        handshake_rtt: float | None = None,
+        link: str | None = None,
     ) -> None:
-        """Give the session a path (new, or a reconnected one replacing its old sink)."""
+        """Give the session a path (new, or a reconnected one replacing its old sink); `link`
+        names the access link it leaves by (the core's `Path.link`)."""
         self.sinks[path_id] = sink
-        self.session.add_path(path_id, datagram, self.now(), handshake_rtt)
+        self.session.add_path(path_id, datagram, self.now(), handshake_rtt, link)
         self.poke()
 
     def detach(self, path_id: int, sink: FrameSink) -> None:

@@ -157,6 +157,11 @@ class CongestionController:
         """When `budget` grows again while the path has frames waiting (None: never by time)."""
         return None
 
+    def borrow(self, now: float, count: int) -> None:
+        """`count` frames of this path's budget went out on another path of the same link
+        (`scheduler.benched`): they use its pacing, not its window (they are not in flight
+        here)."""
+
     def write_off(self) -> None:
         """Count everything in flight as lost (the connection that held it was replaced),
         until the peer's counter shows it arrived after all."""
@@ -532,6 +537,9 @@ class ModelRate(CongestionController):
 
     def on_budget_left(self, left: bool) -> None:
         self.app_limited = left
+
+    def borrow(self, now: float, count: int) -> None:
+        self._tokens -= count
 
     def wake_at(self, srtt: float) -> float | None:
         if self._tokens_at is None:

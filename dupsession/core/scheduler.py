@@ -48,6 +48,12 @@ SILENCE = 0.75
 STREAM_BATCH = 64
 #: Rate assumed for a path with no estimate yet, in frames per round trip.
 INITIAL_RATE_FRAMES = 32
+#: A stream path is benched while its own delivery estimate is at most this times that of
+#: the datagram path on its link (`benched`): above it, the datagram path does not carry the
+#: link (a UDP throttle), and the link would run at its rate. Flows sharing one bottleneck
+#: never deliver more than it, so the stream path's estimate stays at or under the datagram
+#: path's there; the margin covers the samples' noise (ACK batching: a few %).
+BENCH_MARGIN = 1.25
 #: Extra time (s) the peer may hold an ACK (its ack delay, 4 ms by default, and then some).
 ACK_SLACK = 0.005
 #: Copies of frames in flight a path with spare budget looks back over (frames).
@@ -162,6 +168,65 @@ def _roles(paths: list[Path], now: float) -> tuple[list[Path], list[Path]]:
     return primary + overflow + backup, []
 
 
+def benched(paths: list[Path], now: float) -> set[int]:
+    """Stream paths that carry no bulk: a datagram path on the same access link (`Path.link`)
+    is alive and carries that link at least as well. Two flows on one link each size their
+    window from their own rate estimate, and the estimates of flows that share a bottleneck
+    add up to more than it carries (each one's windowed maximum comes from the others' quiet
+    moments): the excess stands in the router's queue, in front of every keystroke
+    (docs/BENCHMARKS.md, "Under load"). One flow per link has no one to overestimate against.
+    The datagram path keeps bulk at random loss too: its controller is loss-tolerant and its
+    resends need no TCP retransmission timeout. A benched path still copies frames while its
+    link's datagram path has budget to spare (an idle shell: every keystroke on every path),
+    takes the frames no datagram path can carry (`_assign`, `_resend`: 16 KiB ones cut
+    before a datagram path joined, review D1), and carries bulk again once that path dies
+    or stalls.
+
+    "Carries the link": both paths are past startup, each has an estimate of what it
+    delivers, and the stream path's is at most BENCH_MARGIN times the datagram path's. A
+    path that shares the bottleneck cannot deliver more than the bottleneck, so on a shared
+    link the stream path's estimate (made in startup beside the datagram path's, or while
+    it carried bulk before) stays under the datagram path's once that path fills the link;
+    a UDP-only throttle (a policer: ISPs and hotel networks apply them, an on-path observer
+    can impose one) leaves the datagram path's estimate far under the stream path's, and
+    the stream path keeps bulk (review D2: benched anyway, the link ran at the UDP rate,
+    0.94 instead of 9.8 Mbit/s). A throttle that starts later shows as the datagram path's
+    estimate falling under the stream path's last one (kept while benched: a benched path
+    is app-limited, and an app-limited sample never lowers an estimate).
+    """
+    carried: dict[str, float] = {}
+    probing: set[str] = set()
+    for path in paths:
+        if not path.datagram or path.link is None or not alive(path, now):
+            continue
+        mode = getattr(path.cc, "mode", "startup")
+        if mode == "drain":
+            probing.add(path.link)
+        rate = float("inf") if mode == "startup" else _rate_estimate(path)
+        carried[path.link] = max(carried.get(path.link, 0.0), rate)
+    if not carried:
+        return set()
+    return {
+        p.path_id
+        for p in paths
+        if not p.datagram
+        and p.link in carried
+        and p.link not in probing
+        and _rate_estimate(p) <= BENCH_MARGIN * carried[p.link]
+    }
+
+
+def _rank(primary: list[Path], now: float) -> tuple[list[Path], list[Path]]:
+    """(paths that take new frames, fastest first; benched stream paths, copies only)."""
+    bench = benched(primary, now)
+    ranked = sorted(
+        (p for p in primary if not stalled(p, now) and p.path_id not in bench), key=_owd
+    )
+    if not ranked:  # every primary stalled: keep trying them rather than send nothing
+        return sorted(primary, key=_owd), []
+    return ranked, [p for p in primary if p.path_id in bench]
+
+
 def _limit(path: Path) -> int:
     return wire.MAX_DATAGRAM_FRAME if path.datagram else wire.MAX_STREAM_FRAME
 
@@ -171,9 +236,14 @@ def _owd(path: Path) -> float:
     return path.rtt.srtt / 2
 
 
+def _rate_estimate(path: Path) -> float:
+    """The controller's delivery-rate estimate (frames/s), 0 without one."""
+    return float(getattr(path.cc, "btl_bw", 0.0))
+
+
 def _rate(path: Path) -> float:
     """Expected delivery rate (frames/s): the controller's estimate, or a first guess."""
-    estimate = float(getattr(path.cc, "btl_bw", 0.0))
+    estimate = _rate_estimate(path)
     return estimate if estimate > 0 else INITIAL_RATE_FRAMES / max(path.rtt.srtt, 0.001)
 
 
@@ -522,15 +592,13 @@ class Stripe:
         rto: float,
     ) -> dict[int, list[bytes]]:
         primary, overflow = _roles(list(paths), now)
-        ranked = sorted((p for p in primary if not stalled(p, now)), key=_owd)
-        if not ranked:  # every primary stalled: keep trying them rather than send nothing
-            ranked = sorted(primary, key=_owd)
-        budget = {p.path_id: _budget(p, now) for p in ranked}
-        self.owd = {p.path_id: _owd(p) for p in ranked + overflow}
-        frames: dict[int, list[bytes]] = {p.path_id: [] for p in ranked}
+        ranked, spare = _rank(primary, now)
+        budget = {p.path_id: _budget(p, now) for p in ranked + spare}
+        self.owd = {p.path_id: _owd(p) for p in ranked + overflow + spare}
+        frames: dict[int, list[bytes]] = {p.path_id: [] for p in ranked + spare}
         counts = dict.fromkeys(budget, 0)
         #: frames a path carried before (resends there), for its controller's loss measure
-        repeats = {p.path_id: 0 for p in ranked}
+        repeats = {p.path_id: 0 for p in ranked + spare}
         self.next_new = max(self.next_new, sender.acked_below)
 
         def take(path: Path, sent: SentFrame, track: bool) -> None:
@@ -547,8 +615,11 @@ class Stripe:
                 due = now + rtt.srtt + max(2 * rtt.rttvar, 0.002) + ACK_SLACK
                 self.flight.setdefault(pid, deque()).append((due, sent.seq))
 
+        carry = max((_limit(p) for p in ranked), default=0)
+
         def fastest(size: int, exclude: int = -1) -> Path | None:
-            for path in ranked:
+            # a frame no ranked path can carry goes on a benched one that can (review D1)
+            for path in ranked if size <= carry else spare:
                 if budget[path.path_id] > 0 and size <= _limit(path) and path.path_id != exclude:
                     return path
             return None
@@ -560,15 +631,21 @@ class Stripe:
         self._reinject(now, sender, ranked, budget, take)
         # 3. new frames, each on the path expected to deliver it first
         self._assign(now, sender, ranked, budget, take)
+        if spare:
+            self._hand_over(sender, carry, spare, budget, take)
         if self.pending:  # resends wait for room: the pacing timers must wake us
             self.starved |= {pid for pid, room in budget.items() if room <= 0}
         # 4. spare budget: auto copies frames in flight elsewhere; stripe re-sends only the
-        #    slower paths' frames that this path would deliver sooner (the transfer's tail)
+        #    slower paths' frames that this path would deliver sooner (the transfer's tail);
         self._copy_spare(now, sender, ranked, budget, take)
+        if spare:
+            self._lend(now, sender, ranked, spare, budget, counts, take)
+        benched_ids = {p.path_id for p in spare}
         out: dict[int, list[bytes]] = {}
-        for path in ranked:
+        for path in ranked + spare:
             pid = path.path_id
-            left = self.next_new >= sender.next_seq
+            # a benched path is held back by the policy, not by its data: app-limited
+            left = self.next_new >= sender.next_seq or pid in benched_ids
             _finish(path, now, counts[pid], budget[pid], left, out, frames[pid], repeats[pid])
         if overflow:
             self.overflow_next = _overflow(
@@ -672,6 +749,57 @@ class Stripe:
                 self.starved.add(pid)
             faster_rate += _rate(path)
         self.next_new = seq
+
+    def _hand_over(
+        self, sender: Sender, carry: int, spare: list[Path], budget: dict[int, int], take: Take
+    ) -> None:
+        """Frames longer than any ranked path carries go on a benched path that can carry
+        them, in order (they are the oldest: cut at 16 KiB while only stream paths were up,
+        `Session.max_payload`). Left to the ranked paths, `_assign` stopped at the first one
+        for good, and the session wedged with both paths alive (review D1)."""
+        seq, end, frames = self.next_new, sender.next_seq, sender.frames
+        for path in spare:
+            pid, limit = path.path_id, _limit(path)
+            while seq < end and budget[pid] > 0:
+                sent = frames.get(seq)
+                if sent is not None and not carry < len(sent.frame) <= limit:
+                    break
+                seq += 1
+                if sent is not None:
+                    take(path, sent, True)
+            if seq < end and budget[pid] <= 0:
+                self.starved.add(pid)
+        self.next_new = seq
+
+    def _lend(
+        self,
+        now: float,
+        sender: Sender,
+        ranked: list[Path],
+        spare: list[Path],
+        budget: dict[int, int],
+        counts: dict[int, int],
+        take: Take,
+    ) -> None:
+        """Benched stream paths copy frames within what the datagram path on their link left
+        unused, and that path's controller is charged for them (`borrow`): the link carries
+        no more than its datagram controller lets it, whichever path the bytes take. An idle
+        shell's keystrokes still go on every path; a transfer's copies do not double the
+        link's load."""
+        for path in spare:
+            pid = path.path_id
+            lenders = [p for p in ranked if p.datagram and p.link == path.link]
+            lender = max(lenders, key=lambda p: budget[p.path_id], default=None)
+            room = 0 if lender is None else budget[lender.path_id]
+            budget[pid] = min(budget[pid], room) if room > 0 else 0
+            granted = budget[pid]
+            if granted <= 0 or lender is None:
+                continue
+            self._copy_spare(now, sender, [path], budget, take)
+            used = granted - budget[pid]
+            if used:
+                budget[lender.path_id] -= used
+                lender.cc.borrow(now, used)
 
     def _copy_spare(
         self, now: float, sender: Sender, ranked: list[Path], budget: dict[int, int], take: Take

@@ -196,7 +196,12 @@ class Session:
     # -- paths ---------------------------------------------------------------------------------
 
     def add_path(
-        self, path_id: int, datagram: bool, now: float, handshake_rtt: float | None = None
+        self,
+        path_id: int,
+        datagram: bool,
+        now: float,
+        handshake_rtt: float | None = None,
+        link: str | None = None,
     ) -> Path:
         """Register a path, or re-register a reconnected one. It carries data at once and is
         probed every interval.
@@ -204,6 +209,7 @@ class Session:
         `handshake_rtt` is the HELLO-to-WELCOME time the client measured on this path: it seeds
         the RTT so the first frames are not on the no-sample timer (max_rto / 2 = 1 s). The exit
         takes its own seed from the first frame heard after the path joined (see `_heard`).
+        `link` names the access link the path leaves by (`Path.link`).
         """
         path = self.paths.get(path_id)
         if path is None:
@@ -225,6 +231,7 @@ class Session:
                 # ...so it no longer fills the window: kept until the first echo on the new
                 # connection showed it lost, it held the path back for a round trip (C9)
                 path.cc.write_off()
+        path.link = link
         return path
 
     def _controller(self, datagram: bool) -> CongestionController:

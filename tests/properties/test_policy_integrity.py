@@ -12,14 +12,16 @@ from dupsession.core import wire
 from dupsession.core.negotiate import Features
 from dupsession.core.policy import Policy, Schedule, Tier
 from dupsession.core.session import SessionConfig
-from tests.sim.network import PathSpec, Simulation
+from tests.sim.network import PathSpec, SimResult, Simulation
 from tests.support.controllers import Window
 from tests.support.strategies import (
     GRACE,
     HORIZON,
     PROPERTY,
     assert_side_consistent,
+    blob,
     describe,
+    late_joins,
     networks,
     streams,
 )
@@ -35,6 +37,25 @@ def schedules(draw: st.DrawFn, count: int) -> Schedule:
         draw(st.integers(1, 3)),
         tuple((i, t) for i, t in enumerate(tiers) if t is not Tier.PRIMARY),
     )
+
+
+def delivered(
+    sim: Simulation,
+    paths: list[PathSpec],
+    client_writes: list[tuple[float, bytes]],
+    exit_writes: list[tuple[float, bytes]],
+    label: str,
+) -> SimResult:
+    """Run `sim` and check that each direction got its stream exactly and both closed well."""
+    result = sim.run(HORIZON)
+    why = f"{describe(result, paths)} {label}"
+    client, exit_ = result.client, result.exit
+    assert exit_.received == client.sent == b"".join(d for _, d in client_writes), why
+    assert client.received == exit_.sent == b"".join(d for _, d in exit_writes), why
+    for side in (client, exit_):
+        assert_side_consistent(side, why)
+        assert side.closed is not None and side.closed.code == wire.CloseCode.NORMAL, why
+    return result
 
 
 @settings(PROPERTY, max_examples=150)
@@ -69,11 +90,39 @@ def test_every_policy_delivers_the_sent_stream(
         for side in (sim.client, sim.exit):
             for path in side.session.paths.values():
                 path.cc = Window(window)
-    result = sim.run(HORIZON)
-    why = f"{describe(result, paths)} schedule={schedule}"
-    client, exit_ = result.client, result.exit
-    assert exit_.received == client.sent == b"".join(d for _, d in client_writes), why
-    assert client.received == exit_.sent == b"".join(d for _, d in exit_writes), why
-    for side in (client, exit_):
-        assert_side_consistent(side, why)
-        assert side.closed is not None and side.closed.code == wire.CloseCode.NORMAL, why
+    delivered(sim, paths, client_writes, exit_writes, f"schedule={schedule}")
+
+
+@settings(PROPERTY, max_examples=120)
+@given(
+    paths=late_joins(),
+    first=st.tuples(st.integers(600_000, 2_000_000), st.integers(0, 2**16)).map(blob),
+    client_writes=streams,
+    exit_writes=streams,
+    policy=st.sampled_from([Policy.AUTO, Policy.STRIPE]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_paths_joining_late_on_a_shared_link_deliver_the_sent_stream(
+    paths: list[PathSpec],
+    first: bytes,
+    client_writes: list[tuple[float, bytes]],
+    exit_writes: list[tuple[float, bytes]],
+    policy: Policy,
+    seed: int,
+) -> None:
+    """A stream path from the start, datagram or stream paths joining later on its access
+    link (`Path.link`): benching starts mid-transfer, with 16 KiB frames cut while the stream
+    path was alone still unacknowledged (review D1 wedged such a session for good)."""
+    # more than the stream path's first window, cut in 16 KiB frames before any join
+    client_writes = [(0.0, first), *client_writes]
+    config = SessionConfig(grace_period=GRACE)
+    sim = Simulation(
+        paths,
+        seed,
+        client_writes,
+        exit_writes,
+        client_config=config,
+        exit_config=config,
+        features=Features(schedule=Schedule(policy)),
+    )
+    delivered(sim, paths, client_writes, exit_writes, f"policy={policy}")

@@ -74,7 +74,14 @@ class Pause:
     paused: bool
 
 
-Action = Arrival | Wake | Pause
+@dataclass(frozen=True, slots=True)
+class Join:
+    """A path joins the session late (`PathSpec.joins_at`): a retried open, a config reload."""
+
+    path_id: int
+
+
+Action = Arrival | Wake | Pause | Join
 
 
 class LivelockError(AssertionError):
@@ -161,6 +168,11 @@ class LinkSpec:
 class PathSpec:
     up: LinkSpec  #: client -> exit
     down: LinkSpec  #: exit -> client
+    #: The access link both ends name for it (`Path.link`): paths with the same one share it.
+    link: str | None = None
+    #: When both ends attach it (s after the start): 0 at the start, later for a path that
+    #: joins a running session (a retried open, a config reload).
+    joins_at: float = 0.0
 
     @property
     def datagram(self) -> bool:
@@ -503,8 +515,10 @@ class Simulation:
             self.links["client", path_id] = Link(spec.up, self.rng, START)
             self.links["exit", path_id] = Link(spec.down, self.rng, START)
             for side in (self.client, self.exit):
-                sink = LinkSink(self, side, path_id)
-                side.driver.attach(path_id, sink, spec.datagram)
+                if spec.joins_at > 0:
+                    self._push(START + spec.joins_at, side, Join(path_id))
+                else:
+                    self._attach(side, path_id)
         self.check_bounds = check_bounds
         for side in (self.client, self.exit):
             for at, _ in side.writes:
@@ -514,6 +528,10 @@ class Simulation:
                 self._push(START + end, side, Pause(False))
 
     # -- plumbing ------------------------------------------------------------------------------
+
+    def _attach(self, side: Side, path_id: int) -> None:
+        spec = self.specs[path_id]
+        side.driver.attach(path_id, LinkSink(self, side, path_id), spec.datagram, link=spec.link)
 
     def peer(self, side: Side) -> Side:
         return self.exit if side is self.client else self.client
@@ -592,6 +610,8 @@ class Simulation:
             self.now = max(self.now, at)
             if type(action) is Arrival:
                 side.driver.frame_received(action.frame, action.path_id)
+            elif type(action) is Join:
+                self._attach(side, action.path_id)
             elif type(action) is Pause:
                 side.driver.pause_receiving(action.paused)
                 side.paused_end = side.session.receiver.advertised_end if action.paused else None

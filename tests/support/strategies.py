@@ -41,7 +41,10 @@ def intervals(max_start: float, max_length: float, max_count: int) -> st.SearchS
     return st.lists(one, max_size=max_count)
 
 
-def link(datagram: bool, extra_outages: tuple[Interval, ...]) -> st.SearchStrategy[LinkSpec]:
+def link(
+    datagram: bool, extra_outages: tuple[Interval, ...], outages: bool = True
+) -> st.SearchStrategy[LinkSpec]:
+    drawn = intervals(6.0, 4.0, 2) if outages else st.just([])
     return st.builds(
         LinkSpec,
         delay=st.floats(0.0005, 0.2),
@@ -50,7 +53,7 @@ def link(datagram: bool, extra_outages: tuple[Interval, ...]) -> st.SearchStrate
         reorder=st.floats(0, 0.3),
         duplicate=st.floats(0, 0.3),
         corrupt=st.floats(0, 0.1),
-        outages=intervals(6.0, 4.0, 2).map(lambda o: tuple(o) + extra_outages),
+        outages=drawn.map(lambda o: tuple(o) + extra_outages),
         datagram=st.just(datagram),
         bottleneck=st.one_of(
             st.none(),
@@ -61,7 +64,10 @@ def link(datagram: bool, extra_outages: tuple[Interval, ...]) -> st.SearchStrate
 
 @st.composite
 def networks(draw: st.DrawFn, permanent_outage_at: float | None = None) -> list[PathSpec]:
-    """1-4 paths; sometimes all down together for up to 10 s (or, if asked, forever)."""
+    """1-4 paths; sometimes all down together for up to 10 s (or, if asked, forever). Each
+    path may name an access link (`Path.link`: paths naming the same one share it, which
+    benches a stream path beside a datagram path), and every path but the first may join the
+    running session late (review D6: a late datagram path once wedged a session)."""
     count = draw(st.integers(1, 4))
     common: tuple[Interval, ...] = ()
     if permanent_outage_at is not None:
@@ -72,7 +78,47 @@ def networks(draw: st.DrawFn, permanent_outage_at: float | None = None) -> list[
     paths = []
     for _ in range(count):
         datagram = draw(st.booleans()) or draw(st.booleans())  # datagram paths 3 times in 4
-        paths.append(PathSpec(draw(link(datagram, common)), draw(link(datagram, common))))
+        joins_at = 0.0
+        if paths and permanent_outage_at is None:
+            joins_at = draw(st.one_of(st.just(0.0), st.floats(0.05, 3.0)))
+        paths.append(
+            PathSpec(
+                draw(link(datagram, common)),
+                draw(link(datagram, common)),
+                link=draw(st.sampled_from([None, "up1", "up2"])),
+                joins_at=joins_at,
+            )
+        )
+    return paths
+
+
+@st.composite
+def late_joins(draw: st.DrawFn) -> list[PathSpec]:
+    """2-3 paths on one access link: a stream path from the start, the others joining the
+    running session late (review D1: 16 KiB frames cut on the stream path before a datagram
+    path joined wedged `auto` once). No outages and little loss: the join, not a blackout
+    or a path too lossy to count as alive, is what is tested here."""
+    # the stream path slow enough that frames cut before the join are still unacknowledged,
+    # and not yet sent when its window (32 frames at first) is full
+    slow = st.builds(
+        LinkSpec,
+        delay=st.floats(0.0005, 0.2),
+        datagram=st.just(False),
+        bottleneck=st.builds(Bottleneck, rate=st.floats(100_000, 400_000)),
+    )
+    paths = [PathSpec(draw(slow), draw(slow), link="up1")]
+    for _ in range(draw(st.integers(1, 2))):
+        datagram = draw(st.booleans()) or draw(st.booleans())
+        joins_at = draw(st.floats(0.01, 1.0))
+        joiner = st.builds(
+            LinkSpec,
+            delay=st.floats(0.0005, 0.2),
+            loss=st.floats(0, 0.1),
+            duplicate=st.floats(0, 0.3),
+            datagram=st.just(datagram),
+        )
+        up, down = draw(joiner), draw(joiner)
+        paths.append(PathSpec(up, down, link="up1", joins_at=joins_at))
     return paths
 
 
