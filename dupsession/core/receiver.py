@@ -19,6 +19,8 @@ ARRIVAL_MEMORY = 8192
 
 #: (seq, time, path id, tag, bit mask of the paths whose delivery count took this frame)
 Arrival = tuple[int, float, int, bytes, int]
+#: A verified frame's payload: a view into the frame, copied once when it is delivered.
+Payload = bytes | memoryview
 
 
 class Receiver:
@@ -39,7 +41,7 @@ class Receiver:
         self.cumulative = 0  #: every frame number below this has been delivered
         self.ranges = RangeSet()  #: frame numbers held above the cumulative point
         #: Frames above a hole: seq -> (payload, fin). Read by the session's inlined hot path.
-        self.held: dict[int, tuple[bytes, bool]] = {}
+        self.held: dict[int, tuple[Payload, bool]] = {}
         self.held_bytes = 0
         self.fin_delivered = False
         self._frozen_end: int | None = None
@@ -63,8 +65,8 @@ class Receiver:
         return entry
 
     def accept(
-        self, seq: int, fin: bool, payload: bytes, now: float, path_id: int, tag: bytes
-    ) -> list[bytes]:
+        self, seq: int, fin: bool, payload: Payload, now: float, path_id: int, tag: bytes
+    ) -> list[Payload]:
         """Take the first valid copy of frame `seq` (its verified `tag` is kept to recognise
         genuine copies); return the payloads now deliverable.
 
@@ -87,7 +89,7 @@ class Receiver:
 
     def accept_run(
         self, first: int, tags: list[bytes], fin: bool, now: float, path_id: int
-    ) -> list[bytes]:
+    ) -> list[Payload]:
         """Take the first valid copies of frames `first` (the cumulative point) onwards, one
         per verified tag in `tags`, their payloads delivered by the caller; `fin`: the last
         one is the FIN frame. Returns the held payloads they make deliverable."""
@@ -97,12 +99,12 @@ class Receiver:
             seq += 1
         self.cumulative = seq
         self.fin_delivered = fin
-        out: list[bytes] = []
+        out: list[Payload] = []
         if self.held:
             self._release_held(out)
         return out
 
-    def _release_held(self, out: list[bytes]) -> None:
+    def _release_held(self, out: list[Payload]) -> None:
         """Deliver the held frames that now follow the cumulative point (into `out`)."""
         held = self.held
         while self.cumulative in held:

@@ -52,7 +52,7 @@ from dupsession.core.events import (
 from dupsession.core.handshake import SessionKeys
 from dupsession.core.negotiate import Compress, Features
 from dupsession.core.paths import EWMA_GAIN, Path, PathState
-from dupsession.core.receiver import ARRIVAL_MEMORY, Receiver
+from dupsession.core.receiver import ARRIVAL_MEMORY, Payload, Receiver
 from dupsession.core.recovery import Recovery
 from dupsession.core.scheduler import Scheduler, make_scheduler
 from dupsession.core.seal import CLIENT_TO_EXIT, EXIT_TO_CLIENT, ciphers
@@ -490,7 +490,7 @@ class Session:
         end, held = receiver.advertised_end, receiver.held
         limit = _DATAGRAM_DATA_MAX if path.datagram else _STREAM_DATA_MAX
         key, open_data = self._rx_key, wire.open_data
-        payloads: list[bytes] = []
+        payloads: list[Payload] = []
         tags: list[bytes] = []
         size, fin, at, count = 0, False, start, len(frames)
         while at < count and seq < end:
@@ -533,14 +533,17 @@ class Session:
         self._deliver(payloads, now)
         return at
 
-    def _deliver(self, delivered: list[bytes], now: float) -> None:
+    def _deliver(self, delivered: list[Payload], now: float) -> None:
         """Hand the stream's next bytes (and its end, once the FIN frame is delivered) on:
-        decrypted, then decoded if compressed, then to the consumer as events."""
+        decrypted, then decoded if compressed, then to the consumer as events. The payloads
+        (views into their frames) are copied once here: joined, or decrypted."""
         receiver = self.receiver
-        data = delivered[0] if len(delivered) == 1 else b"".join(delivered)  # 0: the FIN alone
-        if data and self._decrypt is not None:
+        joined = delivered[0] if len(delivered) == 1 else b"".join(delivered)  # 0: FIN alone
+        if joined and self._decrypt is not None:
             # in stream order, and only bytes of frames whose tag verified: encrypt-then-MAC
-            data = self._decrypt(data)
+            data = self._decrypt(joined)
+        else:
+            data = joined if type(joined) is bytes else bytes(joined)
         inflow = self._inflow
         if inflow is not None:
             decoder = inflow.decoder
