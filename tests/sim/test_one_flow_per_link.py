@@ -27,7 +27,7 @@ from dupsession.core.paths import Path
 from dupsession.core.policy import Policy, Schedule
 from dupsession.core.scheduler import benched
 from dupsession.core.session import SessionConfig
-from tests.sim.network import Bottleneck, LinkSpec, PathSpec, Simulation
+from tests.sim.network import START, Bottleneck, LinkSpec, PathSpec, Simulation
 
 MBIT = 1e6 / 8  #: bytes per second
 SMALL_FRAMES = SessionConfig(large_frames=False)
@@ -173,3 +173,39 @@ def test_a_stream_path_is_benched_only_beside_a_live_datagram_path_that_carries_
     draining = paths()
     datagram(draining).mode = "drain"  # the gap its drain leaves: the stream path measures itself
     assert benched(draining, 10.1) == set()
+
+
+def test_a_throttle_that_starts_later_unbenches_the_stream_path() -> None:
+    """The datagram path carried the link (the stream path benched), then its UDP is policed
+    to 1 Mbit/s (a throttle that starts mid-session): its estimate falls under the stream
+    path's last one, and the stream path carries bulk again."""
+    udp, tcp = Bottleneck(RATE, queue=0.2), Bottleneck(RATE, queue=0.2)
+    specs = [
+        PathSpec(
+            LinkSpec(delay=0.025, datagram=datagram, bottleneck=bottleneck),
+            LinkSpec(delay=0.025, datagram=datagram),
+            link="up1",
+        )
+        for datagram, bottleneck in ((True, udp), (False, tcp))
+    ]
+    size = 6_000_000
+    sim = Simulation(
+        specs,
+        1,
+        [bytes(size)],
+        [],
+        client_config=SMALL_FRAMES,
+        exit_config=SMALL_FRAMES,
+        features=Features(schedule=Schedule(Policy.AUTO)),
+    )
+    sim.run(until=60, stop=lambda s: s.now >= START + 1.5)
+    datagram, stream = sim.client.session.paths[0], sim.client.session.paths[1]
+    before = stream.data_sent
+    assert before < 0.2 * datagram.data_sent, (before, datagram.data_sent)  # benched
+    udp.rate = 0.1 * RATE
+    result = sim.run(until=60)
+    assert result.exit.received == result.client.sent, result.describe()
+    assert result.exit.closed_at is not None, result.describe()
+    assert stream.data_sent - before > 2000, (before, stream.data_sent)
+    # the rest (about 4 MB) at the stream path's 10 Mbit/s, not the throttled 1: ~3.4 s, not 33
+    assert result.exit.closed_at < 8.0, result.describe()
