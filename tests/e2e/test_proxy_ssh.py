@@ -48,8 +48,8 @@ class ThreePaths:
     def args(self, policy: str = "redundant") -> list[str]:
         """The redundant policy unless told: the per-path checks below are redundant mode's
         (under auto, the default, the loopback TCP path shares the UDP paths' access link and
-        may be kept off bulk; `test_default_policy_on_one_access_link_delivers_on_the_...`
-        checks that case)."""
+        may be kept off bulk; `test_default_policy_on_one_access_link_is_byte_exact` runs
+        that case)."""
         return [
             "--policy",
             policy,
@@ -229,18 +229,19 @@ def test_download_50mb_over_three_paths(
     _check_every_path_carried(paths, "down")
 
 
-def test_default_policy_on_one_access_link_delivers_on_the_datagram_paths(
+def test_default_policy_on_one_access_link_is_byte_exact(
     sshd: PrivateSshd,
     paths: ThreePaths,
     probes: Callable[..., ProxyProbe],
     bulk_file: tuple[Path, str],
 ) -> None:
-    """auto, the default: all three paths leave by one access link, so the TCP path is kept
-    off bulk while the datagram paths carry the link as well as it does (`scheduler.benched`).
-    On loopback the "link" is two event loops' CPU, and which flow delivers more moves with
-    the machine's load: the TCP path may measure more than 1.25x the UDP paths and keep bulk
-    (the rule that keeps a UDP throttle from capping a link). What holds either way: the
-    download is byte-exact and the datagram paths carry a real share of it."""
+    """auto, the default, with all three paths on one access link: the TCP path is benched
+    while the datagram paths carry the link as well as it does (`scheduler.benched`), and
+    carries bulk when it measured more than 1.25x them. On loopback the "link" is two event
+    loops' CPU, and the TCP path may measure 10x the UDP paths or less, with the load and the
+    data path of the day (50.8 of 54 MB on TCP in one run, under half in others): which one
+    carries the bulk is the simulator's to test (tests/sim/test_one_flow_per_link.py). What
+    must hold here, benched or not: the download is byte-exact, and the UDP paths take part."""
     source, expected = bulk_file
     args = [a for a in paths.args() if a not in ("--policy", "redundant")]
     probe = probes(args)
@@ -249,7 +250,7 @@ def test_default_policy_on_one_access_link_delivers_on_the_datagram_paths(
     assert (received, digest) == (BULK_SIZE, expected)
     _check_proxy_clean(probe, paths, sshd)
     udp_a, udp_b, tcp_c = (shim.down_counters.bytes for shim in paths.all)
-    assert udp_a + udp_b > BULK_SIZE // 4, (udp_a, udp_b, tcp_c)
+    assert udp_a > 0 and udp_b > 0, (udp_a, udp_b, tcp_c)
 
 
 # ------------------------------------------------------------------ impaired paths
