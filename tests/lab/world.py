@@ -34,7 +34,7 @@ from dupsession import control
 from tests.prereq import lab_problem, missing
 from tests.support.processes import stop_process, wait_for
 from tests.support.proxycmd import ProxyProbe
-from tests.support.sshd import require_binary, ssh_keygen, strict_ssh_argv
+from tests.support.sshd import SESSION_ENV, require_binary, ssh_keygen, strict_ssh_argv
 
 SSH_PORT = 22
 EXIT_PORT = 7300
@@ -229,6 +229,7 @@ def sshd_daemon(root: Path, name: str, node: str, listen: str, user_pub: Path) -
         "UseDNS no",
         "MaxStartups 100",
         "MaxSessions 100",
+        SESSION_ENV,
     ]
     (root / "sshd_config").write_text("\n".join(lines) + "\n")
     sshd = require_binary("sshd")

@@ -38,6 +38,12 @@ PRIVSEP_DIR = Path("/run/sshd")  # compiled into Debian's sshd; it refuses to st
 # Directives newer OpenSSH releases need for a test server but older ones reject.
 # PerSourcePenalties (9.8+) would otherwise throttle 127.0.0.1 after a few failed sessions.
 OPTIONAL_DIRECTIVES = ("PerSourcePenalties no",)
+#: The session's shell skips root's ~/.bashrc. Debian's bash sources it for every command sshd
+#: runs (SSH_CLIENT is set) unless SHLVL is already 1 or more; this machine's runs `pyenv
+#: init`, whose rehash waits up to 60 s on a lock shared by every shell on the machine, so
+#: `echo READY` came 30 s+ late when tests or benchmarks started shells at once (the lab's
+#: "ssh session did not start" failures). A test's target must not depend on root's dotfiles.
+SESSION_ENV = "SetEnv SHLVL=1"
 
 
 def require_binary(name: str) -> str:
@@ -198,6 +204,7 @@ def _write_config(root: Path, port: int, optional: Sequence[str]) -> Path:
         "PrintMotd no",
         "UseDNS no",
         "MaxStartups 100",  # tests open many connections at once
+        SESSION_ENV,
         "MaxSessions 100",
         *optional,
     ]
