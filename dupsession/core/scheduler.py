@@ -692,8 +692,8 @@ class Stripe:
         a keystroke that went first on the fastest path and was copied elsewhere (`auto`, idle
         paths) is lost when its fast copy is, and a reorder window widened by the slow path's
         delay would only hold its resend back."""
-        if not ranked:
-            return 0.0
+        if len(ranked) < 2:  # one path reorders against no other: RACK's own window covers
+            return 0.0  # its jitter (this was its 2·rttvar: 25-40 ms in a session's first second)
         flight = self.flight
         slowest = max(
             (p.rtt.srtt + 2 * p.rtt.rttvar for p in ranked if flight.get(p.path_id)),

@@ -76,7 +76,7 @@ def test_rack_resends_a_lost_keystroke_when_the_next_one_is_acked() -> None:
     # "b" was sent 20 ms after "a" (more than the 12.5 ms reorder window): "a" is lost now
     assert c.sender.lost_detected == 1
     resent = data_frames(c.transmit(arrival))
-    assert resent == lost
+    assert resent == lost * 2  # a keystroke's resend goes twice on a single path
 
 
 def test_rack_waits_out_the_reorder_window_then_resends_exactly_on_time() -> None:
@@ -100,7 +100,7 @@ def test_rack_waits_out_the_reorder_window_then_resends_exactly_on_time() -> Non
     c.handle_timer(expected - 1e-6)
     assert data_frames(c.transmit(expected - 1e-6)) == []
     c.handle_timer(expected)
-    assert data_frames(c.transmit(expected)) == first
+    assert data_frames(c.transmit(expected)) == first * 2
 
 
 def test_probe_timeout_backoff_never_leaves_a_keystroke_waiting_seconds() -> None:
@@ -135,7 +135,7 @@ def test_resend_of_a_rack_loss_is_byte_identical_and_counted() -> None:
     pair.deliver(e, c.transmit(now + 0.03), now + 0.055)
     pair.deliver(c, e.transmit(now + 0.06), now + 0.085)
     resent = data_frames(c.transmit(now + 0.085))
-    assert resent == lost and seq_of(resent[0]) == 0
+    assert resent == lost * 2 and seq_of(resent[0]) == 0
     assert c.sender.retransmissions == 1
     assert wire.FrameType.DATA in {f[1] for f in resent}
 
@@ -192,7 +192,7 @@ def test_a_lost_resend_is_resent_one_ack_clock_later_not_after_a_backed_off_time
     c_out = c.transmit(now + 0.06)
     pair.deliver(c, e.transmit(now + 0.045 + ACK_DELAY), now + 0.07 + ACK_DELAY)
     resend_at = now + 0.07 + ACK_DELAY
-    assert data_frames(c.transmit(resend_at)) == lost  # RACK: one copy; lost again
+    assert data_frames(c.transmit(resend_at)) == lost * 2  # RACK, twice; both lost again
     pair.deliver(e, c_out, now + 0.085)
     acked_at = now + 0.11 + ACK_DELAY
     pair.deliver(c, e.transmit(now + 0.085 + ACK_DELAY), acked_at)
@@ -256,3 +256,34 @@ def test_with_a_window_in_flight_the_probe_timeout_still_counts_from_the_last_ac
     pair.deliver(c, ack, progress)
     assert len(c.sender.frames) == 4
     assert c.get_timer() == pytest.approx(progress + c.recovery.rto_value, abs=1e-9)
+
+
+def test_a_transfers_rack_resend_goes_once_on_a_single_path() -> None:
+    """Two copies of each resend are for a keystroke's flight; with four frames or more in
+    flight a second copy would cost a transfer the loss rate again."""
+    pair = Pair()
+    c, e = pair.client, pair.exit
+    now = pair.connect(T0, delay=0.025)  # reorder window 12.5 ms
+    c.send(bytes(1196))
+    first = data_frames(c.transmit(now))  # lost
+    c.send(bytes(1196 * 5))
+    pair.deliver(e, c.transmit(now + 0.02), now + 0.045)
+    c.send(bytes(1196 * 4))
+    c.transmit(now + 0.03)  # still on its way when the ACK comes
+    acked_at = now + 0.07 + ACK_DELAY
+    pair.deliver(c, e.transmit(now + 0.045 + ACK_DELAY), acked_at)
+    assert c.sender.lost_detected == 1 and len(c.sender.frames) > 4
+    resent = [f for f in data_frames(c.transmit(acked_at)) if seq_of(f) == 0]
+    assert resent == first
+
+
+def test_auto_on_one_path_adds_no_spread_to_the_reorder_window() -> None:
+    """auto's reorder spread was the only path's 2·rttvar: 25-40 ms early in a session, so
+    RACK waited that much longer to call a lost echo lost. One path reorders against none."""
+    pair = Pair(features=Features(schedule=Schedule(policy=Policy.AUTO)))
+    c = pair.client
+    now = pair.connect(T0, delay=0.025)
+    assert c.paths[0].rtt.rttvar > 0.02  # one sample: rttvar is RTT / 2
+    c.send(b"k")
+    c.transmit(now)
+    assert c.scheduler.reorder_spread == 0.0
