@@ -212,6 +212,13 @@ def benched(paths: list[Path], now: float) -> set[int]:
         if not p.datagram
         and p.link in carried
         and p.link not in probing
+        # A stream path still in its own startup beside a datagram path past startup joined
+        # late (an SSH path after its login, a lost SYN, a config reload): it has no estimate
+        # of what it delivers, and benched it never would (an app-limited sample never raises
+        # one), so a UDP-only throttle would cap the link at the UDP rate (review E1, 0.95
+        # instead of 10 Mbit/s). It carries bulk until its startup ends; on a shared link its
+        # estimate then stays under the datagram path's and it is benched.
+        and (carried[p.link] == float("inf") or getattr(p.cc, "mode", "") != "startup")
         and _rate_estimate(p) <= BENCH_MARGIN * carried[p.link]
     }
 
