@@ -103,6 +103,8 @@ SAMPLE_RTTS = 2
 #: Pacing releases frames in bursts of this long (s) at the pacing rate, at least MIN_BURST
 #: frames: one transmit per frame would cost more CPU than the pacing gains.
 BURST_TIME = 0.002
+#: Pacing tokens within this of a whole frame count as that frame (float rounding).
+TOKEN_ROUNDING = 1e-6
 MIN_BURST = 4.0
 #: Wake for pacing no more often than this (s).
 MIN_PACING_STEP = 0.001
@@ -520,7 +522,10 @@ class ModelRate(CongestionController):
     def budget(self, now: float, srtt: float) -> int | None:
         tokens = self._refill(now, srtt)
         room = self.cwnd(srtt) - self._inflight(now, srtt)
-        return max(0, min(int(tokens), room))
+        # A float sum of elapsed x rate lands a hair under a whole frame (0.9999999999994):
+        # `wake_at` then says the frame is due now and `int` says it is not, and a session
+        # woken at its own timer spins (tests/core/test_seal.py's resend test found it).
+        return max(0, min(int(tokens + TOKEN_ROUNDING), room))
 
     def on_sent(self, now: float, count: int, repeats: int = 0) -> None:
         self._tokens -= count

@@ -150,7 +150,9 @@ def open_data(key: bytes, frame: bytes) -> tuple[bool, memoryview]:
     """(fin, payload) of a DATA frame whose tag verifies under `key`, else FrameError.
 
     `verify` and `decode_data` in one pass, for the hot path: one hash, and the payload is a
-    view into `frame`, not a copy (the receiver copies it once, when it delivers it).
+    view into `frame`, not a copy (the receiver copies it once, when it delivers it). So
+    `frame` must be immutable `bytes`, never a receive buffer the glue reuses: a view held
+    out of order would change under it after its tag verified (review E6).
     """
     if len(frame) < _DATA_MIN:
         raise FrameError("data frame too short")
