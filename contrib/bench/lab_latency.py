@@ -72,6 +72,7 @@ if str(ROOT) not in sys.path:
 
 from contrib.bench.termscreen import Screen  # noqa: E402
 from tests.support.processes import alive, descendants, stop_tree  # noqa: E402
+from tests.support.sshd import sshd_config_text  # noqa: E402
 
 SCENARIO = "two-uplinks-two-relays"
 KEY_INTERVAL = 0.050  # one keystroke every 50 ms
@@ -326,30 +327,8 @@ class Bench:
 
     def _sshd_config(self, port: int) -> Path:
         config = self.tmp / f"sshd_{port}.conf"
-        config.write_text(
-            "\n".join(
-                [
-                    f"Port {port}",
-                    "ListenAddress 0.0.0.0",
-                    f"HostKey {self.tmp / 'host_ed25519'}",
-                    f"AuthorizedKeysFile {self.tmp / 'authorized_keys'}",
-                    f"PidFile {self.tmp / f'sshd_{port}.pid'}",
-                    "PermitRootLogin prohibit-password",
-                    "PubkeyAuthentication yes",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "UsePAM no",
-                    "StrictModes no",
-                    "PrintMotd no",
-                    "PrintLastLog no",
-                    "UseDNS no",
-                    "MaxStartups 100",
-                    "AllowTcpForwarding yes",
-                    "LogLevel INFO",
-                ]
-            )
-            + "\n"
-        )
+        pid_file = self.tmp / f"sshd_{port}.pid"
+        config.write_text(sshd_config_text(self.tmp, port, listen="0.0.0.0", pid_file=pid_file))
         return config
 
     def start(self) -> None:

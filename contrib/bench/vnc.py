@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from contrib.bench.lab_latency import stop_tree, which  # noqa: E402
+from tests.support.sshd import sshd_config_text  # noqa: E402
 from tests.support.vnc import desktop_picture  # noqa: E402
 
 SCENARIO = "two-uplinks-two-relays"
@@ -113,16 +114,7 @@ class Bench:
                        env=self.env, stderr=subprocess.DEVNULL)  # fmt: skip
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         sshd_config = self.tmp / "sshd.conf"
-        sshd_config.write_text(
-            "\n".join([
-                f"Port {SSH_PORT}", "ListenAddress 127.0.0.1",
-                f"HostKey {self.tmp / 'host_ed25519'}",
-                f"AuthorizedKeysFile {self.tmp / 'authorized_keys'}",
-                f"PidFile {self.tmp / 'sshd.pid'}", "PermitRootLogin prohibit-password",
-                "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
-                "StrictModes no", "UseDNS no", "AllowTcpForwarding yes",
-            ]) + "\n"
-        )  # fmt: skip
+        sshd_config.write_text(sshd_config_text(self.tmp, SSH_PORT))
         self._serve("server", "sshd", [self.bins["sshd"], "-D", "-e", "-f", str(sshd_config)])
         fbdir = self.tmp / "fb"
         fbdir.mkdir()

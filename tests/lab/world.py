@@ -34,7 +34,7 @@ from dupsession import control
 from tests.prereq import lab_problem, missing
 from tests.support.processes import stop_process, wait_for
 from tests.support.proxycmd import ProxyProbe
-from tests.support.sshd import SESSION_ENV, require_binary, ssh_keygen, strict_ssh_argv
+from tests.support.sshd import require_binary, ssh_keygen, sshd_config_text, strict_ssh_argv
 
 SSH_PORT = 22
 EXIT_PORT = 7300
@@ -206,32 +206,11 @@ class Daemon:
 def sshd_daemon(root: Path, name: str, node: str, listen: str, user_pub: Path) -> Daemon:
     """A private sshd config in `root` (own host key, one authorized key) listening on `listen`.
 
-    Like tests/support/sshd.py, but on any address of a namespace (its port space is private).
+    tests/support/sshd.py's config, on any address of a namespace (its port space is private).
     """
     root.mkdir(parents=True, exist_ok=True)
     (root / "authorized_keys").write_text(user_pub.read_text())
-    lines = [
-        f"Port {SSH_PORT}",
-        f"ListenAddress {listen}",
-        f"HostKey {root / 'host_ed25519'}",
-        f"AuthorizedKeysFile {root / 'authorized_keys'}",
-        f"PidFile {root / 'sshd.pid'}",
-        "PermitRootLogin prohibit-password",
-        "PubkeyAuthentication yes",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "UsePAM no",
-        "StrictModes no",
-        "LogLevel VERBOSE",
-        "AllowTcpForwarding yes",
-        "X11Forwarding no",
-        "PrintMotd no",
-        "UseDNS no",
-        "MaxStartups 100",
-        "MaxSessions 100",
-        SESSION_ENV,
-    ]
-    (root / "sshd_config").write_text("\n".join(lines) + "\n")
+    (root / "sshd_config").write_text(sshd_config_text(root, SSH_PORT, listen=listen))
     sshd = require_binary("sshd")
     argv = [sshd, "-D", "-e", "-f", str(root / "sshd_config")]
     return Daemon(name, node, argv, root / "sshd.log", r"Server listening on", tree=True)

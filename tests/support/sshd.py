@@ -25,7 +25,14 @@ from pathlib import Path
 from tests.prereq import missing
 from tests.support.processes import alive, descendants
 
-__all__ = ["HOST_KEY_ALIAS", "PrivateSshd", "private_sshd", "require_binary", "start_sshd"]
+__all__ = [
+    "HOST_KEY_ALIAS",
+    "PrivateSshd",
+    "private_sshd",
+    "require_binary",
+    "sshd_config_text",
+    "start_sshd",
+]
 
 # The name the host key is pinned under, so the same known_hosts verifies the server whether
 # ssh reaches it directly, through a shim's port or through a ProxyCommand.
@@ -183,14 +190,26 @@ class PrivateSshd:
             self.process.wait(SSHD_STOP_TIMEOUT)
 
 
-def _write_config(root: Path, port: int, optional: Sequence[str]) -> Path:
-    config = root / "sshd_config"
+def sshd_config_text(
+    root: Path,
+    port: int,
+    *,
+    listen: str = "127.0.0.1",
+    pid_file: Path | None = None,
+    optional: Sequence[str] = (),
+) -> str:
+    """A private sshd's config: host key `root/host_ed25519`, the one authorized key in
+    `root/authorized_keys`, public keys only, and `SESSION_ENV`.
+
+    Why one definition: the tests, the lab (tests/lab/world.py) and the benchmarks
+    (contrib/bench) all start their own sshds; a fix such as `SESSION_ENV` must reach each.
+    """
     lines = [
         f"Port {port}",
-        "ListenAddress 127.0.0.1",
+        f"ListenAddress {listen}",
         f"HostKey {root / 'host_ed25519'}",
         f"AuthorizedKeysFile {root / 'authorized_keys'}",
-        f"PidFile {root / 'sshd.pid'}",
+        f"PidFile {pid_file or root / 'sshd.pid'}",
         "PermitRootLogin prohibit-password",  # CI runs as root
         "PubkeyAuthentication yes",
         "PasswordAuthentication no",
@@ -202,13 +221,19 @@ def _write_config(root: Path, port: int, optional: Sequence[str]) -> Path:
         "AllowTcpForwarding yes",  # SSH relays use direct-tcpip channels
         "X11Forwarding no",
         "PrintMotd no",
+        "PrintLastLog no",
         "UseDNS no",
         "MaxStartups 100",  # tests open many connections at once
         SESSION_ENV,
         "MaxSessions 100",
         *optional,
     ]
-    config.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def _write_config(root: Path, port: int, optional: Sequence[str]) -> Path:
+    config = root / "sshd_config"
+    config.write_text(sshd_config_text(root, port, optional=optional))
     return config
 
 
