@@ -890,6 +890,7 @@ class Session:
                         lag=p.outbound.lag,
                         loss=p.outbound.loss,
                     ),
+                    link=p.link,
                 )
                 for p in self.paths.values()
             ),

@@ -54,6 +54,9 @@ class PathSnapshot:
     congestion: dict[str, Any]  #: the path's congestion controller, its own fields
     inbound: InboundStats
     outbound: OutboundStats
+    #: the access link the path leaves by, as the glue named it (`Path.link`): the scheduler
+    #: keeps stream paths off bulk by it, so a glue that stopped passing it shows here
+    link: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

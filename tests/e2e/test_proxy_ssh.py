@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from dupsession import control
 from dupsession.testing.shim import Counters, Impairment, TcpShim, UdpShim
 from tests.support.bulk import BULK_SIZE
 from tests.support.processes import stop_pid
@@ -229,6 +230,19 @@ def test_download_50mb_over_three_paths(
     _check_every_path_carried(paths, "down")
 
 
+def _path_links(probe: ProxyProbe, relay: Relay) -> tuple[list[object], list[object]]:
+    """Each path's `link` as the core knows it, from the client's and relayd's control
+    sockets (what `dupsession status --json` and `relayd status --json` read)."""
+    pid = probe.pid_path.read_text().strip()
+    (client_socket,) = control.runtime_dir().glob(f"client-{pid}-*.sock")
+    documents = [
+        control.query(client_socket),
+        control.query(control.socket_path("relayd", str(relay.port))),
+    ]
+    client, exit_ = ([p["link"] for s in d["sessions"] for p in s["paths"]] for d in documents)
+    return client, exit_
+
+
 def test_default_policy_on_one_access_link_is_byte_exact(
     sshd: PrivateSshd,
     paths: ThreePaths,
@@ -241,16 +255,26 @@ def test_default_policy_on_one_access_link_is_byte_exact(
     loops' CPU, and the TCP path may measure 10x the UDP paths or less, with the load and the
     data path of the day (50.8 of 54 MB on TCP in one run, under half in others): which one
     carries the bulk is the simulator's to test (tests/sim/test_one_flow_per_link.py). What
-    must hold here, benched or not: the download is byte-exact, and the UDP paths take part."""
+    must hold here, benched or not: the download is byte-exact, the UDP paths take part, and
+    the glue names every path's link to the core (review E10: without it nothing is ever
+    benched, and no other test would notice): the client its uplink ("default": no bind=),
+    relayd the peer's address."""
     source, expected = bulk_file
     args = [a for a in paths.args() if a not in ("--policy", "redundant")]
     probe = probes(args)
-    code, digest, received, err = ssh_download(sshd, probe, source)
+    links: list[tuple[list[object], list[object]]] = []
+
+    def look_midway(received: int) -> None:
+        if not links and received >= BULK_SIZE // 2:
+            links.append(_path_links(probe, paths.relay))
+
+    code, digest, received, err = ssh_download(sshd, probe, source, look_midway)
     assert code == 0, _diagnostics(probe, paths, sshd, err)
     assert (received, digest) == (BULK_SIZE, expected)
     _check_proxy_clean(probe, paths, sshd)
     udp_a, udp_b, tcp_c = (shim.down_counters.bytes for shim in paths.all)
     assert udp_a > 0 and udp_b > 0, (udp_a, udp_b, tcp_c)
+    assert links == [(["default"] * 3, ["127.0.0.1"] * 3)]
 
 
 # ------------------------------------------------------------------ impaired paths
