@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:  # run as a script: the repository's tests/support
 
 from dupsession.aio.driver import SessionDriver  # noqa: E402
 from dupsession.core import events  # noqa: E402
+from dupsession.core.handshake import SessionKeys  # noqa: E402
 from dupsession.core.negotiate import Compress, Features  # noqa: E402
 from dupsession.core.session import Role, Session  # noqa: E402
 from tests.support.session import handshake_keys  # noqa: E402
@@ -81,9 +82,13 @@ class Counter:
 
 
 def pair(
-    loop: VirtualLoop, datagram: tuple[bool, ...], features: Features
+    loop: VirtualLoop,
+    datagram: tuple[bool, ...],
+    features: Features,
+    agreed: tuple[bytes, SessionKeys] | None = None,
 ) -> tuple[SessionDriver, Outbox, SessionDriver, Outbox, Counter]:
-    session_id, keys = handshake_keys()
+    """A client and an exit driver on `loop`, keyed by `agreed` (session id, keys) or anew."""
+    session_id, keys = agreed or handshake_keys()
     counter = Counter()
     client_session = Session(Role.CLIENT, session_id, keys, 0.0, None, features)
     exit_session = Session(Role.EXIT, session_id, keys, 0.0, None, features)
@@ -140,17 +145,26 @@ def run(
     return sum(per_frame.values()), per_frame
 
 
+def add_feature_flags(parser: argparse.ArgumentParser) -> None:
+    """--encrypt and --compress: the features both sessions run with (as if agreed)."""
+    parser.add_argument("--encrypt", action="store_true", help="payload encryption on")
+    parser.add_argument(
+        "--compress", choices=[str(mode) for mode in Compress], default=str(Compress.OFF)
+    )
+
+
+def features_from(args: argparse.Namespace) -> Features:
+    return Features(encrypt=args.encrypt, compress=Compress(args.compress))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--paths", choices=sorted(KINDS), default="dds")
     parser.add_argument("--mb", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=5, help="runs; the cheapest is reported")
-    parser.add_argument("--encrypt", action="store_true", help="payload encryption on")
-    parser.add_argument(
-        "--compress", choices=[str(mode) for mode in Compress], default=str(Compress.OFF)
-    )
+    add_feature_flags(parser)
     args = parser.parse_args()
-    features = Features(encrypt=args.encrypt, compress=Compress(args.compress))
+    features = features_from(args)
     results = [run(KINDS[args.paths], args.mb * 1_000_000, features) for _ in range(args.repeat)]
     total, phases = min(results, key=lambda result: result[0])
     detail = "  ".join(f"{name} {cost:.2f}" for name, cost in phases.items())
