@@ -94,6 +94,12 @@ class TcpTarget(Running):
 class SocatEcho(Running):
     """`socat TCP-LISTEN:PORT,fork EXEC:cat` on 127.0.0.1; stopped by its PID."""
 
+    #: socat gives the other direction only 0.5 s after one side's EOF (its `-t` default) and
+    #: then drops what `cat` has not echoed yet: a CI run on a loaded machine lost the tail of a
+    #: 3 MB echo that way (reproduced without dupsession: a reader that pauses 1 s after its
+    #: half-close got 2927589 of 3000000 bytes). cat's own EOF still ends the session at once.
+    HALF_CLOSE_WAIT = "30"
+
     def __init__(self) -> None:
         self.socat = require_binary("socat")
         self.port = 0
@@ -105,6 +111,8 @@ class SocatEcho(Running):
             self.process = subprocess.Popen(
                 [
                     self.socat,
+                    "-t",
+                    self.HALF_CLOSE_WAIT,
                     f"TCP-LISTEN:{self.port},bind=127.0.0.1,reuseaddr,fork",
                     "EXEC:cat",
                 ],
