@@ -735,25 +735,12 @@ class Stripe:
     def _assign(
         self, now: float, sender: Sender, ranked: list[Path], budget: dict[int, int], take: Take
     ) -> None:
-        seq, end, frames = self.next_new, sender.next_seq, sender.frames
+        seq = self.next_new
         self.starved = set()
         faster_rate = 0.0
         fastest_owd = _owd(ranked[0]) if ranked else 0.0
-        for index, path in enumerate(ranked):
-            pid, owd, limit = path.path_id, _owd(path), _limit(path)
-            while seq < end and budget[pid] > 0:
-                # ECF: leave the frame to the faster paths when their queue would still deliver
-                # it no later than this path would
-                if index and (end - seq) / faster_rate + fastest_owd <= owd:
-                    break
-                sent = frames.get(seq)
-                if sent is not None and len(sent.frame) > limit:
-                    break
-                seq += 1
-                if sent is not None:
-                    take(path, sent, True)
-            if seq < end and budget[pid] <= 0:
-                self.starved.add(pid)
+        for path in ranked:
+            seq = self._take_new(path, sender, seq, budget, take, faster=(faster_rate, fastest_owd))
             faster_rate += _rate(path)
         self.next_new = seq
 
@@ -764,19 +751,41 @@ class Stripe:
         them, in order (they are the oldest: cut at 16 KiB while only stream paths were up,
         `Session.max_payload`). Left to the ranked paths, `_assign` stopped at the first one
         for good, and the session wedged with both paths alive (review D1)."""
-        seq, end, frames = self.next_new, sender.next_seq, sender.frames
+        seq = self.next_new
         for path in spare:
-            pid, limit = path.path_id, _limit(path)
-            while seq < end and budget[pid] > 0:
-                sent = frames.get(seq)
-                if sent is not None and not carry < len(sent.frame) <= limit:
-                    break
-                seq += 1
-                if sent is not None:
-                    take(path, sent, True)
-            if seq < end and budget[pid] <= 0:
-                self.starved.add(pid)
+            seq = self._take_new(path, sender, seq, budget, take, shortest=carry + 1)
         self.next_new = seq
+
+    def _take_new(
+        self,
+        path: Path,
+        sender: Sender,
+        seq: int,
+        budget: dict[int, int],
+        take: Take,
+        shortest: int = 0,
+        faster: tuple[float, float] = (0.0, 0.0),
+    ) -> int:
+        """New frames from `seq` on `path`, in order, while its budget lasts; returns the next
+        frame's number. It stops at the first frame shorter than `shortest` or longer than the
+        path carries, and (ECF) where the faster paths, `faster` = (their summed rate, the
+        fastest one's one-way delay), would still deliver the rest no later than this path
+        would: the frame is left to their queues. A path whose budget ran out first starves."""
+        end, frames = sender.next_seq, sender.frames
+        pid, owd, limit = path.path_id, _owd(path), _limit(path)
+        faster_rate, fastest_owd = faster
+        while seq < end and budget[pid] > 0:
+            if faster_rate and (end - seq) / faster_rate + fastest_owd <= owd:
+                break
+            sent = frames.get(seq)
+            if sent is not None and not shortest <= len(sent.frame) <= limit:
+                break
+            seq += 1
+            if sent is not None:
+                take(path, sent, True)
+        if seq < end and budget[pid] <= 0:
+            self.starved.add(pid)
+        return seq
 
     def _lend(
         self,
