@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dupsession.core.negotiate import Compress, Features
-from dupsession.core.session import SessionConfig, SessionState
-from tests.sim.network import PathSpec, simulate
-from tests.support.strategies import GRACE, HORIZON, PROPERTY, networks, streams
+from dupsession.core.session import SessionState
+from tests.sim.network import PathSpec
+from tests.support.strategies import HORIZON, PROPERTY, integrity_simulation, networks, streams
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -36,17 +36,7 @@ def test_features_never_change_the_stream(
     wanted: Features,
     seed: int,
 ) -> None:
-    config = SessionConfig(grace_period=GRACE)
-    result = simulate(
-        paths,
-        seed,
-        client_writes,
-        exit_writes,
-        until=HORIZON,
-        client_config=config,
-        exit_config=config,
-        features=wanted,
-    )
+    result = integrity_simulation(paths, seed, client_writes, exit_writes, wanted).run(HORIZON)
     why = f"{result.describe()} features={wanted} paths={paths}"
     client, exit_ = result.client, result.exit
     assert exit_.received == b"".join(data for _, data in client_writes), why

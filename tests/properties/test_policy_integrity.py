@@ -11,16 +11,15 @@ from hypothesis import strategies as st
 from dupsession.core import wire
 from dupsession.core.negotiate import Features
 from dupsession.core.policy import Policy, Schedule, Tier
-from dupsession.core.session import SessionConfig
 from tests.sim.network import PathSpec, SimResult, Simulation
 from tests.support.controllers import Window
 from tests.support.strategies import (
-    GRACE,
     HORIZON,
     PROPERTY,
     assert_side_consistent,
     blob,
     describe,
+    integrity_simulation,
     late_joins,
     networks,
     streams,
@@ -76,16 +75,7 @@ def test_every_policy_delivers_the_sent_stream(
     seed: int,
 ) -> None:
     schedule = data.draw(schedules(len(paths)))
-    config = SessionConfig(grace_period=GRACE)
-    sim = Simulation(
-        paths,
-        seed,
-        client_writes,
-        exit_writes,
-        client_config=config,
-        exit_config=config,
-        features=Features(schedule=schedule),
-    )
+    sim = integrity_simulation(paths, seed, client_writes, exit_writes, Features(schedule=schedule))
     if window is not None:  # small windows make the policies split and re-inject
         for side in (sim.client, sim.exit):
             for path in side.session.paths.values():
@@ -115,14 +105,6 @@ def test_paths_joining_late_on_a_shared_link_deliver_the_sent_stream(
     path was alone still unacknowledged (review D1 wedged such a session for good)."""
     # more than the stream path's first window, cut in 16 KiB frames before any join
     client_writes = [(0.0, first), *client_writes]
-    config = SessionConfig(grace_period=GRACE)
-    sim = Simulation(
-        paths,
-        seed,
-        client_writes,
-        exit_writes,
-        client_config=config,
-        exit_config=config,
-        features=Features(schedule=Schedule(policy)),
-    )
+    features = Features(schedule=Schedule(policy))
+    sim = integrity_simulation(paths, seed, client_writes, exit_writes, features)
     delivered(sim, paths, client_writes, exit_writes, f"policy={policy}")

@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 from dupsession.core.events import SessionClosed, StreamData
+from dupsession.core.negotiate import Features
 from dupsession.core.session import SessionConfig
-from tests.sim.network import Bottleneck, LinkSpec, PathSpec, SideResult, SimResult
+from tests.sim.network import Bottleneck, LinkSpec, PathSpec, SideResult, SimResult, Simulation
 
 PROPERTY = settings(
     derandomize=True,
@@ -143,6 +144,27 @@ configs = st.builds(
     large_frames=st.booleans(),
 )
 pauses = intervals(5.0, 3.0, 2)
+
+
+def integrity_simulation(
+    paths: list[PathSpec],
+    seed: int,
+    client_writes: list[tuple[float, bytes]],
+    exit_writes: list[tuple[float, bytes]],
+    features: Features,
+) -> Simulation:
+    """Both sides with `features` and a grace period (`GRACE`) that outlasts any drawn outage,
+    so a run that closes early has lost the session, not waited out an outage."""
+    config = SessionConfig(grace_period=GRACE)
+    return Simulation(
+        paths,
+        seed,
+        client_writes,
+        exit_writes,
+        client_config=config,
+        exit_config=config,
+        features=features,
+    )
 
 
 def describe(result: SimResult, paths: list[PathSpec]) -> str:
