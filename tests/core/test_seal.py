@@ -15,7 +15,7 @@ from dupsession.core.negotiate import Compress, Features
 from dupsession.core.paths import PathState
 from dupsession.core.seal import CLIENT_TO_EXIT, EXIT_TO_CLIENT, StreamCipher, ciphers, nonce
 from dupsession.core.session import Role, Session
-from tests.support.session import handshake
+from tests.support.session import data_frames, handshake
 
 SECRET = b"known plaintext: the VNC password is hunter2 " * 40
 T0 = 100.0
@@ -193,7 +193,7 @@ def test_every_resend_is_the_first_copys_bytes(compress: Compress) -> None:
     first: dict[int, bytes] = {}
     for write in (SECRET, os.urandom(3000), SECRET):
         client.send(write)
-        for frame in data_of(client.transmit(T0)):
+        for frame in data_frames(client.transmit(T0), None):
             first.setdefault(wire.data_seq(frame), frame)
     assert len(first) >= 3
     resent: list[bytes] = []
@@ -201,11 +201,7 @@ def test_every_resend_is_the_first_copys_bytes(compress: Compress) -> None:
     while (timer := client.get_timer()) is not None and timer <= T0 + 3.0:
         now = max(now, timer)
         client.handle_timer(now)
-        resent.extend(data_of(client.transmit(now)))  # the network drops all of it
+        resent.extend(data_frames(client.transmit(now), None))  # the network drops all of it
     assert resent, "nothing was resent"
     for frame in resent:
         assert frame == first[wire.data_seq(frame)]
-
-
-def data_of(out: dict[int, list[bytes]]) -> list[bytes]:
-    return [f for frames in out.values() for f in frames if f[1] == wire.FrameType.DATA]

@@ -93,8 +93,10 @@ def drain(session: Session) -> list[Event]:
     return events
 
 
-def data_frames(out: Out, pid: int = 0) -> list[bytes]:
-    return [f for f in out.get(pid, []) if f[1] == wire.FrameType.DATA]
+def data_frames(out: Out, pid: int | None = 0) -> list[bytes]:
+    """The DATA frames in `transmit`'s output for path `pid`; None: every path's, path by path."""
+    frames = out.get(pid, []) if pid is not None else [f for fs in out.values() for f in fs]
+    return [f for f in frames if f[1] == wire.FrameType.DATA]
 
 
 def kinds(frames: list[bytes]) -> list[int]:
