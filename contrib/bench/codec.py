@@ -50,7 +50,7 @@ def text_sample(size: int) -> bytes:
 
 
 def framebuffer_sample(size: int) -> bytes:
-    frames = []
+    frames: list[bytes] = []
     seed = 0
     while sum(map(len, frames)) < size:
         frames.append(desktop_picture(640, 400, seed))
@@ -69,11 +69,11 @@ def compression_row(name: str, data: bytes, write: int) -> str:
     for mode in (Compress.ON, Compress.AUTO):
         encoder = StreamCompressor(mode)
         records: list[bytes] = []
-        seconds = cpu(
-            lambda encoder=encoder, records=records: records.extend(
-                encoder.encode(data[i : i + write]) for i in range(0, len(data), write)
-            )
-        )
+
+        def encode(encoder: StreamCompressor = encoder, records: list[bytes] = records) -> None:
+            records.extend(encoder.encode(data[i : i + write]) for i in range(0, len(data), write))
+
+        seconds = cpu(encode)
         ratio = sum(map(len, records)) / len(data)
         cells.append(f"{ratio:6.3f} {seconds * 1e3 / (len(data) / MB):8.2f}")
         if mode is Compress.ON:
