@@ -110,6 +110,9 @@ class ExitSession:
         self._target: _TargetProtocol | None = None
         self._early: list[bytes] = []
         self._early_eof = False
+        #: The probe echo froze the session's window (its send buffer was full): only then
+        #: does `on_writable` reopen it.
+        self._echo_paused = False
         self.closed: events.SessionClosed | None = None
         self.driver = driver_factory(self)
         self.on_finished: Callable[[ExitSession], None] | None = None
@@ -164,6 +167,7 @@ class ExitSession:
             # read), the client's window freezes, so it cannot push more in (bounded memory).
             self.driver.send(data)
             if not self.driver.writable():
+                self._echo_paused = True
                 self.driver.pause_receiving(True)
             return
         target = self._target
@@ -201,7 +205,12 @@ class ExitSession:
 
     def on_writable(self) -> None:
         if self.is_probe:
-            self.driver.pause_receiving(False)
+            # Only a window we froze: the driver calls this after every flush the session is
+            # writable, and reopening pokes a flush, so unconditionally it was a busy loop
+            # (relayd at 100 % of a core while any probe session was open).
+            if self._echo_paused:
+                self._echo_paused = False
+                self.driver.pause_receiving(False)
             return
         target = self._target
         if (

@@ -10,10 +10,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import cast
 
 from dupsession.aio.driver import FLUSH_AFTER_BYTES, SessionDriver
-from dupsession.core import events
+from dupsession.core import events, wire
+from dupsession.core.handshake import Accepted
 from dupsession.core.session import Role, Session
+from relayd.exit import ExitSession
 from tests.support.session import T0, handshake_keys
 from tests.support.virtualloop import VirtualLoop
 
@@ -119,3 +123,27 @@ def test_a_big_batch_of_frames_is_flushed_at_once() -> None:
     assert not exit_seen.data  # under the bound: the flush waits for the end of the turn
     exit_.frames_received(frames[10:], 0)
     assert bytes(exit_seen.data) == payload  # past it: delivered at once
+
+
+def test_the_probe_echo_goes_quiet_once_its_echo_is_out() -> None:
+    """relayd's probe target (`dupsession probe`, the latency tests) echoes inside the exit.
+    The driver calls `on_writable` after every flush while the session takes bytes; the echo
+    reopened its window there each time, and each reopening pokes a flush: relayd spun at
+    100 % of a core while a probe session was open (3.9 s of CPU in a 4.5 s session), and on
+    a 2-core machine the SSH relay's echo paid for it. The virtual loop fails a busy loop."""
+    loop = VirtualLoop(T0)
+    sid, keys = handshake_keys()
+    seen = Recorder(clock=loop.time)
+    client = SessionDriver(Session(Role.CLIENT, sid, keys, T0), seen, loop.time, loop)
+    accepted = SimpleNamespace(hello=SimpleNamespace(target=wire.PROBE_TARGET, session_id=sid))
+
+    def exit_driver(endpoint: ExitSession) -> SessionDriver:
+        return SessionDriver(Session(Role.EXIT, sid, keys, T0), endpoint, loop.time, loop)
+
+    exit_ = ExitSession(cast(Accepted, accepted), exit_driver, "probe", 0).driver
+    client.attach(0, Link(loop, exit_), datagram=False)
+    exit_.attach(0, Link(loop, client), datagram=False)
+    client.send(b"keystroke")
+    loop.run_until(lambda: bytes(seen.data) == b"keystroke", horizon=T0 + 1)
+    assert seen.first_data_at == T0 + DELAY + DELAY  # echoed at once
+    loop.run_until(lambda: loop.now >= T0 + 1, horizon=T0 + 2)  # idle: timers only
