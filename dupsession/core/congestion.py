@@ -116,6 +116,13 @@ MIN_PACING_STEP = 0.001
 #: pacing rate, and a 1.25 probe round then never delivered above the estimate, so it stayed
 #: at 60-70 % of the link.
 PACING_CATCH_UP = 0.01
+#: ...but one transmit takes at most this many bursts of the tokens; the rest go in the next
+#: event-loop turns (`wake_at` is then now). One process serves many sessions (relayd): a
+#: catch-up spent in one transmit (50-120 frames to frame, tag and send) made its turns 4-16
+#: ms long on the netlab, and another session's keystrokes and echoes waited for each such
+#: turn, twice per echo (typing beside a download, docs/BENCHMARKS.md). A cap of one burst
+#: cost too much rate in turns' overhead (5 % loss: 0.86x plain ssh's download).
+TURN_BURSTS = 2
 #: With no ACK for STALE_RTTS smoothed RTTs (at least STALE_MIN s), in-flight is assumed lost.
 STALE_RTTS = 3
 STALE_MIN = 0.2
@@ -514,7 +521,10 @@ class ModelRate(CongestionController):
             elapsed = now - self._tokens_at
             cap = self._burst(rate)
             if not self.app_limited and self.mode == "probe":  # late, frames waiting: catch up
-                cap = max(cap, rate * min(elapsed, PACING_CATCH_UP))
+                # (what a catch-up granted stays until spent: `budget` hands it out one
+                # burst per transmit, in event-loop turns a moment apart)
+                held = min(self._tokens, rate * PACING_CATCH_UP)
+                cap = max(cap, rate * min(elapsed, PACING_CATCH_UP), held)
             self._tokens = min(self._tokens + elapsed * rate, max(cap, 1.0))
         self._tokens_at = now
         return self._tokens
@@ -525,6 +535,8 @@ class ModelRate(CongestionController):
         # A float sum of elapsed x rate lands a hair under a whole frame (0.9999999999994):
         # `wake_at` then says the frame is due now and `int` says it is not, and a session
         # woken at its own timer spins (tests/core/test_seal.py's resend test found it).
+        if self.mode == "probe":  # the only mode with catch-up: spend it over several turns
+            tokens = min(tokens, TURN_BURSTS * self._burst(self.pacing_rate(srtt)))
         return max(0, min(int(tokens + TOKEN_ROUNDING), room))
 
     def on_sent(self, now: float, count: int, repeats: int = 0) -> None:
