@@ -8,7 +8,8 @@
 Bytes go client -> exit in 64 KiB writes. Each side is the real glue, `SessionDriver`
 (dupsession/aio/driver.py), on a virtual clock (tests/support/virtualloop.py): every frame of
 every path the client's flush sends is handed to the exit 0.1 ms later, the ACKs its flush sends
-back to the client at once, and the drivers' timers fire when due. CPU time (this thread only,
+back to the client at once, each path's frames as one read (`frames_received`, the batch receive
+path the glue takes), and the drivers' timers fire when due. CPU time (this thread only,
 so other processes on a busy machine disturb it little) is split by phase and reported in
 microseconds per DATA frame, all copies of it included. This isolates what the sans-IO core and
 the driver's loop cost from the event loop and the kernel (see docs/BENCHMARKS.md).
@@ -102,9 +103,10 @@ def pair(
 
 
 def hand_over(outbox: Outbox, driver: SessionDriver) -> None:
+    """Each path's frames of one flush as one read, the way the glue feeds a path's socket
+    (`SessionDriver.frames_received`: the session's batch receive path)."""
     for path_id, frames in outbox.batches:
-        for frame in frames:
-            driver.frame_received(frame, path_id)
+        driver.frames_received(frames, path_id)
     outbox.batches.clear()
 
 

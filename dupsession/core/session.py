@@ -29,7 +29,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from functools import partial
 
 from dupsession.core import wire
 from dupsession.core.acks import AckPending, make_ack, on_path_ack
@@ -148,8 +147,9 @@ class Session:
         e2c = (keys.exit_to_client, keys.payload_exit_to_client, EXIT_TO_CLIENT)
         tx, rx = (c2e, e2c) if role is Role.CLIENT else (e2c, c2e)
         self._tx_key, self._rx_key = tx[0], rx[0]
-        #: DATA frames of frame number, payload (a view) and FIN: one C-level call per frame.
-        self._encode_data = partial(wire.encode_data, self._tx_key, session_id)
+        #: DATA frames of frame number, payload (a view) and FIN, and back: keyed once.
+        self._encode_data = wire.data_sealer(self._tx_key, session_id)
+        self._open_data = wire.data_opener(self._rx_key)
         #: Stream encryption when the handshake agreed on it (core/seal.py has the rules): our
         #: stream's bytes as they enter the send buffer, the peer's as they are delivered.
         self._encrypt: Callable[[bytes | memoryview], bytes] | None = None
@@ -432,7 +432,7 @@ class Session:
             self.stale_frames += 1
             return
         try:
-            fin, payload = wire.open_data(self._rx_key, frame)
+            fin, payload = self._open_data(frame)
         except wire.FrameError:
             self.bad_frames += 1
             if path is not None:
@@ -466,11 +466,17 @@ class Session:
         (`_receive_run`); any other frame ends the run and goes through `receive_frame`.
         """
         at, count = 0, len(frames)
+        receiver, receive_frame = self.receiver, self.receive_frame
         while at < count:
-            at = self._receive_run(frames, at, now, path_id)
-            if at < count:
-                self.receive_frame(frames[at], now, path_id)
-                at += 1
+            frame = frames[at]
+            if len(frame) >= _DATA_MIN and _SEQ_AT(frame, _SEQ_OFFSET)[0] == receiver.cumulative:
+                at = self._receive_run(frames, at, now, path_id)
+                if at >= count:
+                    break
+            # not the stream's next frame (a copy that came first on another path, an ACK):
+            # one at a time, without setting up a run for it
+            receive_frame(frames[at], now, path_id)
+            at += 1
 
     def _receive_run(self, frames: list[bytes], start: int, now: float, path_id: int) -> int:
         """Take the DATA frames from `frames[start]` on that are the stream's next ones, in
@@ -489,7 +495,7 @@ class Session:
         seq = first = receiver.cumulative
         end, held = receiver.advertised_end, receiver.held
         limit = _DATAGRAM_DATA_MAX if path.datagram else _STREAM_DATA_MAX
-        key, open_data = self._rx_key, wire.open_data
+        open_data = self._open_data
         payloads: list[Payload] = []
         tags: list[bytes] = []
         size, fin, at, count = 0, False, start, len(frames)
@@ -505,7 +511,7 @@ class Session:
             ):
                 break
             try:
-                fin, payload = open_data(key, frame)
+                fin, payload = open_data(frame)
             except wire.FrameError:
                 break  # `receive_frame` counts it
             payloads.append(payload)

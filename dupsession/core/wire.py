@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -126,9 +127,25 @@ def encode_data(
     key: bytes, session_id: bytes, seq: int, payload: bytes | memoryview, fin: bool
 ) -> bytes:
     """A sealed DATA frame. `payload` may be a view into the sender's buffer: it is copied
-    once, into the frame (`seal` inlined: the hot path)."""
-    body = _DATA_PACK(VERSION, _DATA, DataFlags.FIN if fin else 0, 0, session_id, seq) + payload
-    return body + blake3.blake3(body, key=key).digest(TAG_SIZE)
+    once, into the frame."""
+    return data_sealer(key, session_id)(seq, payload, fin)
+
+
+def data_sealer(key: bytes, session_id: bytes) -> Callable[[int, bytes | memoryview, bool], bytes]:
+    """`encode_data` for one session's key: (frame number, payload, FIN) -> sealed frame.
+
+    The hot path (a sender makes 840 DATA frames per MB): the hasher is keyed once and copied
+    per frame (0.3 us against 0.9 us to key a new one), everything else bound in advance.
+    """
+    keyed, pack, fin_flag = blake3.blake3(key=key), _DATA_PACK, DataFlags.FIN
+
+    def seal_data(seq: int, payload: bytes | memoryview, fin: bool) -> bytes:
+        body = pack(VERSION, _DATA, fin_flag if fin else 0, 0, session_id, seq) + payload
+        mac = keyed.copy()  # the keyed hasher itself is never updated
+        mac.update(body)
+        return body + mac.digest(TAG_SIZE)
+
+    return seal_data
 
 
 def data_seq(frame: bytes | memoryview) -> int:
@@ -154,13 +171,25 @@ def open_data(key: bytes, frame: bytes) -> tuple[bool, memoryview]:
     `frame` must be immutable `bytes`, never a receive buffer the glue reuses: a view held
     out of order would change under it after its tag verified (review E6).
     """
-    if len(frame) < _DATA_MIN:
-        raise FrameError("data frame too short")
-    view = memoryview(frame)
-    tag = blake3.blake3(view[:-TAG_SIZE], key=key).digest(TAG_SIZE)
-    if not _same(tag, view[-TAG_SIZE:]):
-        raise FrameError("bad tag")
-    return bool(frame[2] & DataFlags.FIN), view[_DATA_HEADER_SIZE:-TAG_SIZE]
+    return data_opener(key)(frame)
+
+
+def data_opener(key: bytes) -> Callable[[bytes], tuple[bool, memoryview]]:
+    """`open_data` for one session's key, its hasher keyed once and copied per frame (see
+    `data_sealer`): a receiver verifies 840 DATA frames per MB."""
+    keyed, fin_flag, start = blake3.blake3(key=key), DataFlags.FIN, _DATA_HEADER_SIZE
+
+    def open_frame(frame: bytes) -> tuple[bool, memoryview]:
+        if len(frame) < _DATA_MIN:
+            raise FrameError("data frame too short")
+        view = memoryview(frame)
+        mac = keyed.copy()  # the keyed hasher itself is never updated
+        mac.update(view[:-TAG_SIZE])
+        if not _same(mac.digest(TAG_SIZE), frame[-TAG_SIZE:]):
+            raise FrameError("bad tag")
+        return bool(frame[2] & fin_flag), view[start:-TAG_SIZE]
+
+    return open_frame
 
 
 def decode_data(body: memoryview) -> tuple[int, bool, bytes]:
