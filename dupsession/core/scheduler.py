@@ -392,6 +392,7 @@ def _send_new(
     count = 0
     if seq < end:
         table, mark, append = sender.frames, sender.sent, frames.append
+        first: list[SentFrame] = []  # never sent before: armed together (`Sender.sent_first`)
         if budget is None:
             budget = end - seq
         while seq < end and count < budget:
@@ -402,7 +403,15 @@ def _send_new(
             append(sent.frame)
             count += 1
             if not sent.armed:  # only the round's first copy arms the resend timer
+                if not sent.sends:
+                    first.append(sent)
+                    continue
+                if first:  # in frame-number order, as one call per frame would
+                    sender.sent_first(first, now, rto)
+                    first = []
                 mark(sent, now, rto)
+        if first:
+            sender.sent_first(first, now, rto)
     path.cursor = seq
     return count
 

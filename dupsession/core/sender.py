@@ -124,6 +124,16 @@ class Sender:
         fin_requested = self._fin_requested
         total, offset = len(pending), 0
         with memoryview(pending) as view:  # slices without shifting the buffer per frame
+            # Whole frames that cannot be the last one first (a bulk write is mostly these):
+            # no FIN to decide, and each slice lives only for its `encode` call.
+            whole = max(0, min((total - 1) // max_payload, limit - seq))
+            end = whole * max_payload
+            for offset in range(0, end, max_payload):
+                frames[seq] = SentFrame(
+                    seq, encode(seq, view[offset : offset + max_payload], False), max_payload, False
+                )
+                seq += 1
+            offset = end
             while seq < limit and (offset < total or (fin_requested and self.fin_seq is None)):
                 chunk = view[offset : offset + max_payload]
                 size = len(chunk)
@@ -261,6 +271,17 @@ class Sender:
         else:
             self._arm(frame.seq, deadline)
 
+    def sent_first(self, frames: list[SentFrame], now: float, rto: float) -> None:
+        """`sent` for frames never sent before, at once (a transmit's new frames on a path):
+        one deadline for all, and one heap entry, or the newest one's if it has that deadline."""
+        deadline = now + rto
+        for frame in frames:
+            frame.sends = 1
+            frame.sent_at = now
+            frame.armed = True
+            frame.deadline = deadline
+        self._arm_all([frame.seq for frame in frames], deadline)
+
     def defer(self, frame: SentFrame, deadline: float) -> None:
         """Re-arm an expired frame that no path could take yet (rate-capped, busy), without
         counting a round: it expires again at `deadline` and is offered to the paths anew."""
@@ -270,11 +291,14 @@ class Sender:
             self._arm(frame.seq, deadline)
 
     def _arm(self, seq: int, deadline: float) -> None:
+        self._arm_all((seq,), deadline)
+
+    def _arm_all(self, seqs: list[int] | tuple[int], deadline: float) -> None:
         group = self._group
         if group is not None and deadline == self._group_deadline:
-            group.append(seq)
+            group.extend(seqs)
             return
-        group = self._group = deque((seq,))
+        group = self._group = deque(seqs)
         self._group_deadline = deadline
         self._entries += 1
         heapq.heappush(self._deadlines, (deadline, self._entries, group))
