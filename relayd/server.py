@@ -53,6 +53,7 @@ from relayd.replay import ReplayJournal
 
 log = logging.getLogger("relayd")
 _DATA = int(wire.FrameType.DATA)
+_DATA_MIN = wire.DATA_HEADER.size + wire.TAG_SIZE
 
 #: At shutdown, CLOSE goes out this many times on every path, this far apart (s).
 CLOSE_REPEATS = 3
@@ -244,6 +245,42 @@ class _StreamConnection(asyncio.Protocol):
         self.transport = None
 
 
+class _UdpBatch:
+    """Consecutive DATA datagrams for one session's path, fed to its driver together."""
+
+    __slots__ = ("addr", "driver", "frames", "path_id", "session_id")
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.driver: SessionDriver | None = None
+        self.session_id, self.path_id, self.addr = b"", 0, ("", 0)
+
+    def take(self, sessions: dict[bytes, ExitSession], data: bytes, addr: tuple[str, int]) -> bool:
+        """Add `data` if it is a DATA frame from the address of a path of a known session
+        (the batch's own, or a new batch's once this one is flushed); False: not batched."""
+        if len(data) < _DATA_MIN or data[1] != _DATA or data[0] != wire.VERSION:
+            return False
+        if self.frames and addr == self.addr and data.startswith(self.session_id, 4):
+            self.frames.append(data)
+            return True
+        exit_session = sessions.get(data[4:12])
+        if exit_session is None:
+            return False
+        path_id = exit_session.addresses.path_of(addr)
+        if path_id is None:
+            return False  # an unknown source: `_udp_frame` feeds it as of no path
+        self.flush()
+        self.frames.append(data)
+        self.driver, self.path_id, self.addr = exit_session.driver, path_id, addr
+        self.session_id = data[4:12]
+        return True
+
+    def flush(self) -> None:
+        if self.frames and self.driver is not None:
+            frames, self.frames = self.frames, []
+            self.driver.frames_received(frames, self.path_id)
+
+
 class ExitServer:
     def __init__(self, config: ExitConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -375,21 +412,28 @@ class ExitServer:
     # -- UDP ---------------------------------------------------------------------------------
 
     def _udp_readable(self) -> None:
+        """Drain the socket: up to READ_BATCH datagrams per wake-up. A run of DATA frames of
+        one session from one known path address goes to its session as one batch
+        (`SessionDriver.frames_received`: one clock read and one flush, and the session takes
+        in-order frames as one run), across reads; anything else ends the run and is handled
+        alone, in arrival order (`_udp_frame`)."""
         io = self._udp_io
         if io is None:
             return
+        batch = _UdpBatch()
         count = 0
         while count < READ_BATCH:
             try:
                 frames, addr = io.recv_frames()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
+            except OSError:  # BlockingIOError included: the socket is drained
+                break
             if addr is not None:  # always, on this unconnected socket
                 for data in frames:
-                    self._udp_frame(data, addr)
+                    if not batch.take(self.sessions, data, addr):
+                        batch.flush()
+                        self._udp_frame(data, addr)
             count += len(frames)
+        batch.flush()
 
     def _udp_frame(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) < wire.PREFIX.size + wire.TAG_SIZE or data[0] != wire.VERSION:
