@@ -776,7 +776,7 @@ class Session:
         if ack_at is not None:
             times.append(ack_at)
         if any(p.state is PathState.UP for p in self.paths.values()):
-            deadline = self.recovery.deadline(self.sender)
+            deadline = self.recovery.deadline(self.sender, self.paths.values())
             if deadline is not None:
                 times.append(deadline)
             wake = self.scheduler.wake_at()

@@ -6,11 +6,15 @@ Each timer is asserted exactly (aioquic's `test_connect_with_loss_1` style): the
 
 from __future__ import annotations
 
+import heapq
 import itertools
+from collections.abc import Callable
+from functools import partial
 
 import pytest
 
 from dupsession.core import wire
+from dupsession.core.events import StreamData
 from dupsession.core.negotiate import Features
 from dupsession.core.policy import Policy, Schedule
 from dupsession.core.session import Role, Session, SessionConfig
@@ -287,3 +291,73 @@ def test_auto_on_one_path_adds_no_spread_to_the_reorder_window() -> None:
     c.send(b"k")
     c.transmit(now)
     assert c.scheduler.reorder_spread == 0.0
+
+
+class _Typing:
+    """Keystrokes every 20 ms on one path of 15 ms each way, each echoed at once by the exit;
+    the client's timers fire `late[0]` after their time, the exit's `late[1]` (asyncio rounds
+    its poll timeout up to whole ms, then the wake-up waits for the CPU), so an ACK comes that
+    much after the delayed-ACK time. The RTT is steady: rttvar decays to nothing and the
+    timeout to srtt + 1 ms + ACK delay."""
+
+    ONE_WAY, INTERVAL = 0.015, 0.02
+
+    def __init__(self, datagram: bool, late: tuple[float, float]) -> None:
+        self.pair = Pair(datagram=datagram)
+        self.late = late
+        self.queue: list[tuple[float, int, Callable[[], None]]] = []
+        self.order = itertools.count()
+
+    def push(self, at: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self.queue, (at, next(self.order), action))
+
+    def flush(self, s: Session, at: float) -> None:
+        arrive = at + self.ONE_WAY
+        for pid, frames in s.transmit(at).items():
+            self.push(arrive, partial(self.receive, self.pair.peer(s), pid, frames, arrive))
+        timer = s.get_timer()
+        if timer is not None:
+            due = max(timer, at) + self.late[s is self.pair.exit]
+            self.push(due, partial(self.fire, s, due))
+
+    def receive(self, s: Session, pid: int, frames: list[bytes], at: float) -> None:
+        for frame in frames:
+            s.receive_frame(frame, at, pid)
+        echo = [ev.data for ev in drain(s) if isinstance(ev, StreamData)]
+        if echo and s is self.pair.exit:
+            s.send(b"".join(echo))
+        self.flush(s, at)
+
+    def fire(self, s: Session, at: float) -> None:
+        timer = s.get_timer()
+        if timer is not None and timer + self.late[s is self.pair.exit] <= at:  # not moved
+            s.handle_timer(at)
+            self.flush(s, at)
+
+    def type(self, at: float) -> None:
+        self.pair.client.send(b"k")
+        self.flush(self.pair.client, at)
+
+    def run(self, keystrokes: int) -> Pair:
+        pair = self.pair
+        start = pair.connect(T0, delay=self.ONE_WAY)
+        for i in range(keystrokes):
+            self.push(start + i * self.INTERVAL, partial(self.type, start + i * self.INTERVAL))
+        end = start + keystrokes * self.INTERVAL + 0.2
+        while self.queue and self.queue[0][0] <= end:
+            heapq.heappop(self.queue)[2]()
+        assert pair.client.sender.acked_below == pair.exit.sender.acked_below == keystrokes
+        return pair
+
+
+def test_no_spurious_probe_of_a_keystroke_on_a_lone_stream_path() -> None:
+    """A stream path loses no frame (TCP resends it itself), and a probe queued behind a
+    keystroke on the same connection cannot arrive before it: with only stream paths up the
+    probe timeout counts from the last ACK progress, not from each frame's send (RTO restart
+    finds a lost keystroke sooner on a datagram path). It restarted there too, and an ACK
+    held for the ACK delay by a timer 1.5 ms late came after srtt + 1 ms + ACK delay: 44
+    keystrokes of these 100 went twice; the SSH relay test's sessions resent 3-7 keystrokes
+    (client) and 4-6 echoes (exit) in 150, on top of relayd's probe-echo spin."""
+    pair = _Typing(datagram=False, late=(0.0, 0.0015)).run(keystrokes=100)
+    assert pair.client.sender.retransmissions == 0
+    assert pair.exit.sender.retransmissions == 0
