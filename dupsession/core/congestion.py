@@ -120,9 +120,10 @@ PACING_CATCH_UP = 0.01
 #: event-loop turns (`wake_at` is then now). One process serves many sessions (relayd): a
 #: catch-up spent in one transmit (50-120 frames to frame, tag and send) made its turns 4-16
 #: ms long on the netlab, and another session's keystrokes and echoes waited for each such
-#: turn, twice per echo (typing beside a download, docs/BENCHMARKS.md). A cap of one burst
-#: cost too much rate in turns' overhead (5 % loss: 0.86x plain ssh's download).
-TURN_BURSTS = 2
+#: turn, twice per echo (typing beside a download, docs/BENCHMARKS.md). Fewer bursts per turn
+#: cut the rise more but cost rate in turns' overhead on a busy CPU: one burst 0.86x plain
+#: ssh's download at 5 % loss, two 0.91x in 2 of 7 runs; three kept it in all 6.
+TURN_BURSTS = 3
 #: With no ACK for STALE_RTTS smoothed RTTs (at least STALE_MIN s), in-flight is assumed lost.
 STALE_RTTS = 3
 STALE_MIN = 0.2
