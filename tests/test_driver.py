@@ -8,6 +8,7 @@ the glue does is then exact and repeatable.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ from typing import cast
 from dupsession.aio.driver import FLUSH_AFTER_BYTES, SessionDriver
 from dupsession.core import events, wire
 from dupsession.core.handshake import Accepted
-from dupsession.core.session import Role, Session
+from dupsession.core.session import Role, Session, SessionConfig
 from relayd.exit import ExitSession
 from tests.support.session import T0, handshake_keys
 from tests.support.virtualloop import VirtualLoop
@@ -147,3 +148,54 @@ def test_the_probe_echo_goes_quiet_once_its_echo_is_out() -> None:
     loop.run_until(lambda: bytes(seen.data) == b"keystroke", horizon=T0 + 1)
     assert seen.first_data_at == T0 + DELAY + DELAY  # echoed at once
     loop.run_until(lambda: loop.now >= T0 + 1, horizon=T0 + 2)  # idle: timers only
+
+
+def test_the_probe_echo_freezes_and_reopens_its_window_and_loses_nothing() -> None:
+    """The other half of the echo's backpressure: when its send buffer fills, the echo stops
+    taking the client's bytes, and it must reopen once ACKs drain it, or every probe session
+    that ever filled its buffer wedges for good (review F7: with the reopen deleted the test
+    above still passes). 8 MB through windows of 512 KiB / 64 frames; every byte back, in order."""
+    loop = VirtualLoop(T0)
+    sid, keys = handshake_keys()
+    seen = Recorder(clock=loop.time)
+    config = SessionConfig(window_bytes=512 * 1024, window_frames=64)  # small: a freeze bites
+    client = SessionDriver(Session(Role.CLIENT, sid, keys, T0, config), seen, loop.time, loop)
+    accepted = SimpleNamespace(hello=SimpleNamespace(target=wire.PROBE_TARGET, session_id=sid))
+    pauses: list[bool] = []
+
+    def exit_driver(endpoint: ExitSession) -> SessionDriver:
+        session = Session(Role.EXIT, sid, keys, T0, config)
+        driver = SessionDriver(session, endpoint, loop.time, loop)
+        pause = driver.pause_receiving
+
+        def spy(paused: bool) -> None:
+            pauses.append(paused)
+            pause(paused)
+
+        driver.pause_receiving = spy  # type: ignore[method-assign]
+        return driver
+
+    exit_ = ExitSession(cast(Accepted, accepted), exit_driver, "probe", 0).driver
+    client.attach(0, Link(loop, exit_), datagram=False)
+    exit_.attach(0, Link(loop, client), datagram=False)
+    payload = os.urandom(8 * 1024 * 1024)
+    sent = 0
+    for _ in range(20_000):  # bounded: a wedge ends the loop with bytes missing
+        if len(seen.data) >= len(payload):
+            break
+        if (room := client.writable()) and sent < len(payload):
+            chunk = payload[sent : sent + min(room, 256 * 1024)]
+            client.send(chunk)
+            sent += len(chunk)
+        before = (len(seen.data), loop.now)
+        more = sent < len(payload)
+        loop.run_until(functools.partial(_moved_on, seen, len(payload), more, client), T0 + 15)
+        if (len(seen.data), loop.now) == before and not (more and client.writable()):
+            break  # nothing moves and no timer is left: wedged
+    assert True in pauses, "the echo never froze: the test did not reach backpressure"
+    assert bytes(seen.data) == payload[: len(seen.data)]
+    assert len(seen.data) == len(payload), (len(seen.data), sent, loop.now - T0, pauses[-5:])
+
+
+def _moved_on(seen: Recorder, total: int, more: bool, client: SessionDriver) -> bool:
+    return len(seen.data) >= total or (more and client.writable() > 0)
