@@ -516,14 +516,13 @@ class ModelRate(CongestionController):
         self._lost = self._presumed = self._sent_total - self._presumed_at
         self.inflight = 0
 
-    def _refill(self, now: float, srtt: float) -> float:
-        rate = self.pacing_rate(srtt)
+    def _refill(self, now: float, rate: float) -> float:
         if self._tokens_at is not None:
             elapsed = now - self._tokens_at
             cap = self._burst(rate)
             if not self.app_limited and self.mode == "probe":  # late, frames waiting: catch up
-                # (what a catch-up granted stays until spent: `budget` hands it out one
-                # burst per transmit, in event-loop turns a moment apart)
+                # (what a catch-up granted stays until spent: `budget` hands it out
+                # TURN_BURSTS bursts per transmit, in event-loop turns a moment apart)
                 held = min(self._tokens, rate * PACING_CATCH_UP)
                 cap = max(cap, rate * min(elapsed, PACING_CATCH_UP), held)
             self._tokens = min(self._tokens + elapsed * rate, max(cap, 1.0))
@@ -531,13 +530,14 @@ class ModelRate(CongestionController):
         return self._tokens
 
     def budget(self, now: float, srtt: float) -> int | None:
-        tokens = self._refill(now, srtt)
+        rate = self.pacing_rate(srtt)  # once per transmit: the hot path
+        tokens = self._refill(now, rate)
         room = self.cwnd(srtt) - self._inflight(now, srtt)
+        if self.mode == "probe":  # the only mode with catch-up: spend it over several turns
+            tokens = min(tokens, TURN_BURSTS * self._burst(rate))
         # A float sum of elapsed x rate lands a hair under a whole frame (0.9999999999994):
         # `wake_at` then says the frame is due now and `int` says it is not, and a session
         # woken at its own timer spins (tests/core/test_seal.py's resend test found it).
-        if self.mode == "probe":  # the only mode with catch-up: spend it over several turns
-            tokens = min(tokens, TURN_BURSTS * self._burst(self.pacing_rate(srtt)))
         return max(0, min(int(tokens + TOKEN_ROUNDING), room))
 
     def on_sent(self, now: float, count: int, repeats: int = 0) -> None:

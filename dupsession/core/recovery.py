@@ -116,7 +116,7 @@ class Recovery:
         # is lost one time in twenty there, and then the keystroke waits another round (the
         # demo-like simulation: an echo found lost by RACK three times in a row, 317 ms). Not
         # a transfer's (four frames or more in flight): that would cost it the loss rate again.
-        copies = 2 if len(sender.frames) < RESTART_FRAMES and _single_datagram(paths) else 1
+        copies = 2 if len(sender.frames) < RESTART_FRAMES and _datagrams_up(paths) == 1 else 1
         for frame in lost:
             frame.copies = copies
         self._resend.extend(f.seq for f in lost)
@@ -145,7 +145,7 @@ class Recovery:
         # A probe goes twice on a single path: at 5 % loss its one copy is lost one time in
         # twenty, and each such double loss cost a keystroke (and those behind it) 2 RTTs more.
         # With several paths each already carries a copy; a stream path never loses one.
-        twice = _single_datagram(paths)
+        twice = _datagrams_up(paths) == 1
         tail = self._lost_resend(sender)
         if tail is not None and tail[0] <= now:
             tail[1].armed = False  # its heap entry goes stale; the resend re-arms it
@@ -184,7 +184,7 @@ class Recovery:
         if (
             len(sender.frames) < RESTART_FRAMES
             and not sender.has_pending()
-            and any(p.datagram and p.state is PathState.UP for p in paths)
+            and _datagrams_up(paths) > 0
         ):
             return float("-inf")
         return self.last_progress + self.rto_value
@@ -242,6 +242,7 @@ class Recovery:
         return loss_time if timeout is None else min(timeout, loss_time)
 
 
-def _single_datagram(paths: Iterable[Path]) -> bool:
-    """Exactly one datagram path is up: a resend there may need two copies."""
-    return sum(1 for p in paths if p.datagram and p.state is PathState.UP) == 1
+def _datagrams_up(paths: Iterable[Path]) -> int:
+    """Datagram paths up: with none, no frame is lost in flight (stream paths resend); with
+    exactly one, a resend there may need two copies."""
+    return sum(1 for p in paths if p.datagram and p.state is PathState.UP)
