@@ -3,6 +3,10 @@
 `SessionDriver(..., clock=loop.time, loop=loop)` takes it in place of the asyncio loop: time
 stands still while callbacks run and jumps to the next due timer (trio's MockClock idea), so
 what the driver does is exact and repeatable.
+
+Time standing still makes two kinds of busy loop hang a test instead of spinning a core:
+callbacks that keep scheduling callbacks with call_soon, and timers that keep re-arming
+themselves due at once (call_at(now), call_later(0)). Both fail here with an AssertionError.
 """
 
 from __future__ import annotations
@@ -11,13 +15,15 @@ import heapq
 import itertools
 from collections.abc import Callable
 
-#: Rounds of call_soon callbacks scheduled by callbacks, at one instant, that make a busy loop.
+#: Rounds of call_soon callbacks scheduled by callbacks, at one instant, that make a busy loop;
+#: also the timers armed and fired at one instant (the clock standing) that make one.
 BUSY_ROUNDS = 1000
 
 
 class _Timer:
-    def __init__(self, callback: Callable[[], object]) -> None:
+    def __init__(self, callback: Callable[[], object], armed_at: float) -> None:
         self.callback: Callable[[], object] | None = callback
+        self.armed_at = armed_at  #: the clock when it was armed
 
     def cancel(self) -> None:
         self.callback = None
@@ -31,6 +37,9 @@ class VirtualLoop:
         self._soon: list[Callable[[], object]] = []
         self._timers: list[tuple[float, int, _Timer]] = []
         self._order = itertools.count()
+        #: Timers fired at `_standing_at` that were armed at that same instant.
+        self._standing_at = start
+        self._standing_fired = 0
 
     def time(self) -> float:
         return self.now
@@ -39,9 +48,30 @@ class VirtualLoop:
         self._soon.append(callback)
 
     def call_at(self, when: float, callback: Callable[[], object]) -> _Timer:
-        timer = _Timer(callback)
+        timer = _Timer(callback, self.now)
         heapq.heappush(self._timers, (when, next(self._order), timer))
         return timer
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> _Timer:
+        return self.call_at(self.now + delay, callback)
+
+    def _fire(self, timer: _Timer) -> None:
+        """Run a due timer. One armed at the instant it fires, the clock not having moved in
+        between, was due at once; more than BUSY_ROUNDS of them at one instant are a timer
+        re-armed for now forever (the call_soon busy loop in another form): it fails here."""
+        callback = timer.callback
+        if callback is None:
+            return
+        if timer.armed_at == self.now:
+            if self._standing_at != self.now:
+                self._standing_at, self._standing_fired = self.now, 0
+            self._standing_fired += 1
+            if self._standing_fired > BUSY_ROUNDS:
+                raise AssertionError(
+                    f"timers still re-armed for t={self.now} after {BUSY_ROUNDS} firings "
+                    f"with the clock standing (busy loop; last: {callback!r})"
+                )
+        callback()
 
     def run_soon(self) -> None:
         """One loop iteration's worth: what was scheduled with call_soon, time standing.
@@ -62,7 +92,7 @@ class VirtualLoop:
         while timers and timers[0][0] <= self.now:
             timer = heapq.heappop(timers)[2]
             if timer.callback is not None:
-                timer.callback()
+                self._fire(timer)
                 self.run_soon()
 
     def run_until(self, done: Callable[[], bool], horizon: float) -> None:
@@ -73,5 +103,4 @@ class VirtualLoop:
             when, _, timer = heapq.heappop(self._timers)
             assert when <= horizon, f"not done by t={horizon}"
             self.now = max(self.now, when)
-            if timer.callback is not None:
-                timer.callback()
+            self._fire(timer)
