@@ -127,9 +127,12 @@ def on_path_ack(path: Path, ack: wire.Ack, now: float) -> tuple[float | None, in
     path.outbound.lag = ack.lag_us / 1e6
     path.outbound.first = ack.first
     # Inbound loss is measured here: on a FIFO path every DATA frame the peer sent before this
-    # ACK has arrived by now unless lost. Outbound loss is the peer's own measure.
+    # ACK has arrived by now unless lost. Outbound loss is the peer's own measure. The peer's
+    # `data sent` counts every copy, a resend on this path too, so the copies that came here
+    # again count as arrived (`data_recv` takes a frame once per path: alone, it made every
+    # resend on this path whose first copy had arrived a loss).
     path.peer_report = path.update_loss(
-        ack.data_sent, path.data_recv, path.inbound, path.peer_report
+        ack.data_sent, path.data_recv + path.repeats_recv, path.inbound, path.peer_report
     )
     path.outbound.loss = ack.loss_bp / 10000
     return sample, sent_by_echo

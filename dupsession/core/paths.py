@@ -101,7 +101,9 @@ class DirectionStats:
     frames: int = 0  #: DATA copies that arrived on this path (duplicates included)
     first: int = 0  #: frames this path delivered before any other path
     lag: float = 0.0  #: moving average of how far behind the first copy this path's copy came
-    loss: float = 0.0  #: moving average of DATA loss on this path in this direction
+    #: Moving average of DATA loss on this path in this direction: of the copies put on it
+    #: between two ACKs, the fraction that never arrived (a resend on it counts as a copy).
+    loss: float = 0.0
 
 
 @dataclass(slots=True)
@@ -134,7 +136,12 @@ class Path:
     #: (ts, data_sent) of our recent ACKs on this path: what had been sent when each left
     ack_log: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=ACK_LOG))
     data_recv: int = 0
-    peer_report: tuple[int, int] | None = None  #: (peer data_sent, our data_recv) at last ACK
+    #: Genuine DATA copies that came on this path again, for a frame it had delivered before
+    #: (a resend, an extra copy of one): `data_recv` takes a frame once per path, the peer's
+    #: `data sent` counts every copy, so the inbound loss counts these as arrived too.
+    repeats_recv: int = 0
+    #: (peer data_sent, our data_recv + repeats_recv) at the last ACK
+    peer_report: tuple[int, int] | None = None
     inbound: DirectionStats = field(default_factory=DirectionStats)
     outbound: DirectionStats = field(default_factory=DirectionStats)
     bytes_sent: int = 0

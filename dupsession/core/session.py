@@ -414,6 +414,8 @@ class Session:
                     inbound.frames += 1
                     if first_path != path.path_id:
                         inbound.lag += EWMA_GAIN * ((now - first_at) - inbound.lag)
+                else:  # sent on this path again: arrived, for the loss measure only
+                    path.repeats_recv += 1
             return
         if seq >= receiver.advertised_end:  # `Receiver.in_window`, inlined
             self.stale_frames += 1

@@ -470,19 +470,6 @@ def test_ack_and_close_name_their_path_inside_the_tag() -> None:
 # --- closing ---------------------------------------------------------------------------------
 
 
-def exchange(pair: Pair, now: float, rounds: int = 10, step: float = 0.01) -> float:
-    """Move everything both ways with `step` one-way delay for a few rounds."""
-    for _ in range(rounds):
-        for src in (pair.client, pair.exit):
-            for s in (pair.client, pair.exit):
-                timer = s.get_timer()
-                if timer is not None and timer <= now:
-                    s.handle_timer(now)
-            pair.deliver(pair.peer(src), src.transmit(now), now + step)
-        now += step
-    return now
-
-
 def test_half_closes_end_both_sides_normally() -> None:
     pair = Pair(paths=2)
     c, e = pair.client, pair.exit
@@ -492,12 +479,12 @@ def test_half_closes_end_both_sides_normally() -> None:
     assert c.writable() == 0
     with pytest.raises(LocalProtocolError):
         c.send(b"more")
-    now = exchange(pair, now)
+    now = pair.exchange(now)
     assert drain(e) == [StreamData(b"ls\n"), StreamEnded()]
     assert c.state is SessionState.OPEN  # the exit's direction is still open
     e.send(b"file\n")
     e.close_stream()
-    exchange(pair, now)
+    pair.exchange(now)
     events_c, events_e = drain(c), drain(e)
     assert events_c == [
         StreamData(b"file\n"),

@@ -77,6 +77,19 @@ class Pair:
         key = self.key_of(sender)
         return [wire.decode_ack(wire.verify(key, f)) for f in frames if f[1] == wire.FrameType.ACK]
 
+    def exchange(self, now: float, rounds: int = 10, step: float = 0.01) -> float:
+        """Move everything both ways with `step` one-way delay for a few rounds, firing the
+        timers that are due; returns the time after the last round."""
+        for _ in range(rounds):
+            for src in (self.client, self.exit):
+                for side in (self.client, self.exit):
+                    timer = side.get_timer()
+                    if timer is not None and timer <= now:
+                        side.handle_timer(now)
+                self.deliver(self.peer(src), src.transmit(now), now + step)
+            now += step
+        return now
+
     def connect(self, now: float = T0, delay: float = 0.05) -> float:
         """Probe both ways on every path; returns the time the client heard back."""
         self.deliver(self.exit, self.client.transmit(now), now + delay)
