@@ -177,6 +177,8 @@ class Session:
         self.scheduler: Scheduler = make_scheduler(self.features.schedule)
         self._all_down_since: float | None = now
         self._close_frame: tuple[int, str] | None = None
+        #: The peer's normal CLOSE, held until our consumer has taken every byte (`_check_done`).
+        self._peer_close: tuple[int, str] | None = None
         self._close_queued: set[int] = set()
         self._last_tombstone = float("-inf")
         self.closed_event: SessionClosed | None = None
@@ -340,8 +342,7 @@ class Session:
             if ftype == wire.FrameType.ACK:
                 ack = wire.decode_ack(body)
             elif ftype == wire.FrameType.CLOSE:
-                code, reason = wire.decode_close(body)
-                self._finish(code, reason, by_peer=True, now=now)
+                self._receive_close(*wire.decode_close(body), now)
                 return frame[3]
             else:
                 raise wire.FrameError(f"unexpected frame type {ftype}")
@@ -353,6 +354,19 @@ class Session:
         if not self._receive_ack(ack, len(frame), now):
             return None
         return ack.path_id
+
+    def _receive_close(self, code: int, reason: str, now: float) -> None:
+        if code != wire.CloseCode.NORMAL or not self.receiver.fin_delivered:
+            self._finish(code, reason, by_peer=True, now=now)
+            return
+        # The peer ends once it saw our ACK of its FIN, which says "received", not "taken": a
+        # full consumer may still hold bytes back (a compressed direction decodes as it
+        # drains). Closing now would drop them: a truncated stream with exit code 0. So the
+        # close waits for the stream's end to go out.
+        self._peer_close = (code, reason)
+        self._drain(now)  # closes once the consumer took the end, maybe at once
+        if self.closed_event is None:
+            self._check_done(now)
 
     def _receive_reset(self, frame: bytes, now: float) -> None:
         token = self._reset_token
@@ -652,7 +666,12 @@ class Session:
                 self.state = SessionState.OPEN
 
     def _check_done(self, now: float) -> None:
-        if self.sender.fin_acked and self._fin_event_sent:  # our FIN acked, theirs delivered
+        if not self._fin_event_sent:  # their stream has not ended here yet
+            return
+        if self._peer_close is not None:
+            code, reason = self._peer_close
+            self._finish(code, reason, by_peer=True, now=now)
+        elif self.sender.fin_acked:  # our FIN acked, theirs delivered
             self._finish(wire.CloseCode.NORMAL, "session ended", by_peer=False, now=now)
 
     def _finish(self, code: int, reason: str, by_peer: bool, now: float) -> None:
@@ -706,6 +725,8 @@ class Session:
             if self.state is SessionState.CLOSED:  # type: ignore[comparison-overlap]  # _drain may close
                 self._transmit_close(out)
                 return out
+        if self._peer_close is not None:
+            return out  # the peer is gone: only our consumer's drain is left to do
         sender, recovery, paths = self.sender, self.recovery, self.paths
         if sender.has_pending():
             sender.make_frames(self.max_payload(), self._encode_data)
@@ -772,6 +793,10 @@ class Session:
         """When `handle_timer` must run next (None: only on input)."""
         if self.state is SessionState.CLOSED:
             return None
+        inflow = self._inflow
+        drain_due = inflow is not None and inflow.more and not inflow.paused
+        if self._peer_close is not None:  # nothing but the drain is left (`transmit`)
+            return self._drain_at if drain_due else None
         cfg = self.config
         times: list[float] = []
         ack_at = self.acks.deadline()
@@ -795,8 +820,7 @@ class Session:
                 times.append(wake)
         if self._all_down_since is not None:
             times.append(self._all_down_since + cfg.grace_period)
-        inflow = self._inflow
-        if inflow is not None and inflow.more and not inflow.paused:
+        if drain_due:
             times.append(self._drain_at)  # decodable input waits: the next transmit drains it
         return min(times) if times else None
 
@@ -820,7 +844,7 @@ class Session:
         return max(self.config.path_timeout, 3 * self.config.probe_interval)
 
     def handle_timer(self, now: float) -> None:
-        if self.state is SessionState.CLOSED:
+        if self.state is SessionState.CLOSED or self._peer_close is not None:
             return
         timeout = self._path_timeout()
         for path in self.paths.values():

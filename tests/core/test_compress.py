@@ -21,7 +21,7 @@ from dupsession.core.compress import (
 )
 from dupsession.core.events import SessionClosed, StreamData, StreamEnded
 from dupsession.core.negotiate import Compress, Features
-from dupsession.core.session import Role, Session
+from dupsession.core.session import Role, Session, SessionState
 from tests.support.session import handshake
 
 T0 = 100.0
@@ -195,6 +195,43 @@ def test_output_is_lazy_while_the_consumer_is_full() -> None:
         now += 0.001
         assert len(got) > before or exit_.get_timer() is not None
     assert got == text
+
+
+def test_a_peer_that_closes_while_our_consumer_is_full_loses_us_nothing() -> None:
+    """The exit ends the session once its FIN is acked, which can be while the client's
+    consumer (a slow stdout) still has decoded-on-demand bytes to take: the client must hand
+    every one on, then the end, then report the close (a CI run lost a 170 KB tail here,
+    exit code 0)."""
+    client, exit_ = pair(Features(compress=Compress.ON))
+    client.pause_receiving(True)
+    text = random.Random(2).randbytes(64) * 2_000  # 128 KB, within the frozen window
+    exit_.send(text)
+    exit_.close_stream()
+    client.close_stream()
+    now = T0
+    for _ in range(4):
+        move(exit_, client, now)
+        move(client, exit_, now)
+        now += 0.01
+    assert exit_.state is SessionState.CLOSED  # its FIN acked, ours delivered: it is done
+    move(exit_, client, now)  # its CLOSE
+    got, events = received(client)
+    assert got == b"" and not any(isinstance(e, SessionClosed) for e in events)
+    assert client.transmit(now) == {}  # the peer is gone: nothing more to say to it
+    client.pause_receiving(False)
+    for _ in range(1000):
+        if client.state is SessionState.CLOSED:
+            break
+        assert client.transmit(now) == {}
+        chunk, new_events = received(client)
+        got += chunk
+        events += new_events
+        now += 0.001
+    assert got == text
+    ended = events.index(StreamEnded())
+    closed = [i for i, e in enumerate(events) if isinstance(e, SessionClosed)]
+    assert closed and closed[0] > ended
+    assert events[closed[0]] == SessionClosed(wire.CloseCode.NORMAL, "session ended", True)
 
 
 @given(st.lists(st.binary(min_size=1, max_size=3000), max_size=8), st.integers(1, 1500))

@@ -11,9 +11,11 @@ import hashlib
 import os
 import select
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -76,6 +78,43 @@ def test_echo_through_socat(relays: Callable[..., Relay]) -> None:
             assert result.returncode == 0, result.stderr.decode()
             assert result.stderr == b""
             assert result.stdout == payload
+
+
+def test_a_slow_reader_gets_every_byte_after_the_exit_closed(
+    relays: Callable[..., Relay],
+) -> None:
+    """The exit ends the session once the client acked its FIN, which says "received", not
+    "written": stdout not read until then, the client must still hand on every byte (a CI
+    run lost a 170 KB tail this way, with exit code 0)."""
+    dupsession = require_binary("dupsession")
+    payload = os.urandom(PAYLOAD_SIZE)
+    with TcpTarget("echo") as target:
+        relay = relays(allow=[f"127.0.0.1:{target.port}"])
+        with subprocess.Popen(
+            [dupsession, *_args(relay, target.port, "udp", "tcp")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        ) as process:
+            try:
+                assert process.stdin is not None and process.stdout is not None
+                args = (process.stdin, payload)
+                writer = threading.Thread(target=_write_and_close, args=args)
+                writer.start()
+                relay.wait_for_log(r"closed by exit: session ended", timeout=30)
+                writer.join(10)
+                out = process.stdout.read()  # only now: until here, nothing was taken
+                assert process.wait(10) == 0
+            finally:
+                if process.poll() is None:
+                    process.kill()
+    assert len(out) == len(payload)
+    assert out == payload
+
+
+def _write_and_close(stream: IO[bytes], data: bytes) -> None:
+    stream.write(data)
+    stream.close()
 
 
 def test_empty_session_from_dev_null(tmp_path: Path, relays: Callable[..., Relay]) -> None:
