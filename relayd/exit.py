@@ -71,6 +71,7 @@ class _TargetProtocol(asyncio.Protocol):
         driver.send(data)
         if not driver.writable() and self.transport is not None:
             self.transport.pause_reading()
+        self.exit.after_input()  # an echo leaves now, not after the next turn's timers
 
     def eof_received(self) -> bool:
         self.exit.driver.close_stream()
@@ -116,6 +117,11 @@ class ExitSession:
         self.closed: events.SessionClosed | None = None
         self.driver = driver_factory(self)
         self.on_finished: Callable[[ExitSession], None] | None = None
+        #: Called at the end of each read from the target (the server's `prompt`).
+        self.after_input: Callable[[], None] = self._prompt
+
+    def _prompt(self) -> None:
+        self.driver.prompt()
 
     def orphaned(self) -> bool:
         """Every path is a TCP connection and none is open: the client closed them all."""

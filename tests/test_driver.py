@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import cast
 
-from dupsession.aio.driver import FLUSH_AFTER_BYTES, SessionDriver
+from dupsession.aio.driver import FLUSH_AFTER_BYTES, INTERACTIVE_BACKLOG, SessionDriver
 from dupsession.core import events, wire
 from dupsession.core.handshake import Accepted
 from dupsession.core.session import Role, Session, SessionConfig
@@ -108,6 +108,33 @@ def test_one_flush_per_loop_iteration() -> None:
     loop.run_soon()
     assert to_exit.batches == before + 1  # one transmit carried all three
     loop.run_until(lambda: bytes(exit_seen.data) == b"abc", horizon=T0 + 1)
+
+
+def test_an_interactive_session_flushes_when_its_input_callback_ends() -> None:
+    """relayd serves every session in one loop: a flush left to the loop's next turn waits
+    behind every timer due by then (another session's paced bursts). `prompt` (the end of an
+    input callback) flushes an interactive session now, its inputs of that callback in one
+    transmit; a session with a transfer's backlog keeps its flush in the next turn."""
+    loop, client, to_exit, _, exit_seen = _pair()
+    loop.run_soon()  # the attach probes go out
+    before = to_exit.batches
+    client.send(b"a")
+    client.send(b"b")  # two inputs of one callback
+    assert to_exit.batches == before
+    client.prompt()
+    assert to_exit.batches == before + 1  # now, both in one transmit
+    loop.run_soon()
+    assert to_exit.batches == before + 1  # the turn's flush found nothing left to do
+    client.prompt()
+    assert to_exit.batches == before + 1  # no flush pending: nothing to do
+    loop.run_until(lambda: bytes(exit_seen.data) == b"ab", horizon=T0 + 1)
+
+    client.send(bytes(INTERACTIVE_BACKLOG + 1))  # a transfer's backlog
+    sent = to_exit.batches
+    client.prompt()
+    assert to_exit.batches == sent  # not interactive: flushed in the next turn, as before
+    loop.run_soon()
+    assert to_exit.batches == sent + 1
 
 
 def test_a_big_batch_of_frames_is_flushed_at_once() -> None:

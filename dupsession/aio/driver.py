@@ -4,7 +4,9 @@ Everything the core asks for happens here and nowhere else (aioquic's `QuicConne
 shape): endpoints call the driver, never the session. Each input method is one core call plus
 the flush: `poke()` schedules one `flush()` for the end of this loop iteration, so a burst of
 frames read in one go costs one transmit and one timer re-arm; a close flushes at once, so its
-CLOSE frames leave before anyone tears the paths down. The driver owns the clock (`clock`,
+CLOSE frames leave before anyone tears the paths down; and a glue serving many sessions in one
+loop (relayd) calls `prompt()` at the end of an input callback, so an interactive session's
+flush does not wait behind the next turn's timers. The driver owns the clock (`clock`,
 monotonic seconds) and may be given a loop other than asyncio's (`loop`: tests/test_driver.py runs
 it on a virtual clock), so no endpoint reads time for the core.
 """
@@ -31,6 +33,14 @@ log = logging.getLogger(__name__)
 #: them (measured together with Sender.PENDING_LIMIT, c0fcc47; docs/BENCHMARKS.md "Loopback
 #: bulk: the two ends took turns"; one variant run alone is within that section's noise).
 FLUSH_AFTER_BYTES = 256 * 1024
+#: A session with at most this many bytes of its stream unacknowledged (`Session.backlog`) is
+#: interactive: a shell's echoes and keystrokes, not a transfer. `prompt` flushes it at the
+#: end of the input callback that poked it, not in the loop's next turn, where it waited
+#: behind every timer due by then: in relayd, another session's paced bursts (TURN_BURSTS per
+#: path per transmit, 2-19 ms on the busy netlab), and an echo waited for that twice at the
+#: exit (keystroke in, echo out): poke -> flush p99 18-24 ms there, 4-6.5 ms with `prompt`
+#: (docs/BENCHMARKS.md, "Typing beside a download: interactive sessions first").
+INTERACTIVE_BACKLOG = 16 * 1024
 
 
 class FrameSink(Protocol):
@@ -67,6 +77,7 @@ class SessionDriver:
         endpoint: Endpoint,
         clock: Callable[[], float] = time.monotonic,
         loop: Scheduler | None = None,
+        poked: list[SessionDriver] | None = None,
     ) -> None:
         self.session = session  #: the core; endpoints use the methods below instead
         self.endpoint = endpoint
@@ -80,6 +91,9 @@ class SessionDriver:
         self._timer_at: float | None = None
         self._flush_pending = False
         self._unflushed = 0  #: frame bytes received since the last flush
+        #: Where `poke` notes a newly pending flush for the glue's `prompt` (relayd: every
+        #: session's driver shares one list, drained at the end of each input callback).
+        self._poked = poked
         self.on_path_event: Callable[[events.Event], None] | None = None
         self.closed = asyncio.Event()
 
@@ -187,6 +201,17 @@ class SessionDriver:
         if not self._flush_pending:
             self._flush_pending = True
             self._loop.call_soon(self.flush)
+            if self._poked is not None:
+                self._poked.append(self)
+
+    def prompt(self) -> None:
+        """The input callback that poked us ends: flush now if a flush is pending and the
+        session is interactive (`INTERACTIVE_BACKLOG`); a transfer's flush keeps its place in
+        the loop's next turn. Several inputs within one callback still cost one flush. (The
+        turn's flush still runs: for an interactive session it finds little to do, and a
+        transfer's second transmit in one turn is part of the rate it gets on a busy CPU.)"""
+        if self._flush_pending and self.session.backlog() <= INTERACTIVE_BACKLOG:
+            self.flush()
 
     def flush(self) -> None:
         self._flush_pending = False

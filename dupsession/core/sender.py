@@ -108,6 +108,10 @@ class Sender:
     def fin_acked(self) -> bool:
         return self.fin_seq is not None and self.acked_below > self.fin_seq
 
+    def backlog(self) -> int:
+        """Bytes of ours not acknowledged yet: framed and unacked, or waiting to be framed."""
+        return self.unacked_bytes + len(self._pending)
+
     def has_pending(self) -> bool:
         return bool(self._pending) or (self._fin_requested and self.fin_seq is None)
 

@@ -254,6 +254,11 @@ class Session:
         """Bytes `send` takes now; 0 means pause the source (bounded memory, backpressure)."""
         return self.sender.writable() if self.state is not SessionState.CLOSED else 0
 
+    def backlog(self) -> int:
+        """Bytes of our stream not acknowledged yet (unacked or not framed): a shell's echoes
+        keep it near 0, a download near the window."""
+        return self.sender.backlog()
+
     def send(self, data: bytes) -> None:
         if self.state is SessionState.CLOSED:
             raise LocalProtocolError("session is closed")
