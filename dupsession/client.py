@@ -72,6 +72,7 @@ class ByteStream(Protocol):
     """The local side of the session: where bytes come from and go to (stdio, a socket)."""
 
     def write(self, data: bytes) -> None: ...
+    def writelines(self, parts: list[bytes]) -> None: ...
     def write_eof(self) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
@@ -251,6 +252,13 @@ class Client:
     def on_data(self, data: bytes) -> None:
         assert self.stream is not None and self.driver is not None
         self.stream.write(data)
+        if self.stream.is_congested():
+            self.driver.pause_receiving(True)
+
+    def on_data_parts(self, parts: list[bytes]) -> None:
+        """`on_data` for several pieces: the stream writes them with one `writev`."""
+        assert self.stream is not None and self.driver is not None
+        self.stream.writelines(parts)
         if self.stream.is_congested():
             self.driver.pause_receiving(True)
 

@@ -34,6 +34,10 @@ class EchoMeter:
             del self._buffer[: RECORD.size]
             self.rtts.append(now - self.sent.pop(counter))
 
+    def writelines(self, parts: list[bytes]) -> None:
+        for part in parts:
+            self.write(part)
+
     def write_eof(self) -> None:
         self.ended.set()
 

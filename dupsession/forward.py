@@ -109,6 +109,10 @@ class LocalConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
+    def writelines(self, parts: list[bytes]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(parts)
+
     def write_eof(self) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing() and transport.can_write_eof():

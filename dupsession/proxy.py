@@ -161,6 +161,12 @@ class StdioStream:
         elif not self.writer.is_closing():
             self.writer.write(data)
 
+    def writelines(self, parts: list[bytes]) -> None:
+        if self.writer is None:
+            self._early.extend(parts)
+        elif not self.writer.is_closing():
+            self.writer.writelines(parts)
+
     def write_eof(self) -> None:
         if self.writer is None:
             self._early_eof = True

@@ -182,6 +182,14 @@ class ExitSession:
             return
         target.transport.write(data)
 
+    def on_data_parts(self, parts: list[bytes]) -> None:
+        """`on_data` for several pieces: one `writev` to the target, not a join first."""
+        target = self._target
+        if self.is_probe or target is None or target.transport is None:
+            self.on_data(b"".join(parts))
+            return
+        target.transport.writelines(parts)
+
     def on_eof(self) -> None:
         if self.is_probe:
             self.driver.close_stream()

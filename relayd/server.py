@@ -139,14 +139,17 @@ def _fit_descriptors(limits: Limits) -> Limits:
     return limits
 
 
-class _StreamConnection(asyncio.Protocol):
-    """One TCP path connection at the exit; bound to a session by its first valid frame."""
+class _StreamConnection(asyncio.BufferedProtocol):
+    """One TCP path connection at the exit; bound to a session by its first valid frame.
+
+    The transport reads into a shared buffer and frames are cut from it with one copy
+    (`framing.BufferedDeframer`)."""
 
     datagram = False
 
     def __init__(self, server: ExitServer) -> None:
         self.server = server
-        self.deframer = framing.StreamDeframer()
+        self.deframer = framing.BufferedDeframer()
         self.transport: asyncio.Transport | None = None
         self.session: ExitSession | None = None
         self.path_id: int | None = None
@@ -194,9 +197,12 @@ class _StreamConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.writelines(framing.pieces(frames))
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.deframer.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
         try:
-            frames = self.deframer.feed(data)
+            frames = self.deframer.buffer_updated(nbytes)
         except framing.FramingError:
             self.drop()
             return
@@ -241,6 +247,7 @@ class _StreamConnection(asyncio.Protocol):
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.deframer.release()
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None

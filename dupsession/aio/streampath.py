@@ -12,13 +12,16 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from dupsession.aio import framing
 from dupsession.aio.owner import PathOwner
 from dupsession.pathspec import PathSpec
 
 log = logging.getLogger(__name__)
+
+_In = TypeVar("_In")
 
 #: Reconnect backoff bounds (s): doubled after every failed attempt.
 RECONNECT_MIN = 0.2
@@ -45,8 +48,12 @@ class StreamLink:
         self.transport: ByteChannel | None = None
 
     def feed(self, data: bytes) -> None:
+        self.cut(self.deframer.feed, data)
+
+    def cut(self, deframe: Callable[[_In], list[bytes]], read: _In) -> None:
+        """Hand the frames `deframe` cuts from `read` to the owner; drop a broken stream."""
         try:
-            frames = self.deframer.feed(data)
+            frames = deframe(read)
         except framing.FramingError as exc:
             log.warning("%s path %d: %s; reconnecting", self.path.kind, self.path.path_id, exc)
             self.drop()

@@ -12,6 +12,7 @@ import logging
 import socket
 from typing import cast
 
+from dupsession.aio import framing
 from dupsession.aio.bind import make_socket
 from dupsession.aio.owner import PathOwner
 from dupsession.aio.sockets import (
@@ -131,17 +132,31 @@ class UdpPath:
             self._io = None
 
 
-class _TcpProtocol(StreamLink, asyncio.Protocol):
+class _TcpProtocol(StreamLink, asyncio.BufferedProtocol):
+    """The transport reads into a shared buffer and frames are cut from it with one copy
+    (`framing.BufferedDeframer`)."""
+
+    def __init__(self, path: StreamPath) -> None:
+        super().__init__(path)
+        self.reader = framing.BufferedDeframer()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         writer = cast(asyncio.WriteTransport, transport)  # uvloop's is no subclass
         self.transport = writer
         writer.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
-    def data_received(self, data: bytes) -> None:
-        self.feed(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.reader.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.cut(self.reader.buffer_updated, nbytes)
 
     def eof_received(self) -> bool:
         return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.reader.release()
+        super().connection_lost(exc)
 
 
 class TcpPath(StreamPath):

@@ -166,7 +166,8 @@ class StreamDecompressor:
         self.need = RECORD_HEAD.size
         self._kind = RAW  #: the kind of the record whose header was read
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
+        """Queue `data` (held, not copied: a view must be of bytes that do not change)."""
         if data:
             self._input.append(data)
             self.backlog += len(data)

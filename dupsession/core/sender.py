@@ -64,7 +64,13 @@ class Sender:
         #: seq -> payload length of frames acked only selectively: the peer holds them behind a
         #: hole, so their bytes keep counting against `window_bytes` (bounds its memory too).
         self._sacked: dict[int, int] = {}
-        self._pending = bytearray()
+        #: Bytes pushed and not cut into frames yet, as the pieces they came in (immutable
+        #: bytes or read-only views): a frame's payload is a view into one of them, or a join
+        #: where it spans two, so each byte is copied once here, into its frame, where a
+        #: bytearray copied it in first (and again as it grew: docs/BENCHMARKS.md, "Loopback
+        #: 1 TCP: fewer copies per byte").
+        self._pending: deque[bytes | memoryview] = deque()
+        self._pending_size = 0
         self._fin_requested = False
         self.fin_seq: int | None = None
         #: Resend deadlines as a heap of (deadline, tie-break, frame numbers): frames armed
@@ -93,13 +99,20 @@ class Sender:
         if self._fin_requested:
             return 0
         room = min(self.window_bytes - self.unacked_bytes, PENDING_LIMIT)
-        return max(0, room - len(self._pending))
+        return max(0, room - self._pending_size)
 
-    def push(self, data: bytes | memoryview) -> None:
+    def push(self, data: bytes | bytearray | memoryview) -> None:
+        """Take `data` as the stream's next bytes. Held, not copied, until cut into frames:
+        a mutable buffer (which its owner may reuse) is copied first."""
         if self._fin_requested:
             raise LocalProtocolError("stream already closed for sending")
-        self._pending += data
-        self.bytes_in += len(data)
+        size = len(data)
+        if size:
+            if isinstance(data, bytearray) or (isinstance(data, memoryview) and not data.readonly):
+                data = bytes(data)
+            self._pending.append(data)
+            self._pending_size += size
+        self.bytes_in += size
 
     def close(self) -> None:
         self._fin_requested = True
@@ -110,47 +123,65 @@ class Sender:
 
     def backlog(self) -> int:
         """Bytes of ours not acknowledged yet: framed and unacked, or waiting to be framed."""
-        return self.unacked_bytes + len(self._pending)
+        return self.unacked_bytes + self._pending_size
 
     def has_pending(self) -> bool:
-        return bool(self._pending) or (self._fin_requested and self.fin_seq is None)
+        return self._pending_size > 0 or (self._fin_requested and self.fin_seq is None)
 
     def make_frames(
-        self, max_payload: int, encode: Callable[[int, memoryview, bool], bytes]
+        self, max_payload: int, encode: Callable[[int, bytes | memoryview, bool], bytes]
     ) -> None:
         """Cut pending bytes into frames while the peer's window and our buffer allow.
 
-        `encode` gets a view into the pending buffer (valid only during the call): the payload
-        is copied once, into its frame.
+        `encode` gets a view into a pushed piece (or the join of the pieces a frame spans):
+        the payload is copied once, into its frame.
         """
-        pending = self._pending
+        pieces = self._pending
         seq, limit, frames = self.next_seq, self.peer_window_end, self.frames
         fin_requested = self._fin_requested
-        total, offset = len(pending), 0
-        with memoryview(pending) as view:  # slices without shifting the buffer per frame
-            # Whole frames that cannot be the last one first (a bulk write is mostly these):
-            # no FIN to decide, and each slice lives only for its `encode` call.
-            whole = max(0, min((total - 1) // max_payload, limit - seq))
-            end = whole * max_payload
-            for offset in range(0, end, max_payload):
-                frames[seq] = SentFrame(
-                    seq, encode(seq, view[offset : offset + max_payload], False), max_payload, False
-                )
-                seq += 1
-            offset = end
-            while seq < limit and (offset < total or (fin_requested and self.fin_seq is None)):
-                chunk = view[offset : offset + max_payload]
-                size = len(chunk)
-                offset += size
-                fin = fin_requested and offset >= total
-                frames[seq] = SentFrame(seq, encode(seq, chunk, fin), size, fin)
-                chunk.release()
-                if fin:
-                    self.fin_seq = seq
-                seq += 1
-        del pending[:offset]
-        self.unacked_bytes += offset
+        left = total = self._pending_size
+        while seq < limit and (left or (fin_requested and self.fin_seq is None)):
+            size = max_payload if left > max_payload else left
+            if size:
+                head = pieces[0]
+                have = len(head)
+                if have > size:  # the common case: the frame lies inside one piece
+                    view = head if type(head) is memoryview else memoryview(head)
+                    pieces[0] = view[size:]
+                    payload: bytes | memoryview = view[:size]
+                elif have == size:
+                    payload = pieces.popleft()
+                else:
+                    payload = self._join(size)
+                left -= size
+            else:
+                payload = b""  # a FIN alone
+            fin = fin_requested and not left
+            frames[seq] = SentFrame(seq, encode(seq, payload, fin), size, fin)
+            if fin:
+                self.fin_seq = seq
+            seq += 1
+        self._pending_size = left
+        self.unacked_bytes += total - left
         self.next_seq = seq
+
+    def _join(self, size: int) -> bytes:
+        """The next `size` pending bytes, which span several pieces, joined (one copy)."""
+        pieces = self._pending
+        parts: list[bytes | memoryview] = []
+        got = 0
+        while got < size:
+            piece = pieces.popleft()
+            have = len(piece)
+            if got + have > size:
+                cut = size - got
+                view = piece if type(piece) is memoryview else memoryview(piece)
+                pieces.appendleft(view[cut:])
+                piece = view[:cut]
+                have = cut
+            parts.append(piece)
+            got += have
+        return b"".join(parts)
 
     # -- acks and timers ---------------------------------------------------------------------
 

@@ -565,21 +565,24 @@ class Session:
         decrypted, then decoded if compressed, then to the consumer as events. The payloads
         (views into their frames) are copied once here: joined, or decrypted."""
         receiver = self.receiver
+        inflow = self._inflow
+        if inflow is not None and self._decrypt is None:
+            # The decoder joins each record from the payload views (a record spans frames):
+            # one copy, where joining the run first made two.
+            decoder = inflow.decoder
+            for payload in delivered:
+                decoder.feed(payload)
+            self._after_feed(inflow, now)
+            return
         joined = delivered[0] if len(delivered) == 1 else b"".join(delivered)  # 0: FIN alone
         if joined and self._decrypt is not None:
             # in stream order, and only bytes of frames whose tag verified: encrypt-then-MAC
             data = self._decrypt(joined)
         else:
             data = joined if type(joined) is bytes else bytes(joined)
-        inflow = self._inflow
         if inflow is not None:
-            decoder = inflow.decoder
-            decoder.feed(data)
-            # Decode only once a whole record is in (records span many frames), not per frame.
-            if inflow.more or decoder.backlog >= decoder.need or receiver.fin_delivered:
-                self._drain(now)
-            elif decoder.backlog > INFLOW_BACKLOG_LIMIT:
-                self._update_receive_pause()
+            inflow.decoder.feed(data)
+            self._after_feed(inflow, now)
             return
         if data:
             self.bytes_in += len(data)
@@ -587,6 +590,14 @@ class Session:
         if receiver.fin_delivered:
             self._emit_stream_end()
             self._check_done(now)
+
+    def _after_feed(self, inflow: Inflow, now: float) -> None:
+        # Decode only once a whole record is in (records span many frames), not per frame.
+        decoder = inflow.decoder
+        if inflow.more or decoder.backlog >= decoder.need or self.receiver.fin_delivered:
+            self._drain(now)
+        elif decoder.backlog > INFLOW_BACKLOG_LIMIT:
+            self._update_receive_pause()
 
     def _drain(self, now: float) -> None:
         """Decode what the consumer can take now (a compressed direction); the stream ends

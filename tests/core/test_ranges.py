@@ -312,3 +312,32 @@ def test_uncut_bytes_are_bounded_per_turn() -> None:
     assert tx.writable() == 0
     tx.make_frames(1000, lambda seq, payload, fin: bytes(payload))
     assert tx.writable() == PENDING_LIMIT  # all cut, and the window has room for more
+
+
+def test_sender_frames_carry_the_pushed_pieces_in_order() -> None:
+    """Pieces are held, not copied, until cut: frames spanning pieces are joined, a mutable
+    buffer is copied at `push` (its owner may reuse it), and `backlog` counts bytes."""
+    rng = random.Random(7)
+    tx = Sender(window_bytes=1 << 30)
+    expected = bytearray()
+    for _ in range(200):
+        piece = rng.randbytes(rng.randrange(0, 40))
+        expected += piece
+        kind = rng.randrange(3)
+        if kind == 0:
+            tx.push(piece)
+        elif kind == 1:
+            tx.push(memoryview(b"@" + piece)[1:])
+        else:
+            reused = bytearray(piece)
+            tx.push(reused)
+            reused[:] = b"!" * len(reused)
+        if rng.random() < 0.2:
+            tx.make_frames(rng.randrange(1, 50), encode)
+    assert tx.backlog() == len(expected)
+    tx.close()
+    tx.make_frames(16, encode)
+    frames = [tx.frames[seq] for seq in sorted(tx.frames)]
+    assert b"".join(f.frame[9:] for f in frames) == expected
+    assert [f.payload_len for f in frames] == [len(f.frame) - 9 for f in frames]
+    assert frames[-1].fin and not tx.has_pending()
