@@ -137,6 +137,20 @@ def test_an_interactive_session_flushes_when_its_input_callback_ends() -> None:
     assert to_exit.batches == sent + 1
 
 
+def test_an_upload_read_is_not_prompted() -> None:
+    """The receiving end of an upload has nothing of its own unacked, but a read of more than
+    INTERACTIVE_BACKLOG of frames is a transfer's: its flush stays in the next turn."""
+    loop, client, _, exit_, exit_seen = _pair(datagram=False)
+    loop.run_soon()
+    client.session.send(bytes(INTERACTIVE_BACKLOG * 2))
+    frames = client.session.transmit(loop.now)[0]
+    exit_.frames_received(frames, 0)
+    exit_.prompt()
+    assert not exit_seen.data  # still waiting for the turn's flush
+    loop.run_soon()
+    assert len(exit_seen.data) == INTERACTIVE_BACKLOG * 2
+
+
 def test_a_big_batch_of_frames_is_flushed_at_once() -> None:
     """libuv reads a busy socket up to 32 times per wake-up (8 MB of a TCP path): past
     FLUSH_AFTER_BYTES of frames, `frames_received` flushes now (the data goes out to the

@@ -214,11 +214,17 @@ class SessionDriver:
 
     def prompt(self) -> None:
         """The input callback that poked us ends: flush now if a flush is pending and the
-        session is interactive (`INTERACTIVE_BACKLOG`); a transfer's flush keeps its place in
+        session is interactive (`INTERACTIVE_BACKLOG`, of our stream unacknowledged and of
+        frames received since the last flush: a TCP path's upload reads, up to 32 a turn,
+        keep one flush per turn); a transfer's flush keeps its place in
         the loop's next turn. Several inputs within one callback still cost one flush. (The
         turn's flush still runs: for an interactive session it finds little to do, and a
         transfer's second transmit in one turn is part of the rate it gets on a busy CPU.)"""
-        if self._flush_pending and self.session.backlog() <= INTERACTIVE_BACKLOG:
+        if (
+            self._flush_pending
+            and self._unflushed <= INTERACTIVE_BACKLOG  # not an upload's reads either
+            and self.session.backlog() <= INTERACTIVE_BACKLOG
+        ):
             self.flush()
 
     def flush(self) -> None:
