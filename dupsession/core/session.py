@@ -125,6 +125,8 @@ _DATA = int(wire.FrameType.DATA)
 _RESET = int(wire.FrameType.RESET)
 _SEQ_AT = struct.Struct("!Q").unpack_from
 _SEQ_OFFSET = wire.PREFIX.size
+_PAYLOAD_AT = wire.DATA_HEADER.size
+_FIN = int(wire.DataFlags.FIN)
 _UP = PathState.UP
 
 
@@ -150,6 +152,7 @@ class Session:
         #: DATA frames of frame number, payload (a view) and FIN, and back: keyed once.
         self._encode_data = wire.data_sealer(self._tx_key, session_id)
         self._open_data = wire.data_opener(self._rx_key)
+        self._rx_mac = wire.data_mac(self._rx_key)  #: the same, inline in `_receive_run`
         #: Stream encryption when the handshake agreed on it (core/seal.py has the rules): our
         #: stream's bytes as they enter the send buffer, the peer's as they are delivered.
         self._encrypt: Callable[[bytes | memoryview], bytes] | None = None
@@ -516,7 +519,8 @@ class Session:
         seq = first = receiver.cumulative
         end, held = receiver.advertised_end, receiver.held
         limit = _DATAGRAM_DATA_MAX if path.datagram else _STREAM_DATA_MAX
-        open_data = self._open_data
+        reset, update, digest = self._rx_mac
+        view = memoryview
         payloads: list[Payload] = []
         tags: list[bytes] = []
         size, fin, at, count = 0, False, start, len(frames)
@@ -531,16 +535,20 @@ class Session:
                 or seq in held
             ):
                 break
-            try:
-                fin, payload = open_data(frame)
-            except wire.FrameError:
+            # `wire.open_data` inlined (a call and a tuple less per frame): the tag over the
+            # header and payload, then the payload as a view into the frame
+            reset()
+            update(frame[:-_TAG])
+            tag = frame[-_TAG:]
+            if not _same_tag(digest(_TAG), tag):
                 break  # `receive_frame` counts it
-            payloads.append(payload)
-            tags.append(frame[-_TAG:])
+            payloads.append(view(frame)[_PAYLOAD_AT:-_TAG])
+            tags.append(tag)
             size += length
             seq += 1
             at += 1
-            if fin:
+            if frame[2] & _FIN:
+                fin = True
                 break
         taken = at - start
         if not taken:

@@ -134,16 +134,19 @@ def encode_data(
 def data_sealer(key: bytes, session_id: bytes) -> Callable[[int, bytes | memoryview, bool], bytes]:
     """`encode_data` for one session's key: (frame number, payload, FIN) -> sealed frame.
 
-    The hot path (a sender makes 840 DATA frames per MB): the hasher is keyed once and copied
-    per frame (0.3 us against 0.9 us to key a new one), everything else bound in advance.
+    The hot path (a sender makes 840 DATA frames per MB): one hasher, keyed once and reset
+    per frame (`reset` keeps the key; 0.06 us, against 0.45 us to copy a keyed one and 0.9 us
+    to key a new one), everything else bound in advance. The sealer is not reentrant: it
+    holds no state between calls, and nothing it calls calls back.
     """
-    keyed, pack, fin_flag = blake3.blake3(key=key), _DATA_PACK, DataFlags.FIN
+    mac, pack, fin_flag = blake3.blake3(key=key), _DATA_PACK, int(DataFlags.FIN)
+    reset, update, digest = mac.reset, mac.update, mac.digest
 
     def seal_data(seq: int, payload: bytes | memoryview, fin: bool) -> bytes:
         body = pack(VERSION, _DATA, fin_flag if fin else 0, 0, session_id, seq) + payload
-        mac = keyed.copy()  # the keyed hasher itself is never updated
-        mac.update(body)
-        return body + mac.digest(TAG_SIZE)
+        reset()
+        update(body)
+        return body + digest(TAG_SIZE)
 
     return seal_data
 
@@ -175,21 +178,35 @@ def open_data(key: bytes, frame: bytes) -> tuple[bool, memoryview]:
 
 
 def data_opener(key: bytes) -> Callable[[bytes], tuple[bool, memoryview]]:
-    """`open_data` for one session's key, its hasher keyed once and copied per frame (see
-    `data_sealer`): a receiver verifies 840 DATA frames per MB."""
-    keyed, fin_flag, start = blake3.blake3(key=key), DataFlags.FIN, _DATA_HEADER_SIZE
+    """`open_data` for one session's key, its hasher keyed once and reset per frame (see
+    `data_sealer`): a receiver verifies 840 DATA frames per MB. The tagged part is hashed
+    from a copy (`frame[:-TAG_SIZE]`: cheaper than a memoryview and its slice, 1.2 KB), and
+    the payload view is made only once the tag verified."""
+    mac, fin_flag, start = blake3.blake3(key=key), int(DataFlags.FIN), _DATA_HEADER_SIZE
+    reset, update, digest = mac.reset, mac.update, mac.digest
 
     def open_frame(frame: bytes) -> tuple[bool, memoryview]:
         if len(frame) < _DATA_MIN:
             raise FrameError("data frame too short")
-        view = memoryview(frame)
-        mac = keyed.copy()  # the keyed hasher itself is never updated
-        mac.update(view[:-TAG_SIZE])
-        if not _same(mac.digest(TAG_SIZE), frame[-TAG_SIZE:]):
+        reset()
+        update(frame[:-TAG_SIZE])
+        if not _same(digest(TAG_SIZE), frame[-TAG_SIZE:]):
             raise FrameError("bad tag")
-        return bool(frame[2] & fin_flag), view[start:-TAG_SIZE]
+        return bool(frame[2] & fin_flag), memoryview(frame)[start:-TAG_SIZE]
 
     return open_frame
+
+
+#: A keyed hasher's (reset, update, digest), for loops that verify DATA tags inline.
+DataMac = tuple[Callable[[], object], Callable[[bytes], object], Callable[[int], bytes]]
+
+
+def data_mac(key: bytes) -> DataMac:
+    """One BLAKE3 hasher keyed with `key`, as (reset, update, digest): `open_data` spelled
+    out for the session's batch receive loop (`Session._receive_run`), where a call and a
+    tuple per frame are a measurable share of the work. Reset before each frame."""
+    mac = blake3.blake3(key=key)
+    return mac.reset, mac.update, mac.digest
 
 
 def decode_data(body: memoryview) -> tuple[int, bool, bytes]:
