@@ -205,15 +205,19 @@ class Sender:
         rack = self.rack_sent_at
         largest = self.largest_acked
         if cumulative > self.acked_below:
+            # the cumulative part frees a bulk transfer's frames: one pass, locals only
+            pop, unacked, sacked = frames.pop, self.unacked_bytes, self._sacked
             for seq in range(self.acked_below, min(cumulative, self.next_seq)):
-                sent = frames.pop(seq, None)
+                sent = pop(seq, None)
                 if sent is not None:
-                    self.unacked_bytes -= sent.payload_len
+                    unacked -= sent.payload_len
                     freed += 1
-                    if sent.sent_at > rack and (sent.sends < 2 or sent.sent_at <= ambiguous_after):
-                        rack = sent.sent_at
-                else:
-                    self.unacked_bytes -= self._sacked.pop(seq, 0)
+                    at = sent.sent_at
+                    if at > rack and (sent.sends < 2 or at <= ambiguous_after):
+                        rack = at
+                elif sacked:
+                    unacked -= sacked.pop(seq, 0)
+            self.unacked_bytes = unacked
             self.acked_below = min(cumulative, self.next_seq)
             largest = max(largest, self.acked_below - 1)
         for start, end in ranges:

@@ -128,6 +128,7 @@ _SEQ_OFFSET = wire.PREFIX.size
 _PAYLOAD_AT = wire.DATA_HEADER.size
 _FIN = int(wire.DataFlags.FIN)
 _UP = PathState.UP
+_CLOSED = SessionState.CLOSED
 
 
 class Session:
@@ -491,15 +492,21 @@ class Session:
         """
         at, count = 0, len(frames)
         receiver, receive_frame = self.receiver, self.receive_frame
+        receive_data = self._receive_data
         while at < count:
             frame = frames[at]
             if len(frame) >= _DATA_MIN and _SEQ_AT(frame, _SEQ_OFFSET)[0] == receiver.cumulative:
                 at = self._receive_run(frames, at, now, path_id)
                 if at >= count:
                     break
+                frame = frames[at]
             # not the stream's next frame (a copy that came first on another path, an ACK):
-            # one at a time, without setting up a run for it
-            receive_frame(frames[at], now, path_id)
+            # one at a time, without setting up a run for it; a DATA frame (a copy, mostly)
+            # straight to `receive_frame`'s DATA case
+            if len(frame) >= _DATA_MIN and frame[1] == _DATA and self.state is not _CLOSED:
+                receive_data(frame, now, path_id)
+            else:
+                receive_frame(frame, now, path_id)
             at += 1
 
     def _receive_run(self, frames: list[bytes], start: int, now: float, path_id: int) -> int:
