@@ -41,6 +41,11 @@ FLUSH_AFTER_BYTES = 256 * 1024
 #: exit (keystroke in, echo out): poke -> flush p99 18-24 ms there, 4-6.5 ms with `prompt`
 #: (docs/BENCHMARKS.md, "Typing beside a download: interactive sessions first").
 INTERACTIVE_BACKLOG = 16 * 1024
+#: ...and it received at most INTERACTIVE_BACKLOG bytes of frames in its current window of
+#: this long (s): the receiving end of an upload has nothing of its own unacked, but prompted
+#: it flushed once per read instead of once per turn (loopback 2 UDP + 1 TCP upload: 12-15 %
+#: more CPU per MB).
+INTERACTIVE_WINDOW = 0.1
 
 
 class FrameSink(Protocol):
@@ -99,6 +104,8 @@ class SessionDriver:
         self._timer_at: float | None = None
         self._flush_pending = False
         self._unflushed = 0  #: frame bytes received since the last flush
+        self._input_since = float("-inf")  #: start of the current INTERACTIVE_WINDOW
+        self._input_bytes = 0  #: frame bytes received in it
         #: Where `poke` notes a newly pending flush for the glue's `prompt` (relayd: every
         #: session's driver shares one list, drained at the end of each input callback).
         self._poked = poked
@@ -180,17 +187,27 @@ class SessionDriver:
 
     def frame_received(self, frame: bytes, path_id: int | None) -> int | None:
         """Feed one frame; returns the authenticated path id named inside it, if any."""
-        named = self.session.receive_frame(frame, self.now(), path_id)
+        now = self.now()
+        named = self.session.receive_frame(frame, now, path_id)
+        self._count_input(len(frame), now)
         self.poke()
         return named
+
+    def _count_input(self, size: int, now: float) -> None:
+        if now - self._input_since > INTERACTIVE_WINDOW:
+            self._input_since, self._input_bytes = now, 0
+        self._input_bytes += size
 
     def frames_received(self, frames: list[bytes], path_id: int) -> None:
         """Feed the frames of one read from a path whose sender is known (a bound stream, a
         path's own socket): one clock read and one flush for the batch. Nothing inside them
         can re-bind the path, so the ids they name are not returned. Past `FLUSH_AFTER_BYTES`
         since the last flush it flushes now, not at the end of the turn."""
-        self.session.receive_frames(frames, self.now(), path_id)
-        size = self._unflushed + sum(map(len, frames))
+        now = self.now()
+        self.session.receive_frames(frames, now, path_id)
+        read = sum(map(len, frames))
+        self._count_input(read, now)
+        size = self._unflushed + read
         if size >= FLUSH_AFTER_BYTES:
             self.flush()
         else:
@@ -215,14 +232,14 @@ class SessionDriver:
     def prompt(self) -> None:
         """The input callback that poked us ends: flush now if a flush is pending and the
         session is interactive (`INTERACTIVE_BACKLOG`, of our stream unacknowledged and of
-        frames received since the last flush: a TCP path's upload reads, up to 32 a turn,
-        keep one flush per turn); a transfer's flush keeps its place in
+        frames received within `INTERACTIVE_WINDOW`: an upload's reads keep one flush per
+        turn); a transfer's flush keeps its place in
         the loop's next turn. Several inputs within one callback still cost one flush. (The
         turn's flush still runs: for an interactive session it finds little to do, and a
         transfer's second transmit in one turn is part of the rate it gets on a busy CPU.)"""
         if (
             self._flush_pending
-            and self._unflushed <= INTERACTIVE_BACKLOG  # not an upload's reads either
+            and self._input_bytes <= INTERACTIVE_BACKLOG  # not an upload's reads either
             and self.session.backlog() <= INTERACTIVE_BACKLOG
         ):
             self.flush()
