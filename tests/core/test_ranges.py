@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 import pytest
 
@@ -13,6 +14,7 @@ from dupsession.core.sender import (
     INITIAL_PEER_WINDOW,
     MAX_BACKOFF_EXPONENT,
     PENDING_LIMIT,
+    SMALL_PIECE,
     Sender,
 )
 
@@ -314,6 +316,19 @@ def test_uncut_bytes_are_bounded_per_turn() -> None:
     assert tx.writable() == PENDING_LIMIT  # all cut, and the window has room for more
 
 
+def push_as(tx: Sender, piece: bytes, kind: int) -> None:
+    """Push `piece` as bytes (0), a view of bytes (1), a bytearray (2) or a read-only view of
+    one (3); the owner of a buffer overwrites it right after."""
+    if kind == 0:
+        tx.push(piece)
+    elif kind == 1:
+        tx.push(memoryview(b"@" + piece)[1:])
+    else:
+        reused = bytearray(piece)
+        tx.push(reused if kind == 2 else memoryview(reused).toreadonly())
+        reused[:] = b"!" * len(reused)
+
+
 def test_sender_frames_carry_the_pushed_pieces_in_order() -> None:
     """Pieces are held, not copied, until cut: frames spanning pieces are joined, a mutable
     buffer is copied at `push` (its owner may reuse it), and `backlog` counts bytes."""
@@ -323,15 +338,7 @@ def test_sender_frames_carry_the_pushed_pieces_in_order() -> None:
     for _ in range(200):
         piece = rng.randbytes(rng.randrange(0, 40))
         expected += piece
-        kind = rng.randrange(3)
-        if kind == 0:
-            tx.push(piece)
-        elif kind == 1:
-            tx.push(memoryview(b"@" + piece)[1:])
-        else:
-            reused = bytearray(piece)
-            tx.push(reused)
-            reused[:] = b"!" * len(reused)
+        push_as(tx, piece, rng.randrange(3))
         if rng.random() < 0.2:
             tx.make_frames(rng.randrange(1, 50), encode)
     assert tx.backlog() == len(expected)
@@ -341,3 +348,40 @@ def test_sender_frames_carry_the_pushed_pieces_in_order() -> None:
     assert b"".join(f.frame[9:] for f in frames) == expected
     assert [f.payload_len for f in frames] == [len(f.frame) - 9 for f in frames]
     assert frames[-1].fin and not tx.has_pending()
+
+
+def test_small_and_large_pieces_of_every_kind_come_out_in_order() -> None:
+    """Short pieces joined onto a short last one, long ones held as they came (views into
+    them), mutable buffers and read-only views of them copied at `push`: the frames carry
+    exactly the pushed bytes, in order, whatever the owners do with their buffers after."""
+    rng = random.Random(11)
+    tx = Sender(window_bytes=1 << 30)
+    tx.on_peer_window(1 << 30)
+    expected = bytearray()
+    for _ in range(300):
+        piece = rng.randbytes(rng.choice((1, 7, SMALL_PIECE - 1, SMALL_PIECE, 3000)))
+        expected += piece
+        push_as(tx, piece, rng.randrange(4))
+        if rng.random() < 0.2:
+            tx.make_frames(rng.choice((5, 700, 1200)), encode)
+    assert tx.backlog() == len(expected)
+    tx.close()
+    tx.make_frames(1200, encode)
+    frames = [tx.frames[seq] for seq in sorted(tx.frames)]
+    assert b"".join(f.frame[9:] for f in frames) == expected
+
+
+def test_a_trickle_of_tiny_pushes_is_held_in_memory_bounded_by_its_bytes() -> None:
+    """A source read a few bytes at a time (a target trickling, the peer's window shut) fills
+    `PENDING_LIMIT` with tiny pieces; held one object each (a view and the bytes under it,
+    ~400 bytes per 2-byte piece) that was 55 MB per session, where a buffer held 256 KiB."""
+    tx = Sender(window_bytes=1 << 30)
+    tracemalloc.start()
+    try:
+        while tx.writable():
+            tx.push(memoryview(bytes(64))[:2])  # a compressed session's RAW piece: a view
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert tx.backlog() == PENDING_LIMIT
+    assert held < 3 * PENDING_LIMIT
