@@ -183,6 +183,9 @@ class Session:
         self._close_frame: tuple[int, str] | None = None
         #: The peer's normal CLOSE, held until our consumer has taken every byte (`_check_done`).
         self._peer_close: tuple[int, str] | None = None
+        #: When our consumer last took bytes while `_peer_close` is held: the hold ends
+        #: `grace_period` after that (a consumer that never drains must not keep us forever).
+        self._peer_close_at = now
         self._close_queued: set[int] = set()
         self._last_tombstone = float("-inf")
         self.closed_event: SessionClosed | None = None
@@ -373,6 +376,7 @@ class Session:
         # drains). Closing now would drop them: a truncated stream with exit code 0. So the
         # close waits for the stream's end to go out.
         self._peer_close = (code, reason)
+        self._peer_close_at = now
         self._drain(now)  # closes once the consumer took the end, maybe at once
         if self.closed_event is None:
             self._check_done(now)
@@ -621,6 +625,7 @@ class Session:
         if inflow is None or self.state is SessionState.CLOSED:
             return
         self._drain_at = now
+        taken = self.bytes_in
         try:
             for chunk in inflow.drain():
                 self.bytes_in += len(chunk)
@@ -628,6 +633,8 @@ class Session:
         except CompressionError as exc:
             self._finish(wire.CloseCode.PROTOCOL_ERROR, str(exc), by_peer=False, now=now)
             return
+        if self._peer_close is not None and self.bytes_in != taken:
+            self._peer_close_at = now  # the consumer takes more: the hold goes on
         self._update_receive_pause()
         if self.receiver.fin_delivered and not inflow.more and not inflow.paused:
             if inflow.backlog:
@@ -827,7 +834,8 @@ class Session:
         inflow = self._inflow
         drain_due = inflow is not None and inflow.more and not inflow.paused
         if self._peer_close is not None:  # nothing but the drain is left (`transmit`)
-            return self._drain_at if drain_due else None
+            give_up = self._peer_close_at + self.config.grace_period
+            return min(self._drain_at, give_up) if drain_due else give_up
         cfg = self.config
         times: list[float] = []
         ack_at = self.acks.deadline()
@@ -875,7 +883,13 @@ class Session:
         return max(self.config.path_timeout, 3 * self.config.probe_interval)
 
     def handle_timer(self, now: float) -> None:
-        if self.state is SessionState.CLOSED or self._peer_close is not None:
+        if self.state is SessionState.CLOSED:
+            return
+        if self._peer_close is not None:
+            grace = self.config.grace_period
+            if now - self._peer_close_at >= grace:  # our consumer took nothing for that long
+                reason = f"the peer closed; our consumer took nothing for {grace:.0f} s"
+                self._finish(wire.CloseCode.TIMEOUT, reason, by_peer=False, now=now)
             return
         timeout = self._path_timeout()
         for path in self.paths.values():

@@ -197,11 +197,9 @@ def test_output_is_lazy_while_the_consumer_is_full() -> None:
     assert got == text
 
 
-def test_a_peer_that_closes_while_our_consumer_is_full_loses_us_nothing() -> None:
-    """The exit ends the session once its FIN is acked, which can be while the client's
-    consumer (a slow stdout) still has decoded-on-demand bytes to take: the client must hand
-    every one on, then the end, then report the close (a CI run lost a 170 KB tail here,
-    exit code 0)."""
+def held_close() -> tuple[Session, bytes, float]:
+    """A client whose consumer is full when the exit, done, closes: the client holds the
+    exit's CLOSE (nothing reported, nothing sent) with the exit's whole stream undelivered."""
     client, exit_ = pair(Features(compress=Compress.ON))
     client.pause_receiving(True)
     text = random.Random(2).randbytes(64) * 2_000  # 128 KB, within the frozen window
@@ -218,6 +216,16 @@ def test_a_peer_that_closes_while_our_consumer_is_full_loses_us_nothing() -> Non
     got, events = received(client)
     assert got == b"" and not any(isinstance(e, SessionClosed) for e in events)
     assert client.transmit(now) == {}  # the peer is gone: nothing more to say to it
+    return client, text, now
+
+
+def test_a_peer_that_closes_while_our_consumer_is_full_loses_us_nothing() -> None:
+    """The exit ends the session once its FIN is acked, which can be while the client's
+    consumer (a slow stdout) still has decoded-on-demand bytes to take: the client must hand
+    every one on, then the end, then report the close (a CI run lost a 170 KB tail here,
+    exit code 0)."""
+    client, text, now = held_close()
+    got, events = b"", []
     client.pause_receiving(False)
     for _ in range(1000):
         if client.state is SessionState.CLOSED:
@@ -232,6 +240,27 @@ def test_a_peer_that_closes_while_our_consumer_is_full_loses_us_nothing() -> Non
     closed = [i for i, e in enumerate(events) if isinstance(e, SessionClosed)]
     assert closed and closed[0] > ended
     assert events[closed[0]] == SessionClosed(wire.CloseCode.NORMAL, "session ended", True)
+
+
+def test_a_held_close_ends_when_our_consumer_takes_nothing_for_the_grace_period() -> None:
+    """Review G1: a consumer that never drains (a stopped reader, a target that reads no more)
+    held the peer's CLOSE forever, with no timer: relayd kept the session's tables, its slot
+    and the target's socket after the client had gone. It ends after `grace_period` with
+    TIMEOUT (not NORMAL: the stream was cut), reported once."""
+    client, _, now = held_close()
+    grace = client.config.grace_period
+    deadline = client.get_timer()  # the grace period from the CLOSE (it came before `now`)
+    assert deadline is not None and now - 1 < deadline - grace <= now
+    client.handle_timer(deadline - 1)
+    assert client.state is not SessionState.CLOSED
+    client.handle_timer(deadline)
+    assert client.state is SessionState.CLOSED
+    client.transmit(deadline)
+    client.handle_timer(deadline + grace)
+    _, events = received(client)
+    closed = [e for e in events if isinstance(e, SessionClosed)]
+    assert [(e.code, e.by_peer) for e in closed] == [(wire.CloseCode.TIMEOUT, False)]
+    assert not any(isinstance(e, StreamEnded) for e in events)
 
 
 @given(st.lists(st.binary(min_size=1, max_size=3000), max_size=8), st.integers(1, 1500))
