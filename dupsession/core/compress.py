@@ -78,8 +78,9 @@ class StreamCompressor:
 
     def encode_parts(self, data: bytes) -> list[bytes | memoryview]:
         """`encode`'s records as pieces (heads, bodies, views into `data`), not joined: the
-        sender copies them into its buffer anyway, so a join would be one more copy of every
-        byte of a bulk transfer."""
+        sender holds the pieces and copies each byte once, into its frame, so a join here
+        would be one more copy of every byte of a bulk transfer. The views pin `data` until
+        their frames are cut (bounded by the sender's pending limit)."""
         parts: list[bytes | memoryview] = []
         view = memoryview(data)
         for start in range(0, len(view), RECORD_INPUT):
