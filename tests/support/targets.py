@@ -95,9 +95,10 @@ class SocatEcho(Running):
     """`socat TCP-LISTEN:PORT,fork EXEC:cat` on 127.0.0.1; stopped by its PID."""
 
     #: socat gives the other direction only 0.5 s after one side's EOF (its `-t` default) and
-    #: then drops what `cat` has not echoed yet: a CI run on a loaded machine lost the tail of a
-    #: 3 MB echo that way (reproduced without dupsession: a reader that pauses 1 s after its
-    #: half-close got 2927589 of 3000000 bytes). cat's own EOF still ends the session at once.
+    #: then drops what `cat` has not echoed yet (without dupsession: a reader that pauses 1 s
+    #: after its half-close got 2927589 of 3000000 bytes). cat's own EOF still ends the
+    #: session at once. (The truncated echoes CI saw were dupsession's own bug, a peer's CLOSE
+    #: dropping what stdout had not taken: tests/e2e/test_direct.py's slow-reader test.)
     HALF_CLOSE_WAIT = "30"
 
     def __init__(self) -> None:
