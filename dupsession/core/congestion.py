@@ -169,7 +169,7 @@ class CongestionController:
 
     def borrow(self, now: float, count: int) -> None:
         """`count` frames of this path's budget went out on another path of the same link
-        (`scheduler.benched`): they use its pacing, not its window (they are not in flight
+        (`schedule_paths.benched`): they use its pacing, not its window (they are not in flight
         here)."""
 
     def write_off(self) -> None:

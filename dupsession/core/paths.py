@@ -150,7 +150,7 @@ class Path:
     tier: Tier = Tier.PRIMARY
     #: The access link the path leaves by, as the glue knows it (the client: its uplink; the
     #: exit: the peer's address): paths with the same `link` share its first hop, so bulk
-    #: goes on one flow there (`scheduler.benched`). None: unknown, shares with nothing.
+    #: goes on one flow there (`schedule_paths.benched`). None: unknown, shares with nothing.
     link: str | None = None
     #: The scheduler keeps this path quiet (a backup at rest): ACKs only at the probe interval.
     quiet: bool = False

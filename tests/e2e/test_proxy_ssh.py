@@ -250,7 +250,7 @@ def test_default_policy_on_one_access_link_is_byte_exact(
     bulk_file: tuple[Path, str],
 ) -> None:
     """auto, the default, with all three paths on one access link: the TCP path is benched
-    while the datagram paths carry the link as well as it does (`scheduler.benched`), and
+    while the datagram paths carry the link as well as it does (`schedule_paths.benched`), and
     carries bulk when it measured more than 1.25x them. On loopback the "link" is two event
     loops' CPU, and the TCP path may measure 10x the UDP paths or less, with the load and the
     data path of the day (50.8 of 54 MB on TCP in one run, under half in others): which one

@@ -5,7 +5,7 @@ Two flows through one bottleneck each size their window from their own rate esti
 those estimates add up to more than the link (each flow's windowed maximum comes from the
 other's quiet moments), so the excess stands in the router's queue, in front of every
 keystroke of every session on that uplink. With the paths naming the same access link
-(`Path.link`), `auto` keeps bulk off the stream path (`scheduler.benched`). In the simulator,
+(`Path.link`), `auto` keeps bulk off the stream path (`schedule_paths.benched`). In the simulator,
 3 MB up a 10 Mbit/s uplink (50 ms RTT, 200 ms queue) shared by both paths: the bottleneck's
 queue after startup, median / p95, 77.6 / 161.7 ms when the paths do not know they share it,
 4.9 / 14.8 ms when they do, at the same goodput (9.58 and 9.54 Mbit/s).
@@ -25,7 +25,7 @@ from dupsession.core.congestion import ModelRate, StreamWindow
 from dupsession.core.negotiate import Features
 from dupsession.core.paths import Path
 from dupsession.core.policy import Policy, Schedule
-from dupsession.core.scheduler import benched
+from dupsession.core.schedule_paths import benched
 from dupsession.core.session import SessionConfig
 from tests.sim.network import START, Bottleneck, LinkSpec, PathSpec, Simulation
 

@@ -16,9 +16,9 @@ from dupsession.core import wire
 from dupsession.core.negotiate import Features
 from dupsession.core.paths import Path
 from dupsession.core.policy import Policy, Schedule, Tier
-from dupsession.core.scheduler import Stripe
 from dupsession.core.sender import Sender
 from dupsession.core.session import SessionConfig
+from dupsession.core.stripe import Stripe
 from tests.sim.network import START, LinkSpec, PathSpec, Simulation
 from tests.support.controllers import Window
 

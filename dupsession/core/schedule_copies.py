@@ -1,0 +1,158 @@
+"""Handing frames to paths, as the copying policies (`redundant`, `best_k`) do, plus what
+every policy does once a path's frames are chosen: each path from its own cursor within its
+budget (`copy_everything`), overflow paths once the primaries are saturated (`fill_overflow`),
+and the accounting of what a path took (`hand_out`).
+"""
+
+from __future__ import annotations
+
+from dupsession.core import wire
+from dupsession.core.paths import Path
+from dupsession.core.schedule_paths import budget_now, frame_limit, one_way_delay, path_rto
+from dupsession.core.sender import Sender, SentFrame
+
+
+def hand_out(
+    path: Path,
+    now: float,
+    count: int,
+    budget: int | None,
+    left: bool,
+    out: dict[int, list[bytes]],
+    frames: list[bytes],
+    repeats: int = 0,
+) -> None:
+    """Account what `path` got this transmit and hand its frames out; `repeats` of the
+    `count` frames had gone on this path before (its controller's loss measure needs it)."""
+    if count:
+        path.note_data_sent(now, count)
+        path.cc.on_sent(now, count, repeats)
+    on_left = getattr(path.cc, "on_budget_left", None)
+    if budget is not None and on_left is not None:
+        on_left(left)
+    if frames:
+        out[path.path_id] = frames
+
+
+def copy_everything(
+    now: float,
+    paths: list[Path],
+    sender: Sender,
+    resend: list[SentFrame],
+    rto: float,
+    waiting: set[int] | None = None,
+) -> dict[int, list[bytes]]:
+    """Every frame on each of `paths`, from each path's own cursor, within its budget.
+
+    Resends a path would take but has no budget for go into `waiting`: recovery keeps them
+    first in line for the next transmit (a pacing tick) rather than re-arming their timer.
+    """
+    out: dict[int, list[bytes]] = {}
+    # A stream path delivers what it was given unless its connection dies (and a new one
+    # rewinds its cursor), so a frame's first resend goes on the datagram paths only when
+    # there are any: resending into a deep TCP queue only lengthens it.
+    stream_resend = resend
+    datagram_up = bool(resend) and any(p.datagram for p in paths)
+    if datagram_up:
+        stream_resend = [
+            sent for sent in resend if sent.sends > 1 or len(sent.frame) > wire.MAX_DATAGRAM_FRAME
+        ]
+    for path in paths:
+        frames: list[bytes] = []
+        limit = frame_limit(path)
+        budget = path.cc.budget(now, path.rtt.srtt)
+        cursor = path.cursor
+        sent_here = 0
+        for sent in resend if path.datagram else stream_resend:
+            if sent.seq >= cursor or len(sent.frame) > limit:
+                continue  # not sent here yet (the cursor will reach it), or too big
+            copies = sent.copies if path.datagram else 1
+            if budget is not None:
+                if budget <= 0:  # resends count against the controller like new frames
+                    if waiting is None:
+                        break
+                    waiting.add(sent.seq)
+                    continue
+                copies = min(copies, budget)
+                budget -= copies
+            frames.extend([sent.frame] * copies)
+            sender.sent(sent, now, rto)
+            sent_here += copies
+        repeats = sent_here  # resends below the path's cursor: it carried them before
+        sent_here += _send_new(path, frames, sender, now, rto, limit, budget)
+        left = path.cursor >= sender.next_seq
+        hand_out(path, now, sent_here, budget, left, out, frames, repeats)
+    return out
+
+
+def _send_new(
+    path: Path,
+    frames: list[bytes],
+    sender: Sender,
+    now: float,
+    rto: float,
+    limit: int,
+    budget: int | None,
+) -> int:
+    """New frames from the path's cursor on, at most `budget` of them (None: no cap)."""
+    seq = max(path.cursor, sender.acked_below)
+    end = sender.next_seq
+    count = 0
+    if seq < end:
+        table, mark, append = sender.frames, sender.sent, frames.append
+        first: list[SentFrame] = []  # never sent before: armed together (`Sender.sent_first`)
+        if budget is None:
+            budget = end - seq
+        while seq < end and count < budget:
+            sent = table.get(seq)
+            seq += 1
+            if sent is None or len(sent.frame) > limit:
+                continue
+            append(sent.frame)
+            count += 1
+            if not sent.armed:  # only the round's first copy arms the resend timer
+                if not sent.sends:
+                    first.append(sent)
+                    continue
+                if first:  # in frame-number order, as one call per frame would
+                    sender.sent_first(first, now, rto)
+                    first = []
+                mark(sent, now, rto)
+        if first:
+            sender.sent_first(first, now, rto)
+    path.cursor = seq
+    return count
+
+
+def fill_overflow(
+    now: float,
+    primary: list[Path],
+    overflow: list[Path],
+    sender: Sender,
+    rto: float,
+    out: dict[int, list[bytes]],
+    start: int,
+) -> int:
+    """Frames no primary path has carried yet, once each, on the overflow paths, and only
+    while every primary is out of budget (saturated). Returns the new overflow cursor."""
+    seq = max(start, sender.acked_below, max((p.cursor for p in primary), default=0))
+    end = sender.next_seq
+    if seq >= end or any(budget_now(p, now) > 0 for p in primary):
+        return max(start, seq)
+    for path in sorted(overflow, key=one_way_delay):
+        budget = budget_now(path, now)
+        frames = out.setdefault(path.path_id, [])
+        count, limit = 0, frame_limit(path)
+        while seq < end and count < budget:
+            sent = sender.frames.get(seq)
+            seq += 1
+            if sent is None or len(sent.frame) > limit:
+                continue
+            frames.append(sent.frame)
+            sender.sent(sent, now, path_rto(path, rto))
+            sent.path = path.path_id
+            count += 1
+        hand_out(path, now, count, budget, seq >= end, out, frames)
+        if not frames:
+            del out[path.path_id]
+    return seq
