@@ -146,7 +146,7 @@ class ReceiveData(Delivery):
         seq = first = receiver.cumulative
         end, held = receiver.advertised_end, receiver.held
         limit = _DATAGRAM_DATA_MAX if path.datagram else _STREAM_DATA_MAX
-        reset, update, digest = self._rx_mac
+        verified_tag = self._data_tag
         view = memoryview
         payloads: list[Payload] = []
         tags: list[bytes] = []
@@ -162,12 +162,10 @@ class ReceiveData(Delivery):
                 or seq in held
             ):
                 break
-            # `wire.open_data` inlined (a call and a tuple less per frame): the tag over the
-            # header and payload, then the payload as a view into the frame
-            reset()
-            update(frame[:-_TAG])
-            tag = frame[-_TAG:]
-            if not _same_tag(digest(_TAG), tag):
+            # `wire.open_data` spelled out (a tuple less per frame): the tag over the header
+            # and payload (`wire.data_tag_check`), then the payload as a view into the frame
+            tag = verified_tag(frame)
+            if tag is None:
                 break  # `receive_frame` counts it
             payloads.append(view(frame)[_PAYLOAD_AT:-_TAG])
             tags.append(tag)

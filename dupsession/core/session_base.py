@@ -91,7 +91,8 @@ class SessionBase:
         #: DATA frames of frame number, payload (a view) and FIN, and back: keyed once.
         self._encode_data = wire.data_sealer(self._tx_key, session_id)
         self._open_data = wire.data_opener(self._rx_key)
-        self._rx_mac = wire.data_mac(self._rx_key)  #: the same, inline in `_receive_run`
+        #: The opener's tag check alone, for `_receive_run` (it keeps the tag, not a tuple).
+        self._data_tag = wire.data_tag_check(self._rx_key)
         #: Stream encryption when the handshake agreed on it (core/seal.py has the rules): our
         #: stream's bytes as they enter the send buffer, the peer's as they are delivered.
         self._encrypt: Callable[[bytes | memoryview], bytes] | None = None

@@ -177,36 +177,39 @@ def open_data(key: bytes, frame: bytes) -> tuple[bool, memoryview]:
     return data_opener(key)(frame)
 
 
-def data_opener(key: bytes) -> Callable[[bytes], tuple[bool, memoryview]]:
-    """`open_data` for one session's key, its hasher keyed once and reset per frame (see
-    `data_sealer`): a receiver verifies 840 DATA frames per MB. The tagged part is hashed
-    from a copy (`frame[:-TAG_SIZE]`: cheaper than a memoryview and its slice, 1.2 KB), and
-    the payload view is made only once the tag verified."""
-    mac, fin_flag, start = blake3.blake3(key=key), int(DataFlags.FIN), _DATA_HEADER_SIZE
+def data_tag_check(key: bytes) -> Callable[[bytes], bytes | None]:
+    """The one check of a DATA frame's tag, for one session's key: `frame`'s tag if it is the
+    keyed BLAKE3 of everything before it, else None (compared in constant time). Callers
+    check the frame's length first; `data_opener` and the session's batch receive loop
+    (`ReceiveData._receive_run`, which keeps the tag for the duplicate check) both verify
+    with it. A receiver verifies 840 DATA frames per MB: the hasher is keyed once and reset
+    per frame (see `data_sealer`), and the tagged part is hashed from a copy
+    (`frame[:-TAG_SIZE]`: cheaper than a memoryview and its slice, 1.2 KB)."""
+    mac = blake3.blake3(key=key)
     reset, update, digest = mac.reset, mac.update, mac.digest
+
+    def verified_tag(frame: bytes) -> bytes | None:
+        reset()
+        update(frame[:-TAG_SIZE])
+        tag = frame[-TAG_SIZE:]
+        return tag if _same(digest(TAG_SIZE), tag) else None
+
+    return verified_tag
+
+
+def data_opener(key: bytes) -> Callable[[bytes], tuple[bool, memoryview]]:
+    """`open_data` for one session's key: the tag checked by `data_tag_check`, and the
+    payload view made only once it verified."""
+    check, fin_flag, start = data_tag_check(key), int(DataFlags.FIN), _DATA_HEADER_SIZE
 
     def open_frame(frame: bytes) -> tuple[bool, memoryview]:
         if len(frame) < _DATA_MIN:
             raise FrameError("data frame too short")
-        reset()
-        update(frame[:-TAG_SIZE])
-        if not _same(digest(TAG_SIZE), frame[-TAG_SIZE:]):
+        if check(frame) is None:
             raise FrameError("bad tag")
         return bool(frame[2] & fin_flag), memoryview(frame)[start:-TAG_SIZE]
 
     return open_frame
-
-
-#: A keyed hasher's (reset, update, digest), for loops that verify DATA tags inline.
-DataMac = tuple[Callable[[], object], Callable[[bytes], object], Callable[[int], bytes]]
-
-
-def data_mac(key: bytes) -> DataMac:
-    """One BLAKE3 hasher keyed with `key`, as (reset, update, digest): `open_data` spelled
-    out for the session's batch receive loop (`Session._receive_run`), where a call and a
-    tuple per frame are a measurable share of the work. Reset before each frame."""
-    mac = blake3.blake3(key=key)
-    return mac.reset, mac.update, mac.digest
 
 
 def decode_data(body: memoryview) -> tuple[int, bool, bytes]:
