@@ -141,7 +141,12 @@ class LocalConnection(asyncio.Protocol):
             settings,
             self.spec.target,
             self.forwarder.psk,
-            Features(encrypt=encrypt, compress=settings.compress, schedule=settings.schedule()),
+            Features(
+                encrypt=encrypt,
+                compress=settings.compress,
+                schedule=settings.schedule(),
+                jumbo=True,
+            ),
         )
         client.origin = f"forward {self.spec.bind}:{self.spec.port} from {self.peer}"
         try:

@@ -227,6 +227,7 @@ async def run(settings: ClientSettings, host: str, port: int) -> int:
             encrypt=settings.encrypt is True,
             compress=settings.compress,
             schedule=settings.schedule(),
+            jumbo=True,
         ),
     )
     stream = StdioStream()

@@ -112,7 +112,7 @@ def hand_over(outbox: Outbox, driver: SessionDriver) -> None:
 
 def run(
     datagram: tuple[bool, ...], total: int, features: Features
-) -> tuple[float, dict[str, float]]:
+) -> tuple[float, dict[str, float], float]:
     loop = VirtualLoop(0.0)
     client, to_exit, exit_, to_client, counter = pair(loop, datagram, features)
     data = os.urandom(CHUNK)
@@ -144,7 +144,7 @@ def run(
             phases[name] += spent
     frames = client.session.sender.next_seq
     per_frame = {name: spent / frames * 1e6 for name, spent in phases.items()}
-    return sum(per_frame.values()), per_frame
+    return sum(per_frame.values()), per_frame, sum(phases.values()) / (total / 1e6) * 1e3
 
 
 def add_feature_flags(parser: argparse.ArgumentParser) -> None:
@@ -153,10 +153,13 @@ def add_feature_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compress", choices=[str(mode) for mode in Compress], default=str(Compress.OFF)
     )
+    parser.add_argument(
+        "--jumbo", action="store_true", help="JUMBO agreed: 64 KiB frames on stream-only paths"
+    )
 
 
 def features_from(args: argparse.Namespace) -> Features:
-    return Features(encrypt=args.encrypt, compress=Compress(args.compress))
+    return Features(encrypt=args.encrypt, compress=Compress(args.compress), jumbo=args.jumbo)
 
 
 def main() -> int:
@@ -168,11 +171,12 @@ def main() -> int:
     args = parser.parse_args()
     features = features_from(args)
     results = [run(KINDS[args.paths], args.mb * 1_000_000, features) for _ in range(args.repeat)]
-    total, phases = min(results, key=lambda result: result[0])
+    total, phases, per_mb = min(results, key=lambda result: result[0])
     detail = "  ".join(f"{name} {cost:.2f}" for name, cost in phases.items())
     label = f"paths {args.paths}" + (", encrypted" if args.encrypt else "")
     label += f", compress {args.compress}" if features.compress is not Compress.OFF else ""
-    print(f"{label}: {total:.2f} us CPU per DATA frame ({detail})")
+    label += ", jumbo" if features.jumbo else ""
+    print(f"{label}: {total:.2f} us CPU per DATA frame, {per_mb:.2f} ms per MB ({detail})")
     return 0
 
 

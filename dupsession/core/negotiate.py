@@ -1,4 +1,5 @@
-"""What the two ends agree on in the handshake: payload encryption and stream compression.
+"""What the two ends agree on in the handshake: payload encryption, stream compression,
+scheduling and jumbo stream frames.
 
 The client offers in HELLO options, the exit answers in WELCOME options (layouts in
 docs/PROTOCOL.md, "Handshake options"). Both frames are authenticated under the handshake key
@@ -22,6 +23,8 @@ from dupsession.core.policy import Schedule
 CIPHER_CHACHA20 = 2
 #: COMPRESS option's first byte: the algorithm.
 COMPRESS_ZSTD = 1
+#: JUMBO option value: DATA payloads up to `wire.MAX_JUMBO_PAYLOAD` on stream-only sessions.
+JUMBO_STREAM = b"\x01"
 
 
 class Compress(StrEnum):
@@ -46,6 +49,10 @@ class Features:
     compress: Compress = Compress.OFF
     #: Scheduling policy and path tiers (core/policy.py): the client's choice, both ends follow.
     schedule: Schedule = field(default_factory=Schedule)
+    #: Both ends take (and so may cut) DATA payloads up to `wire.MAX_JUMBO_PAYLOAD` while the
+    #: session has no datagram path, instead of `wire.MAX_STREAM_PAYLOAD`: a quarter of the
+    #: frames per MB, so a quarter of the per-frame work (docs/BENCHMARKS.md, "jumbo").
+    jumbo: bool = False
 
 
 def offer(wanted: Features) -> wire.Options:
@@ -59,6 +66,8 @@ def offer(wanted: Features) -> wire.Options:
         )
     if wanted.schedule != Schedule():
         options.append((wire.OptionType.SCHEDULE, wanted.schedule.encode()))
+    if wanted.jumbo:
+        options.append((wire.OptionType.JUMBO, JUMBO_STREAM))
     return tuple(options)
 
 
@@ -87,14 +96,22 @@ def answer(offered: wire.Options) -> tuple[wire.Options, Features]:
             pass  # not an answer: the client sees no SCHEDULE and knows we schedule redundantly
         else:
             options.append((wire.OptionType.SCHEDULE, value))
-    return tuple(options), Features(encrypt, compress, schedule)
+    jumbo = found.get(wire.OptionType.JUMBO) == JUMBO_STREAM
+    if jumbo:
+        options.append((wire.OptionType.JUMBO, JUMBO_STREAM))
+    return tuple(options), Features(encrypt, compress, schedule, jumbo)
 
 
 def settle(wanted: Features, answered: wire.Options) -> Features:
     """The features the session runs, from the exit's answer; NegotiationError if unusable."""
     found = dict(answered)
     expected = dict(offer(wanted))
-    for otype in (wire.OptionType.CIPHER, wire.OptionType.COMPRESS, wire.OptionType.SCHEDULE):
+    for otype in (
+        wire.OptionType.CIPHER,
+        wire.OptionType.COMPRESS,
+        wire.OptionType.SCHEDULE,
+        wire.OptionType.JUMBO,
+    ):
         if otype in found and found[otype] != expected.get(otype):
             raise NegotiationError(f"the exit answered option {otype.name} that was not offered")
     encrypt = wire.OptionType.CIPHER in found
@@ -109,4 +126,5 @@ def settle(wanted: Features, answered: wire.Options) -> Features:
     compress = wanted.compress if wire.OptionType.COMPRESS in found else Compress.OFF
     # Our own direction follows our choice whatever the exit answered: an exit too old to take
     # SCHEDULE sends its direction redundantly, which costs bytes but never correctness.
-    return Features(encrypt, compress, wanted.schedule)
+    # JUMBO binds both directions (each end takes what the other may cut): answered or not.
+    return Features(encrypt, compress, wanted.schedule, wire.OptionType.JUMBO in found)

@@ -19,7 +19,6 @@ from dupsession.core.session_base import SessionState
 _DATA_MIN = wire.DATA_HEADER.size + wire.TAG_SIZE
 _TAG = wire.TAG_SIZE
 _DATAGRAM_DATA_MAX = wire.MAX_DATAGRAM_FRAME
-_STREAM_DATA_MAX = _DATA_MIN + wire.MAX_STREAM_PAYLOAD
 _same_tag = hmac.compare_digest
 _DATA = int(wire.FrameType.DATA)
 _SEQ_AT = struct.Struct("!Q").unpack_from
@@ -93,7 +92,9 @@ class ReceiveData(Delivery):
         # order stay within `window_bytes`; a frame beyond that is dropped unacked, like one
         # beyond the window, and resent by the sender once the hole is filled.
         size = len(frame)
-        if size > (_DATAGRAM_DATA_MAX if path is not None and path.datagram else _STREAM_DATA_MAX):
+        if size > (
+            _DATAGRAM_DATA_MAX if path is not None and path.datagram else self._stream_data_max
+        ):
             self.bad_frames += 1
             if path is not None:
                 path.bad_frames += 1
@@ -145,7 +146,7 @@ class ReceiveData(Delivery):
             return start
         seq = first = receiver.cumulative
         end, held = receiver.advertised_end, receiver.held
-        limit = _DATAGRAM_DATA_MAX if path.datagram else _STREAM_DATA_MAX
+        limit = _DATAGRAM_DATA_MAX if path.datagram else self._stream_data_max
         verified_tag = self._data_tag
         view = memoryview
         payloads: list[Payload] = []

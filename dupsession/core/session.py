@@ -257,7 +257,8 @@ class Session(ReceiveData, Closing):
     # -- frames out -----------------------------------------------------------------------------
 
     def max_payload(self) -> int:
-        """Frames must fit every path; 16 KiB ones only when no path is a datagram path.
+        """Frames must fit every path; 16 KiB ones (64 KiB with JUMBO) only when no path is a
+        datagram path.
 
         Every path, not only the live ones: a frame never changes once made, so a 16 KiB frame
         cut while only stream paths were up could never be resent if they then died and only a
@@ -265,7 +266,7 @@ class Session(ReceiveData, Closing):
         """
         if not self.config.large_frames or any(p.datagram for p in self.paths.values()):
             return wire.MAX_DATAGRAM_PAYLOAD
-        return wire.MAX_STREAM_PAYLOAD
+        return self._stream_payload
 
     def rto(self) -> float:
         """Resend timeout from the *best* live path: a slow path never delays recovery."""

@@ -114,6 +114,11 @@ class SessionBase:
         self.receiver = Receiver(self.config.window_frames)
         #: Bytes of frames held out of order, at most (frames counted whole: header and tag).
         self._held_limit = self.config.window_bytes
+        #: Largest stream-path DATA payload we cut and take (JUMBO agreed or not), and frame.
+        self._stream_payload = (
+            wire.MAX_JUMBO_PAYLOAD if self.features.jumbo else wire.MAX_STREAM_PAYLOAD
+        )
+        self._stream_data_max = wire.DATA_HEADER.size + wire.TAG_SIZE + self._stream_payload
         self._events: deque[Event] = deque()
         self.acks = AckPending(self.config.ack_delay, self.config.ack_every)
         self.recovery = Recovery(self.config.min_rto, self.config.max_rto, self.config.ack_delay)

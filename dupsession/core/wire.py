@@ -42,6 +42,8 @@ MAX_DATAGRAM_PAYLOAD = MAX_DATAGRAM_FRAME - DATA_HEADER.size - TAG_SIZE
 MAX_STREAM_FRAME = 65535
 #: DATA payload when every live path is a stream path: bigger frames, fewer per-frame costs.
 MAX_STREAM_PAYLOAD = 16384
+#: ...and when both ends agreed to the JUMBO option: the largest the length prefix carries.
+MAX_JUMBO_PAYLOAD = MAX_STREAM_FRAME - DATA_HEADER.size - TAG_SIZE
 #: HELLO is padded to this size so that no answer is ever larger than the request.
 HELLO_SIZE = 1200
 MAX_ACK_RANGES = 32
@@ -381,6 +383,7 @@ class OptionType(IntEnum):
     CIPHER = 1  #: payload encryption; see core/negotiate.py
     COMPRESS = 2  #: stream compression; see core/negotiate.py
     SCHEDULE = 3  #: scheduling policy, best-k's k, path tiers; see core/policy.py
+    JUMBO = 4  #: stream-only sessions cut DATA payloads up to MAX_JUMBO_PAYLOAD; core/negotiate.py
 
 
 def encode_options(options: Options) -> bytes:

@@ -117,8 +117,9 @@ def test_unknown_critical_option_from_the_exit_fails_the_handshake() -> None:
 
 @pytest.mark.parametrize("encrypt", [False, True])
 @pytest.mark.parametrize("compress", list(Compress))
-def test_features_agree_at_both_ends(encrypt: bool, compress: Compress) -> None:
-    wanted = Features(encrypt, compress)
+@pytest.mark.parametrize("jumbo", [False, True])
+def test_features_agree_at_both_ends(encrypt: bool, compress: Compress, jumbo: bool) -> None:
+    wanted = Features(encrypt, compress, jumbo=jumbo)
     client, hello, welcome_frame = handshake(negotiate.offer(wanted))
     _, exit_features = negotiate.answer(hello.options)
     welcome, _ = client.accept(0, welcome_frame)
@@ -168,3 +169,15 @@ def test_the_per_frame_cipher_of_older_versions_is_refused_not_misread() -> None
     assert negotiate.answer(old_offer) == ((), Features())  # an old client then refuses
     with pytest.raises(negotiate.NegotiationError, match="not offered"):
         negotiate.settle(Features(encrypt=True), old_offer)  # an old exit's answer
+
+
+def test_jumbo_frames_bind_both_ends_or_neither() -> None:
+    """JUMBO is ordinary: an old exit ignores it and both ends keep 16 KiB stream frames (its
+    absence from the answer tells the client); an answer nobody offered is refused."""
+    wanted = Features(jumbo=True)
+    assert negotiate.offer(wanted) == ((wire.OptionType.JUMBO, negotiate.JUMBO_STREAM),)
+    assert negotiate.settle(wanted, ()) == Features()  # an exit that does not know it
+    options, features = negotiate.answer(((wire.OptionType.JUMBO, b"\x07"),))
+    assert options == () and features == Features()  # a value it does not know: no answer
+    with pytest.raises(negotiate.NegotiationError, match="not offered"):
+        negotiate.settle(Features(), ((wire.OptionType.JUMBO, negotiate.JUMBO_STREAM),))

@@ -20,6 +20,7 @@ from dupsession.core.events import (
     StreamEnded,
 )
 from dupsession.core.handshake import ClientHandshake
+from dupsession.core.negotiate import Features
 from dupsession.core.paths import EWMA_GAIN, PathState
 from dupsession.core.session import SessionConfig, SessionState
 from tests.support.session import (
@@ -415,6 +416,22 @@ def test_oversized_data_is_bad_for_its_path_kind() -> None:
     assert pair.exit.receiver.held_bytes == wire.MAX_STREAM_PAYLOAD
 
 
+def test_jumbo_data_only_where_the_handshake_agreed_to_it() -> None:
+    """A stream-path payload above 16 KiB is bad unless JUMBO was agreed; with it, up to
+    `wire.MAX_JUMBO_PAYLOAD` (the largest frame the u16 length prefix carries)."""
+    for features, fits in ((Features(), False), (Features(jumbo=True), True)):
+        pair = Pair(paths=0, features=features)
+        pair.exit.add_path(0, False, T0)
+        jumbo = _exit_frames(pair, range(1, 2), wire.MAX_JUMBO_PAYLOAD)[0]
+        assert len(jumbo) == wire.MAX_STREAM_FRAME
+        pair.exit.receive_frame(jumbo, T0 + 0.01, 0)
+        assert pair.exit.paths[0].bad_frames == (0 if fits else 1)
+        assert pair.exit.receiver.held_bytes == (wire.MAX_JUMBO_PAYLOAD if fits else 0)
+        too_big = _exit_frames(pair, range(2, 3), wire.MAX_JUMBO_PAYLOAD + 1)[0]
+        pair.exit.receive_frame(too_big, T0 + 0.01, 0)
+        assert pair.exit.paths[0].bad_frames == (1 if fits else 2)
+
+
 def test_key_holder_holds_at_most_window_bytes_out_of_order() -> None:
     """Review A12: max-size frames 1..n with frame 0 never sent once pinned n x 64 KB on the
     exit (460 MB per session with relayd's window in frames); held bytes stay within
@@ -555,6 +572,11 @@ def test_large_frames_only_when_no_path_is_a_datagram_path() -> None:
     assert mixed.client.max_payload() == wire.MAX_DATAGRAM_PAYLOAD
     small = Pair(datagram=False, client=SessionConfig(large_frames=False))
     assert small.client.max_payload() == wire.MAX_DATAGRAM_PAYLOAD
+    jumbo = Pair(datagram=False, features=Features(jumbo=True))
+    assert jumbo.client.max_payload() == wire.MAX_JUMBO_PAYLOAD
+    jumbo_mixed = Pair(paths=1, datagram=False, features=Features(jumbo=True))
+    jumbo_mixed.client.add_path(1, datagram=True, now=T0)
+    assert jumbo_mixed.client.max_payload() == wire.MAX_DATAGRAM_PAYLOAD
 
 
 def test_stream_paths_carry_large_frames() -> None:
@@ -564,3 +586,18 @@ def test_stream_paths_carry_large_frames() -> None:
     sizes = [len(f) for f in data_frames(pair.client.transmit(now))]
     overhead = wire.DATA_HEADER.size + wire.TAG_SIZE
     assert sizes == [wire.MAX_STREAM_PAYLOAD + overhead] * 2 + [40_000 - 2 * 16384 + overhead]
+
+
+def test_stream_paths_carry_jumbo_frames_when_agreed() -> None:
+    pair = Pair(datagram=False, features=Features(jumbo=True))
+    now = pair.connect()
+    data = bytes(range(256)) * 600  # 153 600 bytes
+    pair.client.send(data)
+    frames = data_frames(pair.client.transmit(now))
+    overhead = wire.DATA_HEADER.size + wire.TAG_SIZE
+    assert [len(f) for f in frames] == [wire.MAX_STREAM_FRAME] * 2 + [
+        len(data) - 2 * wire.MAX_JUMBO_PAYLOAD + overhead
+    ]
+    pair.deliver(pair.exit, {0: frames}, now + 0.001)
+    got = b"".join(e.data for e in drain(pair.exit) if isinstance(e, StreamData))
+    assert got == data

@@ -18,7 +18,12 @@ from tests.support.strategies import HORIZON, PROPERTY, integrity_simulation, ne
 
 pytestmark = pytest.mark.timeout(600)
 
-features = st.builds(Features, encrypt=st.booleans(), compress=st.sampled_from(list(Compress)))
+features = st.builds(
+    Features,
+    encrypt=st.booleans(),
+    compress=st.sampled_from(list(Compress)),
+    jumbo=st.booleans(),
+)
 
 
 @settings(PROPERTY, max_examples=120)
