@@ -151,6 +151,26 @@ def test_an_upload_read_is_not_prompted() -> None:
     assert len(exit_seen.data) == INTERACTIVE_BACKLOG * 2
 
 
+def test_a_stopped_driver_leaves_the_shared_poked_list() -> None:
+    """relayd's drivers note a pending flush in one shared list that only the end of an input
+    callback drains; a poke from elsewhere (a timer's flush, a target's pause or resume) stays
+    until the next read of any socket. A driver relayd stops when it forgets a finished
+    session leaves the list at once, and with it its session (review G6)."""
+    loop = VirtualLoop(T0)
+    sid, keys = handshake_keys()
+    poked: list[SessionDriver] = []
+    session = Session(Role.EXIT, sid, keys, T0)
+    driver = SessionDriver(session, Recorder(clock=loop.time), loop.time, loop, poked=poked)
+    other = SessionDriver(session, Recorder(clock=loop.time), loop.time, loop, poked=poked)
+    driver.poke()
+    other.poke()
+    assert poked == [driver, other]
+    driver.stop()
+    assert poked == [other]  # another session's pending prompt stays
+    driver.stop()  # twice: nothing more to remove
+    assert poked == [other]
+
+
 def test_a_big_batch_of_frames_is_flushed_at_once() -> None:
     """libuv reads a busy socket up to 32 times per wake-up (8 MB of a TCP path): past
     FLUSH_AFTER_BYTES of frames, `frames_received` flushes now (the data goes out to the

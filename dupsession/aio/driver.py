@@ -321,3 +321,8 @@ class SessionDriver:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        # relayd drains its shared list only at the end of an input callback, and pokes come
+        # from elsewhere too (a timer's flush, a target's pause or resume): a stopped driver
+        # (a session relayd forgot) leaves it now, not kept with its session until some read.
+        if self._poked is not None and self in self._poked:
+            self._poked.remove(self)
