@@ -31,11 +31,15 @@ Printed: figures, ratios to plain ssh, the targets PASS/MISS (typing during a do
 idle p99 + 20 ms; the download at least as fast as plain ssh on the better uplink), CPU per
 lab process (share of one core during each download: the emulator, ssh, sshd, dupsession,
 relayd) and lab CPU ms per MB, and the exit's per-path controller state mid-download.
+`--breakdown`: each typing echo split into client out, network up, far end, network down and
+client in from the emulator's record of small packets (one monotonic clock for every
+namespace), and each downlink's queue during the download.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
 import json
 import os
@@ -58,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from contrib.bench.lab_latency import cpu_by_process, cpu_times, describe_subflows, pct
 from contrib.netlab import Lab
+from contrib.netlab.emulator import PACKET_LOG_ENV
 from contrib.netlab.lab import PROBE_PATH
 from dupsession import control
 from tests.lab.world import EXIT_PORT, SEED_LIKE, EchoSession, World, seed_like
@@ -101,6 +106,19 @@ class Result:
     emulator_ms_per_mb: float = float("nan")
     notes: list[str] = field(default_factory=list)
     drops: dict[str, tuple[int, int]] = field(default_factory=dict)  #: uplink -> (tail, sent)
+    #: The typing session's keystrokes: sent at, echoed at (monotonic); the idle and the busy
+    #: spans (`--breakdown` matches them with the emulator's packet record)
+    typed: list[float] = field(default_factory=list)
+    echoed: list[float] = field(default_factory=list)
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def keep_echoes(
+        self, echo: EchoSession, idle: tuple[float, float], first: float | None, last: float
+    ) -> None:
+        self.typed, self.echoed = list(echo.sent), [at for _, at in echo.received]
+        self.spans["idle"] = idle
+        if first is not None:
+            self.spans["busy"] = (first + WARM, last - TAIL)
 
     def p99(self, busy: bool) -> float:
         samples = self.busy if busy else self.idle
@@ -306,6 +324,7 @@ class Bench:
             result.mbit = received * 8 / result.seconds / 1e6
             result.busy = echo.latencies(since=first + WARM, until=last - TAIL)
         result.idle = echo.latencies(since=idle_from, until=idle_to)
+        result.keep_echoes(echo, (idle_from, idle_to), first, last)
         result.cpu = {k: v / seconds for k, v in sorted(used.items(), key=lambda kv: -kv[1])}
         mb = max(received, 1) / 1e6
         emulator = used.get(EMULATOR, 0.0)
@@ -452,6 +471,110 @@ class Bench:
         result.notes.append(f"mid-download {describe_subflows(out)}")
 
 
+# -- where a keystroke's time goes (--breakdown) ----------------------------------------------
+
+Row = tuple[float, float | None, int, int, str, str, int, int]  #: emulator.PacketLog's
+PARTS = ("client out", "network up", "far end", "network down", "client in")
+
+
+def _hex(addr: str) -> str:
+    return bytes(int(x) for x in addr.split(".")).hex()
+
+
+def _typing_flows(r: Result, rows: list[Row], mine: set[str]) -> set[tuple[str, int]]:
+    """The client's (address, port) pairs busy while the typing session typed alone."""
+    i0, i1 = r.spans["idle"]
+    seen: dict[tuple[str, int], int] = {}
+    for now, _, _, _, src, dst, sport, dport in rows:
+        if i0 <= now < i1:
+            key = (src, sport) if src in mine else (dst, dport) if dst in mine else None
+            if key is not None:
+                seen[key] = seen.get(key, 0) + 1
+    return {k for k, n in seen.items() if n >= 20}
+
+
+def _echo_parts(r: Result, rows: list[Row], mine: set[str]) -> dict[str, list[list[float]]]:
+    """Per span, each keystroke's total echo time and its PARTS (s)."""
+    flows = _typing_flows(r, rows, mine)
+    up = sorted((now, due) for now, due, _, _, s, _, sp, _ in rows if due and (s, sp) in flows)
+    down = sorted((now, due) for now, due, _, _, _, d, _, dp in rows if due and (d, dp) in flows)
+    up_at, down_at = [u[0] for u in up], [d[0] for d in down]
+    parts: dict[str, list[list[float]]] = {"idle": [], "busy": []}
+    for sent, echoed in zip(r.typed, r.echoed, strict=False):
+        j = bisect.bisect_left(up_at, sent)
+        if j == len(up) or up[j][0] > echoed:
+            continue
+        out = up[j][0]
+        there = min(due for now, due in up[j : j + 16] if now - out < 0.002)
+        k = bisect.bisect_left(down_at, there)
+        # the echo's copies: due at the client by the time it was read (a kernel ACK of a
+        # stream path's copy may come first on the slower downlink)
+        copies = [(now, due) for now, due in down[k : k + 64] if due <= echoed + 0.0005]
+        if not copies:
+            continue
+        back = copies[0][0]
+        home = min(due for now, due in copies if now - back < 0.002)
+        span = next((n for n, (a, b) in r.spans.items() if a <= sent < b), "")
+        if span in parts:
+            parts[span].append(
+                [echoed - sent, out - sent, there - out, back - there, home - back, echoed - home]
+            )
+    return parts
+
+
+def _queue_lines(r: Result, rows: list[Row], uplinks: dict[str, str]) -> list[str]:
+    """Each downlink's queue during the download: small packets' transit over its minimum."""
+    b0, b1 = r.spans["busy"]
+    lines = []
+    for uplink, addr in uplinks.items():
+        transit = [(now, due - now) for now, due, _, _, _, d, _, _ in rows if due and d == addr]
+        if not transit:
+            continue
+        floor = min(t for _, t in transit)
+        waits = [(t - floor) * 1e3 for now, t in transit if b0 <= now < b1]
+        if waits:
+            lines.append(
+                f"{uplink} downlink queue during the download (small packets, transit over its "
+                f"minimum): p50 {pct(waits, 50):.1f}, p90 {pct(waits, 90):.1f}, "
+                f"p99 {pct(waits, 99):.1f} ms"
+            )
+    return lines
+
+
+def breakdown(r: Result, rows: list[Row], uplinks: dict[str, str]) -> list[str]:
+    """A keystroke's echo time split where the emulator saw its packets (one clock: every
+    namespace's CLOCK_MONOTONIC): client out (keystroke written -> its first packet read by
+    the emulator), network up (-> due out at the far end: shaper queue and delay), far end
+    (-> the echo's first packet read: relayd or sshd, the server side's processes), network
+    down (-> due at the client; of a keystroke on every path the earliest), client in (-> the
+    echo read by the bench: the client's processes); then the p99 during the download with
+    each part in turn held at its idle median, and each downlink's queue."""
+    if "idle" not in r.spans or "busy" not in r.spans:
+        return []
+    parts = _echo_parts(r, rows, set(uplinks.values()))
+    lines = []
+    for span, got in parts.items():
+        if not got:
+            continue
+        cells = ", ".join(
+            f"{name} {pct([p[i + 1] * 1e3 for p in got], 50):.1f}/"
+            f"{pct([p[i + 1] * 1e3 for p in got], 99):.1f}"
+            for i, name in enumerate(PARTS)
+        )
+        a, b = r.spans[span]
+        typed = sum(1 for at in r.typed[: len(r.echoed)] if a <= at < b)
+        lines.append(f"echo {span} ({len(got)} of {typed} matched), p50/p99 ms: {cells}")
+    idle, busy = parts["idle"], parts["busy"]
+    if idle and busy:
+        medians = [statistics.median(p[i + 1] for p in idle) for i in range(len(PARTS))]
+        cells = ", ".join(
+            f"{name} {pct([(p[0] - p[i + 1] + medians[i]) * 1e3 for p in busy], 99):.0f}"
+            for i, name in enumerate(PARTS)
+        )
+        lines.append(f"busy p99 with one part held at its idle median, ms: {cells}")
+    return lines + _queue_lines(r, rows, uplinks)
+
+
 # -- report --------------------------------------------------------------------------------
 
 
@@ -505,7 +628,10 @@ def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> No
     if args.paths != ["udp", "tcp"]:
         tag += f", VARIANT (dupsession paths: {'+'.join(args.paths)} on each uplink)"
     print(f"{tag} per direction; {rates}; 200 ms queues", flush=True)
+    if args.breakdown:
+        os.environ[PACKET_LOG_ENV] = str(tmp)  # the emulator inherits it
     with Lab(seed_like(loss / 100, seed=9, scale=scale)) as lab:
+        addrs = {u: lab.addr("client", u) for u in SEED_LIKE}
         world = World(lab, tmp)
         try:
             world.start()
@@ -529,6 +655,12 @@ def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> No
                 )
         finally:
             world.close()
+    if args.breakdown:  # the emulator wrote its record as the lab stopped
+        logs = sorted(tmp.glob("packets-*.json"))
+        rows: list[Row] = [tuple(row) for row in json.loads(logs[-1].read_text())] if logs else []
+        uplinks = {u: _hex(addr) for u, addr in addrs.items()}
+        for r in results:
+            r.notes += breakdown(r, rows, uplinks)
     print()
     print(f"{tag}:")
     print("\n".join(report(tag, results, bench)))
@@ -547,6 +679,10 @@ def main() -> int:
     parser.add_argument(
         "--watch", type=float, metavar="S", help="print the exit's view every S s (diagnosis)"
     )
+    parser.add_argument(
+        "--breakdown", action="store_true",
+        help="split each typing echo into client, network and far end (emulator packet record)",
+    )  # fmt: skip
     parser.add_argument("--py-spy", metavar="DIR", help="record relayd and the client (py-spy)")
     parser.add_argument("--py-spy-seconds", type=int, default=5, help="py-spy record length")
     parser.add_argument(

@@ -541,6 +541,48 @@ def set_priority(sched: str) -> str:
     return "normal"
 
 
+#: With this environment variable set (a directory), the emulator records every packet of at
+#: most PACKET_LOG_MAX bytes (keystrokes, echoes, ACKs; not a transfer's full frames): when it
+#: was read, when it is due out, its size and addresses, and writes them to
+#: `packets-<pid>.json` there when it stops. `contrib/bench/under_load.py --breakdown` reads it
+#: to tell a keystroke's wait in the routers from its wait in the processes at either end.
+PACKET_LOG_ENV = "NETLAB_PACKET_LOG"
+PACKET_LOG_MAX = 400
+
+
+class PacketLog:
+    """The small packets' record (PACKET_LOG_ENV); does nothing when that is not set."""
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory = directory
+        #: (read at, due at or None if dropped, size, protocol, source, destination (hex),
+        #: source port, destination port)
+        self.rows: list[tuple[float, float | None, int, int, str, str, int, int]] = []
+
+    def wrap(
+        self, submit: Callable[[bytes, float], float | None]
+    ) -> Callable[[bytes, float], float | None]:
+        if not self.directory:
+            return submit
+        add = self.rows.append
+
+        def logged(packet: bytes, now: float) -> float | None:
+            release = submit(packet, now)
+            if 24 <= len(packet) <= PACKET_LOG_MAX:
+                ports = struct.unpack_from("!HH", packet, 20)
+                add((now, release, len(packet), packet[9], packet[12:16].hex(),
+                     packet[16:20].hex(), *ports))  # fmt: skip
+            return release
+
+        return logged
+
+    def close(self) -> None:
+        if self.directory:
+            path = os.path.join(self.directory, f"packets-{os.getpid()}.json")
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(self.rows, f)
+
+
 def serve(config: dict[str, Any], tun: str, control_path: str, *, sched: str = "rt") -> None:
     """Run until SIGTERM or a `stop` request: read, impair, write back."""
     got = set_priority(sched)
@@ -557,7 +599,8 @@ def serve(config: dict[str, Any], tun: str, control_path: str, *, sched: str = "
     signal.signal(signal.SIGINT, on_term)
     monotonic = time.monotonic
     read, write, wait = os.read, os.write, select.select
-    submit, pop_due = emu.submit, emu.pop_due
+    packets = PacketLog(os.environ.get(PACKET_LOG_ENV))
+    submit, pop_due = packets.wrap(emu.submit), emu.pop_due
     listener = control.sock.fileno()
     print(f"netlab emulator pid {os.getpid()} on {tun} ({got}), control {control_path}", flush=True)
     try:
@@ -584,6 +627,7 @@ def serve(config: dict[str, Any], tun: str, control_path: str, *, sched: str = "
                     emu.counters["written"] -= 1
                     emu.counters["write_errors"] += 1
     finally:
+        packets.close()
         control.close()
         os.close(fd)
 
