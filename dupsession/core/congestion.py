@@ -145,6 +145,40 @@ STREAM_CWND_GAIN = 1.25
 STREAM_MIN_WINDOW_TIME = 0.04
 
 
+#: A probe turn (`ProbeTurns`) covers this many of the probing path's rounds: the 1.25 round
+#: that queues a quarter of its BDP and the 0.75 round that drains it.
+PROBE_TURN_ROUNDS = 2
+
+
+class ProbeTurns:
+    """One session's datagram paths take turns at their probe rounds (PROBE_GAINS' 1.25 and
+    the 0.75 after it): a path whose probe is due while another path of the session holds the
+    turn cruises on and asks again next round.
+
+    Why: each probe stands about a quarter of the path's BDP in its bottleneck queue (14-19 ms
+    on the netlab's two uplinks, more when the estimate already runs at the link), and a
+    keystroke of any session on those uplinks goes on every path, so its echo waits behind the
+    shorter of the queues. With both uplinks probing at once (their cycles of 8 rounds of 55
+    and 75 ms overlap often) the shorter queue is a probe's too: typing's p99 beside a download
+    rose by the probe's queue. In turns, one uplink's queue is a cruise's at any time. A
+    session with one datagram path (every fairness test) probes as before; what two sessions
+    do to each other is unchanged, each's paths only keep off each other's probes.
+    """
+
+    __slots__ = ("_holder", "_until")
+
+    def __init__(self) -> None:
+        self._holder: object = None
+        self._until = float("-inf")
+
+    def claim(self, who: object, now: float, span: float) -> bool:
+        """Whether `who` may start its probe now, holding the turn for `span` s if so."""
+        if self._holder is not who and now < self._until:
+            return False
+        self._holder, self._until = who, now + span
+        return True
+
+
 def _next_multiple(now: float, period: float) -> float:
     """The first multiple of `period` after `now`: a grid every session on this clock shares."""
     return (now // period + 1) * period
@@ -253,9 +287,12 @@ class ModelRate(CongestionController):
         "min_rtt_at",
         "mode",
         "pacing_gain",
+        "turns",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, turns: ProbeTurns | None = None) -> None:
+        #: Shared with the session's other datagram paths: whose turn it is to probe.
+        self.turns = turns
         self.mode = "startup"
         self.pacing_gain = STARTUP_GAIN
         self.cwnd_gain = STARTUP_CWND_GAIN
@@ -451,8 +488,7 @@ class ModelRate(CongestionController):
             self.mode, self._cycle = "probe", 0
             self._next_probe_rtt = _next_multiple(now, FIRST_PROBE_RTT_PERIOD)
         if self.mode == "probe":  # (probe-rtt ends by time, in `_probe_rtt`)
-            self.pacing_gain = PROBE_GAINS[self._cycle % len(PROBE_GAINS)]
-            self._cycle += 1
+            self.pacing_gain = self._next_gain(now, srtt)
             self.cwnd_gain, self._queue_round = 2.0, False
             if queued and self.pacing_gain <= 1.0:
                 # Delay-aware: a standing queue means the estimates run high (ACK batching
@@ -462,6 +498,17 @@ class ModelRate(CongestionController):
                 self.cwnd_gain, self._queue_round = QUEUE_CWND_GAIN, True
             else:
                 self.pacing_gain /= 1 - min(self.loss_rate, LOSS_COMPENSATION_MAX)
+
+    def _next_gain(self, now: float, srtt: float) -> float:
+        """The probe cycle's next pacing gain; its probe round waits for the session's turn
+        (`ProbeTurns`): meanwhile the path cruises at 1.0."""
+        gain = PROBE_GAINS[self._cycle % len(PROBE_GAINS)]
+        turns = self.turns
+        span = PROBE_TURN_ROUNDS * self._rtt(srtt)
+        if gain > 1.0 and turns is not None and not turns.claim(self, now, span):
+            return 1.0
+        self._cycle += 1
+        return gain
 
     def _end_startup(self) -> None:
         self.mode, self.pacing_gain, self.cwnd_gain = "drain", 1 / STARTUP_GAIN, 2.0

@@ -28,11 +28,17 @@ from __future__ import annotations
 
 import struct
 from dataclasses import replace
+from functools import cached_property
 
 from dupsession.core import wire
 from dupsession.core.acks import make_ack, on_path_ack
 from dupsession.core.closing import Closing
-from dupsession.core.congestion import CongestionController, ModelRate, StreamWindow
+from dupsession.core.congestion import (
+    CongestionController,
+    ModelRate,
+    ProbeTurns,
+    StreamWindow,
+)
 from dupsession.core.errors import LocalProtocolError
 from dupsession.core.events import Event, PathDown
 from dupsession.core.paths import Path, PathState
@@ -110,7 +116,12 @@ class Session(ReceiveData, Closing):
         return path
 
     def _controller(self, datagram: bool) -> CongestionController:
-        return ModelRate() if datagram else StreamWindow()
+        return ModelRate(self._probe_turns) if datagram else StreamWindow()
+
+    @cached_property
+    def _probe_turns(self) -> ProbeTurns:
+        """Shared by the session's datagram paths: they probe in turns (core/congestion.py)."""
+        return ProbeTurns()
 
     def remove_path(self, path_id: int) -> None:
         self.paths.pop(path_id, None)

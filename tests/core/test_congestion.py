@@ -11,6 +11,7 @@ from dupsession.core.congestion import (
     MIN_BURST,
     MIN_WINDOW,
     PACING_CATCH_UP,
+    PROBE_GAINS,
     PROBE_RTT_TIME,
     QUEUE_ALLOWANCE,
     QUEUE_DRAIN_GAIN,
@@ -19,6 +20,7 @@ from dupsession.core.congestion import (
     TURN_BURSTS,
     CongestionController,
     ModelRate,
+    ProbeTurns,
     StreamWindow,
 )
 from dupsession.core.session import SessionConfig
@@ -297,3 +299,48 @@ def test_repeats_on_a_path_are_left_out_of_its_loss_fraction() -> None:
     assert cc._repeats_echoed == 10
     cc.on_ack(1.2, data_recv=171, rtt=SRTT, srtt=SRTT, sent_by_echo=190)
     assert cc.loss_rate == pytest.approx(9 / 90 * LOSS_EWMA)
+
+
+def test_a_sessions_datagram_paths_probe_in_turns_and_a_lone_path_as_before() -> None:
+    """ProbeTurns: the probe rounds (1.25 and the 0.75 after it) of two paths of one session
+    (the netlab's uplinks: 55 and 75 ms rounds) never overlap, so a keystroke's copy on the
+    other path passes a cruise's queue, and neither path goes without its probes."""
+
+    def run(paths: list[ModelRate], seconds: float) -> list[list[tuple[float, float]]]:
+        gains: list[list[tuple[float, float]]] = [[] for _ in paths]
+        now = 1.0
+        while now < 1.0 + seconds:
+            for i, cc in enumerate(paths):
+                cc.on_ack(now, data_recv=0, rtt=cc.min_rtt, srtt=cc.min_rtt, sent_by_echo=None)
+                if not gains[i] or gains[i][-1][1] != cc.pacing_gain:
+                    gains[i].append((now, cc.pacing_gain))
+            now += 0.001
+        return gains
+
+    turns = ProbeTurns()
+    paths = [cruising(min_rtt=0.055), cruising(min_rtt=0.075)]
+    for cc in paths:
+        cc.turns, cc._cycle = turns, 0  # both due to probe in their next round
+    up1, up2 = run(paths, 6.0)
+
+    def spans(changes: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        """(start, end) of each probe and the drain after it."""
+        out, start = [], None
+        for at, gain in changes:
+            if gain > 1.0:
+                start = at
+            elif gain == 1.0 and start is not None:
+                out.append((start, at))
+                start = None
+        return out
+
+    probes1, probes2 = spans(up1), spans(up2)
+    for a0, a1 in probes1:
+        assert all(a1 <= b0 or b1 <= a0 for b0, b1 in probes2), (a0, a1, probes2)
+    # each still probes about once per cycle of 8 rounds (6 s: 13.6 and 10 cycles)
+    assert len(probes1) >= 10 and len(probes2) >= 8, (len(probes1), len(probes2))
+    # a path of its own (no turns: every single-path session, every fairness test) probes
+    # once per cycle, exactly as before
+    (alone,) = run([cruising(min_rtt=0.055)], 6.0)
+    assert [g for _, g in alone][:3] == [1.0, PROBE_GAINS[0], PROBE_GAINS[1]]
+    assert len(spans(alone)) >= 13
