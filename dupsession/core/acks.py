@@ -123,6 +123,7 @@ def on_path_ack(path: Path, ack: wire.Ack, now: float) -> tuple[float | None, in
             path.rtt_history.append(sample)
         else:
             sample = None
+    path.note_own_loss(ack.data_recv, sent_by_echo)
     path.note_delivery(ack.data_recv)
     path.outbound.lag = ack.lag_us / 1e6
     path.outbound.first = ack.first

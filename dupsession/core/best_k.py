@@ -45,11 +45,15 @@ class BestK:
 
     @staticmethod
     def expected_delivery(path: Path, now: float, rto: float) -> float:
-        """Seconds a frame sent on `path` alone takes to arrive, counting one resend per loss."""
+        """Seconds a frame sent on `path` alone takes to arrive, counting one resend per loss.
+
+        By our own loss measure (`Path.own_outbound`), not the peer's (`outbound.loss`): a
+        replayed genuine copy lowers the peer's figure, so whoever replays copies on a lossy
+        path could have it chosen (review G3)."""
         if not alive(path, now):
             return float("inf")
         srtt = path.rtt.srtt
-        return srtt + path.outbound.loss * (srtt + rto)
+        return srtt + path.own_outbound.loss * (srtt + rto)
 
     def review(self, now: float, paths: list[Path], sender: Sender, rto: float) -> None:
         """Keep the chosen paths unless one died or a candidate beats it clearly."""

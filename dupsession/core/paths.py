@@ -142,6 +142,18 @@ class Path:
     repeats_recv: int = 0
     #: (peer data_sent, our data_recv + repeats_recv) at the last ACK
     peer_report: tuple[int, int] | None = None
+    #: Our own measure of our DATA loss on this path, which best-k decides by (review G3);
+    #: `outbound.loss`, the peer's figure, counts a genuine copy that comes on the path again
+    #: as arrived, and so does a replayed one: anyone who replays copies can lower it to none.
+    #: Here the peer's `data received` (a frame once per path: a replay of a copy the path
+    #: carried adds nothing; SECURITY.md names what is left) is held against the copies we
+    #: had sent when an echoed timestamp of ours left (FIFO: each has arrived or is lost by
+    #: then), as the controller does (`ModelRate.on_ack`). A resend here whose first copy
+    #: had arrived counts as lost: the bias is towards more loss, not less.
+    own_outbound: DirectionStats = field(default_factory=DirectionStats)
+    own_delivered: int = -1  #: the peer's `data received` on this path, unwrapped (-1: none)
+    own_lost: int = 0  #: the most copies seen missing: sent by an echo less `own_delivered`
+    own_report: tuple[int, int] | None = None  #: (sent by the echo, own_lost) at the last fold
     inbound: DirectionStats = field(default_factory=DirectionStats)
     outbound: DirectionStats = field(default_factory=DirectionStats)
     bytes_sent: int = 0
@@ -174,6 +186,30 @@ class Path:
             self.peer_data_recv = data_recv
             self.sent_since_progress = 0
             self.unreported_since = None
+
+    def note_own_loss(self, data_recv: int, sent_by_echo: int | None) -> None:
+        """Fold the peer's `data received` (mod 2**32) and, when its ACK echoed one of our
+        timestamps, what we had sent on the path by then into `own_outbound.loss`."""
+        if self.own_delivered < 0:
+            self.own_delivered = data_recv
+        else:
+            step = (data_recv - self.own_delivered) & 0xFFFFFFFF
+            if step < 1 << 31:  # else an older ACK overtaken by a newer one
+                self.own_delivered += step
+        if sent_by_echo is None:
+            return
+        # Copies the peer counted may include some sent after the echo: a lower bound on
+        # what is missing, so the largest one seen stands.
+        self.own_lost = max(self.own_lost, sent_by_echo - self.own_delivered)
+        last = self.own_report
+        if last is None:
+            self.own_report = (sent_by_echo, self.own_lost)
+            return
+        sent = sent_by_echo - last[0]
+        if sent > 0:
+            lost = min(self.own_lost - last[1], sent)
+            self.own_outbound.loss += EWMA_GAIN * (lost / sent - self.own_outbound.loss)
+            self.own_report = (sent_by_echo, self.own_lost)
 
     def heard(self, now: float) -> bool:
         """Record that a valid frame arrived; True when this revives a silent path."""

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from dupsession.core import wire
 from dupsession.core.addresses import AMPLIFICATION, MAX_CANDIDATES, PathAddresses, Verdict
+from dupsession.core.best_k import BestK
 from dupsession.core.events import SessionClosed
 from dupsession.core.handshake import reset_token
-from tests.support.session import PSK, T0, Pair, drain, kinds
+from tests.support.session import PSK, T0, Pair, data_frames, drain, kinds
 
 
 def _ack_frames(out: dict[int, list[bytes]], pid: int = 0) -> list[bytes]:
@@ -176,6 +177,40 @@ def test_injected_duplicates_do_not_inflate_the_senders_rate() -> None:
     assert clean[0] > 0
     assert _sender_rate(60, forge=True) == clean
     assert _sender_rate(60, forge=False) == clean
+
+
+def _lossy_path(replay: bool) -> tuple[float, float, float, int]:
+    """Review G3's repro: one path loses half the first copies for 30 rounds; with `replay`,
+    an on-path observer puts an earlier genuine copy on the path in each lost one's place.
+    The client's (peer-reported outbound loss, own loss, best-k's score, peer data_recv)."""
+    pair = Pair(paths=1)
+    now = pair.connect()
+    for _ in range(30):
+        pair.client.send(bytes(4 * 1100))
+        frames = data_frames(pair.client.transmit(now))
+        for i, frame in enumerate(frames):
+            if i % 2 == 0:
+                pair.exit.receive_frame(frame, now + 0.01, 0)
+            elif replay:
+                pair.exit.receive_frame(frames[0], now + 0.01, 0)
+        now = pair.exchange(now + 0.01, rounds=60)
+        drain(pair.client)
+        drain(pair.exit)
+    path = pair.client.paths[0]
+    score = BestK.expected_delivery(path, now, pair.client.recovery.rto_value)
+    return path.outbound.loss, path.own_outbound.loss, score, pair.exit.paths[0].data_recv
+
+
+def test_replayed_genuine_copies_do_not_make_a_lossy_path_look_clean_to_best_k() -> None:
+    """Review G3: the peer's loss figure counts a genuine copy that comes on the path again as
+    arrived (a resend there is no loss), so replayed copies read as arrivals: the lossy path
+    showed no loss, and best-k, which ranked paths by that figure, would choose it. best-k
+    now ranks by the sender's own measure, from the peer's `data received` (a frame once per
+    path): the replay moves nothing it decides by."""
+    honest, replayed = _lossy_path(replay=False), _lossy_path(replay=True)
+    assert honest[0] > 0.2 and replayed[0] == 0.0  # the attack works on the peer's figure...
+    assert honest[1] > 0.2  # ...the own measure sees the loss (a bias to more, not less)...
+    assert replayed[1:] == honest[1:]  # ...and the replay changed neither it nor best-k's score
 
 
 # --- path challenges -------------------------------------------------------------------------
