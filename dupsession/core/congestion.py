@@ -148,6 +148,9 @@ STREAM_MIN_WINDOW_TIME = 0.04
 #: A probe turn (`ProbeTurns`) covers this many of the probing path's rounds: the 1.25 round
 #: that queues a quarter of its BDP and the 0.75 round that drains it.
 PROBE_TURN_ROUNDS = 2
+#: ...and a path cruising while another holds the turn paces at this gain: it drains what it
+#: queued, so a keystroke's copy on it passes a short queue while the other's probe stands.
+YIELD_GAIN = 0.9
 
 
 class ProbeTurns:
@@ -160,9 +163,10 @@ class ProbeTurns:
     keystroke of any session on those uplinks goes on every path, so its echo waits behind the
     shorter of the queues. With both uplinks probing at once (their cycles of 8 rounds of 55
     and 75 ms overlap often) the shorter queue is a probe's too: typing's p99 beside a download
-    rose by the probe's queue. In turns, one uplink's queue is a cruise's at any time. A
-    session with one datagram path (every fairness test) probes as before; what two sessions
-    do to each other is unchanged, each's paths only keep off each other's probes.
+    rose by the probe's queue. In turns, one uplink's queue is a cruise's at any time, and
+    the cruising paths pace at YIELD_GAIN meanwhile, draining what they queued. A session with
+    one datagram path (every fairness test) probes as before; between sessions only that
+    yield is new (a session's paths keep off each other's probes, not another session's).
     """
 
     __slots__ = ("_holder", "_until")
@@ -170,6 +174,10 @@ class ProbeTurns:
     def __init__(self) -> None:
         self._holder: object = None
         self._until = float("-inf")
+
+    def held(self, who: object, now: float) -> bool:
+        """Whether another path holds the turn now (it is probing or draining its probe)."""
+        return self._holder is not who and now < self._until
 
     def claim(self, who: object, now: float, span: float) -> bool:
         """Whether `who` may start its probe now, holding the turn for `span` s if so."""
@@ -505,8 +513,12 @@ class ModelRate(CongestionController):
         gain = PROBE_GAINS[self._cycle % len(PROBE_GAINS)]
         turns = self.turns
         span = PROBE_TURN_ROUNDS * self._rtt(srtt)
-        if gain > 1.0 and turns is not None and not turns.claim(self, now, span):
-            return 1.0
+        if turns is not None:
+            if gain > 1.0 and not turns.claim(self, now, span):
+                return YIELD_GAIN
+            if gain == 1.0 and turns.held(self, now):
+                self._cycle += 1
+                return YIELD_GAIN
         self._cycle += 1
         return gain
 

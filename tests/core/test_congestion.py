@@ -18,6 +18,7 @@ from dupsession.core.congestion import (
     STALE_MIN,
     STARTUP_GAIN,
     TURN_BURSTS,
+    YIELD_GAIN,
     CongestionController,
     ModelRate,
     ProbeTurns,
@@ -303,8 +304,9 @@ def test_repeats_on_a_path_are_left_out_of_its_loss_fraction() -> None:
 
 def test_a_sessions_datagram_paths_probe_in_turns_and_a_lone_path_as_before() -> None:
     """ProbeTurns: the probe rounds (1.25 and the 0.75 after it) of two paths of one session
-    (the netlab's uplinks: 55 and 75 ms rounds) never overlap, so a keystroke's copy on the
-    other path passes a cruise's queue, and neither path goes without its probes."""
+    (the netlab's uplinks: 55 and 75 ms rounds) never overlap, the other path cruises at
+    YIELD_GAIN meanwhile, so a keystroke's copy on it passes a short queue, and neither path
+    goes without its probes."""
 
     def run(paths: list[ModelRate], seconds: float) -> list[list[tuple[float, float]]]:
         gains: list[list[tuple[float, float]]] = [[] for _ in paths]
@@ -325,13 +327,15 @@ def test_a_sessions_datagram_paths_probe_in_turns_and_a_lone_path_as_before() ->
 
     def spans(changes: list[tuple[float, float]]) -> list[tuple[float, float]]:
         """(start, end) of each probe and the drain after it."""
-        out, start = [], None
+        out, start, draining = [], None, False
         for at, gain in changes:
+            if start is not None and draining:
+                out.append((start, at))
+                start, draining = None, False
             if gain > 1.0:
                 start = at
-            elif gain == 1.0 and start is not None:
-                out.append((start, at))
-                start = None
+            elif gain == PROBE_GAINS[1] and start is not None:
+                draining = True
         return out
 
     probes1, probes2 = spans(up1), spans(up2)
@@ -339,8 +343,12 @@ def test_a_sessions_datagram_paths_probe_in_turns_and_a_lone_path_as_before() ->
         assert all(a1 <= b0 or b1 <= a0 for b0, b1 in probes2), (a0, a1, probes2)
     # each still probes about once per cycle of 8 rounds (6 s: 13.6 and 10 cycles)
     assert len(probes1) >= 10 and len(probes2) >= 8, (len(probes1), len(probes2))
+    # and a cruise round while the other holds the turn paces at YIELD_GAIN: it drains its
+    # own queue while the other's probe stands
+    assert YIELD_GAIN in {g for _, g in up1} and YIELD_GAIN in {g for _, g in up2}
     # a path of its own (no turns: every single-path session, every fairness test) probes
     # once per cycle, exactly as before
     (alone,) = run([cruising(min_rtt=0.055)], 6.0)
     assert [g for _, g in alone][:3] == [1.0, PROBE_GAINS[0], PROBE_GAINS[1]]
+    assert YIELD_GAIN not in {g for _, g in alone}
     assert len(spans(alone)) >= 13
