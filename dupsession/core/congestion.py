@@ -38,7 +38,13 @@ STARTUP_EXIT_SAMPLES = 4
 #: bounds what the overshoot can queue before the delay rule sees it.
 STARTUP_CWND_GAIN = 2.0
 #: A queue is "standing" above max(this fraction of the minimum RTT, QUEUE_TARGET_MIN s).
-QUEUE_TARGET_FRACTION = 0.25
+#: A tenth, not a quarter: on the netlab's 55 and 75 ms paths a quarter let a cruise stand
+#: 14 and 19 ms before it drained, and a keystroke's echo, which takes the shorter of the two
+#: downlinks' queues, waited behind that (typing beside a download, 0 % loss: the echo's
+#: network-down p99 39-41 ms against 43-47, download 68 against 70 Mbit/s; the simulator's
+#: fairness scenarios keep Jain >= 0.978; docs/BENCHMARKS.md, typing9d). Paths under 20 ms
+#: of min RTT (loopback, a LAN) are unchanged: QUEUE_TARGET_MIN either way.
+QUEUE_TARGET_FRACTION = 0.10
 QUEUE_TARGET_MIN = 0.005
 #: Pacing and window gains for a cruise round that found a standing queue.
 QUEUE_DRAIN_GAIN = 0.85
