@@ -116,6 +116,10 @@ class ExitSession:
         self._echo_paused = False
         self.closed: events.SessionClosed | None = None
         self.driver = driver_factory(self)
+        if not self.is_probe:
+            # Nothing takes the bytes until the target is connected (`connect_target`, up to
+            # TARGET_CONNECT_TIMEOUT): the frozen window bounds `_early` in bytes (review H1).
+            self.driver.pause_receiving(True)
         self.on_finished: Callable[[ExitSession], None] | None = None
         #: Called at the end of each read from the target (the server's `prompt`).
         self.after_input: Callable[[], None] = self._prompt
@@ -155,6 +159,9 @@ class ExitSession:
             return
         self._target = protocol
         assert protocol.transport is not None
+        # Reopened before the early bytes go out: if they fill the target's buffer, its
+        # `pause_writing` freezes the window again.
+        self.driver.pause_receiving(False)
         for chunk in self._early:
             protocol.transport.write(chunk)
         self._early.clear()
@@ -178,7 +185,7 @@ class ExitSession:
             return
         target = self._target
         if target is None or target.transport is None:
-            self._early.append(data)  # bounded: the session's window limits what arrives
+            self._early.append(data)  # bounded: paused until connected, window_bytes at most
             return
         target.transport.write(data)
 

@@ -260,3 +260,31 @@ def test_the_probe_echo_freezes_and_reopens_its_window_and_loses_nothing() -> No
 
 def _moved_on(seen: Recorder, total: int, more: bool, client: SessionDriver) -> bool:
     return len(seen.data) >= total or (more and client.writable() > 0)
+
+
+def test_an_exit_takes_at_most_window_bytes_while_its_target_connects() -> None:
+    """Review H1: until `connect_target` connects (up to TARGET_CONNECT_TIMEOUT), the client's
+    bytes wait in the exit's `_early`; its window only slid on, so they grew at line rate. The
+    session is paused from its creation: `_early` stays within `window_bytes` (plus a frame)."""
+    loop = VirtualLoop(T0)
+    sid, keys = handshake_keys()
+    config = SessionConfig(window_bytes=512 * 1024, window_frames=1024)
+    client = SessionDriver(Session(Role.CLIENT, sid, keys, T0), Recorder(), loop.time, loop)
+    accepted = SimpleNamespace(hello=SimpleNamespace(target="198.18.0.1:22", session_id=sid))
+
+    def exit_driver(endpoint: ExitSession) -> SessionDriver:
+        return SessionDriver(Session(Role.EXIT, sid, keys, T0, config), endpoint, loop.time, loop)
+
+    exit_session = ExitSession(cast(Accepted, accepted), exit_driver, "198.18.0.1", 22)
+    client.attach(0, Link(loop, exit_session.driver), datagram=False)
+    exit_session.driver.attach(0, Link(loop, client), datagram=False)
+    payload, sent = bytes(4 * 1024 * 1024), 0
+    for _ in range(200):
+        if (room := client.writable()) and sent < len(payload):
+            client.send(payload[sent : sent + room])
+            sent += min(room, len(payload) - sent)
+        until = loop.now + 0.05
+        loop.run_until(lambda: loop.now >= until, horizon=T0 + 100)  # noqa: B023
+    early = sum(map(len, exit_session._early))
+    assert sent > 2 * config.window_bytes  # the client had more to give
+    assert 0 < early <= config.window_bytes + wire.MAX_STREAM_PAYLOAD

@@ -35,6 +35,7 @@ class Delivery(SessionBase):
         if paused == self._receive_paused and not force:
             return
         self._receive_paused = paused
+        self._paused_bytes = 0
         receiver = self.receiver
         before = receiver.advertised_end
         receiver.pause(paused)
@@ -47,6 +48,8 @@ class Delivery(SessionBase):
         (views into their frames) are copied once here: joined, or decrypted."""
         receiver = self.receiver
         inflow = self._inflow
+        if self._receive_paused:  # what `ReceiveData` bounds while the window is frozen
+            self._paused_bytes += sum(map(len, delivered))
         if inflow is not None and self._decrypt is None:
             # The decoder joins each record from the payload views (a record spans frames):
             # one copy, where joining the run first made two.

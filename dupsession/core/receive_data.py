@@ -102,6 +102,16 @@ class ReceiveData(Delivery):
         if seq != receiver.cumulative and receiver.held_bytes + size > self._held_limit:
             self.stale_frames += 1
             return
+        # While the consumer is paused the frozen window still spans `window_frames` frames of
+        # up to 65 499 bytes each (review H1): what is delivered past the pause, plus what is
+        # held, stays within `_held_limit` bytes too. A frame beyond it is dropped unacked,
+        # like one beyond the window: the sender keeps it and resends it.
+        if (
+            self._receive_paused
+            and self._paused_bytes + receiver.held_bytes + size - _DATA_MIN > self._held_limit
+        ):
+            self.stale_frames += 1
+            return
         try:
             fin, payload = self._open_data(frame)
         except wire.FrameError:
@@ -144,6 +154,8 @@ class ReceiveData(Delivery):
             return start
         if self.state is not SessionState.OPEN:
             return start
+        if self._receive_paused:
+            return start  # bounded in bytes, frame by frame, by `_receive_data`
         seq = first = receiver.cumulative
         end, held = receiver.advertised_end, receiver.held
         limit = _DATAGRAM_DATA_MAX if path.datagram else self._stream_data_max

@@ -54,7 +54,8 @@ class SessionConfig:
     #: A frame's resend delay never grows beyond this (s; or its timeout, if longer) however
     #: often it was resent: one keystroke must never wait seconds. mosh caps at 1 s.
     max_backoff: float = 0.5
-    #: Whether this end may use 16 KiB frames when every live path is a stream path.
+    #: Whether this end may cut large stream-path frames (16 KiB payloads, 65 499 bytes with
+    #: JUMBO) while every path is a stream path.
     large_frames: bool = True
 
 
@@ -104,8 +105,10 @@ class SessionBase:
         compress = self.features.compress
         self._deflate = StreamCompressor(compress) if compress is not Compress.OFF else None
         self._inflow = Inflow() if compress is not Compress.OFF else None
-        self._consumer_paused = False
-        self._receive_paused = False
+        self._consumer_paused = self._receive_paused = False
+        #: Payload bytes delivered since the receive window froze: while it is frozen, in-order
+        #: frames are bounded in bytes too (`_held_limit`), not only by the frozen frame end.
+        self._paused_bytes = 0
         self._drain_at = now
         self.created = now
         self.state = SessionState.OPEN

@@ -1,0 +1,101 @@
+"""Review H1: a paused consumer takes at most `window_bytes` past the pause, in order too.
+
+The frozen window spans `window_frames` frames, and a stream-path frame carries up to 16 KiB
+(65 499 bytes with JUMBO): bounded in frames only, relayd's window (7013 frames) let 110 MiB
+(438 MiB with JUMBO) through to a target that had stopped reading. In-order frames past the
+byte bound are dropped unacked, like frames beyond the window, and resent once it reopens.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dupsession.core import wire
+from dupsession.core.events import StreamData
+from dupsession.core.negotiate import Features
+from dupsession.core.session import Session, SessionConfig
+from tests.support.session import T0, Pair, drain
+
+BUDGET = 1 << 20
+
+
+def _taken(session: Session) -> bytes:
+    return b"".join(ev.data for ev in drain(session) if isinstance(ev, StreamData))
+
+
+def _frames(pair: Pair, count: int, size: int) -> tuple[list[bytes], bytes]:
+    """Frames 0..count-1 of `size`-byte payloads as the client would cut them, and the stream."""
+    key, sid = pair.keys.client_to_exit, pair.client.session_id
+    payloads = [bytes([seq % 251]) * size for seq in range(count)]
+    frames = [wire.encode_data(key, sid, seq, p, False) for seq, p in enumerate(payloads)]
+    return frames, b"".join(payloads)
+
+
+@pytest.mark.parametrize("jumbo", [False, True])
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_paused_consumer_takes_at_most_window_bytes_in_order(jumbo: bool, batched: bool) -> None:
+    """Max-size frames up to the frozen window's end: at most `window_bytes` (plus one frame)
+    reach the paused consumer, one frame at a time or as one read's run; after the resume the
+    resent frames complete the stream, every byte once and in order."""
+    size = wire.MAX_JUMBO_PAYLOAD if jumbo else wire.MAX_STREAM_PAYLOAD
+    config = SessionConfig(window_bytes=BUDGET, window_frames=1024)
+    pair = Pair(paths=0, exit=config, features=Features(jumbo=jumbo))
+    e = pair.exit
+    e.add_path(0, False, T0)
+    e.pause_receiving(True)
+    frames, stream = _frames(pair, e.receiver.advertised_end + 4, size)
+    assert len(stream) > 10 * BUDGET  # the frame window alone would let all of it in
+    if batched:
+        e.receive_frames(frames, T0 + 0.01, 0)
+    else:
+        for frame in frames:
+            e.receive_frame(frame, T0 + 0.01, 0)
+    got = _taken(e)
+    assert BUDGET - size < len(got) <= BUDGET + size
+    assert got == stream[: len(got)]
+    assert e.stale_frames > 0  # dropped unacked: the sender still holds them
+    e.pause_receiving(False)
+    frames_left = frames[e.receiver.cumulative :]  # the sender resends what is unacked
+    if batched:
+        e.receive_frames(frames_left, T0 + 0.02, 0)
+    else:
+        for frame in frames_left:
+            e.receive_frame(frame, T0 + 0.02, 0)
+    assert got + _taken(e) == stream
+
+
+@pytest.mark.parametrize("jumbo", [False, True])
+def test_an_honest_upload_into_a_paused_consumer_stops_at_window_bytes_and_completes(
+    jumbo: bool,
+) -> None:
+    """A real client writing whenever writable into an exit whose consumer paused: the exit
+    takes at most `window_bytes` past the pause; once it resumes, the client's resends bring
+    the rest, every byte once and in order."""
+    config = SessionConfig(window_bytes=BUDGET, window_frames=1024)
+    pair = Pair(paths=1, datagram=False, client=config, exit=config, features=Features(jumbo=jumbo))
+    c, e = pair.client, pair.exit
+    now = pair.connect()
+    e.pause_receiving(True)
+    stream = bytes(i % 253 for i in range(6 * BUDGET))
+    sent, got = 0, b""
+    for _ in range(400):
+        while sent < len(stream) and (room := c.writable()) > 0:
+            c.send(stream[sent : sent + room])
+            sent += min(room, len(stream) - sent)
+        now = pair.exchange(now, rounds=2, step=0.001)
+        got += _taken(e)
+        drain(c)
+    size = wire.MAX_JUMBO_PAYLOAD if jumbo else wire.MAX_STREAM_PAYLOAD
+    assert len(got) <= BUDGET + size
+    assert got == stream[: len(got)]
+    e.pause_receiving(False)
+    for _ in range(4000):
+        while sent < len(stream) and (room := c.writable()) > 0:
+            c.send(stream[sent : sent + room])
+            sent += min(room, len(stream) - sent)
+        now = pair.exchange(now, rounds=2, step=0.001)
+        got += _taken(e)
+        drain(c)
+        if len(got) == len(stream):
+            break
+    assert got == stream
