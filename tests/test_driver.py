@@ -171,6 +171,30 @@ def test_a_stopped_driver_leaves_the_shared_poked_list() -> None:
     assert poked == [other]
 
 
+def test_a_stopped_driver_is_gone_from_the_list_and_never_runs_again() -> None:
+    """A poke, the loop's flush, and another poke outside any input callback put a driver in
+    relayd's list twice; `stop` takes every entry. After `stop`, a late poke (a path's
+    `connection_lost`, a target's resume) neither queues a flush nor arms the core's timer
+    (review H4)."""
+    loop = VirtualLoop(T0)
+    sid, keys = handshake_keys()
+    poked: list[SessionDriver] = []
+    session = Session(Role.EXIT, sid, keys, T0)
+    session.add_path(0, True, T0)
+    driver = SessionDriver(session, Recorder(clock=loop.time), loop.time, loop, poked=poked)
+    driver.poke()
+    loop.run_soon()  # the loop's flush
+    driver.poke()
+    assert poked == [driver, driver]
+    driver.stop()
+    assert poked == []
+    driver.poke()
+    loop.run_soon()
+    assert poked == []
+    assert driver._timer is None
+    assert driver._timer_at is None
+
+
 def test_a_big_batch_of_frames_is_flushed_at_once() -> None:
     """libuv reads a busy socket up to 32 times per wake-up (8 MB of a TCP path): past
     FLUSH_AFTER_BYTES of frames, `frames_received` flushes now (the data goes out to the

@@ -109,6 +109,7 @@ class SessionDriver:
         #: Where `poke` notes a newly pending flush for the glue's `prompt` (relayd: every
         #: session's driver shares one list, drained at the end of each input callback).
         self._poked = poked
+        self._stopped = False  #: `stop` ran: nothing of ours runs again (see `stop`)
         self.on_path_event: Callable[[events.Event], None] | None = None
         self.closed = asyncio.Event()
 
@@ -223,7 +224,7 @@ class SessionDriver:
         self.poke()
 
     def poke(self) -> None:
-        if not self._flush_pending:
+        if not self._flush_pending and not self._stopped:
             self._flush_pending = True
             self._loop.call_soon(self.flush)
             if self._poked is not None:
@@ -245,6 +246,8 @@ class SessionDriver:
             self.flush()
 
     def flush(self) -> None:
+        if self._stopped:  # a flush queued before `stop`, or a path's late event after it
+            return
         self._flush_pending = False
         self._unflushed = 0
         session = self.session
@@ -318,11 +321,19 @@ class SessionDriver:
         self.flush()
 
     def stop(self) -> None:
+        """Stop for good: no timer, no flush, no poke from now on. A path's `connection_lost`
+        or a target's resume can still reach a stopped driver, and a flush would arm the
+        core's timer again and keep the session running for nobody (review H4)."""
+        self._stopped = True
+        self._flush_pending = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._timer_at = None
         # relayd drains its shared list only at the end of an input callback, and pokes come
         # from elsewhere too (a timer's flush, a target's pause or resume): a stopped driver
-        # (a session relayd forgot) leaves it now, not kept with its session until some read.
-        if self._poked is not None and self in self._poked:
-            self._poked.remove(self)
+        # (a session relayd forgot) leaves it now, every time it is in it, not kept with its
+        # session until some read. (A poke after a flush outside an input callback appends
+        # it again while the list still holds the first.)
+        if self._poked is not None:
+            self._poked[:] = [driver for driver in self._poked if driver is not self]
