@@ -34,8 +34,11 @@ class Delivery(SessionBase):
         )
         if paused == self._receive_paused and not force:
             return
+        if paused and not self._receive_paused:
+            # Counted from the freeze: a repeated pause (the consumer's pause_writing again)
+            # must not restart the count, or each one would let another window through.
+            self._paused_bytes = 0
         self._receive_paused = paused
-        self._paused_bytes = 0
         receiver = self.receiver
         before = receiver.advertised_end
         receiver.pause(paused)

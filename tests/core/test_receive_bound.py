@@ -50,6 +50,7 @@ def test_a_paused_consumer_takes_at_most_window_bytes_in_order(jumbo: bool, batc
     else:
         for frame in frames:
             e.receive_frame(frame, T0 + 0.01, 0)
+            e.pause_receiving(True)  # paused again (another pause_writing): not a new count
     got = _taken(e)
     assert BUDGET - size < len(got) <= BUDGET + size
     assert got == stream[: len(got)]
@@ -64,6 +65,17 @@ def test_a_paused_consumer_takes_at_most_window_bytes_in_order(jumbo: bool, batc
     assert got + _taken(e) == stream
 
 
+def _upload_step(pair: Pair, stream: bytes, sent: int, now: float) -> tuple[int, float]:
+    """The client writes what it may of the rest of `stream`, then both ends exchange."""
+    c = pair.client
+    while sent < len(stream) and (room := c.writable()) > 0:
+        c.send(stream[sent : sent + room])
+        sent += min(room, len(stream) - sent)
+    now = pair.exchange(now, rounds=2, step=0.001)
+    drain(c)
+    return sent, now
+
+
 @pytest.mark.parametrize("jumbo", [False, True])
 def test_an_honest_upload_into_a_paused_consumer_stops_at_window_bytes_and_completes(
     jumbo: bool,
@@ -73,29 +85,21 @@ def test_an_honest_upload_into_a_paused_consumer_stops_at_window_bytes_and_compl
     the rest, every byte once and in order."""
     config = SessionConfig(window_bytes=BUDGET, window_frames=1024)
     pair = Pair(paths=1, datagram=False, client=config, exit=config, features=Features(jumbo=jumbo))
-    c, e = pair.client, pair.exit
+    e = pair.exit
     now = pair.connect()
     e.pause_receiving(True)
     stream = bytes(i % 253 for i in range(6 * BUDGET))
     sent, got = 0, b""
     for _ in range(400):
-        while sent < len(stream) and (room := c.writable()) > 0:
-            c.send(stream[sent : sent + room])
-            sent += min(room, len(stream) - sent)
-        now = pair.exchange(now, rounds=2, step=0.001)
+        sent, now = _upload_step(pair, stream, sent, now)
         got += _taken(e)
-        drain(c)
     size = wire.MAX_JUMBO_PAYLOAD if jumbo else wire.MAX_STREAM_PAYLOAD
     assert len(got) <= BUDGET + size
     assert got == stream[: len(got)]
     e.pause_receiving(False)
     for _ in range(4000):
-        while sent < len(stream) and (room := c.writable()) > 0:
-            c.send(stream[sent : sent + room])
-            sent += min(room, len(stream) - sent)
-        now = pair.exchange(now, rounds=2, step=0.001)
+        sent, now = _upload_step(pair, stream, sent, now)
         got += _taken(e)
-        drain(c)
         if len(got) == len(stream):
             break
     assert got == stream
