@@ -6,15 +6,16 @@ that changes (the pacing deadline, which becomes one of the session's timers). A
 never picks frames or paths; that is the scheduler's job (`core/scheduler.py`).
 
 Stream paths (TCP, SSH) have the kernel's congestion control on the wire; their controller
-(`StreamWindow`) only bounds what we hand the socket: the kernel's window, its unsent queue
-and the routers' queues behind them hold no more than about one bandwidth-delay product of
-ours, so a UDP path on the same uplink and other sessions' keystrokes do not wait behind it.
+(`core/stream_window.py`, ModelRate's estimates without pacing) only bounds what we hand the
+socket. A session's datagram paths take turns at their probe rounds (`core/probe_turns.py`).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from typing import Any
+
+from dupsession.core.probe_turns import PROBE_TURN_ROUNDS, YIELD_GAIN, ProbeTurns
 
 #: Frames a path may send before it has any estimate (like TCP's initial window of 10, a bit
 #: more since our frames are small on interactive sessions).
@@ -138,59 +139,6 @@ STALE_MIN = 0.2
 FRAME_BITS = 1232 * 8
 #: RTT assumed by the status view before any sample (s).
 INITIAL_SRTT = 0.3
-#: A stream path's window after startup, in bandwidth-delay products: enough above 1 for the
-#: rate estimate to grow when the path frees up (a window-limited flow delivers up to this
-#: times its estimate), little enough that the queue it can stand is a quarter of a BDP, not
-#: BBR's full one (the kernel's BBR under it sizes its own window at 2x its estimate). A
-#: round that found a standing queue holds one BDP (plus the peer's ACK batching) instead.
-STREAM_CWND_GAIN = 1.25
-#: A stream path's window spans at least this long (s) at its rate: on loopback or a LAN the
-#: min RTT is a fraction of a ms, while two busy event loops take many ms to turn a frame into
-#: an ACK; a window sized from the minimum then starved the path (2 UDP + 1 TCP on loopback:
-#: 52 -> 37 MB/s). Paths with a min RTT above 32 ms are not affected.
-STREAM_MIN_WINDOW_TIME = 0.04
-
-
-#: A probe turn (`ProbeTurns`) covers this many of the probing path's rounds: the 1.25 round
-#: that queues a quarter of its BDP and the 0.75 round that drains it.
-PROBE_TURN_ROUNDS = 2
-#: ...and a path cruising while another holds the turn paces at this gain: it drains what it
-#: queued, so a keystroke's copy on it passes a short queue while the other's probe stands.
-YIELD_GAIN = 0.9
-
-
-class ProbeTurns:
-    """One session's datagram paths take turns at their probe rounds (PROBE_GAINS' 1.25 and
-    the 0.75 after it): a path whose probe is due while another path of the session holds the
-    turn cruises on and asks again next round.
-
-    Why: each probe stands about a quarter of the path's BDP in its bottleneck queue (14-19 ms
-    on the netlab's two uplinks, more when the estimate already runs at the link), and a
-    keystroke of any session on those uplinks goes on every path, so its echo waits behind the
-    shorter of the queues. With both uplinks probing at once (their cycles of 8 rounds of 55
-    and 75 ms overlap often) the shorter queue is a probe's too: typing's p99 beside a download
-    rose by the probe's queue. In turns, one uplink's queue is a cruise's at any time, and
-    the cruising paths pace at YIELD_GAIN meanwhile, draining what they queued. A session with
-    one datagram path (every fairness test) probes as before; between sessions only that
-    yield is new (a session's paths keep off each other's probes, not another session's).
-    """
-
-    __slots__ = ("_holder", "_until")
-
-    def __init__(self) -> None:
-        self._holder: object = None
-        self._until = float("-inf")
-
-    def held(self, who: object, now: float) -> bool:
-        """Whether another path holds the turn now (it is probing or draining its probe)."""
-        return self._holder is not who and now < self._until
-
-    def claim(self, who: object, now: float, span: float) -> bool:
-        """Whether `who` may start its probe now, holding the turn for `span` s if so."""
-        if self._holder is not who and now < self._until:
-            return False
-        self._holder, self._until = who, now + span
-        return True
 
 
 def _next_multiple(now: float, period: float) -> float:
@@ -647,49 +595,3 @@ class ModelRate(CongestionController):
             "queue_delay": max(0.0, self.latest_rtt - self.min_rtt) if self.min_rtt < 1e9 else None,
             "loss": self.loss_rate,
         }
-
-
-class StreamWindow(ModelRate):
-    """In-flight limit for a stream path (TCP, SSH): ModelRate's estimates, no pacing.
-
-    The kernel paces and controls congestion on the wire, but it takes whatever we write: its
-    window (BBR's is ~2x its own estimate), TCP_NOTSENT_LOWAT's unsent bytes and the
-    transport's buffer all stand in front of the bottleneck, and on a shared uplink that
-    standing queue is what the UDP path's controller backs off from and every keystroke waits
-    behind (docs/BENCHMARKS.md, "Netlab: typing beside a download"). So the bytes we sent on
-    the path and the peer has not reported received stay within `STREAM_CWND_GAIN` times the
-    delivery rate times the minimum RTT, at least `MIN_WINDOW` frames (a stream path's frames
-    may be 16 KiB; the peer acks a short window by its 4 ms timer); the rest waits
-    in the core, where the scheduler can still put it on another path.
-
-    A stream path loses nothing while its connection lives: silence is a stall, not loss, so
-    in-flight is not written off by time (frames a dead connection took are found lost from
-    the echoed counters once a new connection carries ACKs, as on datagram paths).
-    """
-
-    __slots__ = ()
-
-    def bdp(self, srtt: float) -> float:
-        if not self.btl_bw:
-            return float(INITIAL_WINDOW)
-        return self.btl_bw * max(self._rtt(srtt) + ACK_AGGREGATION, STREAM_MIN_WINDOW_TIME)
-
-    def cwnd(self, srtt: float) -> int:
-        if self.mode == "startup":
-            return max(MIN_WINDOW, super().cwnd(srtt))
-        if self.mode == "probe-rtt":
-            return max(MIN_WINDOW, int(self.bdp(srtt) / 2))
-        gain = 1.0 if self._queue_round else STREAM_CWND_GAIN
-        return max(MIN_WINDOW, int(gain * self.bdp(srtt)))
-
-    def budget(self, now: float, srtt: float) -> int | None:
-        return max(0, self.cwnd(srtt) - self.inflight)
-
-    def wake_at(self, srtt: float) -> float | None:
-        return None  # window-limited only: the peer's ACKs open it, and they wake the session
-
-    def snapshot(self) -> dict[str, Any]:
-        state = super().snapshot()
-        state["kind"] = "stream-window"
-        state["pacing_fps"] = None  # the kernel paces
-        return state

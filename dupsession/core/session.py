@@ -33,15 +33,11 @@ from functools import cached_property
 from dupsession.core import wire
 from dupsession.core.acks import make_ack, on_path_ack
 from dupsession.core.closing import Closing
-from dupsession.core.congestion import (
-    CongestionController,
-    ModelRate,
-    ProbeTurns,
-    StreamWindow,
-)
+from dupsession.core.congestion import CongestionController, ModelRate
 from dupsession.core.errors import LocalProtocolError
 from dupsession.core.events import Event, PathDown
 from dupsession.core.paths import Path, PathState
+from dupsession.core.probe_turns import ProbeTurns
 from dupsession.core.receive_data import ReceiveData
 from dupsession.core.session_base import Role, SessionConfig, SessionState
 from dupsession.core.snapshot import (
@@ -50,6 +46,7 @@ from dupsession.core.snapshot import (
     PathSnapshot,
     SessionSnapshot,
 )
+from dupsession.core.stream_window import StreamWindow
 
 __all__ = ["Role", "Session", "SessionConfig", "SessionState"]
 
@@ -120,7 +117,7 @@ class Session(ReceiveData, Closing):
 
     @cached_property
     def _probe_turns(self) -> ProbeTurns:
-        """Shared by the session's datagram paths: they probe in turns (core/congestion.py)."""
+        """Shared by the session's datagram paths: they probe in turns (core/probe_turns.py)."""
         return ProbeTurns()
 
     def remove_path(self, path_id: int) -> None:

@@ -18,13 +18,12 @@ from dupsession.core.congestion import (
     STALE_MIN,
     STARTUP_GAIN,
     TURN_BURSTS,
-    YIELD_GAIN,
     CongestionController,
     ModelRate,
-    ProbeTurns,
-    StreamWindow,
 )
+from dupsession.core.probe_turns import YIELD_GAIN, ProbeTurns
 from dupsession.core.session import SessionConfig
+from dupsession.core.stream_window import StreamWindow
 from tests.support.session import T0, Pair, data_frames
 
 SRTT = 0.05

@@ -21,12 +21,13 @@ import statistics
 
 import pytest
 
-from dupsession.core.congestion import ModelRate, StreamWindow
+from dupsession.core.congestion import ModelRate
 from dupsession.core.negotiate import Features
 from dupsession.core.paths import Path
 from dupsession.core.policy import Policy, Schedule
 from dupsession.core.schedule_paths import benched
 from dupsession.core.session import SessionConfig
+from dupsession.core.stream_window import StreamWindow
 from tests.sim.network import START, Bottleneck, LinkSpec, PathSpec, Simulation
 
 MBIT = 1e6 / 8  #: bytes per second

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import statistics
 
-from dupsession.core.congestion import ACK_AGGREGATION, STREAM_CWND_GAIN, StreamWindow
+from dupsession.core.congestion import ACK_AGGREGATION
 from dupsession.core.session import SessionConfig
+from dupsession.core.stream_window import STREAM_CWND_GAIN, StreamWindow
 from tests.sim.network import Bottleneck, LinkSpec, PathSpec, Simulation
 
 MBIT = 1e6 / 8  #: bytes per second
