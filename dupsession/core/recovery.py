@@ -121,6 +121,37 @@ class Recovery:
             frame.copies = copies
         self._resend.extend(f.seq for f in lost)
 
+    def on_window_reopened(self, now: float, sender: Sender, paths: Iterable[Path]) -> None:
+        """The peer's ACK reopened a window its paused consumer had frozen: resend now what
+        the pause dropped, not at the probe timeout (up to `max_backoff` away after a pause).
+
+        A paused receiver takes at most `window_bytes` past the pause and drops the frames
+        beyond that unacked (review H1). Those frames are the ones this ACK, sent as the
+        consumer resumed, leaves unacknowledged although they were sent a round trip before
+        it arrived (the largest of the live paths' latest RTT samples, which this ACK's echo
+        just took, plus the reorder window): they had reached the peer before the resume, or
+        were lost. Frames sent since may have arrived after
+        the resume and been taken: they keep their timers (RACK finds them, as it finds a
+        probe of the first dropped frame that came just before the resume, once the resends
+        behind it are acknowledged). The peer answers, so the resends are not backed off.
+        """
+        paths = list(paths)
+        rtt = max(
+            (p.rtt.latest for p in paths if p.state is PathState.UP and p.rtt.samples),
+            default=None,
+        )
+        if rtt is None:
+            return  # no estimate of when a frame has arrived: the timers decide
+        line = now - rtt - (self.reorder_window(paths) + self.spread)
+        dropped = [f for f in sender.frames.values() if f.armed and f.sent_at <= line]
+        for frame in dropped:
+            frame.armed = False  # its heap entry goes stale; the resend re-arms it
+            frame.copies = 1  # refused, not lost: one copy, as the first was
+        sender.progress_at = now
+        # Lowest first: the peer delivers in order, and what RACK or a probe queued during the
+        # pause was refused too (the probes of the first dropped frames, behind later ones).
+        self._resend = sorted({*self._resend, *(f.seq for f in dropped)})
+
     def rto(self, paths: Iterable[Path]) -> float:
         """Resend timeout from the *best* live path: a slow path never delays recovery."""
         best = min(

@@ -277,18 +277,28 @@ class Sender:
         self.lost_detected += len(lost)
         return lost, wake
 
-    def on_peer_window(self, window_end: int) -> None:
-        """The peer's advertised window end from an ACK.
+    def on_peer_window(self, window_end: int, cumulative: int) -> bool:
+        """The peer's advertised window end from an ACK (with its cumulative point); True when
+        the ACK reopened a window the peer had frozen.
 
         The first ACK replaces the initial guess, which may be wider than the peer's real
         window: frames past that are dropped unacked and resent with ever longer backoff. Later
         ACKs only widen it, since a reordered older ACK must not shrink it.
+
+        A frozen window (the peer's consumer paused) stops moving while frames are still
+        delivered, so the room it leaves past the cumulative point shrinks; the ACK sent as
+        the consumer resumes widens it and leaves more room than the window known left past
+        ours. A moving window leaves the same room on every ACK.
         """
-        if self._peer_window_known:
-            self.peer_window_end = max(self.peer_window_end, window_end)
-        else:
+        if not self._peer_window_known:
             self.peer_window_end = window_end
             self._peer_window_known = True
+            return False
+        end = self.peer_window_end
+        if window_end <= end:
+            return False
+        self.peer_window_end = window_end
+        return window_end - cumulative > end - self.acked_below
 
     def sent(self, frame: SentFrame, now: float, rto: float) -> None:
         """Note a send; the first copy of a round arms the frame's resend deadline.

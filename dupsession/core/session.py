@@ -250,10 +250,12 @@ class Session(ReceiveData, Closing):
         sample, sent_by_echo = on_path_ack(path, ack, now)
         path.cc.on_ack(now, ack.data_recv, sample, path.rtt.srtt, sent_by_echo)
         sender = self.sender
-        sender.on_peer_window(ack.window_end)
+        reopened = sender.on_peer_window(ack.window_end, ack.cumulative)
         ambiguous_after = self.recovery.ambiguous_after(now, self.paths.values())
         if sender.on_ack(ack.cumulative, ack.ranges, ambiguous_after):
             self.recovery.last_progress = sender.progress_at = now
+        if reopened:  # the peer's consumer resumed: what its pause dropped goes now
+            self.recovery.on_window_reopened(now, sender, self.paths.values())
         # RACK runs while anything is held above a hole, whether or not this ACK freed a
         # frame: an ACK lists only the lowest 32 runs, so a long loss burst can leave many
         # ACKs that free nothing, and a frame lost twice must not wait for its probe timeout.

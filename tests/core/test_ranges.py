@@ -228,11 +228,27 @@ def test_sender_initial_peer_window() -> None:
 def test_sender_learns_the_peer_window_from_the_first_ack() -> None:
     tx = Sender(window_bytes=1 << 20)
     assert tx.peer_window_end == INITIAL_PEER_WINDOW
-    tx.on_peer_window(16)  # smaller than the guess: believed
+    tx.on_peer_window(16, 0)  # smaller than the guess: believed
     assert tx.peer_window_end == 16
-    tx.on_peer_window(40)
-    tx.on_peer_window(20)  # an older ACK, reordered: never shrinks the window
+    tx.on_peer_window(40, 0)
+    tx.on_peer_window(20, 0)  # an older ACK, reordered: never shrinks the window
     assert tx.peer_window_end == 40
+
+
+def test_sender_tells_a_reopened_window_from_a_moving_one() -> None:
+    """A moving window leaves the same room past the peer's cumulative point on every ACK; a
+    frozen one (the peer's consumer paused) leaves less as frames are delivered, and the ACK
+    that reopens it leaves more: that one, and only that one, says so."""
+    tx = Sender(window_bytes=1 << 20)
+    assert not tx.on_peer_window(100, 0)  # the first ACK replaces the guess
+    # (the session asks before the ACK moves the cumulative point: `acked_below` is the last's)
+    assert not tx.on_peer_window(110, 10)  # moving: the same room
+    tx.acked_below = 10
+    assert not tx.on_peer_window(110, 60)  # frozen: less room
+    tx.acked_below = 60
+    assert not tx.on_peer_window(105, 5)  # an older ACK, reordered
+    assert tx.on_peer_window(160, 60)  # reopened: more room past the same point
+    assert not tx.on_peer_window(170, 70)  # moving again
 
 
 def test_sender_writable_counts_pending_and_unacked() -> None:
@@ -356,7 +372,7 @@ def test_small_and_large_pieces_of_every_kind_come_out_in_order() -> None:
     exactly the pushed bytes, in order, whatever the owners do with their buffers after."""
     rng = random.Random(11)
     tx = Sender(window_bytes=1 << 30)
-    tx.on_peer_window(1 << 30)
+    tx.on_peer_window(1 << 30, 0)
     expected = bytearray()
     for _ in range(300):
         piece = rng.randbytes(rng.choice((1, 7, SMALL_PIECE - 1, SMALL_PIECE, 3000)))
