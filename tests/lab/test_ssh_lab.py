@@ -46,6 +46,11 @@ BULK = 20_000_000
 #: paths carry no copies (left out of copy_everything) still carries probes, ACKs and their
 #: connections' setup: 5.7-12 KB/s in 3.5-18 s transfers. 50 KB/s sits between the two.
 COPY_RATE = 50_000
+#: ...but not per second alone (review H8): much of a no-copy route's traffic is a fixed cost
+#: (84-104 KB per transfer), so on a fast transfer (2-3 s: a bound of 100-150 KB) it came
+#: within reach of the rate bound. The least route that carried copies carried 1.6 MB (1.3 MB
+#: in a 3.9 s upload on 3374f29); the bound is at least this, between the two.
+COPY_FLOOR = 500_000
 TRANSFER_TIMEOUT = 90.0
 SLACK_MS = 50.0  #: allowed above the best surviving path's RTT for any echo around a cut
 
@@ -139,7 +144,8 @@ def test_commands_and_20mb_each_way(world: World, bulk_file: tuple[Path, str]) -
             f"download {down['bytes'] / 1e6:.1f} MB ({down['loss']} lost)"
         )
         for counters, seconds in ((up, up_seconds), (down, down_seconds)):
-            assert counters["bytes"] > COPY_RATE * seconds, (route, seconds, counters)
+            bound = max(COPY_RATE * seconds, COPY_FLOOR)
+            assert counters["bytes"] > bound, (route, seconds, bound, counters)
             assert counters["loss"] > 0, (route, counters)
 
 
