@@ -160,6 +160,31 @@ def test_replayed_hello_over_udp_and_tcp_never_takes_a_live_path(
     assert "moved" not in relay.log
 
 
+def test_replayed_ack_on_a_new_tcp_connection_binds_nothing(
+    tap_session: tuple[Relay, UdpTap, EchoSession],
+) -> None:
+    """SECURITY.md: a TCP connection is bound to a path only by a verified HELLO or a *fresh*
+    ACK. The client's newest ACK, replayed on a new connection, is stale there: relayd sends
+    nothing on it (a bound connection would carry the path's ACKs at least every probe
+    interval, and the echoes), and the session keeps working on its own path."""
+    relay, tap, session = tap_session
+    _typing(session, 0.5, "before")
+    ack = tap.frames(wire.FrameType.ACK)[-1]  # forwarded already: the newest one relayd saw
+    conn = socket.create_connection((relay.host, relay.port), source_address=("127.0.0.6", 0))
+    try:
+        conn.sendall(struct.pack("!H", len(ack)) + ack)
+        _typing(session, 1.5, "after the ACK replay")
+        conn.settimeout(0.2)
+        try:
+            got = conn.recv(4096)
+        except TimeoutError:
+            got = b""
+        assert got == b"", got[:16]
+    finally:
+        conn.close()
+    assert "moved" not in relay.log
+
+
 # -------------------------------------------------------------------- reflection, key holder
 
 
