@@ -13,7 +13,7 @@ socket. A session's datagram paths take turns at their probe rounds (`core/probe
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, ClassVar
 
 from dupsession.core.probe_turns import PROBE_TURN_ROUNDS, YIELD_GAIN, ProbeTurns
 
@@ -38,15 +38,20 @@ STARTUP_EXIT_SAMPLES = 4
 #: Startup's window, in BDPs (BBR v2's): the pacing gain grows the rate; the window only
 #: bounds what the overshoot can queue before the delay rule sees it.
 STARTUP_CWND_GAIN = 2.0
-#: A queue is "standing" above max(this fraction of the minimum RTT, QUEUE_TARGET_MIN s).
-#: A tenth, not a quarter: on the netlab's 55 and 75 ms paths a quarter let a cruise stand
-#: 14 and 19 ms before it drained, and a keystroke's echo, which takes the shorter of the two
-#: downlinks' queues, waited behind that (typing beside a download, 0 % loss: the echo's
-#: network-down p99 39-41 ms against 43-47, download 68 against 70 Mbit/s; the simulator's
-#: fairness scenarios keep Jain >= 0.978; docs/BENCHMARKS.md, typing9d). Paths under 20 ms
-#: of min RTT (loopback, a LAN) are unchanged: QUEUE_TARGET_MIN either way.
+#: A queue is "standing" when the smoothed RTT, less RTT_NOISE_GAIN x the path's RTT noise,
+#: sits above the minimum by max(this fraction of the minimum, QUEUE_TARGET_MIN s). A tenth,
+#: not a quarter: on the netlab's 55 and 75 ms paths a quarter let a cruise stand 14 and 19 ms,
+#: and a keystroke's echo waited behind the shorter of the two downlinks' queues (typing9d).
+#: The noise: how far a round's samples sit above the lowest of them on average, following a
+#: quieter round at once and a noisier one by RTT_NOISE_RISE (a probe round's rising queue
+#: barely counts); x1.5 since a round's lowest sample sits above the minimum by part of it.
+#: Delay jitter lifts the smoothed RTT by its mean with no queue at all: at 0-10 ms each way on
+#: a 60 ms path every cruise round drained (0.85), the link busy 74-79 % of the time, now
+#: 91-94 % (review H2, tests/sim/test_congestion.py); without jitter a cruise has almost none.
 QUEUE_TARGET_FRACTION = 0.10
 QUEUE_TARGET_MIN = 0.005
+RTT_NOISE_GAIN = 1.5
+RTT_NOISE_RISE = 0.125
 #: Pacing and window gains for a cruise round that found a standing queue.
 QUEUE_DRAIN_GAIN = 0.85
 QUEUE_CWND_GAIN = 1.25
@@ -235,6 +240,8 @@ class ModelRate(CongestionController):
         "_round_rtt",
         "_round_samples",
         "_round_sent",
+        "_round_sum",
+        "_rtt_noise",
         "_rtt_window",
         "_sent_total",
         "_tokens",
@@ -251,6 +258,9 @@ class ModelRate(CongestionController):
         "pacing_gain",
         "turns",
     )
+
+    #: Times the path's RTT noise left out of the smoothed RTT when judging a queue.
+    noise_gain: ClassVar[float] = RTT_NOISE_GAIN
 
     def __init__(self, turns: ProbeTurns | None = None) -> None:
         #: Shared with the session's other datagram paths: whose turn it is to probe.
@@ -284,6 +294,9 @@ class ModelRate(CongestionController):
         self._full_rounds = 0
         self._round_end = 0.0
         self._round_rtt = float("inf")  #: the lowest RTT sample of the current round
+        self._round_sum = 0.0  #: the sum of its samples
+        #: How far a round's samples sit above the lowest of them (s), smoothed (`_queued`)
+        self._rtt_noise = 0.0
         self._round_samples = 0
         self._round_sent = 0  #: _sent_total and _lost when the loss fraction last moved
         self._round_lost = 0
@@ -349,6 +362,7 @@ class ModelRate(CongestionController):
                 self.min_rtt_at = now
             self._probe_min = min(self._probe_min, rtt)
             self._round_rtt = min(self._round_rtt, rtt)
+            self._round_sum += rtt
             self._round_samples += 1
             if (
                 self.mode == "startup"
@@ -430,9 +444,13 @@ class ModelRate(CongestionController):
         if now < self._round_end:
             return
         self._round_end = now + self._rtt(srtt)
-        self._round_rtt, self._round_samples = float("inf"), 0
-        self._measure_loss()
+        if self._round_samples >= 2:
+            spread = self._round_sum / self._round_samples - self._round_rtt
+            step = (spread - self._rtt_noise) * RTT_NOISE_RISE
+            self._rtt_noise = spread if spread < self._rtt_noise else self._rtt_noise + step
         queued = self._queued(srtt)
+        self._round_rtt, self._round_sum, self._round_samples = float("inf"), 0.0, 0
+        self._measure_loss()
         if self.mode == "startup":
             if self.app_limited:
                 return
@@ -502,10 +520,11 @@ class ModelRate(CongestionController):
         self._round_repeats = (self._repeats, self._repeats_echoed)
 
     def _queued(self, srtt: float) -> bool:
-        """Whether the smoothed RTT sits above the minimum by more than the queue target."""
+        """Whether the smoothed RTT, less the path's RTT noise, sits above the minimum by more
+        than the queue target."""
         if self.min_rtt > 1e9:
             return False
-        return srtt - self.min_rtt > self._queue_target()
+        return srtt - self.noise_gain * self._rtt_noise - self.min_rtt > self._queue_target()
 
     def _queue_target(self) -> float:
         return max(self.min_rtt * QUEUE_TARGET_FRACTION, QUEUE_TARGET_MIN)

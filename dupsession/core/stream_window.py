@@ -44,6 +44,9 @@ class StreamWindow(ModelRate):
     """
 
     __slots__ = ()
+    #: None: what varies a stream path's RTT samples is mostly the kernel's own window and
+    #: queue, ours to bound, not delay jitter (review H2 is about datagram paths).
+    noise_gain = 0.0
 
     def bdp(self, srtt: float) -> float:
         if not self.btl_bw:

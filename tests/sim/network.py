@@ -99,6 +99,7 @@ class Bottleneck:
     dropped: int = 0
     max_wait: float = 0.0  #: the longest wait any frame had (s): the queueing delay reached
     waits: list[float] = field(default_factory=list)  #: every frame's wait, in order
+    carried: int = 0  #: bytes of every frame admitted (resends included): the port's use
 
     def admit(self, size: int, now: float, drop: bool) -> float | None:
         """When the frame leaves the port, or None when it is dropped (queue full)."""
@@ -108,6 +109,7 @@ class Bottleneck:
             self.dropped += 1
             return None
         self.busy_until = start + size / self.rate
+        self.carried += size
         self.max_wait = max(self.max_wait, wait)
         self.waits.append(wait)
         return self.busy_until
