@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, ClassVar
 
-from dupsession.core.probe_turns import PROBE_TURN_ROUNDS, YIELD_GAIN, ProbeTurns
+from dupsession.core.probe_turns import YIELD_GAIN, ProbeTurns
 
 #: Frames a path may send before it has any estimate (like TCP's initial window of 10, a bit
 #: more since our frames are small on interactive sessions).
@@ -216,6 +216,7 @@ class ModelRate(CongestionController):
     __slots__ = (
         "_bw",
         "_cycle",
+        "_deferred",
         "_delivered",
         "_deliveries",
         "_full_bw",
@@ -307,6 +308,7 @@ class ModelRate(CongestionController):
         self._round_repeats = (0, 0)  #: _repeats and _repeats_echoed at the last measure
         self.loss_rate = 0.0  #: smoothed fraction of DATA copies lost on this path
         self._cycle = 0
+        self._deferred = 0  #: rounds the due probe waited for the session's turn
         self._probe_rtt_until = 0.0
         self._next_probe_rtt = float("inf")  #: when the next re-measure of the min RTT starts
         self._remeasured = False
@@ -468,7 +470,7 @@ class ModelRate(CongestionController):
             self.mode, self._cycle = "probe", 0
             self._next_probe_rtt = _next_multiple(now, FIRST_PROBE_RTT_PERIOD)
         if self.mode == "probe":  # (probe-rtt ends by time, in `_probe_rtt`)
-            self.pacing_gain = self._next_gain(now, srtt)
+            self.pacing_gain = self._next_gain(now)
             self.cwnd_gain, self._queue_round = 2.0, False
             if queued and self.pacing_gain <= 1.0:
                 # Delay-aware: a standing queue means the estimates run high (ACK batching
@@ -479,18 +481,22 @@ class ModelRate(CongestionController):
             else:
                 self.pacing_gain /= 1 - min(self.loss_rate, LOSS_COMPENSATION_MAX)
 
-    def _next_gain(self, now: float, srtt: float) -> float:
-        """The probe cycle's next pacing gain; its probe round waits for the session's turn
-        (`ProbeTurns`): meanwhile the path cruises at 1.0."""
+    def _next_gain(self, now: float) -> float:
+        """The probe cycle's next pacing gain. With a session's turns (`ProbeTurns`), a probe
+        due while another path holds the turn waits (at most PROBE_DEFER_ROUNDS rounds), and
+        meanwhile this round, like any other cruise round, paces at YIELD_GAIN while the
+        holder is in its 1.25 round, else at 1.0."""
         gain = PROBE_GAINS[self._cycle % len(PROBE_GAINS)]
         turns = self.turns
-        span = PROBE_TURN_ROUNDS * self._rtt(srtt)
         if turns is not None:
-            if gain > 1.0 and not turns.claim(self, now, span):
-                return YIELD_GAIN
-            if gain == 1.0 and turns.held(self, now):
-                self._cycle += 1
-                return YIELD_GAIN
+            if gain > 1.0 and turns.refuse(self, now, self._deferred):
+                self._deferred += 1
+                return YIELD_GAIN if turns.yields(self, now) else 1.0
+            if gain > 1.0:
+                turns.take(self, now, self._round_end - now)
+                self._deferred = 0
+            elif gain == 1.0 and turns.yields(self, now):
+                gain = YIELD_GAIN
         self._cycle += 1
         return gain
 

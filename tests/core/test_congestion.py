@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from dupsession.core.congestion import (
+    BW_WINDOW_ROUNDS,
     INITIAL_WINDOW,
     LOSS_COMPENSATION_MAX,
     LOSS_EWMA,
@@ -21,7 +24,7 @@ from dupsession.core.congestion import (
     CongestionController,
     ModelRate,
 )
-from dupsession.core.probe_turns import YIELD_GAIN, ProbeTurns
+from dupsession.core.probe_turns import PROBE_DEFER_ROUNDS, YIELD_GAIN, ProbeTurns
 from dupsession.core.session import SessionConfig
 from dupsession.core.stream_window import StreamWindow
 from tests.support.session import T0, Pair, data_frames
@@ -301,53 +304,68 @@ def test_repeats_on_a_path_are_left_out_of_its_loss_fraction() -> None:
     assert cc.loss_rate == pytest.approx(9 / 90 * LOSS_EWMA)
 
 
+def run_paths(paths: list[ModelRate], seconds: float) -> list[list[tuple[float, float]]]:
+    """ACK every path each ms at its min RTT for `seconds`: each one's (time, pacing gain) at
+    every change."""
+    gains: list[list[tuple[float, float]]] = [[] for _ in paths]
+    now = 1.0
+    while now < 1.0 + seconds:
+        for i, cc in enumerate(paths):
+            cc.on_ack(now, data_recv=0, rtt=cc.min_rtt, srtt=cc.min_rtt, sent_by_echo=None)
+            if not gains[i] or gains[i][-1][1] != cc.pacing_gain:
+                gains[i].append((now, cc.pacing_gain))
+        now += 0.001
+    return gains
+
+
+def probe_spans(changes: list[tuple[float, float]]) -> list[tuple[float, float, float]]:
+    """(start, end of the 1.25 round, end of the 0.75 round after it) of each probe."""
+    out, start, up_end = [], None, None
+    for at, gain in changes:
+        if start is not None and up_end is not None:
+            out.append((start, up_end, at))
+            start, up_end = None, None
+        if gain > 1.0:
+            start = at
+        elif gain == PROBE_GAINS[1] and start is not None:
+            up_end = at
+    return out
+
+
 def test_a_sessions_datagram_paths_probe_in_turns_and_a_lone_path_as_before() -> None:
-    """ProbeTurns: the probe rounds (1.25 and the 0.75 after it) of two paths of one session
-    (the netlab's uplinks: 55 and 75 ms rounds) never overlap, the other path cruises at
-    YIELD_GAIN meanwhile, so a keystroke's copy on it passes a short queue, and neither path
-    goes without its probes."""
-
-    def run(paths: list[ModelRate], seconds: float) -> list[list[tuple[float, float]]]:
-        gains: list[list[tuple[float, float]]] = [[] for _ in paths]
-        now = 1.0
-        while now < 1.0 + seconds:
-            for i, cc in enumerate(paths):
-                cc.on_ack(now, data_recv=0, rtt=cc.min_rtt, srtt=cc.min_rtt, sent_by_echo=None)
-                if not gains[i] or gains[i][-1][1] != cc.pacing_gain:
-                    gains[i].append((now, cc.pacing_gain))
-            now += 0.001
-        return gains
-
+    """ProbeTurns: the 1.25 rounds of two paths of one session (the netlab's uplinks: 55 and
+    75 ms rounds) never overlap, and a probe starts inside the other's turn (its 0.75 round)
+    only once it waited PROBE_DEFER_ROUNDS rounds; the other path cruises at YIELD_GAIN while
+    the holder's 1.25 round lasts (not through its 0.75: review H3), so a keystroke's copy on
+    it passes a short queue; and neither path goes without its probes: they stay within its
+    bandwidth window."""
     turns = ProbeTurns()
     paths = [cruising(min_rtt=0.055), cruising(min_rtt=0.075)]
     for cc in paths:
         cc.turns, cc._cycle = turns, 0  # both due to probe in their next round
-    up1, up2 = run(paths, 6.0)
-
-    def spans(changes: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        """(start, end) of each probe and the drain after it."""
-        out, start, draining = [], None, False
-        for at, gain in changes:
-            if start is not None and draining:
-                out.append((start, at))
-                start, draining = None, False
-            if gain > 1.0:
-                start = at
-            elif gain == PROBE_GAINS[1] and start is not None:
-                draining = True
-        return out
-
-    probes1, probes2 = spans(up1), spans(up2)
-    for a0, a1 in probes1:
-        assert all(a1 <= b0 or b1 <= a0 for b0, b1 in probes2), (a0, a1, probes2)
-    # each still probes about once per cycle of 8 rounds (6 s: 13.6 and 10 cycles)
+    up1, up2 = run_paths(paths, 6.0)
+    probes1, probes2 = probe_spans(up1), probe_spans(up2)
+    for (mine, rtt), theirs in (((probes1, 0.055), probes2), ((probes2, 0.075), probes1)):
+        for a0, a1, _ in mine:
+            for b0, b1, b2 in theirs:
+                assert a1 <= b0 or b1 <= a0, ((a0, a1), (b0, b1))  # 1.25 rounds apart
+                # a start inside the other's turn is a probe that waited its limit
+                assert not b0 <= a0 < b2 or a0 >= b0 + PROBE_DEFER_ROUNDS * rtt, (a0, b0)
+    # each still probes about once per cycle of 8 rounds (6 s: 13.6 and 10 cycles), and never
+    # more than BW_WINDOW_ROUNDS rounds (+ the 1 ms steps) after its last probe
     assert len(probes1) >= 10 and len(probes2) >= 8, (len(probes1), len(probes2))
-    # and a cruise round while the other holds the turn paces at YIELD_GAIN: it drains its
-    # own queue while the other's probe stands
-    assert YIELD_GAIN in {g for _, g in up1} and YIELD_GAIN in {g for _, g in up2}
+    for probes, rtt in ((probes1, 0.055), (probes2, 0.075)):
+        gaps = [(b[0] - a[0]) / rtt for a, b in itertools.pairwise(probes)]
+        assert max(gaps) <= BW_WINDOW_ROUNDS + 0.5, gaps
+    # a cruise round while the other is in its 1.25 round paces at YIELD_GAIN (it drains its
+    # own queue while the other's probe stands); during the other's 0.75 round it cruises
+    for gains, theirs in ((up1, probes2), (up2, probes1)):
+        yields = [at for at, g in gains if g == YIELD_GAIN and at < theirs[-1][2]]
+        assert yields
+        assert all(any(b0 <= at < b1 for b0, b1, _ in theirs) for at in yields), yields
     # a path of its own (no turns: every single-path session, every fairness test) probes
     # once per cycle, exactly as before
-    (alone,) = run([cruising(min_rtt=0.055)], 6.0)
+    (alone,) = run_paths([cruising(min_rtt=0.055)], 6.0)
     assert [g for _, g in alone][:3] == [1.0, PROBE_GAINS[0], PROBE_GAINS[1]]
     assert YIELD_GAIN not in {g for _, g in alone}
-    assert len(spans(alone)) >= 13
+    assert len(probe_spans(alone)) >= 13
