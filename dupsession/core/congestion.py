@@ -1,9 +1,6 @@
 """Congestion control: one controller per path, deciding how much that path may send now.
 
-The shape follows aioquic's `quic/congestion/base.py`: the session tells a path's controller
-what it sent and what the peer reported, and asks it how many frames may go now and when
-that changes (the pacing deadline, which becomes one of the session's timers). A controller
-never picks frames or paths; that is the scheduler's job (`core/scheduler.py`).
+The interface every controller implements is `core/controller.py`'s `CongestionController`.
 
 Stream paths (TCP, SSH) have the kernel's congestion control on the wire; their controller
 (`core/stream_window.py`, ModelRate's estimates without pacing) only bounds what we hand the
@@ -15,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, ClassVar
 
+from dupsession.core.controller import CongestionController
 from dupsession.core.probe_turns import YIELD_GAIN, ProbeTurns
 
 #: Frames a path may send before it has any estimate (like TCP's initial window of 10, a bit
@@ -149,46 +147,6 @@ INITIAL_SRTT = 0.3
 def _next_multiple(now: float, period: float) -> float:
     """The first multiple of `period` after `now`: a grid every session on this clock shares."""
     return (now // period + 1) * period
-
-
-class CongestionController:
-    """The interface every controller implements. The base class never limits anything."""
-
-    __slots__ = ()
-
-    def budget(self, now: float, srtt: float) -> int | None:
-        """Frames the path may send now; None means no limit."""
-        return None
-
-    def on_sent(self, now: float, count: int, repeats: int = 0) -> None:
-        """`count` DATA frames went out on the path at `now`; `repeats` of them had gone out
-        on this path before (resends there: the peer counts a frame once per path)."""
-
-    def wake_at(self, srtt: float) -> float | None:
-        """When `budget` grows again while the path has frames waiting (None: never by time)."""
-        return None
-
-    def borrow(self, now: float, count: int) -> None:
-        """`count` frames of this path's budget went out on another path of the same link
-        (`schedule_paths.benched`): they use its pacing, not its window (they are not in flight
-        here)."""
-
-    def write_off(self) -> None:
-        """Count everything in flight as lost (the connection that held it was replaced),
-        until the peer's counter shows it arrived after all."""
-
-    def on_ack(
-        self, now: float, data_recv: int, rtt: float | None, srtt: float, sent_by_echo: int | None
-    ) -> None:
-        """The peer's ACK on this path: its DATA-received counter (mod 2**32), an RTT sample,
-        and how many DATA frames we had sent here when the timestamp it echoes left."""
-
-    def on_budget_left(self, left: bool) -> None:
-        """Whether the last transmit left budget unused (the sender had nothing more)."""
-
-    def snapshot(self) -> dict[str, Any]:
-        """The controller's state for `dupsession status --json`."""
-        return {"kind": "none"}
 
 
 class ModelRate(CongestionController):

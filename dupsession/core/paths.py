@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from dupsession.core.congestion import CongestionController
+from dupsession.core.controller import CongestionController
 from dupsession.core.policy import Tier
 
 #: RTT assumed before the first sample (seconds); high enough not to fire spurious resends.

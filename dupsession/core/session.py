@@ -33,7 +33,8 @@ from functools import cached_property
 from dupsession.core import wire
 from dupsession.core.acks import make_ack, on_path_ack
 from dupsession.core.closing import Closing
-from dupsession.core.congestion import CongestionController, ModelRate
+from dupsession.core.congestion import ModelRate
+from dupsession.core.controller import CongestionController
 from dupsession.core.errors import LocalProtocolError
 from dupsession.core.events import Event, PathDown
 from dupsession.core.paths import Path, PathState

@@ -21,9 +21,9 @@ from dupsession.core.congestion import (
     STALE_MIN,
     STARTUP_GAIN,
     TURN_BURSTS,
-    CongestionController,
     ModelRate,
 )
+from dupsession.core.controller import CongestionController
 from dupsession.core.probe_turns import PROBE_DEFER_ROUNDS, YIELD_GAIN, ProbeTurns
 from dupsession.core.session import SessionConfig
 from dupsession.core.stream_window import StreamWindow

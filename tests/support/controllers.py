@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from dupsession.core.congestion import CongestionController
+from dupsession.core.controller import CongestionController
 
 
 class Window(CongestionController):
