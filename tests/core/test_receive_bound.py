@@ -155,6 +155,30 @@ def test_the_ack_that_reopens_the_window_brings_the_dropped_frames_within_a_roun
     assert c.sender.retransmissions - resent <= unacked
 
 
+def test_the_reopening_ack_queues_its_resends_lowest_first() -> None:
+    """Review I2: the frames the reopening ACK finds dropped join what already waits for a
+    resend (here the last frame, as RACK on another path or the scheduler's want of budget
+    leaves one), and the resends leave lowest first: the peer delivers in order, so a frame
+    above the dropped ones sent ahead of them is held, not taken."""
+    config = SessionConfig(window_bytes=1 << 16, window_frames=1024)
+    pair = Pair(paths=1, datagram=True, exit=config)
+    c, e = pair.client, pair.exit
+    now = pair.connect()
+    e.pause_receiving(True)
+    c.send(bytes(i % 253 for i in range(3 << 16)))
+    for _ in range(200):  # the pause drops what passes window_bytes; the probes back off
+        _, now = _exchange(pair, now)
+    assert e.stale_frames > 0
+    last = c.sender.frames[max(c.sender.frames)]
+    last.armed = False  # queued for a resend, left waiting
+    c.recovery.keep_waiting([last])
+    e.pause_receiving(False)
+    pair.deliver(c, e.transmit(now), now + STEP)  # the ACK that reopens the window
+    resend = [f.seq for f in c.recovery.take_resends(c.sender)]
+    assert len(resend) > 1
+    assert resend == sorted(resend)
+
+
 @pytest.mark.parametrize("datagram", [True, False])
 def test_a_short_pause_that_dropped_nothing_resends_nothing(datagram: bool) -> None:
     """A pause shorter than what the window lets through drops nothing: the ACK that reopens

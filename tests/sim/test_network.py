@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -13,6 +14,7 @@ from dupsession.core.events import PathDown, PathUp, SessionClosed, StreamEnded
 from dupsession.core.session import Role, Session, SessionConfig, SessionState
 from tests.sim.network import (
     START,
+    Bottleneck,
     Link,
     LinkSpec,
     LivelockError,
@@ -319,3 +321,47 @@ def test_small_receive_window_is_honoured_from_the_first_ack() -> None:
     assert result.exit.max_held_frames < 16
     assert result.end < 1.0 + 5.0
     assert isinstance(result.exit.closed, SessionClosed)
+
+
+#: An exit configured as relayd's with a 1 MiB buffer (relayd/server.py: the window in bytes
+#: and in datagram-payload frames), and its consumer pausing at spans long and short.
+RELAYD_EXIT = SessionConfig(
+    window_bytes=1 << 20, window_frames=(1 << 20) // wire.MAX_DATAGRAM_PAYLOAD
+)
+EXIT_PAUSES = [
+    (0.5, 1.0),
+    (1.3, 1.35),
+    (1.6, 2.4),
+    (2.6, 2.62),
+    (3.0, 3.5),
+    (4.0, 4.3),
+    (4.5, 4.51),
+    (4.6, 4.9),
+]
+
+
+@pytest.mark.parametrize(("jitter", "seed"), [(0.0, 1), (0.01, 3)])
+def test_the_reopening_ack_resends_only_what_the_pause_dropped(jitter: float, seed: int) -> None:
+    """Review I2: an 8 MB upload over a 40 ms stream path at 16 Mbit/s into an exit that
+    pauses again and again. Unlike `Pair.exchange`, the path has frames in flight when the
+    consumer resumes: those sent within the last round trip may arrive after the resume and
+    be taken, so the reopening ACK must leave them to their timers. Resending every unacked
+    frame there instead (review I2's `nomargin`) sent 30 resends for 7 dropped frames, 23 of
+    them duplicates at the exit (with 10 ms of jitter: 25 resends, 25 duplicates); half the
+    margin, 18 and 11."""
+    hop = LinkSpec(delay=0.02, datagram=False, jitter=jitter)
+    up = replace(hop, bottleneck=Bottleneck(2e6))
+    data = payload(seed, 8_000_000)
+    sim = Simulation(
+        [PathSpec(up, hop)],
+        seed,
+        [(0.1, data)],
+        [],
+        exit_config=RELAYD_EXIT,
+        exit_pauses=EXIT_PAUSES,
+    )
+    assert_clean(sim.run(until=120))
+    client, exit_ = sim.client.session, sim.exit.session
+    assert exit_.stale_frames > 0  # the pauses dropped frames past window_bytes...
+    assert client.sender.retransmissions <= exit_.stale_frames  # ...and only those went again
+    assert exit_.duplicates == 0
