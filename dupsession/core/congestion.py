@@ -40,9 +40,9 @@ STARTUP_CWND_GAIN = 2.0
 #: sits above the minimum by max(this fraction of the minimum, QUEUE_TARGET_MIN s). A tenth,
 #: not a quarter: on the netlab's 55 and 75 ms paths a quarter let a cruise stand 14 and 19 ms,
 #: and a keystroke's echo waited behind the shorter of the two downlinks' queues (typing9d).
-#: The noise: how far a round's samples sit above the lowest of them on average, following a
-#: quieter round at once and a noisier one by RTT_NOISE_RISE (a probe round's rising queue
-#: barely counts); x1.5 since a round's lowest sample sits above the minimum by part of it.
+#: The noise: how far a cruise round's samples (not a probe's 1.25 or 0.75, nor a yield) sit
+#: above its lowest on average, following a quieter round at once and a noisier one by
+#: RTT_NOISE_RISE; x1.5 since a round's lowest sample sits above the minimum by part of it.
 #: Delay jitter lifts the smoothed RTT by its mean with no queue at all: at 0-10 ms each way on
 #: a 60 ms path every cruise round drained (0.85), the link busy 74-79 % of the time, now
 #: 91-94 % (review H2, tests/sim/test_congestion.py); without jitter a cruise has almost none.
@@ -173,6 +173,7 @@ class ModelRate(CongestionController):
 
     __slots__ = (
         "_bw",
+        "_cruise_round",
         "_cycle",
         "_deferred",
         "_delivered",
@@ -254,6 +255,9 @@ class ModelRate(CongestionController):
         self._round_end = 0.0
         self._round_rtt = float("inf")  #: the lowest RTT sample of the current round
         self._round_sum = 0.0  #: the sum of its samples
+        #: A cruise round (1.0, or 0.85 on a queue): only such a round measures the RTT noise;
+        #: probe, yield, startup and drain rounds move the queue on purpose (review I1)
+        self._cruise_round = False
         #: How far a round's samples sit above the lowest of them (s), smoothed (`_queued`)
         self._rtt_noise = 0.0
         self._round_samples = 0
@@ -404,7 +408,7 @@ class ModelRate(CongestionController):
         if now < self._round_end:
             return
         self._round_end = now + self._rtt(srtt)
-        if self._round_samples >= 2:
+        if self._round_samples >= 2 and self._cruise_round:
             spread = self._round_sum / self._round_samples - self._round_rtt
             step = (spread - self._rtt_noise) * RTT_NOISE_RISE
             self._rtt_noise = spread if spread < self._rtt_noise else self._rtt_noise + step
@@ -430,6 +434,7 @@ class ModelRate(CongestionController):
         if self.mode == "probe":  # (probe-rtt ends by time, in `_probe_rtt`)
             self.pacing_gain = self._next_gain(now)
             self.cwnd_gain, self._queue_round = 2.0, False
+            self._cruise_round = self.pacing_gain == 1.0  # (a queued one drains at 0.85)
             if queued and self.pacing_gain <= 1.0:
                 # Delay-aware: a standing queue means the estimates run high (ACK batching
                 # inflates samples; flows sharing a bottleneck each see the others' drain
