@@ -516,7 +516,7 @@ def _proxy(argv: list[str]) -> int:
     loaded = _load_settings(args, args.host)
     if isinstance(loaded, int):
         return loaded
-    return run(proxy.run(loaded, args.host, args.port))
+    return run(proxy.run(loaded, args.host, args.port), service=True)
 
 
 def _dispatch(argv: list[str]) -> int:

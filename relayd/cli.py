@@ -290,7 +290,7 @@ def _main(argv: list[str] | None) -> int:
         except (PathSpecError, KeyFileError) as exc:
             print(f"relayd: {exc}", file=sys.stderr)
             return 2
-        return run(relay(forwards, psk))
+        return run(relay(forwards, psk), service=True)
     try:
         settings = load_settings(args)
     except ConfigError as exc:
@@ -301,7 +301,7 @@ def _main(argv: list[str] | None) -> int:
     def reload() -> ExitConfig:
         return load_settings(args).exit
 
-    return run(serve(settings.exit, settings.control, settings.metrics, reload))
+    return run(serve(settings.exit, settings.control, settings.metrics, reload), service=True)
 
 
 if __name__ == "__main__":

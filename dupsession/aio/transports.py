@@ -80,26 +80,33 @@ class UdpPath:
             self.retry_later()
 
     def _readable(self) -> None:
+        """Drain up to READ_BATCH datagrams and hand them to the owner as one batch (one
+        `frames_received`: one clock read and one run through the session), not one call
+        per datagram: without GRO (the netlab's veths, most NICs' UDP) every read is one
+        datagram, and a download's client made 5,800 calls a second of one frame each."""
         io = self._io
         if io is None:
             return
         owner, path_id = self.owner, self.path_id
-        count = 0
-        while count < READ_BATCH:
+        batch: list[bytes] = []
+        while len(batch) < READ_BATCH:
             try:
                 frames, _ = io.recv_frames()
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:  # ICMP unreachable and friends: the path is just silent
+                if batch:
+                    owner.path_frames(path_id, batch)
+                    batch = []
                 owner.path_error(path_id, failure_reason(exc))
                 # uvloop stops polling a socket after an error event: watch it afresh.
                 fd = io.sock.fileno()
                 self._loop.remove_reader(fd)
                 self._loop.add_reader(fd, self._readable)
                 return
-            if frames:
-                owner.path_frames(path_id, frames)
-            count += len(frames)
+            batch += frames
+        if batch:
+            owner.path_frames(path_id, batch)
 
     def send_frames(self, frames: list[bytes]) -> None:
         # A full socket buffer is loss; the core resends what matters.
