@@ -223,20 +223,13 @@ class SessionDriver:
             self.flush()
         else:
             self._unflushed = size
-            if (
+            # A transfer's datagrams: one flush per BULK_FLUSH_DELAY, not one per wake-up.
+            bulk = (
                 self._input_bytes > BULK_INPUT
-                and not self._flush_pending
-                and not self._stopped
                 and (path := self.session.paths.get(path_id)) is not None
                 and path.datagram
-            ):
-                # A transfer's datagrams: one flush per BULK_FLUSH_DELAY, not one per wake-up.
-                self._flush_pending = True
-                self._loop.call_at(self._loop.time() + BULK_FLUSH_DELAY, self.flush)
-                if self._poked is not None:
-                    self._poked.append(self)
-            else:
-                self.poke()
+            )
+            self.poke(BULK_FLUSH_DELAY if bulk else 0.0)
 
     def send(self, data: bytes) -> None:
         self.session.send(data)
@@ -246,10 +239,14 @@ class SessionDriver:
         self.session.close_stream()
         self.poke()
 
-    def poke(self) -> None:
+    def poke(self, delay: float = 0.0) -> None:
+        """Flush at the end of this loop turn, or `delay` s from now (a transfer's reads)."""
         if not self._flush_pending and not self._stopped:
             self._flush_pending = True
-            self._loop.call_soon(self.flush)
+            if delay:
+                self._loop.call_at(self._loop.time() + delay, self.flush)
+            else:
+                self._loop.call_soon(self.flush)
             if self._poked is not None:
                 self._poked.append(self)
 

@@ -50,12 +50,11 @@ QUEUE_TARGET_FRACTION = 0.10
 QUEUE_TARGET_MIN = 0.005
 RTT_NOISE_GAIN = 1.5
 RTT_NOISE_RISE = 0.125
-#: Pacing and window gains for a cruise round that found a standing queue.
+#: The pacing gain of a cruise round that found a standing queue.
 QUEUE_DRAIN_GAIN = 0.85
-QUEUE_CWND_GAIN = 1.25
-#: ...where a datagram path's window is one BDP plus this many frames, not QUEUE_CWND_GAIN
-#: BDPs: each flow then holds at most this many frames in a shared queue, and since a FIFO
-#: queue serves flows in proportion to what each holds in it, flows sharing a bottleneck
+#: ...and its window (`cwnd`): one BDP plus this many frames, not a gain times the BDP:
+#: each flow then holds at most this many frames in a shared queue, and since a FIFO queue
+#: serves flows in proportion to what each holds in it, flows sharing a bottleneck
 #: converge to equal rates whatever their RTTs (TCP Vegas's and FAST's fixed point). A window
 #: in BDPs lets each hold a share of the queue in proportion to its rate, so any split stands
 #: (two sessions on a 2 Mbit/s uplink stayed at 1.2:0.7 Mbit/s; Jain 0.93 -> 0.99).
@@ -440,7 +439,7 @@ class ModelRate(CongestionController):
                 # inflates samples; flows sharing a bottleneck each see the others' drain
                 # phases); drain it rather than cruise on top of it, in rate and in window.
                 self.pacing_gain = QUEUE_DRAIN_GAIN
-                self.cwnd_gain, self._queue_round = QUEUE_CWND_GAIN, True
+                self._queue_round = True  # the window: `cwnd` (BDP + QUEUE_ALLOWANCE)
             else:
                 self.pacing_gain /= 1 - min(self.loss_rate, LOSS_COMPENSATION_MAX)
 
