@@ -335,6 +335,21 @@ def median_transfer(runs: list[Transfer]) -> Transfer:
 # --- orchestration ----------------------------------------------------------------------------
 
 
+def free_udp_and_tcp_port() -> int:
+    """A port free on HOST for UDP and for TCP alike: relayd listens on both, and a port
+    only UDP had free made relayd fail to start now and then."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((HOST, 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind((HOST, port))
+                except OSError:
+                    continue
+                return port
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -385,27 +400,37 @@ class Bench:
         self.procs.append(targets)
         assert targets.stdout is not None
         self.echo_port, self.bulk_port = map(int, targets.stdout.readline().split())
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((HOST, 0))
-            self.relay_port = probe.getsockname()[1]
+        for _attempt in range(3):
+            self.relay_port = free_udp_and_tcp_port()
+            relayd = self._start_relayd()
+            if relayd is not None:
+                break
+        else:
+            log = (self.tmp / "relayd.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"relayd did not start in 3 attempts; its log ends:\n{log}")
+        self._profile_pid("relayd", relayd.pid)
+
+    def _start_relayd(self) -> subprocess.Popen[bytes] | None:
+        """relayd listening on `relay_port`, or None if it exited or never accepted (the
+        port, free when chosen, may be taken meanwhile: the caller picks another)."""
         argv = [
             *self.relayd, "serve", "--listen", f"{HOST}:{self.relay_port}", "--key", str(self.key),
             "--allow", f"{HOST}:{self.echo_port}", "--allow", f"{HOST}:{self.bulk_port}",
             "--log-level", "warning",
         ]  # fmt: skip
-        log = (self.tmp / "relayd.log").open("ab")
-        relayd = subprocess.Popen(argv, stderr=log, env=self.env)
-        self.procs.append(relayd)
-        self.relayd_pid = relayd.pid
+        with (self.tmp / "relayd.log").open("ab") as log:
+            relayd = subprocess.Popen(argv, stderr=log, env=self.env)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and relayd.poll() is None:
             with socket.socket() as s:
                 if s.connect_ex((HOST, self.relay_port)) == 0:
-                    break
+                    self.procs.append(relayd)
+                    self.relayd_pid = relayd.pid
+                    return relayd
             time.sleep(0.05)
-        else:
-            raise RuntimeError(f"relayd did not start; see {self.tmp / 'relayd.log'}")
-        self._profile_pid("relayd", relayd.pid)
+        relayd.kill()
+        relayd.wait()
+        return None
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
