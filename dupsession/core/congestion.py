@@ -205,6 +205,7 @@ class ModelRate(CongestionController):
         "_sent_total",
         "_tokens",
         "_tokens_at",
+        "_wait_until",
         "app_limited",
         "btl_bw",
         "cwnd_gain",
@@ -270,6 +271,7 @@ class ModelRate(CongestionController):
         self.loss_rate = 0.0  #: smoothed fraction of DATA copies lost on this path
         self._cycle = 0
         self._deferred = 0  #: rounds the due probe waited for the session's turn
+        self._wait_until = float("-inf")  #: the 1.25 round it waits out (`ProbeTurns.refuse`)
         self._probe_rtt_until = 0.0
         self._next_probe_rtt = float("inf")  #: when the next re-measure of the min RTT starts
         self._remeasured = False
@@ -445,13 +447,16 @@ class ModelRate(CongestionController):
 
     def _next_gain(self, now: float) -> float:
         """The probe cycle's next pacing gain. With a session's turns (`ProbeTurns`), a probe
-        due while another path holds the turn waits (at most PROBE_DEFER_ROUNDS rounds), and
-        meanwhile this round, like any other cruise round, paces at YIELD_GAIN while the
-        holder is in its 1.25 round, else at 1.0."""
+        due while another path holds the turn waits (PROBE_DEFER_ROUNDS rounds, and at least
+        until the 1.25 round of the path that refused it has ended), and meanwhile this round,
+        like any other cruise round, paces at YIELD_GAIN while the holder is in its 1.25
+        round, else at 1.0."""
         gain = PROBE_GAINS[self._cycle % len(PROBE_GAINS)]
         turns = self.turns
         if turns is not None:
-            if gain > 1.0 and turns.refuse(self, now, self._deferred):
+            if gain > 1.0 and turns.refuse(self, now, self._deferred, self._wait_until):
+                if not self._deferred:  # the first refusal: its holder's 1.25 round
+                    self._wait_until = turns.up_until
                 self._deferred += 1
                 return YIELD_GAIN if turns.yields(self, now) else 1.0
             if gain > 1.0:

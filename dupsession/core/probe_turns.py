@@ -19,7 +19,8 @@ YIELD_GAIN = 0.9
 #: bandwidth window (congestion.BW_WINDOW_ROUNDS, 10) less its probe cycle (8 rounds), so a
 #: path's probes are never further apart than the window that remembers what a probe found.
 #: Deferred without a bound, six paths of a session probed every ~2n rounds, up to 37 apart,
-#: and the windowed maximum sagged between (review H3).
+#: and the windowed maximum sagged between (review H3). But not before the 1.25 round of the
+#: path that refused it first has ended (`refuse`): that lasts the other path's round.
 PROBE_DEFER_ROUNDS = 2
 
 
@@ -27,7 +28,8 @@ class ProbeTurns:
     """One session's datagram paths take turns at their probe rounds (PROBE_GAINS' 1.25 and
     the 0.75 after it): a path whose probe is due while another path of the session holds the
     turn cruises (at YIELD_GAIN while the holder's 1.25 round lasts, else at 1.0) and asks
-    again next round, for at most PROBE_DEFER_ROUNDS rounds; then it probes anyway.
+    again next round, for PROBE_DEFER_ROUNDS rounds and at least until that holder's 1.25
+    round has ended; then it probes anyway.
 
     Why: each probe stands about a quarter of the path's BDP in its bottleneck queue (14-19 ms
     on the netlab's two uplinks, more when the estimate already runs at the link), and a
@@ -48,10 +50,24 @@ class ProbeTurns:
         self._until = float("-inf")  #: the end of the holder's turn (its 1.25 and 0.75 rounds)
         self._up_until = float("-inf")  #: the end of its 1.25 round
 
-    def refuse(self, who: object, now: float, deferred: int) -> bool:
+    @property
+    def up_until(self) -> float:
+        """When the holder's 1.25 round ends (s, the clock's)."""
+        return self._up_until
+
+    def refuse(self, who: object, now: float, deferred: int, wait_until: float) -> bool:
         """Whether `who`'s due probe waits: another path holds the turn, and `who` has waited
-        fewer than PROBE_DEFER_ROUNDS rounds for it."""
-        return self._holder is not who and now < self._until and deferred < PROBE_DEFER_ROUNDS
+        fewer than PROBE_DEFER_ROUNDS rounds for it or `wait_until` (`up_until` when its probe
+        was first refused) has not come."""
+        # The holder's 1.25 round lasts the holder's round, not the waiter's: counted in the
+        # waiter's rounds alone, a 15-20 ms path beside a 75-120 ms one waited its 2 rounds
+        # inside that round and probed on top of it (review I5: 7.6-10.3 % of the 1.25 time
+        # overlapped, more than with no turns). Only the first refuser's round: waiting out
+        # the 1.25 round of each path that took the turn meanwhile too, six 30-40 ms paths
+        # probed up to 13.5 rounds apart, past their bandwidth window.
+        if self._holder is who or now >= self._until:
+            return False
+        return deferred < PROBE_DEFER_ROUNDS or now < wait_until
 
     def take(self, who: object, now: float, round_time: float) -> None:
         """`who` starts its probe now; its rounds are `round_time` s long."""

@@ -369,3 +369,26 @@ def test_a_sessions_datagram_paths_probe_in_turns_and_a_lone_path_as_before() ->
     assert [g for _, g in alone][:3] == [1.0, PROBE_GAINS[0], PROBE_GAINS[1]]
     assert YIELD_GAIN not in {g for _, g in alone}
     assert len(probe_spans(alone)) >= 13
+
+
+@pytest.mark.parametrize(("fast", "slow"), [(0.015, 0.075), (0.02, 0.12)])
+def test_a_fast_path_waits_out_a_slow_ones_1_25_round(fast: float, slow: float) -> None:
+    """Review I5: beside a path whose rounds are 4-6 times its own (Wi-Fi beside LTE), a
+    refused probe's PROBE_DEFER_ROUNDS rounds end inside the other's 1.25 round; counted in
+    its own rounds alone it then probed on top of it (4 overlaps in 6 s each here). The wait
+    runs at least to the end of the refusing holder's 1.25 round, so the 1.25 rounds never
+    overlap, and the fast path's probes are at most that one slow round later."""
+    turns = ProbeTurns()
+    paths = [cruising(min_rtt=fast), cruising(min_rtt=slow)]
+    for cc in paths:
+        cc.turns, cc._cycle = turns, 0
+    gains = run_paths(paths, 6.0)
+    probes1, probes2 = (probe_spans(g) for g in gains)
+    for a0, a1, _ in probes1:
+        for b0, b1, _ in probes2:
+            assert a1 <= b0 or b1 <= a0, ((a0, a1), (b0, b1))
+    for probes, rtt, other in ((probes1, fast, slow), (probes2, slow, fast)):
+        gaps = [(b[0] - a[0]) / rtt for a, b in itertools.pairwise(probes)]
+        # its cycle, then at most the other's 1.25 round (or its own 2 rounds), + 1 round
+        limit = len(PROBE_GAINS) + max(other / rtt, PROBE_DEFER_ROUNDS) + 1
+        assert len(gaps) >= 6.0 / rtt / limit - 1 and max(gaps) <= limit, gaps
