@@ -546,8 +546,12 @@ def set_priority(sched: str) -> str:
 #: was read, when it is due out, its size and addresses, and writes them to
 #: `packets-<pid>.json` there when it stops. `contrib/bench/under_load.py --breakdown` reads it
 #: to tell a keystroke's wait in the routers from its wait in the processes at either end.
+#: Each row also has the UDP or TCP payload's length and its first PACKET_LOG_HEAD bytes (hex):
+#: a dupsession frame's type and number, so the bench tells an echo's DATA frame from an ACK
+#: (ours, or the kernel's: a TCP segment without payload) and its copies from each other.
 PACKET_LOG_ENV = "NETLAB_PACKET_LOG"
 PACKET_LOG_MAX = 400
+PACKET_LOG_HEAD = 24
 
 
 class PacketLog:
@@ -556,8 +560,8 @@ class PacketLog:
     def __init__(self, directory: str | None) -> None:
         self.directory = directory
         #: (read at, due at or None if dropped, size, protocol, source, destination (hex),
-        #: source port, destination port)
-        self.rows: list[tuple[float, float | None, int, int, str, str, int, int]] = []
+        #: source port, destination port, payload length, the payload's head (hex))
+        self.rows: list[tuple[float, float | None, int, int, str, str, int, int, int, str]] = []
 
     def wrap(
         self, submit: Callable[[bytes, float], float | None]
@@ -570,8 +574,12 @@ class PacketLog:
             release = submit(packet, now)
             if 24 <= len(packet) <= PACKET_LOG_MAX:
                 ports = struct.unpack_from("!HH", packet, 20)
+                # the payload: after IP's header and UDP's 8 bytes or TCP's data offset
+                start = (packet[0] & 15) * 4
+                start += 8 if packet[9] != 6 else (packet[start + 12] >> 4) * 4
                 add((now, release, len(packet), packet[9], packet[12:16].hex(),
-                     packet[16:20].hex(), *ports))  # fmt: skip
+                     packet[16:20].hex(), *ports, len(packet) - start,
+                     packet[start : start + PACKET_LOG_HEAD].hex()))  # fmt: skip
             return release
 
         return logged

@@ -1,0 +1,104 @@
+"""The emulator's small-packet record and under_load.py's split of an echo from it.
+
+Why: the breakdown took the first packet back after a keystroke for its echo, and the far end's
+kernel ACKs a keystroke's TCP copy at once: that ACK was due at the client before the echo, so
+the far end's wait was counted as the client's (issue 9: "client in" p99 29.9 ms, in fact
+7.5; "far end" 17.5, in fact 31). The record now carries each payload's head, and the split
+follows DATA frames by number.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+import pytest
+
+from contrib.bench.under_load import METHODS, Result, _echo_parts, _Frames, data_frame
+from contrib.netlab.emulator import PacketLog
+
+CLIENT, SERVER = "198.18.1.2", "198.19.200.2"
+SESSION = bytes(8)
+
+
+def ip(proto: int, src: str, dst: str, transport: bytes) -> bytes:
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(transport), 0, 0, 64, proto, 0,
+        ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed,
+    )  # fmt: skip
+    return header + transport
+
+
+def data(n: int) -> bytes:
+    """A DATA frame's first bytes: version, type 3, flags, path, session id, frame number."""
+    return struct.pack("!BBBB8sQ", 1, 3, 0, 0, SESSION, n) + bytes(20)
+
+
+def test_the_record_keeps_each_payloads_length_and_head(tmp_path: object) -> None:
+    log = PacketLog(str(tmp_path))
+    submit = log.wrap(lambda packet, now: now + 0.02)
+    udp = struct.pack("!HHHH", 4000, 9000, 8 + 40, 0) + data(7)
+    tcp_options = bytes(12)  # data offset 8 words: a header with timestamps
+    tcp = struct.pack("!HHIIBBHHH", 4001, 9000, 1, 1, 8 << 4, 0x10, 0, 0, 0) + tcp_options
+    submit(ip(17, CLIENT, SERVER, udp), 1.0)
+    submit(ip(6, CLIENT, SERVER, tcp + struct.pack("!H", 40) + data(8)), 1.0)
+    submit(ip(6, SERVER, CLIENT, tcp), 1.0)  # an ACK without payload
+    (u, t, ack) = log.rows
+    assert u[8:] == (40, data(7)[:24].hex())
+    assert data_frame(17, u[9]) == 7
+    assert t[8] == 42 and data_frame(6, t[9]) == 8
+    assert ack[8:] == (0, "") and data_frame(6, ack[9]) is None
+
+
+def rows_for(keystrokes: int) -> tuple[Result, list[tuple[object, ...]]]:
+    """Keystroke i typed at 0.05 i: its DATA frame (number i) up on UDP, due at the far end
+    20 ms later; the far end's kernel ACKs a TCP copy at once (due back 30 ms later), the echo
+    (DATA frame i) leaves 2 ms after the keystroke arrived, is due 30 ms later and read 1 ms
+    after that."""
+    result = Result(METHODS[0])
+    result.uplinks = {"up1": ipaddress.IPv4Address(CLIENT).packed.hex()}
+    me, far = result.uplinks["up1"], ipaddress.IPv4Address(SERVER).packed.hex()
+    rows: list[tuple[object, ...]] = []
+    for i in range(keystrokes):
+        sent = 0.05 * i
+        there = sent + 0.001 + 0.020
+        rows.append((sent + 0.001, there, 111, 17, me, far, 4000, 9000, 83, data(i)[:24].hex()))
+        rows.append((there, there + 0.030, 52, 6, far, me, 9000, 4001, 0, ""))
+        rows.append(
+            (there + 0.002, there + 0.032, 111, 17, far, me, 9000, 4000, 83, data(i)[:24].hex())
+        )
+        result.typed.append(sent)
+        result.echoed.append(there + 0.032 + 0.001)
+    result.spans = {"idle": (0.0, 0.05 * keystrokes / 2), "busy": (0.05 * keystrokes / 2, 99.0)}
+    return result, rows
+
+
+def test_the_far_ends_kernel_ack_is_not_the_echo() -> None:
+    result, rows = rows_for(40)
+    mine = set(result.uplinks.values())
+    for span, got in _echo_parts(result, rows, mine).items():
+        assert len(got) == 20, span
+        for total, out, up, far_end, down, client_in in got:
+            assert (out, up, far_end, down, client_in) == pytest.approx(
+                (0.001, 0.020, 0.002, 0.030, 0.001), abs=1e-9
+            )
+            assert total == pytest.approx(0.054)
+    # the same record without payloads: the ACK stands for the echo (the old split)
+    old = [row[:8] for row in rows]
+    far_end, client_in = _echo_parts(result, old, mine)["busy"][0][3:6:2]
+    assert (far_end, client_in) == pytest.approx((0.0, 0.003), abs=1e-9)
+
+
+def test_a_frame_is_deliverable_once_every_earlier_frame_is_due() -> None:
+    frames = _Frames(
+        [
+            (1.00, 1.03, 5, 111, 17, "up1"),
+            (1.01, 1.08, 6, 111, 17, "up2"),  # frame 6's only UDP copy: late
+            (1.01, 1.04, 6, 137, 6, "up1"),  # its TCP copy, earlier
+            (1.02, 1.05, 7, 111, 17, "up1"),
+        ]
+    )
+    assert frames.earliest(7) == pytest.approx(1.05)
+    assert frames.deliverable(7) == pytest.approx(1.05)
+    assert frames.deliverable(7, proto=17) == pytest.approx(1.08)  # waits for frame 6's UDP
+    assert frames.first_new(1.005, 2.0) == (1.01, 6)
