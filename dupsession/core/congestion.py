@@ -40,9 +40,10 @@ STARTUP_CWND_GAIN = 2.0
 #: sits above the minimum by max(this fraction of the minimum, QUEUE_TARGET_MIN s). A tenth,
 #: not a quarter: on the netlab's 55 and 75 ms paths a quarter let a cruise stand 14 and 19 ms,
 #: and a keystroke's echo waited behind the shorter of the two downlinks' queues (typing9d).
-#: The noise: how far a cruise round's samples (not a probe's 1.25 or 0.75, nor a yield) sit
-#: above its lowest on average, following a quieter round at once and a noisier one by
-#: RTT_NOISE_RISE; x1.5 since a round's lowest sample sits above the minimum by part of it.
+#: The noise: how far a cruise round's samples (not a probe's 1.25 or 0.75, a yield or a
+#: re-measure) sit above its lowest on average, following a quieter round at once and a
+#: noisier one by RTT_NOISE_RISE; x1.5 since a round's lowest sample sits above the minimum by
+#: part of it.
 #: Delay jitter lifts the smoothed RTT by its mean with no queue at all: at 0-10 ms each way on
 #: a 60 ms path every cruise round drained (0.85), the link busy 74-79 % of the time, now
 #: 91-94 % (review H2, tests/sim/test_congestion.py); without jitter a cruise has almost none.
@@ -216,6 +217,7 @@ class ModelRate(CongestionController):
         "min_rtt_at",
         "mode",
         "pacing_gain",
+        "rounds",
         "turns",
     )
 
@@ -253,10 +255,11 @@ class ModelRate(CongestionController):
         self._full_bw = 0.0
         self._full_rounds = 0
         self._round_end = 0.0
+        self.rounds = 0  #: rounds ended (`_advance`): the probe cycle's and turns' unit
         self._round_rtt = float("inf")  #: the lowest RTT sample of the current round
         self._round_sum = 0.0  #: the sum of its samples
         #: A cruise round (1.0, or 0.85 on a queue): only such a round measures the RTT noise;
-        #: probe, yield, startup and drain rounds move the queue on purpose (review I1)
+        #: probe, yield, startup, drain and re-measure rounds move the queue on purpose (I1)
         self._cruise_round = False
         #: How far a round's samples sit above the lowest of them (s), smoothed (`_queued`)
         self._rtt_noise = 0.0
@@ -388,7 +391,10 @@ class ModelRate(CongestionController):
             if self._remeasured and self.min_rtt_at > since:
                 self._next_probe_rtt += PROBE_RTT_PERIOD
                 return
-            self.mode, self.pacing_gain = "probe-rtt", 1.0
+            # Nor is a re-measure's a cruise round (nor the one it starts in): it empties the
+            # queue on purpose, and the estimate took its spread in (the falling queue of its
+            # first round, a quiet path in the others) until the next cruise round ended.
+            self.mode, self.pacing_gain, self._cruise_round = "probe-rtt", 1.0, False
             self._probe_rtt_until = now + max(PROBE_RTT_TIME, self._rtt(srtt))
             self._probe_min = float("inf")
 
@@ -409,6 +415,7 @@ class ModelRate(CongestionController):
         if now < self._round_end:
             return
         self._round_end = now + self._rtt(srtt)
+        self.rounds += 1
         if self._round_samples >= 2 and self._cruise_round:
             spread = self._round_sum / self._round_samples - self._round_rtt
             step = (spread - self._rtt_noise) * RTT_NOISE_RISE

@@ -193,6 +193,27 @@ def test_paths_re_measure_the_min_rtt_together_on_a_grid_of_the_clock() -> None:
         assert cc.mode == "probe-rtt"
 
 
+def test_a_re_measure_of_the_min_rtt_leaves_the_rtt_noise_alone() -> None:
+    """The RTT noise (`_queued`) is measured on cruise rounds only (review I1), and a
+    re-measure's rounds (and the one it starts in) are none: they empty the queue on purpose.
+    Taken in, the falling queue of its first round raised the noise and its quiet rounds then
+    zeroed it (on a path with jitter too), and the verdicts up to the next cruise round's end,
+    the drain after the probe that follows every re-measure among them, were judged on that."""
+    cc = cruising(now=100.0, min_rtt=0.05)
+    for i, rtt in enumerate((0.05, 0.052, 0.054, 0.05)):  # a cruise round: some noise
+        cc.on_ack(100.02 + 0.01 * i, data_recv=0, rtt=rtt, srtt=0.051, sent_by_echo=None)
+    noise = cc._rtt_noise
+    assert noise > 0 and cc.mode == "probe"
+    cc._next_probe_rtt = 100.055  # a re-measure is due (on the clock's grid)
+    now, rtt = 100.06, 0.06
+    while cc.mode != "probe" or cc.pacing_gain <= 1.0:  # up to the probe after it
+        # its queue drains (0.06 -> 0.05), then the path is quiet
+        cc.on_ack(now, data_recv=0, rtt=rtt, srtt=0.051, sent_by_echo=None)
+        assert cc._rtt_noise == noise, (now, cc.mode)
+        now, rtt = now + 0.005, max(0.05, rtt - 0.002)
+    assert now > 100.06 + PROBE_RTT_TIME
+
+
 def test_an_interactive_session_in_startup_keeps_the_initial_window() -> None:
     """Keystrokes never fill the pipe, so their path stays in startup with a rate estimate
     of a few frames per second; a window sized from that (4 frames) held keystrokes back
