@@ -289,9 +289,13 @@ class Bench:
     def run(self, method: Method) -> Result:
         result = Result(method)
         echo = self.typing_session(method).start()
-        if self.args.breakdown:
+        if self.args.breakdown or self.args.typing_nice is not None:
             result.chain = typing_chain(echo)
             result.far = far_chain(self.lab)
+        if self.args.typing_nice is not None:  # a diagnosis: how much is waiting for a CPU
+            for label in ("dupsession", "ssh"):
+                if label in result.chain:
+                    os.setpriority(os.PRIO_PROCESS, result.chain[label][1], self.args.typing_nice)
         time.sleep(1.0)
         idle_from = time.monotonic()
         result.schedstat.append(schedstats(result.chain))
@@ -757,8 +761,9 @@ def typing_chain(echo: EchoSession) -> dict[str, tuple[int, int]]:
 
 
 def far_chain(lab: Lab) -> dict[str, tuple[int, int]]:
-    """The far end's processes an echo passes through: the typing session's `cat` (the
-    newest bare `cat` in the server's namespace: EchoSession's) and the sshd above it."""
+    """The far end's processes an echo passes through: relayd (its loop: the main thread),
+    the typing session's `cat` (the newest bare `cat` in the server's namespace:
+    EchoSession's) and the sshd above it."""
     server = Path(f"/run/netns/{lab.ns('server')}").stat().st_ino
     cats = []
     for entry in Path("/proc").iterdir():
@@ -770,10 +775,14 @@ def far_chain(lab: Lab) -> dict[str, tuple[int, int]]:
                 cats.append((int(stat[19]), int(entry.name), int(stat[1])))  # start, pid, ppid
         except OSError:
             continue
-    if not cats:
-        return {}
-    _, cat, sshd = max(cats)
-    return {"sshd": (sshd, sshd), "cat": (cat, cat)}
+    relayd = [
+        pid for pid, (label, _) in cpu_by_process({server}).items() if label == "relayd serve"
+    ]
+    found = {"relayd": (relayd[0], relayd[0])} if len(relayd) == 1 else {}
+    if cats:
+        _, cat, sshd = max(cats)
+        found |= {"sshd": (sshd, sshd), "cat": (cat, cat)}
+    return found
 
 
 def schedstats(chain: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int, int]]:
@@ -806,29 +815,50 @@ def _schedstat_lines(r: Result) -> list[str]:
     return ["run-queue wait per timeslice (schedstat, mean): " + "; ".join(cells)]
 
 
-#: A `perf sched timehist` line: time, CPU, task[tid/pid], wait, run-queue wait, run time (ms)
+#: A `perf sched timehist --state` line: time, CPU, task[tid/pid], wait, wait after its
+#: wake-up, run time (ms), its state when it left the CPU (R: preempted, still runnable)
 TIMEHIST = re.compile(
-    r"\s*([\d.]+)\s+\[\d+\]\s+.*\[(\d+)(?:/\d+)?\]\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)"
+    r"\s*([\d.]+)\s+\[\d+\]\s+.*\[(\d+)(?:/\d+)?\]\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\S+)"
 )
-#: One run of a task in perf's timehist: (woken at, ran from, ran until, its wait on a run queue)
+#: One run of a task in perf's timehist: (woken at, ran from, ran until, the wait for a CPU
+#: before it: after its wake-up, or all of it if the task had been preempted)
 Run = tuple[float, float, float, float]
 
 
 def _sched_runs(trace: Path, tids: set[int]) -> dict[int, list[Run]]:
     """Each run of `tids` in a `perf record` of scheduler events (`perf sched timehist`)."""
     out = subprocess.run(
-        ["perf", "sched", "timehist", "-i", str(trace)],
+        ["perf", "sched", "timehist", "--state", "-i", str(trace)],
         capture_output=True, text=True, check=False,
     ).stdout  # fmt: skip
     runs: dict[int, list[Run]] = {}
+    preempted: dict[int, bool] = {}
     for line in out.splitlines():
         m = TIMEHIST.match(line)
-        if m is None or int(m.group(2)) not in tids:
+        if m is None or (tid := int(m.group(2))) not in tids:
             continue
-        end, delay, ran = float(m.group(1)), float(m.group(4)) / 1e3, float(m.group(5)) / 1e3
+        end = float(m.group(1))
+        wait, delay, ran = (float(m.group(i)) / 1e3 for i in (3, 4, 5))
         start = end - ran
-        runs.setdefault(int(m.group(2)), []).append((start - delay, start, end, delay))
+        cpu_wait = wait if preempted.get(tid) else delay
+        runs.setdefault(tid, []).append((start - delay, start, end, cpu_wait))
+        preempted[tid] = m.group(6).startswith("R")
     return runs
+
+
+def _share_lines(label: str, runs: list[Run]) -> list[str]:
+    """How a task spent the trace: on a CPU, waiting for one, asleep."""
+    if len(runs) < 2:
+        return []
+    span = runs[-1][2] - runs[0][1]
+    ran = sum(end - start for _, start, end, _ in runs)
+    waited = sum(run[3] for run in runs[1:])
+    waits = sorted(run[3] * 1e3 for run in runs[1:])
+    return [
+        f"{label} in the trace ({span:.1f} s): on a CPU {ran / span:.0%}, waiting for one "
+        f"{waited / span:.0%} (each wait p99 {pct(waits, 99):.2f} ms, longest {waits[-1]:.1f}), "
+        f"asleep {1 - (ran + waited) / span:.0%}"
+    ]
 
 
 def _woken(runs: list[Run], after: float) -> float | None:
@@ -908,6 +938,8 @@ def _client_in_lines(r: Result, came_in: list[EchoIn]) -> list[str]:
             for label in r.chain
         }
 
+    for label in ("relayd", "dupsession"):
+        lines += _share_lines(label, runs.get(label, []))
     inside = [e for e in came_in if t0 <= e.there and e.echoed <= t1]
     if inside:
         per = [waits(e.home, e.echoed) for e in inside]
@@ -1002,6 +1034,8 @@ def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> No
     tag = f"{loss:g} % loss"
     if scale != 1:
         tag += f", SCALED VARIANT (every rate x{scale:g})"
+    if args.typing_nice is not None:
+        tag += f", DIAGNOSTIC (the typing session's dupsession and ssh at nice {args.typing_nice})"
     if args.paths != ["udp", "tcp"]:
         tag += f", VARIANT (dupsession paths: {'+'.join(args.paths)} on each uplink)"
     print(f"{tag} per direction; {rates}; 200 ms queues", flush=True)
@@ -1063,6 +1097,10 @@ def main() -> int:
     parser.add_argument(
         "--sched-trace", type=float, metavar="S",
         help="with --breakdown: perf-record the scheduler for S s of the download (diagnosis)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--typing-nice", type=int, metavar="N",
+        help="DIAGNOSIS, not a result: the typing session's dupsession and ssh at nice N",
     )  # fmt: skip
     parser.add_argument("--py-spy", metavar="DIR", help="record relayd and the client (py-spy)")
     parser.add_argument("--py-spy-seconds", type=int, default=5, help="py-spy record length")

@@ -14,7 +14,16 @@ import struct
 
 import pytest
 
-from contrib.bench.under_load import METHODS, Result, _echo_parts, _Frames, data_frame
+from contrib.bench.under_load import (
+    METHODS,
+    EchoIn,
+    Result,
+    Run,
+    _echo_parts,
+    _Frames,
+    _wake_split,
+    data_frame,
+)
 from contrib.netlab.emulator import PacketLog
 
 CLIENT, SERVER = "198.18.1.2", "198.19.200.2"
@@ -102,3 +111,29 @@ def test_a_frame_is_deliverable_once_every_earlier_frame_is_due() -> None:
     assert frames.deliverable(7) == pytest.approx(1.05)
     assert frames.deliverable(7, proto=17) == pytest.approx(1.08)  # waits for frame 6's UDP
     assert frames.first_new(1.005, 2.0) == (1.01, 6)
+
+
+def test_sched_trace_splits_far_end_and_client_in_at_each_wake_up() -> None:
+    """relayd writes the keystroke to sshd (sshd woken), sshd to cat, cat back to sshd; the
+    echo reaches dupsession, which writes to ssh, which writes to the bench's reader."""
+    echo = EchoIn(
+        there=1.000, back=1.010, earliest=1.040, home=1.040, udp=1.040, echoed=1.050, copies=[]
+    )
+
+    def run(woken: float) -> Run:
+        return (woken, woken + 0.0001, woken + 0.0002, 0.0001)
+
+    runs = {
+        "sshd": [run(0.990), run(1.002), run(1.006)],  # an earlier wake-up is not this one's
+        "cat": [run(1.003)],
+        "dupsession": [run(1.041)],
+        "ssh": [run(1.044)],
+        "bench reader": [run(1.049)],
+    }
+    got = _wake_split(runs, echo)
+    assert got is not None
+    want = {"relayd in": 2, "sshd in": 1, "cat": 3, "sshd + relayd out": 4}
+    want |= {"to dupsession": 1, "dupsession": 3, "ssh": 5, "bench reader": 1}
+    assert {k: round(v * 1e3, 6) for k, v in got.items()} == want
+    del runs["cat"]
+    assert _wake_split(runs, echo) is None  # a missing wake-up: no split, not a wrong one
