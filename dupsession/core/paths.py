@@ -136,6 +136,7 @@ class Path:
     #: (ts, data_sent) of our recent ACKs on this path: what had been sent when each left
     ack_log: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=ACK_LOG))
     data_recv: int = 0
+    data_recv_at_ack: int = 0  #: `data_recv` when this path last carried an ACK of ours
     #: Genuine DATA copies that came on this path again, for a frame it had delivered before
     #: (a resend, an extra copy of one): `data_recv` takes a frame once per path, the peer's
     #: `data sent` counts every copy, so the inbound loss counts these as arrived too.

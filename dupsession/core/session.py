@@ -57,6 +57,11 @@ __all__ = ["Role", "Session", "SessionConfig", "SessionState"]
 #: (min RTT, queueing delay), and otherwise would send ACKs only once per probe interval.
 RTT_PROBE_FRAMES = 4
 RTT_PROBE_MIN_GAP = 0.002
+#: A stream path with no news of its own still takes a due ACK once its last ACK is this many
+#: of its smoothed RTTs old: its RTT samples decide whether bulk may use it (schedule_paths;
+#: every due ACK there kept tests/sim/test_one_flow_per_link.py's goodput, a quarter RTT fell
+#: just under it).
+STREAM_ACK_GAP_RTTS = 0.125
 
 # Frame-layout constants bound once: `receive_frame` runs for every copy.
 _MIN_FRAME = wire.PREFIX.size + wire.TAG_SIZE
@@ -308,12 +313,29 @@ class Session(ReceiveData, Closing):
         recovery.keep_waiting(resend)
         acks = self.acks
         ack_due = acks.due(now)
+        # A due ACK goes on every datagram path, but on a stream path only if it took DATA
+        # since its last ACK, carries ours now, the window reopened, or its last ACK is
+        # STREAM_ACK_GAP_RTTS old: a stream path loses nothing, so its copy of an ACK the
+        # datagram paths carry repeats their news, and each copy costs the peer a read and a
+        # whole ACK's processing (relayd's netlab download at 5 % loss: ACK input ~40 % of
+        # its CPU, half of it the TCP paths' copies).
+        everywhere = acks.window_update
         probe_interval = self.config.probe_interval
         for path in paths.values():
             frames = out.get(path.path_id)
             # A quiet path (a backup at rest) carries ACKs only as probes: a few hundred bytes/s.
             if (
-                (ack_due and not path.quiet)
+                (
+                    ack_due
+                    and not path.quiet
+                    and (
+                        path.datagram
+                        or everywhere
+                        or frames
+                        or path.data_recv != path.data_recv_at_ack
+                        or now - path.ack_sent_at >= path.rtt.srtt * STREAM_ACK_GAP_RTTS
+                    )
+                )
                 or now - path.last_sent >= probe_interval
                 or (
                     path.data_sent - path.data_sent_at_ack >= RTT_PROBE_FRAMES
@@ -321,6 +343,7 @@ class Session(ReceiveData, Closing):
                 )
             ):
                 path.data_sent_at_ack, path.ack_sent_at = path.data_sent, now
+                path.data_recv_at_ack = path.data_recv
                 behind = len(frames) if frames else 0  # all DATA so far
                 ack = make_ack(
                     path, now, self.receiver, self._tx_key, self.session_id, behind=behind
