@@ -1,4 +1,5 @@
-"""The emulator's small-packet record and under_load.py's split of an echo from it.
+"""The emulator's small-packet record and the split of an echo from it (contrib/bench/
+breakdown.py, run by under_load.py --breakdown).
 
 Why: the breakdown took the first packet back after a keystroke for its echo, and the far end's
 kernel ACKs a keystroke's TCP copy at once: that ACK was due at the client before the echo, so
@@ -14,16 +15,8 @@ import struct
 
 import pytest
 
-from contrib.bench.under_load import (
-    METHODS,
-    EchoIn,
-    Result,
-    Run,
-    _echo_parts,
-    _Frames,
-    _wake_split,
-    data_frame,
-)
+from contrib.bench.breakdown import EchoIn, Run, _echo_parts, _Frames, _wake_split, data_frame
+from contrib.bench.under_load import METHODS, Result
 from contrib.netlab.emulator import PacketLog
 
 CLIENT, SERVER = "198.18.1.2", "198.19.200.2"
