@@ -353,9 +353,18 @@ def _sched_runs(trace: Path, tids: set[int]) -> dict[int, list[Run]]:
         ["perf", "sched", "timehist", "--state", "-i", str(trace)],
         capture_output=True, text=True, check=False,
     ).stdout  # fmt: skip
+    return _parse_timehist(out, tids)
+
+
+def _parse_timehist(text: str, tids: set[int]) -> dict[int, list[Run]]:
+    """Each run of `tids` in `perf sched timehist --state`'s output. A line is one run, printed
+    when it ended: its wait time is the whole gap since the task's previous run and its sch
+    delay the part after its wake-up. After a run that ended preempted (state R: still
+    runnable, never asleep) the whole gap was a wait for a CPU; after one that ended asleep (S,
+    D, ...) only the sch delay was."""
     runs: dict[int, list[Run]] = {}
     preempted: dict[int, bool] = {}
-    for line in out.splitlines():
+    for line in text.splitlines():
         m = TIMEHIST.match(line)
         if m is None or (tid := int(m.group(2))) not in tids:
             continue

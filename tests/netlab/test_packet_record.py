@@ -15,7 +15,16 @@ import struct
 
 import pytest
 
-from contrib.bench.breakdown import EchoIn, Run, _echo_parts, _Frames, _wake_split, data_frame
+from contrib.bench.breakdown import (
+    EchoIn,
+    Run,
+    _echo_parts,
+    _Frames,
+    _parse_timehist,
+    _share_lines,
+    _wake_split,
+    data_frame,
+)
 from contrib.bench.under_load import METHODS, Result
 from contrib.netlab.emulator import PacketLog
 
@@ -130,3 +139,36 @@ def test_sched_trace_splits_far_end_and_client_in_at_each_wake_up() -> None:
     assert {k: round(v * 1e3, 6) for k, v in got.items()} == want
     del runs["cat"]
     assert _wake_split(runs, echo) is None  # a missing wake-up: no split, not a wrong one
+
+
+#: `perf sched timehist --state` as it prints (times in s, then wait time, sch delay and run
+#: time in ms, the state the task left the CPU in). dupsession (tid 4242) runs 10 ms and is
+#: preempted (R); runs again 10 ms later without a wake-up (its whole wait was for a CPU),
+#: then sleeps (S); is woken 45 ms later and waits 5 ms for a CPU (only those count).
+TIMEHIST_TEXT = """\
+           time    cpu  task name                       wait time  sch delay   run time  state
+                        [tid/pid]                          (msec)     (msec)     (msec)
+--------------- ------  ------------------------------  ---------  ---------  ---------  -----
+     100.010000 [0000]  dupsession[4242]                    0.000      0.000     10.000      R
+     100.011000 [0001]  relayd[777]                         3.000      1.000      1.000      S
+     100.030000 [0000]  dupsession[4242]                   10.000      0.000     10.000      S
+     100.050000 [0001]  python3[4250/4100]                  2.000      0.500      0.300      S
+     100.090000 [0000]  dupsession[4242]                   50.000      5.000     10.000      R
+"""
+
+
+def test_sched_trace_counts_a_preempted_tasks_whole_wait_and_only_the_delay_after_a_sleep() -> None:
+    runs = _parse_timehist(TIMEHIST_TEXT, {4242, 4250})
+    assert set(runs) == {4242, 4250}  # relayd's tid was not asked for
+    # (woken at, ran from, ran until, its wait for a CPU)
+    assert runs[4242] == [
+        pytest.approx((100.000, 100.000, 100.010, 0.0)),
+        pytest.approx((100.020, 100.020, 100.030, 0.010)),  # after R: the whole 10 ms
+        pytest.approx((100.075, 100.080, 100.090, 0.005)),  # after S: the 5 ms sch delay
+    ]
+    assert runs[4250] == [pytest.approx((100.0492, 100.0497, 100.050, 0.0005))]  # a thread
+    # 90 ms from its first run's start: 30 on a CPU, 15 waiting for one, 45 asleep
+    assert _share_lines("dupsession", runs[4242]) == [
+        "dupsession in the trace (0.1 s): on a CPU 33%, waiting for one 17% (each wait p99 "
+        "10.00 ms, longest 10.0), asleep 50%"
+    ]
