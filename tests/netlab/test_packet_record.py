@@ -61,11 +61,13 @@ def test_the_record_keeps_each_payloads_length_and_head(tmp_path: object) -> Non
     assert ack[8:] == (0, "") and data_frame(6, ack[9]) is None
 
 
-def rows_for(keystrokes: int) -> tuple[Result, list[tuple[object, ...]]]:
+def rows_for(keystrokes: int, late_copies: bool = False) -> tuple[Result, list[tuple[object, ...]]]:
     """Keystroke i typed at 0.05 i: its DATA frame (number i) up on UDP, due at the far end
     20 ms later; the far end's kernel ACKs a TCP copy at once (due back 30 ms later), the echo
     (DATA frame i) leaves 2 ms after the keystroke arrived, is due 30 ms later and read 1 ms
-    after that."""
+    after that. With `late_copies`, each echo also has a second copy on the TCP path, read 1 ms
+    after the next keystroke reached the far end (before that keystroke's echo), due 40 ms
+    later."""
     result = Result(METHODS[0])
     result.uplinks = {"up1": ipaddress.IPv4Address(CLIENT).packed.hex()}
     me, far = result.uplinks["up1"], ipaddress.IPv4Address(SERVER).packed.hex()
@@ -78,10 +80,22 @@ def rows_for(keystrokes: int) -> tuple[Result, list[tuple[object, ...]]]:
         rows.append(
             (there + 0.002, there + 0.032, 111, 17, far, me, 9000, 4000, 83, data(i)[:24].hex())
         )
+        if late_copies:
+            late, head = there + 0.050 + 0.001, (struct.pack("!H", 83) + data(i))[:24].hex()
+            rows.append((late, late + 0.040, 137, 6, far, me, 9000, 4001, 85, head))
         result.typed.append(sent)
         result.echoed.append(there + 0.032 + 0.001)
     result.spans = {"idle": (0.0, 0.05 * keystrokes / 2), "busy": (0.05 * keystrokes / 2, 99.0)}
     return result, rows
+
+
+def assert_parts(got: list[list[float]]) -> None:
+    """Each echo as rows_for makes it: 1 ms out, 20 up, 2 at the far end, 30 down, 1 in."""
+    for total, out, up, far_end, down, client_in in got:
+        assert (out, up, far_end, down, client_in) == pytest.approx(
+            (0.001, 0.020, 0.002, 0.030, 0.001), abs=1e-9
+        )
+        assert total == pytest.approx(0.054)
 
 
 def test_the_far_ends_kernel_ack_is_not_the_echo() -> None:
@@ -89,15 +103,58 @@ def test_the_far_ends_kernel_ack_is_not_the_echo() -> None:
     mine = set(result.uplinks.values())
     for span, got in _echo_parts(result, rows, mine).items():
         assert len(got) == 20, span
-        for total, out, up, far_end, down, client_in in got:
-            assert (out, up, far_end, down, client_in) == pytest.approx(
-                (0.001, 0.020, 0.002, 0.030, 0.001), abs=1e-9
-            )
-            assert total == pytest.approx(0.054)
+        assert_parts(got)
     # the same record without payloads: the ACK stands for the echo (the old split)
     old = [row[:8] for row in rows]
     far_end, client_in = _echo_parts(result, old, mine)["busy"][0][3:6:2]
     assert (far_end, client_in) == pytest.approx((0.0, 0.003), abs=1e-9)
+
+
+def test_a_late_copy_of_the_previous_echo_is_not_this_keystrokes_echo() -> None:
+    """The first copy down after a keystroke reached the far end is an older frame's (the slow
+    path's copy of the previous echo): not a new frame, so not this keystroke's echo."""
+    result, rows = rows_for(40, late_copies=True)
+    for span, got in _echo_parts(result, rows, set(result.uplinks.values())).items():
+        assert len(got) == 20, span
+        assert_parts(got)
+
+
+def test_an_echo_frame_due_after_the_bench_read_it_is_left_out() -> None:
+    """A record whose only copy of an echo's frame is due after the bench read the echo (the
+    copy that brought it is not in the record): the keystroke is left out of the split, not
+    given a negative client in."""
+    result, rows = rows_for(40)
+    echo = rows[3 * 30 + 2]  # keystroke 30's echo (busy), its only copy
+    assert echo[5] == rows[0][4] and data_frame(17, str(echo[9])) == 30
+    rows[3 * 30 + 2] = (echo[0], result.echoed[30] + 0.002, *echo[2:])
+    parts = _echo_parts(result, rows, set(result.uplinks.values()))
+    assert (len(parts["idle"]), len(parts["busy"])) == (20, 19)
+    assert_parts(parts["busy"])
+
+
+def test_plain_ssh_split_by_packet_skips_the_far_ends_kernel_ack() -> None:
+    """Plain ssh (no frames to follow): the first packet each way stands for the keystroke and
+    the echo, but not a TCP segment without payload: the far end's kernel ACK of the keystroke,
+    52 B and due at the client before the echo. (The client's ACK of the echo is in the record
+    too, as in a real one.)"""
+    result = Result(METHODS[2])
+    assert result.method.kind == "ssh"
+    me, far = (ipaddress.IPv4Address(a).packed.hex() for a in (CLIENT, SERVER))
+    result.uplinks = {"up1": me}
+    rows: list[tuple[object, ...]] = []
+    for i in range(40):
+        sent = 0.05 * i
+        there = sent + 0.001 + 0.020
+        rows.append((sent + 0.001, there, 100, 6, me, far, 40000, 22, 48, "17" * 24))
+        rows.append((there, there + 0.030, 52, 6, far, me, 22, 40000, 0, ""))
+        rows.append((there + 0.002, there + 0.032, 100, 6, far, me, 22, 40000, 48, "17" * 24))
+        rows.append((there + 0.032, there + 0.052, 52, 6, me, far, 40000, 22, 0, ""))
+        result.typed.append(sent)
+        result.echoed.append(there + 0.032 + 0.001)
+    result.spans = {"idle": (0.0, 1.0), "busy": (1.0, 99.0)}
+    for span, got in _echo_parts(result, rows, {me}).items():
+        assert len(got) == 20, span
+        assert_parts(got)
 
 
 def test_a_frame_is_deliverable_once_every_earlier_frame_is_due() -> None:
