@@ -561,19 +561,31 @@ def report(tag: str, results: list[Result], bench: Bench) -> list[str]:
     return lines
 
 
+def run_tag(loss: float, args: Any) -> str:
+    """The run's name in every headline and PASS/MISS line: the loss rate, and what makes the
+    run other than a plain one (a variant of the scenario, or a diagnosis beside it)."""
+    tag = f"{loss:g} % loss"
+    if args.scale != 1:
+        tag += f", SCALED VARIANT (every rate x{args.scale:g})"
+    if args.typing_nice is not None:
+        tag += f", DIAGNOSTIC (the typing session's dupsession and ssh at nice {args.typing_nice})"
+    # perf recording the whole machine, or py-spy sampling relayd and the client, runs beside
+    # dupsession's download on the same CPUs: its figures are not a plain run's
+    recorders = [name for name, on in (("perf", args.sched_trace), ("py-spy", args.py_spy)) if on]
+    if recorders:
+        tag += f", DIAGNOSTIC ({' and '.join(recorders)} recording during dupsession's download)"
+    if args.paths != ["udp", "tcp"]:
+        tag += f", VARIANT (dupsession paths: {'+'.join(args.paths)} on each uplink)"
+    return tag
+
+
 def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> None:
     scale = args.scale
     rates = ", ".join(
         f"{u} {o:g}/{b:g} ms, {up * scale / 1000:g} up / {down * scale / 1000:g} down Mbit/s"
         for u, (o, b, up, down) in SEED_LIKE.items()
     )
-    tag = f"{loss:g} % loss"
-    if scale != 1:
-        tag += f", SCALED VARIANT (every rate x{scale:g})"
-    if args.typing_nice is not None:
-        tag += f", DIAGNOSTIC (the typing session's dupsession and ssh at nice {args.typing_nice})"
-    if args.paths != ["udp", "tcp"]:
-        tag += f", VARIANT (dupsession paths: {'+'.join(args.paths)} on each uplink)"
+    tag = run_tag(loss, args)
     print(f"{tag} per direction; {rates}; 200 ms queues", flush=True)
     if args.breakdown:
         os.environ[PACKET_LOG_ENV] = str(tmp)  # the emulator inherits it
