@@ -395,6 +395,12 @@ class ModelRate(CongestionController):
             # queue on purpose, and the estimate took its spread in (the falling queue of its
             # first round, a quiet path in the others) until the next cruise round ended.
             self.mode, self.pacing_gain, self._cruise_round = "probe-rtt", 1.0, False
+            # It ends with every path's next round a 1.25 (`_cycle` 0): a turn held across it,
+            # or a refusal count past PROBE_DEFER_ROUNDS, let two paths probe at once after it
+            # (review J1, tests/core/test_congestion.py); so turns start afresh.
+            self._deferred, self._wait_until = 0, float("-inf")
+            if self.turns is not None:
+                self.turns.release(self)
             self._probe_rtt_until = now + max(PROBE_RTT_TIME, self._rtt(srtt))
             self._probe_min = float("inf")
 

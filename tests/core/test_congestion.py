@@ -325,12 +325,18 @@ def test_repeats_on_a_path_are_left_out_of_its_loss_fraction() -> None:
     assert cc.loss_rate == pytest.approx(9 / 90 * LOSS_EWMA)
 
 
-def run_paths(paths: list[ModelRate], seconds: float) -> list[list[tuple[float, float]]]:
+def run_paths(
+    paths: list[ModelRate], seconds: float, remeasure_at: float | None = None
+) -> list[list[tuple[float, float]]]:
     """ACK every path each ms at its min RTT for `seconds`: each one's (time, pacing gain) at
-    every change."""
+    every change. `remeasure_at`: every path's min-RTT re-measure falls due then (the clock's
+    grid makes a session's paths re-measure together)."""
     gains: list[list[tuple[float, float]]] = [[] for _ in paths]
     now = 1.0
     while now < 1.0 + seconds:
+        if remeasure_at is not None and abs(now - remeasure_at) < 0.0005:
+            for cc in paths:
+                cc._next_probe_rtt, cc._remeasured = now, False
         for i, cc in enumerate(paths):
             cc.on_ack(now, data_recv=0, rtt=cc.min_rtt, srtt=cc.min_rtt, sent_by_echo=None)
             if not gains[i] or gains[i][-1][1] != cc.pacing_gain:
@@ -390,6 +396,31 @@ def test_a_sessions_datagram_paths_probe_in_turns_and_a_lone_path_as_before() ->
     assert [g for _, g in alone][:3] == [1.0, PROBE_GAINS[0], PROBE_GAINS[1]]
     assert YIELD_GAIN not in {g for _, g in alone}
     assert len(probe_spans(alone)) >= 13
+
+
+@pytest.mark.parametrize(
+    ("fast", "slow", "grid"),
+    [(0.055, 0.075, 2.0), (0.055, 0.075, 2.45965), (0.02, 0.12, 2.09193), (0.02, 0.12, 2.11095)],
+)
+def test_a_re_measure_resets_the_probe_turn_and_the_deferral(
+    fast: float, slow: float, grid: float
+) -> None:
+    """Review J1: a re-measure ends with every path's next round a 1.25. Kept across it, the
+    holder's turn let it take a new one at once, and the waiter's count of refusals (past
+    PROBE_DEFER_ROUNDS, its wait long over) let it probe at the same time: the 1.25 rounds
+    overlapped once after a re-measure that began mid-deferral (11 of 200 grid phases at
+    55/75 ms, 7 at 20/120; these are four of them). A re-measure gives up the turn and the
+    deferral, so the turns start afresh."""
+    turns = ProbeTurns()
+    paths = [cruising(min_rtt=fast), cruising(min_rtt=slow)]
+    for cc in paths:
+        cc.turns, cc._cycle = turns, 0
+    gains = run_paths(paths, 3.0, remeasure_at=grid)
+    assert all(cc._remeasured and cc._probe_rtt_until > grid for cc in paths)  # it happened
+    probes1, probes2 = (probe_spans(g) for g in gains)
+    for a0, a1, _ in probes1:
+        for b0, b1, _ in probes2:
+            assert a1 <= b0 or b1 <= a0, ((a0, a1), (b0, b1))
 
 
 @pytest.mark.parametrize(("fast", "slow"), [(0.015, 0.075), (0.02, 0.12)])

@@ -25,8 +25,9 @@ def test_six_datagram_paths_keep_the_links_and_each_probes_within_its_window() -
     bound, from four paths on the turn was always held, every other path paced at 0.9, and a
     path probed every ~2n rounds, up to 37 apart, past its 10-round bandwidth window: the
     upload made 88 % of the links' sum against 94 % with no turns (18 MB: 10.59 against 11.18
-    Mbit/s). Now the yield lasts only the holder's 1.25 round and a probe waits at most
-    PROBE_DEFER_ROUNDS rounds: 11.11 Mbit/s; here 95 % of the links' sum."""
+    Mbit/s). Now the yield lasts only the holder's 1.25 round and a probe waits at least
+    PROBE_DEFER_ROUNDS rounds, at most until the refusing holder's 1.25 round ended: 11.11
+    Mbit/s; here 95 % of the links' sum."""
     rate, count, size = 2 * MBIT, 6, 12_000_000
     paths = [
         PathSpec(
