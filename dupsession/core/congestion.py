@@ -38,15 +38,13 @@ STARTUP_EXIT_SAMPLES = 4
 STARTUP_CWND_GAIN = 2.0
 #: A queue is "standing" when the smoothed RTT, less RTT_NOISE_GAIN x the path's RTT noise,
 #: sits above the minimum by max(this fraction of the minimum, QUEUE_TARGET_MIN s). A tenth,
-#: not a quarter: on the netlab's 55 and 75 ms paths a quarter let a cruise stand 14 and 19 ms,
-#: and a keystroke's echo waited behind the shorter of the two downlinks' queues (typing9d).
-#: The noise: how far a cruise round's samples (not a probe's 1.25 or 0.75, a yield or a
-#: re-measure) sit above its lowest on average, following a quieter round at once and a
-#: noisier one by RTT_NOISE_RISE; x1.5 since a round's lowest sample sits above the minimum by
-#: part of it.
-#: Delay jitter lifts the smoothed RTT by its mean with no queue at all: at 0-10 ms each way on
-#: a 60 ms path every cruise round drained (0.85), the link busy 74-79 % of the time, now
-#: 91-94 % (review H2, tests/sim/test_congestion.py); without jitter a cruise has almost none.
+#: not a quarter: on the netlab's 55 and 75 ms paths a quarter let a cruise stand 14 and 19 ms
+#: that a keystroke's echo waited behind (typing9d). The noise: how far a cruise round's
+#: samples (not a probe's 1.25 or 0.75, a yield or a re-measure) sit above its lowest on
+#: average, following a quieter round at once and a noisier one by RTT_NOISE_RISE; x1.5 since
+#: a round's lowest sample sits above the minimum by part of it. Delay jitter lifts the
+#: smoothed RTT with no queue at all: at 0-10 ms each way every cruise round drained, the link
+#: busy 74-79 %, now 91-94 % (review H2, tests/sim/test_congestion.py).
 QUEUE_TARGET_FRACTION = 0.10
 QUEUE_TARGET_MIN = 0.005
 RTT_NOISE_GAIN = 1.5
@@ -79,15 +77,12 @@ BW_WINDOW_ROUNDS = 10
 MIN_BW_ROUND = 0.02
 #: The minimum RTT is re-measured at every multiple of this (s, BBR v2's 5 s) of the clock
 #: the core is given: each path past startup keeps half a BDP in flight for PROBE_RTT_TIME
-#: (at least one RTT), so the queue drains and the true minimum shows. On a grid of the clock,
-#: not 5 s after the path's own last matching sample (BBR's rule), meant to make sessions of
-#: one host drain together. What the fairness fix owes most to is the first re-measure
-#: (FIRST_PROBE_RTT_PERIOD, never skipped): a session that started behind another's queue
-#: took that queue for its minimum, saw no queue of its own, and kept the larger share
-#: (sim_fairness's 5 Mbit/s case: Jain 0.57-0.79; now 0.99). Review D3 showed the alignment
-#: itself is not needed in the simulator (per-path timers, or clocks offset by 0.5-3.3 s,
-#: give the same Jain), so treat the grid as a choice, not a proof.
-#: Skipped while samples come near the minimum a re-measure found (the queue empties anyway),
+#: (at least one RTT), so the queue drains and the true minimum shows. On a grid of the clock
+#: (not BBR's 5 s after the path's last matching sample), so sessions of one host drain
+#: together; the fairness fix owes most to the first re-measure (FIRST_PROBE_RTT_PERIOD,
+#: never skipped: a session that met another's queue at its start took it for its minimum and
+#: kept the larger share, Jain 0.57-0.79, now 0.99); review D3: the grid is a choice, not a
+#: proof (ARCHITECTURE.md). Skipped while samples come near the minimum a re-measure found,
 #: so a lone transfer pays once, after startup: half its rate for 0.2 s (3 % of a 4 MB upload).
 PROBE_RTT_PERIOD = 5.0
 PROBE_RTT_TIME = 0.2
@@ -118,21 +113,17 @@ TOKEN_ROUNDING = 1e-6
 MIN_BURST = 4.0
 #: Wake for pacing no more often than this (s).
 MIN_PACING_STEP = 0.001
-#: A backlogged path past startup whose pacing wake-up came late (an event loop busy with the
-#: other paths' reads, or sharing a loaded CPU) gets the time it missed back, up to this long
-#: (s) at its pacing rate (startup overshoots by design and drain sends less on purpose: a
-#: catch-up there only adds to what a policer drops). Capped at one burst instead, every late
-#: wake-up was sending time lost: on the 2-core netlab the UDP paths sent ~15 % under their
-#: pacing rate, and a 1.25 probe round then never delivered above the estimate, so it stayed
-#: at 60-70 % of the link.
+#: A backlogged path past startup whose pacing wake-up came late (a busy event loop or CPU)
+#: gets the time it missed back, up to this long (s) at its pacing rate (not in startup or
+#: drain: a catch-up there only adds to what a policer drops). Capped at one burst, the UDP
+#: paths sent ~15 % under their pacing rate on the 2-core netlab, and a 1.25 round never
+#: delivered above the estimate, stuck at 60-70 % of the link (ARCHITECTURE.md).
 PACING_CATCH_UP = 0.01
 #: ...but one transmit takes at most this many bursts of the tokens; the rest go in the next
-#: event-loop turns (`wake_at` is then now). One process serves many sessions (relayd): a
-#: catch-up spent in one transmit (50-120 frames to frame, tag and send) made its turns 4-16
-#: ms long on the netlab, and another session's keystrokes and echoes waited for each such
-#: turn, twice per echo (typing beside a download, docs/BENCHMARKS.md). Fewer bursts per turn
-#: cut the rise more but cost rate in turns' overhead on a busy CPU: one burst 0.86x plain
-#: ssh's download at 5 % loss, two 0.91x in 2 of 7 runs; three kept it in all 6.
+#: event-loop turns (`wake_at` is then now): relayd serves many sessions, and a catch-up spent
+#: in one transmit made its turns 4-16 ms long, which another session's keystrokes and echoes
+#: waited for. Fewer bursts per turn cost rate on a busy CPU: one burst 0.86x plain ssh's
+#: download at 5 % loss, two 0.91x in 2 of 7 runs; three kept it in all 6 (BENCHMARKS.md).
 TURN_BURSTS = 3
 #: With no ACK for STALE_RTTS smoothed RTTs (at least STALE_MIN s), in-flight is assumed lost.
 STALE_RTTS = 3
@@ -152,23 +143,16 @@ def _next_multiple(now: float, period: float) -> float:
 class ModelRate(CongestionController):
     """BBR-like control for a datagram path: a model of the path, not a reaction to loss.
 
-    It keeps two estimates, as BBR does: the bottleneck delivery rate (the windowed maximum of
-    frames the peer reports it received on this path per second; ACKs carry that counter, see
-    PROTOCOL.md) and the path's minimum RTT (windowed minimum of echoed timestamps). It paces
-    at `pacing_gain` times the rate and keeps at most `cwnd_gain` times the bandwidth-delay
-    product in flight. Random loss (wireless) lowers neither estimate much, so it does not halve
-    the rate; and because in-flight stays near the BDP, the bottleneck's queue stays short,
-    which is what keystrokes in this and other sessions need.
-
-    States (BBR v1, with time-based rounds of one RTT):
-    - startup: gain 2.89 until the rate estimate stops growing by 25 % for 3 rounds;
-    - drain: gain 1/2.89 until in-flight is down to one BDP;
-    - probe: gains cycle 1.25, 0.75, 1 x 6, one RTT each: probe for more, drain what probing
-      queued, cruise.
-    In-flight is what we sent on the path less what the peer reports it received less what
-    was lost: frames sent before an echoed timestamp that the peer had not received when it
-    echoed it (paths are FIFO but for rare reordering). When no ACK comes for a while,
-    everything in flight counts as lost, so a path that went quiet can send again.
+    Two estimates, as BBR's: the bottleneck delivery rate (windowed maximum of the peer's
+    per-path count of our frames it received, per second; PROTOCOL.md) and the minimum RTT.
+    It paces at `pacing_gain` x the rate and keeps at most `cwnd_gain` x the BDP in flight:
+    random loss (wireless) lowers neither estimate much, and the bottleneck's queue stays
+    short, which is what keystrokes in this and other sessions need. States (BBR v1, rounds
+    of one RTT): startup (gain 2.89 until the rate stops growing by 25 % for 3 rounds), drain
+    (1/2.89 until in-flight is one BDP), probe (1.25, 0.75, 1 x 6: probe, drain what probing
+    queued, cruise). In-flight is what we sent less what the peer received less what was
+    lost: sent before an echoed timestamp and not received when it was echoed (paths are FIFO
+    but for rare reordering); after a silence, everything in flight counts as lost.
     """
 
     __slots__ = (
@@ -178,6 +162,8 @@ class ModelRate(CongestionController):
         "_deferred",
         "_delivered",
         "_deliveries",
+        "_echoed_to",
+        "_forgive_until",
         "_full_bw",
         "_full_rounds",
         "_last_ack_at",
@@ -202,7 +188,6 @@ class ModelRate(CongestionController):
         "_round_sent",
         "_round_sum",
         "_rtt_noise",
-        "_rtt_window",
         "_sent_total",
         "_tokens",
         "_tokens_at",
@@ -237,7 +222,6 @@ class ModelRate(CongestionController):
         self.min_rtt = float("inf")
         self.min_rtt_at = 0.0
         self.latest_rtt = 0.0
-        self._rtt_window = 0.0
         self._delivered = -1  #: the peer's count of our DATA copies on this path (unwrapped)
         self._last_recv = 0  #: its last raw 32-bit value
         self._deliveries: deque[tuple[float, int]] = deque()  #: (time, delivered) this RTT
@@ -271,6 +255,8 @@ class ModelRate(CongestionController):
         #: (_sent_total, _repeats) after each send with repeats, until an echo passes it
         self._repeat_log: deque[tuple[int, int]] = deque()
         self._round_repeats = (0, 0)  #: _repeats and _repeats_echoed at the last measure
+        self._forgive_until = 0  #: losses among our first this many sends are no loss...
+        self._echoed_to = 0  #: ...until an echo passes them: the most sends an echo covered
         self.loss_rate = 0.0  #: smoothed fraction of DATA copies lost on this path
         self._cycle = 0
         self._deferred = 0  #: rounds the due probe waited for the session's turn
@@ -321,24 +307,11 @@ class ModelRate(CongestionController):
         """The peer's ACK on this path: its count of our DATA copies it received here (mod
         2**32), an RTT sample when it echoed one of our timestamps, and how many frames we had
         sent here when that timestamp left."""
+        if now - self._last_ack_at > self._stale_after(srtt):  # no ACK for the write-off's time
+            self._after_silence()
         self._last_ack_at = now
         if rtt is not None:
-            self.latest_rtt = rtt
-            if rtt <= self.min_rtt:
-                self.min_rtt, self.min_rtt_at = rtt, now
-            elif rtt - self.min_rtt <= MIN_RTT_CONFIRM * self._queue_target():
-                self.min_rtt_at = now
-            self._probe_min = min(self._probe_min, rtt)
-            self._round_rtt = min(self._round_rtt, rtt)
-            self._round_sum += rtt
-            self._round_samples += 1
-            if (
-                self.mode == "startup"
-                and self._round_samples >= STARTUP_EXIT_SAMPLES
-                and not self.app_limited
-                and self._round_rtt - self.min_rtt > self._queue_target()
-            ):
-                self._end_startup()
+            self._rtt_sample(now, rtt)
         self._probe_rtt(now, srtt)
         if self._delivered < 0:
             self._delivered, self._last_recv = data_recv, data_recv
@@ -348,7 +321,10 @@ class ModelRate(CongestionController):
                 return  # an older ACK overtaken by a newer one
             self._delivered += step
             self._last_recv = data_recv
+        forgive = False
         if sent_by_echo is not None:
+            forgive = self._echoed_to < self._forgive_until  # `_after_silence`
+            self._echoed_to = max(self._echoed_to, sent_by_echo)
             # Exact on the first ACK that echoes a timestamp (FIFO: all sent before it has
             # arrived or is lost); later ones echoing it again see more arrivals: keep the max.
             self._lost_echoed = max(self._lost_echoed, sent_by_echo - self._delivered)
@@ -359,6 +335,9 @@ class ModelRate(CongestionController):
         self._lost = max(self._lost_echoed, presumed)
         self.inflight = max(0, self._sent_total - self._delivered - self._lost)
         deliveries = self._deliveries
+        if forgive:  # the round's loss measure restarts after this echo
+            self._round_sent, self._round_lost = self._sent_total, self._lost_echoed
+            self._round_repeats = (self._repeats, self._repeats_echoed)
         deliveries.append((now, self._delivered))
         window = max(self._rtt(srtt), MIN_SAMPLE_INTERVAL)
         if self.mode != "startup":
@@ -369,6 +348,35 @@ class ModelRate(CongestionController):
         if now - first_at >= window:
             self._sample((self._delivered - first) / (now - first_at), now, srtt)
         self._advance(now, srtt)
+
+    def _rtt_sample(self, now: float, rtt: float) -> None:
+        self.latest_rtt = rtt
+        if rtt <= self.min_rtt:
+            self.min_rtt, self.min_rtt_at = rtt, now
+        elif rtt - self.min_rtt <= MIN_RTT_CONFIRM * self._queue_target():
+            self.min_rtt_at = now
+        self._probe_min = min(self._probe_min, rtt)
+        self._round_rtt = min(self._round_rtt, rtt)
+        self._round_sum += rtt
+        self._round_samples += 1
+        if (
+            self.mode == "startup"
+            and self._round_samples >= STARTUP_EXIT_SAMPLES
+            and not self.app_limited
+            and self._round_rtt - self.min_rtt > self._queue_target()
+        ):
+            self._end_startup()
+
+    def _after_silence(self) -> None:
+        """What we sent so far is out of the loss measure (an echo covering some of it restarts
+        the round's, `on_ack`) and the next rate sample starts here: what a silence lost (a
+        paused receiver's drops, an outage) is no random loss to pace over the link for, and a
+        sample across it took the estimate to a fraction of the link (ARCHITECTURE.md)."""
+        self._forgive_until = self._sent_total
+        self._deliveries.clear()
+
+    def on_peer_resumed(self) -> None:
+        self._forgive_until = self._sent_total  # the pause's drops, before any silence counts
 
     def _probe_rtt(self, now: float, srtt: float) -> None:
         if self.mode == "probe-rtt":
@@ -488,13 +496,11 @@ class ModelRate(CongestionController):
         """Fold the frames lost since the last measure into the smoothed loss fraction.
 
         Repeats (frames this path had carried before) are left out of both counts. The peer
-        counts a frame once per path (review A1: a replayed copy must not inflate its count),
-        so a resend on the path that already carried the frame never counts if the first copy
-        had arrived (a spurious resend, RACK during a queue spike on another path). Counted as
-        lost, such repeats read as 17-22 % loss on a path with none (the seed-like simulation):
-        the cruise paced 1.2x over the link, and the queue that built made RACK resend more, a
-        spiral. Left out, a real loss whose resend went on the same path is undercounted,
-        which costs a little rate, not a queue."""
+        counts a frame once per path (review A1), so a spurious resend on the path that carried
+        the first copy never counts: counted as lost, such repeats read as 17-22 % loss on a
+        path with none, the cruise paced 1.2x over the link, and the queue made RACK resend
+        more, a spiral. Left out, a real loss resent on the same path is undercounted: a little
+        rate, not a queue."""
         repeats, echoed = self._round_repeats
         sent = self._sent_total - self._round_sent - (self._repeats - repeats)
         if sent < LOSS_MIN_FRAMES:

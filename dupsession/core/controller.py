@@ -44,6 +44,10 @@ class CongestionController:
         """The peer's ACK on this path: its DATA-received counter (mod 2**32), an RTT sample,
         and how many DATA frames we had sent here when the timestamp it echoes left."""
 
+    def on_peer_resumed(self) -> None:
+        """The ACK about to be applied reopened the window of the peer's paused consumer: what
+        the next echo on this path shows lost, the pause dropped (it is no network loss)."""
+
     def on_budget_left(self, left: bool) -> None:
         """Whether the last transmit left budget unused (the sender had nothing more)."""
 

@@ -253,10 +253,13 @@ class Session(ReceiveData, Closing):
             if ack.pseq != last + ahead:
                 ack = replace(ack, pseq=last + ahead)
         self._heard(path, now, size)
-        sample, sent_by_echo = on_path_ack(path, ack, now)
-        path.cc.on_ack(now, ack.data_recv, sample, path.rtt.srtt, sent_by_echo)
         sender = self.sender
         reopened = sender.on_peer_window(ack.window_end, ack.cumulative)
+        if reopened:  # what the pause dropped is no loss to any path's controller
+            for each in self.paths.values():
+                each.cc.on_peer_resumed()
+        sample, sent_by_echo = on_path_ack(path, ack, now)
+        path.cc.on_ack(now, ack.data_recv, sample, path.rtt.srtt, sent_by_echo)
         ambiguous_after = self.recovery.ambiguous_after(now, self.paths.values())
         if sender.on_ack(ack.cumulative, ack.ranges, ambiguous_after):
             self.recovery.last_progress = sender.progress_at = now

@@ -167,7 +167,7 @@ def test_paths_re_measure_the_min_rtt_together_on_a_grid_of_the_clock() -> None:
     minimum, so every path re-measures at the same multiples of the clock. The first time
     whatever its samples say: one that began behind another's queue keeps confirming an
     inflated minimum."""
-    for cc in (leaving_drain(100.3), leaving_drain(100.7)):
+    for cc in (leaving_drain(100.3, rate=1000.0), leaving_drain(100.7, rate=1000.0)):
         cc.on_ack(100.99, data_recv=0, rtt=SRTT, srtt=SRTT, sent_by_echo=None)
         assert cc.mode == "probe"
         # the first re-measure at the next whole second after startup: both at 101 s
