@@ -73,3 +73,23 @@ def test_a_due_ack_skips_a_stream_path_without_news_of_its_own() -> None:
     assert feed(DATAGRAM, t + 0.004) == {DATAGRAM}
     # srtt / 8 after its last ACK the stream path gets the due one again (its RTT samples)
     assert feed(DATAGRAM, t + 0.003 + gap) == {DATAGRAM, STREAM}
+
+
+def test_a_stream_path_carrying_our_data_takes_the_due_ack() -> None:
+    """A stream path that carries our DATA in the batch takes the due ACK with it: it costs
+    no extra write there, and the peer's RTT sample of the path stays fresh (review J8)."""
+    pair, now = _pair()
+    client = pair.client
+    frames = _exit_frames(pair.exit, now, 32)
+    t = now + 0.001
+    for frame in frames[:16]:
+        client.receive_frame(frame, t, DATAGRAM)
+    drain(client)
+    assert _acked_paths(client.transmit(t)) == {DATAGRAM, STREAM}  # the first: srtt/8 old
+    for frame in frames[16:]:
+        client.receive_frame(frame, t + 0.001, DATAGRAM)
+    drain(client)
+    client.send(b"k")  # a keystroke: it goes on every path, the stream path too
+    out = client.transmit(t + 0.001)
+    assert any(f[1] == wire.FrameType.DATA for f in out.get(STREAM, []))
+    assert _acked_paths(out) == {DATAGRAM, STREAM}

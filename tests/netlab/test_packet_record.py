@@ -229,3 +229,20 @@ def test_sched_trace_counts_a_preempted_tasks_whole_wait_and_only_the_delay_afte
         "dupsession in the trace (0.1 s): on a CPU 33%, waiting for one 17% (each wait p99 "
         "10.00 ms, longest 10.0), asleep 50%"
     ]
+
+
+def test_our_own_ack_frame_back_before_the_echo_is_not_the_echo() -> None:
+    """dupsession's own ACK frame back from the far end before the echo has a payload, so
+    the by-packet split's payload-less filter keeps it: only following DATA frames tells it
+    from the echo (review J4: the by-packet split in place of `_echo_parts` passed before)."""
+    result, rows = rows_for(40)
+    ack = (struct.pack("!BBBB8sI", 1, 4, 0, 0, SESSION, 0) + bytes(20))[:24].hex()
+    extra = [
+        (row[0], row[1], 120, 17, row[4], row[5], 9000, 4000, 60, ack)
+        for row in rows
+        if row[3] == 6 and row[8] == 0  # beside the far end's kernel ACK of each keystroke
+    ]
+    rows = sorted(rows + extra, key=lambda row: float(row[0]))  # type: ignore[arg-type]
+    for got in _echo_parts(result, rows, set(result.uplinks.values())).values():
+        assert len(got) == 20
+        assert_parts(got)
