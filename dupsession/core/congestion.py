@@ -372,7 +372,7 @@ class ModelRate(CongestionController):
         the round's, `on_ack`) and the next rate sample starts here: what a silence lost (a
         paused receiver's drops, an outage) is no random loss to pace over the link for, and a
         sample across it took the estimate to a fraction of the link (ARCHITECTURE.md)."""
-        self._forgive_until = self._sent_total
+        self.on_peer_resumed()
         self._deliveries.clear()
 
     def on_peer_resumed(self) -> None:

@@ -64,6 +64,24 @@ RTT_PROBE_MIN_GAP = 0.002
 #: test too (review J8): the eighth is a choice kept, not a proven need.
 STREAM_ACK_GAP_RTTS = 0.125
 
+
+def _stream_path_has_news(
+    path: Path, now: float, frames: list[bytes] | None, window_update: bool
+) -> bool:
+    """Whether a due ACK goes on this stream path (every datagram path takes one): it took
+    DATA since its last ACK, carries ours now (`frames`), the window reopened, or its last ACK
+    is STREAM_ACK_GAP_RTTS old. A stream path loses nothing, so its copy of an ACK the
+    datagram paths carry repeats their news, and each copy costs the peer a read and a whole
+    ACK's processing (relayd's netlab download at 5 % loss: ACK input ~40 % of its CPU, half
+    of it the TCP paths' copies; bccc538)."""
+    return bool(
+        window_update
+        or frames
+        or path.data_recv != path.data_recv_at_ack
+        or now - path.ack_sent_at >= path.rtt.srtt * STREAM_ACK_GAP_RTTS
+    )
+
+
 # Frame-layout constants bound once: `receive_frame` runs for every copy.
 _MIN_FRAME = wire.PREFIX.size + wire.TAG_SIZE
 _DATA_MIN = wire.DATA_HEADER.size + wire.TAG_SIZE
@@ -317,13 +335,7 @@ class Session(ReceiveData, Closing):
         recovery.keep_waiting(resend)
         acks = self.acks
         ack_due = acks.due(now)
-        # A due ACK goes on every datagram path, but on a stream path only if it took DATA
-        # since its last ACK, carries ours now, the window reopened, or its last ACK is
-        # STREAM_ACK_GAP_RTTS old: a stream path loses nothing, so its copy of an ACK the
-        # datagram paths carry repeats their news, and each copy costs the peer a read and a
-        # whole ACK's processing (relayd's netlab download at 5 % loss: ACK input ~40 % of
-        # its CPU, half of it the TCP paths' copies).
-        everywhere = acks.window_update
+        window_update = acks.window_update
         probe_interval = self.config.probe_interval
         for path in paths.values():
             frames = out.get(path.path_id)
@@ -332,13 +344,7 @@ class Session(ReceiveData, Closing):
                 (
                     ack_due
                     and not path.quiet
-                    and (
-                        path.datagram
-                        or everywhere
-                        or frames
-                        or path.data_recv != path.data_recv_at_ack
-                        or now - path.ack_sent_at >= path.rtt.srtt * STREAM_ACK_GAP_RTTS
-                    )
+                    and (path.datagram or _stream_path_has_news(path, now, frames, window_update))
                 )
                 or now - path.last_sent >= probe_interval
                 or (
