@@ -423,6 +423,20 @@ def test_a_re_measure_resets_the_probe_turn_and_the_deferral(
             assert a1 <= b0 or b1 <= a0, ((a0, a1), (b0, b1))
 
 
+def test_only_the_holder_releases_a_probe_turn() -> None:
+    """A re-measure gives up its own turn (`release`), never another path's: a path that
+    re-measures while the other holds the turn must leave it held, or the two 1.25 rounds
+    overlap."""
+    turns, holder, other = ProbeTurns(), object(), object()
+    turns.take(holder, now=1.0, round_time=0.05)
+    turns.release(other)
+    assert turns.refuse(other, now=1.01, deferred=0, wait_until=turns.up_until)
+    assert turns.yields(other, now=1.01) and turns.up_until == 1.05
+    turns.release(holder)
+    assert not turns.refuse(other, now=1.01, deferred=0, wait_until=1.05)
+    assert not turns.yields(other, now=1.01)
+
+
 @pytest.mark.parametrize(("fast", "slow"), [(0.015, 0.075), (0.02, 0.12)])
 def test_a_fast_path_waits_out_a_slow_ones_1_25_round(fast: float, slow: float) -> None:
     """Review I5: beside a path whose rounds are 4-6 times its own (Wi-Fi beside LTE), a
