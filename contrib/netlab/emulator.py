@@ -33,6 +33,7 @@ import socket
 import struct
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -75,6 +76,9 @@ IFF_NO_PI = 0x1000
 READ_BATCH = 512  # packets read per wake-up before due packets are written again
 RT_PRIORITY = 5  # SCHED_FIFO priority when run with --sched rt (1..99; kernel threads use 50)
 MAX_PACKET = 65536
+
+
+_UNSEEN: Any = object()  #: a path cache miss (None caches an unroutable pair)
 
 
 def normalize_params(params: dict[str, Any], *, partial: bool = True) -> dict[str, Any]:
@@ -132,13 +136,31 @@ class Stage:
 
     __slots__ = (
         "_bad",
+        "_burst",
+        "_delay",
+        "_delay_ms",
+        "_down",
+        "_jitter",
+        "_loss",
+        "_loss_in_bad",
         "_outages",
+        "_p_enter_bad",
+        "_p_leave_bad",
+        "_queue_bytes",
         "_rate_bps",
         "_tat",
         "_tau",
+        "_waited",
         "active",
-        "counters",
         "direction",
+        "n_burst",
+        "n_bytes",
+        "n_down",
+        "n_loss",
+        "n_outage",
+        "n_packets",
+        "n_passed",
+        "n_queue",
         "name",
         "params",
         "reorder",
@@ -159,20 +181,7 @@ class Stage:
         self.rng = rng
         self.t0 = t0
         self.params: dict[str, Any] = dict(PARAM_DEFAULTS)
-        self.counters = dict.fromkeys(
-            (
-                "packets",
-                "bytes",
-                "passed",
-                "loss",
-                "burst",
-                "queue",
-                "outage",
-                "down",
-                *WAIT_COUNTERS,
-            ),
-            0,
-        )
+        self.reset()
         self._bad = False
         self._tat = 0.0
         self.configure(params)
@@ -181,6 +190,17 @@ class Stage:
         """Apply (a subset of) settings; `active` short-cuts stages that do nothing."""
         self.params.update(normalize_params(params))
         p = self.params
+        # Copied into slots: `process` reads them per packet, and a slot is cheaper than a
+        # dict lookup by key (the emulator shares the lab's two cores at RT priority).
+        self._down = bool(p["down"])
+        self._loss = p["loss"]
+        self._p_enter_bad = p["p_enter_bad"]
+        self._p_leave_bad = p["p_leave_bad"]
+        self._loss_in_bad = p["loss_in_bad"]
+        self._queue_bytes = p["queue_bytes"]
+        self._delay_ms = p["delay_ms"]
+        self._delay = p["delay_ms"] / 1000.0  # s, as the ms figure / 1000 was per packet
+        self._jitter = p["jitter_ms"]
         self._rate_bps = p["rate_kbit"] * 1000.0 / 8.0
         self._tau = p["burst_bytes"] / self._rate_bps if self._rate_bps else 0.0
         self._outages = [(s, e) for s, e in p["outages"]]
@@ -196,61 +216,88 @@ class Stage:
             or self._outages
         )
 
+    @property
+    def counters(self) -> dict[str, int]:
+        """Packets and bytes that reached this stage, passed it, and why the rest were dropped."""
+        return {
+            "packets": self.n_packets,
+            "bytes": self.n_bytes,
+            "passed": self.n_passed,
+            "loss": self.n_loss,
+            "burst": self.n_burst,
+            "queue": self.n_queue,
+            "outage": self.n_outage,
+            "down": self.n_down,
+            **dict(zip(WAIT_COUNTERS, self._waited, strict=True)),
+        }
+
+    def reset(self) -> None:
+        """Zero the counters (ints in slots, not a dict: `process` bumps three per packet)."""
+        self.n_packets = self.n_bytes = self.n_passed = 0
+        self.n_loss = self.n_burst = self.n_queue = self.n_outage = self.n_down = 0
+        self._waited = [0] * len(WAIT_STEPS)
+
     def process(self, t: float, now: float, size: int) -> float | None:  # noqa: C901, PLR0912
         """Time the packet leaves this stage, given it arrives at `t`; None if dropped."""
         # Per packet: the steps stay inlined (a call per step costs more than the branches).
-        c = self.counters
-        c["packets"] += 1
-        c["bytes"] += size
+        self.n_packets += 1
+        self.n_bytes += size
         if not self.active:
-            c["passed"] += 1
+            self.n_passed += 1
             return t
-        p = self.params
-        if p["down"]:
-            c["down"] += 1
+        if self._down:
+            self.n_down += 1
             return None
         if self._outages:
             since = now - self.t0
             for start, end in self._outages:
                 if start <= since < end:
-                    c["outage"] += 1
+                    self.n_outage += 1
                     return None
         rng = self.rng
-        if p["loss"] and rng() < p["loss"]:
-            c["loss"] += 1
+        loss = self._loss
+        if loss and rng() < loss:
+            self.n_loss += 1
             return None
-        if p["p_enter_bad"] or self._bad:
+        if self._p_enter_bad or self._bad:
             if self._bad:
-                if rng() < p["p_leave_bad"]:
+                if rng() < self._p_leave_bad:
                     self._bad = False
-            elif rng() < p["p_enter_bad"]:
+            elif rng() < self._p_enter_bad:
                 self._bad = True
-            if self._bad and rng() < p["loss_in_bad"]:
-                c["burst"] += 1
+            if self._bad and rng() < self._loss_in_bad:
+                self.n_burst += 1
                 return None
-        if self._rate_bps:
+        rate = self._rate_bps
+        if rate:
             # GCRA shaper: `_tat` is when the bucket would be empty again. A packet may leave
             # once tat - tau <= now; the wait times the rate is the backlog it queues behind.
-            depart = max(t, self._tat - self._tau)
-            if (depart - t) * self._rate_bps > p["queue_bytes"]:
-                c["queue"] += 1
-                return None
-            self._tat = max(t, self._tat) + size / self._rate_bps
-            wait = depart - t
-            if wait > WAIT_STEPS[0]:
-                for step, key in zip(WAIT_STEPS, WAIT_COUNTERS, strict=True):
-                    if wait > step:
-                        c[key] += 1
-            t = depart
-        delay: float = p["delay_ms"]
-        if p["jitter_ms"]:
-            delay = max(0.0, delay + (rng() * 2.0 - 1.0) * p["jitter_ms"])
-        c["passed"] += 1
-        return t + delay / 1000.0
+            tat = self._tat
+            depart = tat - self._tau
+            if depart > t:
+                wait = depart - t
+                if wait * rate > self._queue_bytes:
+                    self.n_queue += 1
+                    return None
+                if wait > WAIT_STEPS[0]:
+                    waited = self._waited
+                    for i, step in enumerate(WAIT_STEPS):
+                        if wait > step:
+                            waited[i] += 1
+                self._tat = tat + size / rate  # tat >= depart > t: max(t, tat) is tat
+                t = depart
+            else:
+                self._tat = (tat if tat > t else t) + size / rate
+        self.n_passed += 1
+        if self._jitter:
+            jittered: float = self._delay_ms + (rng() * 2.0 - 1.0) * self._jitter
+            return t + max(0.0, jittered) / 1000.0
+        delay: float = self._delay
+        return t + delay
 
     def snapshot(self) -> dict[str, Any]:
         """Settings and counters, JSON-ready, for the control socket."""
-        return {"params": dict(self.params), "counters": dict(self.counters), "bad": self._bad}
+        return {"params": dict(self.params), "counters": self.counters, "bad": self._bad}
 
 
 class _Link:
@@ -261,6 +308,31 @@ class _Link:
         self.name = name
         self.kind = kind
         self.network = ipaddress.IPv4Network(subnet)
+
+
+class _Path:
+    """One (source, destination) address pair's stages and release state, cached by address."""
+
+    __slots__ = ("fifo", "last", "stages")
+
+    def __init__(self, stages: tuple[Stage, ...]) -> None:
+        self.stages = stages
+        #: The last release time of this address pair: keeping releases monotonic per pair is
+        #: what stops jitter from reordering a flow.
+        self.last = 0.0
+        #: Its queued packets, (release, seq, packet) in release order, unless its stages may
+        #: reorder (None: each packet goes on the heap alone). Releases are monotonic per pair,
+        #: so one heap entry for the head stands for all: the heap holds a few pairs, not
+        #: every queued packet, and a release costs a popleft instead of a sift through it.
+        self.fifo: deque[tuple[float, int, bytes]] | None = (
+            None if any(s.reorder for s in stages) else deque()
+        )
+
+
+#: A heap entry: (release, seq, a packet or a pair's FIFO whose head is that packet). Sequence
+#: numbers are unique, so comparing entries never reaches the third item; equal releases leave
+#: in the order they were submitted.
+_Entry = tuple[float, int, "bytes | deque[tuple[float, int, bytes]]"]
 
 
 class Emulator:
@@ -296,9 +368,9 @@ class Emulator:
         unknown = set(settings) - set(self.stages)
         if unknown:
             raise ValueError(f"settings for unknown links or routes: {sorted(unknown)}")
-        self._heap: list[tuple[float, int, bytes]] = []
+        self._heap: list[_Entry] = []
         self._seq = itertools.count()
-        self._paths: dict[bytes, tuple[tuple[Stage, ...], bool, list[float]] | None] = {}
+        self._paths: dict[bytes, _Path | None] = {}
         self.counters = dict.fromkeys(("read", "written", "dropped", "unrouted", "write_errors"), 0)
 
     # -- classification -------------------------------------------------------------------
@@ -311,14 +383,10 @@ class Emulator:
                 return link
         return None
 
-    def _path(self, key: bytes) -> tuple[tuple[Stage, ...], bool, list[float]] | None:
-        """Stages for a (source, destination) address pair, cached: the per-packet hot path."""
-        try:
-            return self._paths[key]
-        except KeyError:
-            pass
+    def _path(self, key: bytes) -> _Path | None:
+        """Stages for a (source, destination) address pair not yet cached (`submit` looks first)."""
         src, dst = self._link_of(key[:4]), self._link_of(key[4:])
-        path: tuple[tuple[Stage, ...], bool, list[float]] | None = None
+        path: _Path | None = None
         if src is not None and dst is not None and src is not dst:
             first, last = (src, dst) if src.index < dst.index else (dst, src)
             route_dir = "out" if src is first else "back"
@@ -329,9 +397,7 @@ class Emulator:
                 self.stages[route_name(first.name, last.name)][route_dir],
                 self.stages[dst.name][egress],
             )
-            # The list holds the last release time of this address pair: keeping releases
-            # monotonic per pair is what stops jitter from reordering a flow.
-            path = (stages, any(s.reorder for s in stages), [0.0])
+            path = _Path(stages)
         if len(self._paths) > 4096:
             self._paths.clear()
         self._paths[key] = path
@@ -345,30 +411,37 @@ class Emulator:
 
     def submit(self, packet: bytes, now: float) -> float | None:
         """Queue one IPv4 packet read at `now`; return its release time, None if dropped."""
-        self.counters["read"] += 1
-        if len(packet) < 20 or packet[0] >> 4 != 4:
-            self.counters["unrouted"] += 1
-            release = now
-        else:
-            path = self._path(packet[12:20])
-            if path is None:
-                self.counters["unrouted"] += 1
-                release = now
-            else:
-                stages, reorder, last = path
-                size = len(packet)
-                release = now
-                for stage in stages:
-                    t = stage.process(release, now, size)
-                    if t is None:
-                        self.counters["dropped"] += 1
-                        return None
-                    release = t
-                if not reorder:
-                    if release < last[0]:
-                        release = last[0]
-                    last[0] = release
-        heapq.heappush(self._heap, (release, next(self._seq), packet))
+        counters = self.counters
+        counters["read"] += 1
+        path = None
+        if len(packet) >= 20 and packet[0] >> 4 == 4:
+            key = packet[12:20]
+            path = self._paths.get(key, _UNSEEN)
+            if path is _UNSEEN:
+                path = self._path(key)
+        if path is None:
+            counters["unrouted"] += 1
+            heapq.heappush(self._heap, (now, next(self._seq), packet))
+            return now
+        size = len(packet)
+        release = now
+        for stage in path.stages:
+            t = stage.process(release, now, size)
+            if t is None:
+                counters["dropped"] += 1
+                return None
+            release = t
+        fifo = path.fifo
+        if fifo is None:
+            heapq.heappush(self._heap, (release, next(self._seq), packet))
+            return release
+        if release < path.last:
+            release = path.last
+        path.last = release
+        entry = (release, next(self._seq), packet)
+        if not fifo:  # the pair's first queued packet: it joins the heap as the FIFO's head
+            heapq.heappush(self._heap, (release, entry[1], fifo))
+        fifo.append(entry)
         return release
 
     def next_deadline(self) -> float | None:
@@ -378,15 +451,28 @@ class Emulator:
     def pop_due(self, now: float) -> list[bytes]:
         """Remove and return, in release order, every packet due at or before `now`."""
         heap = self._heap
-        due = []
-        while heap and heap[0][0] <= now:
-            due.append(heapq.heappop(heap)[2])
+        due: list[bytes] = []
+        while heap:
+            release, _, item = heap[0]
+            if release > now:
+                break
+            if not isinstance(item, deque):  # a packet of its own (unrouted, or may reorder)
+                heapq.heappop(heap)
+                due.append(item)
+                continue
+            fifo = item
+            due.append(fifo.popleft()[2])
+            if fifo:  # its next packet is the pair's head now
+                head = fifo[0]
+                heapq.heapreplace(heap, (head[0], head[1], fifo))
+            else:
+                heapq.heappop(heap)
         self.counters["written"] += len(due)
         return due
 
     @property
     def queued(self) -> int:
-        return len(self._heap)
+        return sum(len(item) if isinstance(item, deque) else 1 for _, _, item in self._heap)
 
     # -- control --------------------------------------------------------------------------
 
@@ -409,7 +495,7 @@ class Emulator:
     def snapshot(self, now: float) -> dict[str, Any]:
         return {
             "uptime": now - self.t0,
-            "queued": len(self._heap),
+            "queued": self.queued,
             "counters": dict(self.counters),
             "stages": {
                 name: {d: stage.snapshot() for d, stage in dirs.items()}
@@ -447,6 +533,9 @@ class _Control:
         self.sock.listen(8)
         self.sock.setblocking(False)
         self.clients: dict[int, tuple[socket.socket, bytearray]] = {}
+        #: What the loop waits on, kept as clients come and go instead of built per wake-up:
+        #: `serve` puts the TUN's first, then the listener and the clients.
+        self.fds = [self.sock.fileno()]
         self.stop = False
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -464,8 +553,7 @@ class _Control:
         if cmd == "reset":
             for dirs in emu.stages.values():
                 for stage in dirs.values():
-                    for key in stage.counters:
-                        stage.counters[key] = 0
+                    stage.reset()
             for key in emu.counters:
                 emu.counters[key] = 0
             return {"ok": True}
@@ -480,6 +568,7 @@ class _Control:
                 conn, _ = self.sock.accept()
                 conn.setblocking(False)
                 self.clients[conn.fileno()] = (conn, bytearray())
+                self.fds.append(conn.fileno())
             return
         conn, buf = self.clients[fd]
         try:
@@ -490,6 +579,7 @@ class _Control:
             data = b""
         if not data:
             del self.clients[fd]
+            self.fds.remove(fd)
             conn.close()
             return
         buf += data
@@ -609,15 +699,17 @@ def serve(config: dict[str, Any], tun: str, control_path: str, *, sched: str = "
     read, write, wait = os.read, os.write, select.select
     packets = PacketLog(os.environ.get(PACKET_LOG_ENV))
     submit, pop_due = packets.wrap(emu.submit), emu.pop_due
-    listener = control.sock.fileno()
+    fds = control.fds
+    fds.insert(0, fd)
+    next_deadline = emu.next_deadline
     print(f"netlab emulator pid {os.getpid()} on {tun} ({got}), control {control_path}", flush=True)
     try:
         while not control.stop:
-            deadline = emu.next_deadline()
+            deadline = next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - monotonic())
             # select, not epoll: its timeout has microsecond resolution, epoll's is rounded up
             # to whole milliseconds, which would add up to 1 ms to every delayed packet.
-            readable, _, _ = wait([fd, listener, *control.clients], [], [], timeout)
+            readable = wait(fds, (), (), timeout)[0]
             for efd in readable:
                 if efd == fd:
                     for _ in range(READ_BATCH):

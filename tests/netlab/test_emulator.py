@@ -7,12 +7,21 @@ and exact, so the namespace tests only have to show the plumbing around it works
 from __future__ import annotations
 
 import ipaddress
+import random
+import socket
 import statistics
 import struct
+from pathlib import Path
 
 import pytest
 
-from contrib.netlab.emulator import Emulator, normalize_params
+from contrib.netlab.emulator import (
+    WAIT_COUNTERS,
+    WAIT_STEPS,
+    Emulator,
+    _Control,
+    normalize_params,
+)
 from contrib.netlab.scenario import ScenarioError, load_scenario
 
 UP1, UP2 = "198.18.1.2", "198.18.2.2"
@@ -168,3 +177,98 @@ def test_bundled_scenarios_parse() -> None:
 def test_scenario_errors(toml: str, message: str) -> None:
     with pytest.raises(ScenarioError, match=message):
         load_scenario("relays = 1\n" + toml if "uplinks" not in toml else toml)
+
+
+def test_release_order_is_by_time_then_submission() -> None:
+    """Per-pair FIFOs stand in for the heap: what pops must be exactly what a sorted list of
+    (release, submission) gives, across pairs, reordering routes, unrouted packets, settings
+    changed mid-stream and a clock handed in out of order."""
+    emu = emulator(
+        "[routes.up1-server]\ndelay_ms = 20\njitter_ms = 15\n"
+        "[routes.up2-server]\ndelay_ms = 5\njitter_ms = 5\nreorder = true\n"
+        "[links.up1.back]\nrate_kbit = 8000\n[routes.up1-relay1]\nloss = 0.2\n"
+    )
+    rng = random.Random(5)
+    addrs = [UP1, UP2, RELAY1, SERVER, "198.18.77.2"]
+    model: list[tuple[float, int, bytes]] = []
+    for i in range(4000):
+        now = i // 4 * 0.0005 - (0.01 if i % 97 == 0 else 0.0)  # equal releases too
+        if i == 1500:
+            emu.set("up1-server", "both", {"reorder": True})
+        if i == 2500:
+            emu.set("up*", "both", {"reorder": False, "jitter_ms": 8})
+        src, dst = rng.sample(addrs, 2)
+        p = packet(src, dst, rng.randint(60, 1400), ident=i)
+        release = emu.submit(p, now)
+        if release is not None:
+            model.append((release, i, p))
+        assert emu.queued == len(model)
+        assert emu.next_deadline() == (min(model)[0] if model else None)
+        if rng.random() < 0.3:
+            due = sorted(e for e in model if e[0] <= now)
+            model = [e for e in model if e[0] > now]
+            assert emu.pop_due(now) == [e[2] for e in due]
+    assert emu.pop_due(1e9) == [e[2] for e in sorted(model)]
+    assert emu.queued == 0 and emu.next_deadline() is None
+
+
+def test_shaper_and_delay_match_the_gcra_formula() -> None:
+    """Exact (==) releases and drops of a rate-limited, delayed stage against the GCRA written
+    out plainly: the emulator's arithmetic may be reordered for speed, never its results."""
+    emu = emulator(
+        "[links.up1.out]\nrate_kbit = 2000\nburst_bytes = 3000\nqueue_bytes = 12000\n"
+        "delay_ms = 7.3\n"
+    )
+    rate, tau, queue, delay = 2000 * 1000 / 8, 3000 / (2000 * 1000 / 8), 12000, 7.3
+    rng = random.Random(8)
+    tat, t, drops, waited = 0.0, 0.0, 0, [0, 0, 0, 0]
+    for _ in range(3000):
+        t += rng.expovariate(400)
+        size = rng.randint(40, 1500)
+        depart = max(t, tat - tau)
+        if (depart - t) * rate > queue:
+            expected = None
+            drops += 1
+        else:
+            tat = max(t, tat) + size / rate
+            waited = [w + (depart - t > step) for w, step in zip(waited, WAIT_STEPS, strict=True)]
+            expected = depart + delay / 1000.0
+        assert emu.submit(packet(UP1, SERVER, size), t) == expected
+    counters = emu.stages["up1"]["out"].counters
+    assert drops > 100 and counters["queue"] == drops
+    assert [counters[k] for k in WAIT_COUNTERS] == waited and waited[3] > 0
+
+
+def test_counters_and_reset() -> None:
+    """Counters are ints in slots; the snapshot and the control socket's reset still see all."""
+    emu = emulator("[routes.up1-server.out]\nloss = 0.5\n")
+    for _ in range(100):
+        emu.submit(packet(UP1, SERVER, 200), now=0.0)
+    counters = emu.snapshot(0.0)["stages"]["up1-server"]["out"]["counters"]
+    assert counters["packets"] == 100 and counters["bytes"] == 20000
+    assert counters["passed"] + counters["loss"] == 100 and counters["loss"] > 20
+    assert set(counters) == {"packets", "bytes", "passed", "loss", "burst", "queue", "outage",
+                             "down", *WAIT_COUNTERS}  # fmt: skip
+    for dirs in emu.stages.values():
+        for stage in dirs.values():
+            stage.reset()
+    assert not any(emu.stages["up1-server"]["out"].counters.values())
+    assert emu.stages["up1"]["out"].counters["packets"] == 0
+
+
+def test_control_keeps_the_waited_on_fds(tmp_path: Path) -> None:
+    """The loop's fd list follows the control clients (it is no longer built per wake-up)."""
+    control = _Control(str(tmp_path / "control.sock"), emulator())
+    listener = control.sock.fileno()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(tmp_path / "control.sock"))
+            control.on_readable(listener)
+            assert len(control.fds) == 2 and control.fds[0] == listener
+            client.sendall(b'{"cmd": "reset"}\n')
+            control.on_readable(control.fds[1])
+            assert client.recv(100) == b'{"ok": true}\n'
+        control.on_readable(control.fds[1])  # the client hung up
+        assert control.fds == [listener] and not control.clients
+    finally:
+        control.close()
