@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from dupsession.aio.driver import SessionDriver
 from dupsession.core.negotiate import Features
 from dupsession.core.policy import Policy, Schedule
 from tests.sim.echo import EchoSimulation
@@ -77,6 +78,7 @@ def run(seed: int, mb: float, idle: float, loss: float) -> str:
     typing_keys = int((start + 40.0) / 0.05)
     typing = EchoSimulation(specs(shared, loss), seed + 1000, typing_keys, features=features)
     downs = {u: shared[u][1] for u in SEED_LIKE}
+    counts = count_transmits(download.exit.driver)
     # run to the download's start + WARM, note where the waits begin, then to its end
     run_together([download, typing], until=start + WARM)
     marks = {u: len(p.waits) for u, p in downs.items()}
@@ -103,11 +105,42 @@ def run(seed: int, mb: float, idle: float, loss: float) -> str:
         )
     i50, i99 = pct(idle_rtts, 50), pct(idle_rtts, 99)
     b50, b99 = pct(busy_rtts, 50), pct(busy_rtts, 99)
+    sends, timers = counts["transmits"], counts["timer"]
+    rate = f"{sends / (end - start):,.0f}/s, {counts['frames'] / max(sends, 1):.1f} frames each"
     return (
         f"seed {seed}: typing idle {i50 * 1e3:.1f}/{i99 * 1e3:.1f} ms, during {b50 * 1e3:.1f}/"
         f"{b99 * 1e3:.1f} ms (n {len(busy_rtts)}), rise {(b99 - i99) * 1e3:+.1f} ms; download "
-        f"{goodput:.1f} Mbit/s in {end - start:.2f} s; " + "; ".join(queues)
+        f"{goodput:.1f} Mbit/s in {end - start:.2f} s; " + "; ".join(queues) + "; the exit's "
+        f"transmits that sent {sends:,} ({rate}), {timers:,} of them its timer's"
     )
+
+
+def count_transmits(driver: SessionDriver) -> dict[str, int]:
+    """Counts the download's exit (relayd's part) transmits that sent frames, the frames they
+    sent, and how many of them ran from its timer: each is a scheduler pass and a send per path
+    on the real exit, the fixed cost pacing's wake-ups add (issue 9)."""
+    counts = {"transmits": 0, "frames": 0, "timer": 0}
+    session, on_timer = driver.session, driver._on_timer
+    transmit, in_timer = session.transmit, [False]
+
+    def counted(now: float) -> dict[int, list[bytes]]:
+        out = transmit(now)
+        if out:
+            counts["transmits"] += 1
+            counts["frames"] += sum(map(len, out.values()))
+            counts["timer"] += in_timer[0]
+        return out
+
+    def timer() -> None:
+        in_timer[0] = True
+        try:
+            on_timer()
+        finally:
+            in_timer[0] = False
+
+    session.transmit = counted  # type: ignore[method-assign]
+    driver._on_timer = timer  # type: ignore[method-assign]
+    return counts
 
 
 def main() -> int:

@@ -1,0 +1,109 @@
+"""Pacing wake-ups of a session's datagram paths, with hand-held time: a path whose next
+release is due within PACING_SLACK of a transmit goes in it (`ModelRate.budget`), so the paths
+share their wake-ups, and the pacing stays honest: the rate exact, each release one step's
+worth, no path ever ahead of its rate by more than the slack."""
+
+from __future__ import annotations
+
+import pytest
+
+from dupsession.core.congestion import MIN_PACING_STEP, PACING_SLACK, ModelRate
+
+SRTT = 0.05
+
+
+def backlogged(rate: float, spent_at: float) -> ModelRate:
+    """A cruising path pacing at `rate` frames/s with frames always waiting, its budget spent
+    to the frame at `spent_at`."""
+    cc = ModelRate()
+    cc.mode, cc.btl_bw, cc._cycle, cc.app_limited = "probe", rate, 2, False
+    cc.pacing_gain = 1.0
+    cc.min_rtt, cc.min_rtt_at = SRTT, spent_at
+    cc.on_ack(spent_at, data_recv=0, rtt=None, srtt=SRTT, sent_by_echo=None)
+    budget = cc.budget(spent_at, SRTT)
+    assert budget
+    cc.on_sent(spent_at, budget)
+    cc._tokens = 0.0  # the next frame accrues from `spent_at`
+    cc.write_off()  # the window never limits these paths (and no ACK moves their gain)
+    return cc
+
+
+def wake_ups(paths: list[ModelRate], until: float) -> list[tuple[float, list[int]]]:
+    """A session's loop over its paths: its timer is the earliest of their pacing wake-ups (as
+    `Session.get_timer`), and each transmit spends every path's budget. Returns (time, frames
+    per path) of each wake-up up to `until`."""
+    seen = []
+    while True:
+        now = min(w for cc in paths if (w := cc.wake_at(SRTT)) is not None)
+        if now > until:
+            return seen
+        sent = []
+        for cc in paths:
+            budget = cc.budget(now, SRTT)
+            assert budget is not None
+            cc.on_sent(now, budget)
+            sent.append(budget)
+            cc.write_off()
+        assert any(sent), f"a wake-up at {now} that sent nothing (a busy loop)"
+        seen.append((now, sent))
+
+
+def test_two_paths_due_0_3_ms_apart_wake_the_session_once() -> None:
+    """Each path waking at its own phase, relayd's two UDP paths woke it every ms each: half
+    its transmits (730-1,260 a second) were such wake-ups. Two paths due 0.3 ms apart wake the
+    session once: the later one goes in the earlier one's transmit, and from then on every
+    wake-up serves both, one step's worth each."""
+    a, b = backlogged(3000.0, 1.0), backlogged(2000.0, 1.0003)
+    assert a.wake_at(SRTT) == pytest.approx(1.001)
+    assert b.wake_at(SRTT) == pytest.approx(1.0013)
+    seen = wake_ups([a, b], until=1.1)
+    assert len(seen) == 100  # one per step, not two
+    assert all(sent == [3, 2] for _, sent in seen)
+    assert [now for now, _ in seen[:3]] == pytest.approx([1.001, 1.002, 1.003])
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.00037, 0.00099])
+def test_aligned_paths_keep_their_rates_within_the_slack(phase: float) -> None:
+    """Over a second each path sends its pacing rate (within a step's worth and a frame: 0.1 %),
+    no release is more than a step's worth and the fraction of a frame left over from the last
+    (a frame below 1000 frames/s), and no path is ever ahead of its rate by more than
+    PACING_SLACK: the alignment moves releases, it adds none."""
+    rates = (3000.0, 2500.0, 1700.0, 700.0)
+    starts = [1.0 + phase + i * 0.00021 for i in range(len(rates))]
+    paths = [backlogged(r, s) for r, s in zip(rates, starts, strict=True)]
+    seen = wake_ups(paths, until=2.0)
+    totals = [0] * len(rates)
+    for now, sent in seen:
+        for i, (rate, count) in enumerate(zip(rates, sent, strict=True)):
+            assert count < rate * MIN_PACING_STEP + 1  # a step's worth and a carried fraction
+            totals[i] += count
+            assert totals[i] <= rate * (now - starts[i] + PACING_SLACK) + 1e-6
+    for rate, start, total in zip(rates, starts, totals, strict=True):
+        # (the last wake-up came up to a step before 2.0 s, or released up to the slack ahead)
+        assert abs(total - rate * (2.0 - start)) <= rate * MIN_PACING_STEP + 1
+
+
+def test_a_release_due_within_the_slack_goes_in_a_transmit_and_a_later_one_waits() -> None:
+    """A transmit at any moment (an ACK's): a release due within PACING_SLACK goes in it, the
+    path's clock running ahead to that due time, and nothing accrues again before that clock;
+    one due later waits (a frame every 2 ms here)."""
+    cc = backlogged(500.0, 1.0)
+    assert cc.wake_at(SRTT) == pytest.approx(1.002)
+    assert cc.budget(1.002 - PACING_SLACK - 1e-4, SRTT) == 0  # due 1.1 ms on: waits
+    assert cc.budget(1.002 - PACING_SLACK + 1e-4, SRTT) == 1  # due 0.9 ms on: goes now
+    cc.on_sent(1.0011, 1)
+    assert cc.wake_at(SRTT) == pytest.approx(1.004)  # a frame's time after its due time
+    assert cc.budget(1.002, SRTT) == 0  # (its clock is at 1.002: nothing accrued yet)
+    assert cc.budget(1.004 - PACING_SLACK + 1e-4, SRTT) == 1
+
+
+def test_one_transmit_takes_one_release_however_often_it_asks() -> None:
+    """The scheduler asks a path's budget more than once in a transmit (`Stripe`, then the
+    copies): the release after the one it took is due within the slack too, and taking it as
+    well would send two steps' worth at once."""
+    cc = backlogged(2500.0, 1.0)
+    assert cc.budget(1.001, SRTT) == 2  # its own release (2.5 accrued)
+    cc.on_sent(1.001, 2)
+    assert cc.wake_at(SRTT) == pytest.approx(1.0018)
+    assert cc.budget(1.001, SRTT) == 0  # not the next one too
+    assert cc.budget(1.0011, SRTT) == 2  # a later transmit takes it
