@@ -143,6 +143,38 @@ def test_an_interactive_session_flushes_when_its_input_callback_ends() -> None:
     assert to_exit.batches == sent + 1
 
 
+def _count_transmits(driver: SessionDriver) -> Callable[[], int]:
+    """Count `driver`'s transmits (an empty flush sends nothing a Link could count)."""
+    calls: list[float] = []
+    transmit = driver.session.transmit
+
+    def counted(now: float) -> dict[int, list[bytes]]:
+        calls.append(now)
+        return transmit(now)
+
+    driver.session.transmit = counted  # type: ignore[method-assign]
+    return lambda: len(calls)
+
+
+def test_a_prompted_flush_leaves_no_flush_for_the_turn() -> None:
+    """relayd prompts at the end of every input callback, and each of a turn's inputs had
+    queued a flush of its own for the turn: the 3 copies of a keystroke and of its echo
+    cost relayd 3.4 whole transmits per echo that found nothing to do (loopback, 2 UDP +
+    1 TCP). The turn's queued flush runs once, and only while a flush is pending."""
+    loop, client, _, _, _ = _pair()
+    loop.run_soon()  # the attach probes go out
+    transmits = _count_transmits(client)
+    for chunk in (b"a", b"b", b"c"):
+        client.send(chunk)  # three input callbacks in one turn, each prompted
+        client.prompt()
+    assert transmits() == 3
+    loop.run_soon()
+    assert transmits() == 3  # prompt took them all: the turn's flush does not transmit
+    client.send(b"d")  # poked again after the last prompt: the turn flushes it, once
+    loop.run_soon()
+    assert transmits() == 4
+
+
 def test_an_upload_read_is_not_prompted() -> None:
     """The receiving end of an upload has nothing of its own unacked, but a read of more than
     INTERACTIVE_BACKLOG of frames is a transfer's: its flush stays in the next turn."""

@@ -113,6 +113,9 @@ class SessionDriver:
         self._timer: Cancellable | None = None
         self._timer_at: float | None = None
         self._flush_pending = False
+        #: A flush at the end of this loop turn is queued (call_soon): one per turn, however
+        #: many flushes `prompt` ran meanwhile (see `poke`).
+        self._turn_flush_queued = False
         self._unflushed = 0  #: frame bytes received since the last flush
         self._input_since = float("-inf")  #: start of the current INTERACTIVE_WINDOW
         self._input_bytes = 0  #: frame bytes received in it
@@ -240,15 +243,32 @@ class SessionDriver:
         self.poke()
 
     def poke(self, delay: float = 0.0) -> None:
-        """Flush at the end of this loop turn, or `delay` s from now (a transfer's reads)."""
+        """Flush at the end of this loop turn, or `delay` s from now (a transfer's reads).
+
+        A queued flush runs only if one is still pending then (`_queued_flush`): in relayd
+        every input callback of a turn pokes and `prompt` flushes each at once, and each poke
+        queued a full flush of its own behind them that found nothing to do: with a keystroke's
+        and its echo's 3 copies (loopback, 2 UDP + 1 TCP) 3.4 per echo at relayd, ~85 us each
+        (docs/BENCHMARKS.md, "Loopback echo, 3 paths: relayd's flushes per input")."""
         if not self._flush_pending and not self._stopped:
             self._flush_pending = True
             if delay:
-                self._loop.call_at(self._loop.time() + delay, self.flush)
-            else:
-                self._loop.call_soon(self.flush)
+                self._loop.call_at(self._loop.time() + delay, self._queued_flush)
+            elif not self._turn_flush_queued:
+                self._turn_flush_queued = True
+                self._loop.call_soon(self._turn_flush)
             if self._poked is not None:
                 self._poked.append(self)
+
+    def _turn_flush(self) -> None:
+        self._turn_flush_queued = False
+        self._queued_flush()
+
+    def _queued_flush(self) -> None:
+        # Every input pokes, so with nothing pending a flush since (`prompt`'s, a timer's,
+        # a big read's) took what this one was queued for.
+        if self._flush_pending:
+            self.flush()
 
     def prompt(self) -> None:
         """The input callback that poked us ends: flush now if a flush is pending and the
@@ -256,8 +276,7 @@ class SessionDriver:
         frames received within `INTERACTIVE_WINDOW`: an upload's reads keep one flush per
         turn); a transfer's flush keeps its place in
         the loop's next turn. Several inputs within one callback still cost one flush. (The
-        turn's flush still runs: for an interactive session it finds little to do, and a
-        transfer's second transmit in one turn is part of the rate it gets on a busy CPU.)"""
+        turn's queued flush then runs only if something poked after this one: `poke`.)"""
         if (
             self._flush_pending
             and self._input_bytes <= INTERACTIVE_BACKLOG  # not an upload's reads either
