@@ -76,14 +76,17 @@ class Link:
 
 
 def _pair(
-    datagram: bool = True,
+    datagram: bool = True, poked: list[SessionDriver] | None = None
 ) -> tuple[VirtualLoop, SessionDriver, Link, SessionDriver, Recorder]:
+    """`poked`: the exit's shared list of prompted drivers (relayd's)."""
     loop = VirtualLoop(T0)
     sid, keys = handshake_keys()
     ends = []
     for role in (Role.CLIENT, Role.EXIT):
         recorder = Recorder(clock=loop.time)
-        driver = SessionDriver(Session(role, sid, keys, T0), recorder, loop.time, loop)
+        session = Session(role, sid, keys, T0)
+        shared = poked if role is Role.EXIT else None
+        driver = SessionDriver(session, recorder, loop.time, loop, poked=shared)
         ends.append((driver, recorder))
     (client, _), (exit_, exit_seen) = ends
     to_exit, to_client = Link(loop, exit_), Link(loop, client)
@@ -173,6 +176,41 @@ def test_a_prompted_flush_leaves_no_flush_for_the_turn() -> None:
     client.send(b"d")  # poked again after the last prompt: the turn flushes it, once
     loop.run_soon()
     assert transmits() == 4
+
+
+def test_a_copy_that_lost_the_race_is_not_prompted() -> None:
+    """A keystroke comes in once per path and only its first copy moves the stream: that one
+    is flushed at the end of its callback; a later copy's flush (ACK bookkeeping, the timer)
+    waits for the turn. An input after such a copy that does move the stream (the echo) is
+    prompted at once: the shared list has the driver back."""
+    poked: list[SessionDriver] = []
+    loop, client, _, exit_, exit_seen = _pair(poked=poked)
+    loop.run_until(lambda: loop.now >= T0 + 3 * DELAY, horizon=T0 + 1)  # the attach probes
+    loop.run_soon()
+    poked.clear()
+    client.session.send(b"k")
+    (frame,) = [f for f in client.session.transmit(loop.now)[0] if f[1] == wire.FrameType.DATA]
+    transmits = _count_transmits(exit_)
+
+    def callback_ends() -> None:  # relayd's ExitServer.prompt
+        drivers = poked[:]
+        poked.clear()
+        for driver in drivers:
+            driver.prompt()
+
+    exit_.frame_received(frame, 0)
+    callback_ends()
+    assert bytes(exit_seen.data) == b"k" and transmits() == 1  # the first copy: at once
+    exit_.frame_received(frame, 0)
+    callback_ends()
+    assert transmits() == 1  # a copy: nothing for the stream yet
+    loop.run_soon()
+    assert transmits() == 2  # the turn's flush
+    exit_.frame_received(frame, 0)
+    callback_ends()
+    exit_.send(b"e")  # the echo, in the same turn as a copy that was not prompted
+    callback_ends()
+    assert transmits() == 3
 
 
 def test_an_upload_read_is_not_prompted() -> None:

@@ -165,6 +165,21 @@ class Session(ReceiveData, Closing):
         keep it near 0, a download near the window."""
         return self.sender.backlog()
 
+    def has_stream_output(self) -> bool:
+        """Whether a transmit now moves the stream: events for our consumer (its data, its
+        end, a path's change, the close), bytes of ours to frame, resends queued, decoded
+        input left to hand on, a reopened window to announce. The glue flushes these at once
+        (`SessionDriver.prompt`); an input that brings none of them (the copy of a frame that
+        came first on another path, most ACKs) leaves its flush to the loop turn."""
+        inflow = self._inflow
+        return bool(
+            self._events
+            or self.sender.has_pending()
+            or self.recovery.waiting()
+            or self.acks.window_update
+            or (inflow is not None and inflow.more)
+        )
+
     def send(self, data: bytes) -> None:
         if self.state is SessionState.CLOSED:
             raise LocalProtocolError("session is closed")
