@@ -1,4 +1,4 @@
-"""`Sender.on_ack` walks each selective range only past where an earlier ACK took it.
+"""`Sender.on_ack` walks each selective range only outside the runs the last ACK took.
 
 Every path's ACK repeats the stream's lowest 32 runs, so at 5 % loss the exit walked the
 same hundreds of frame numbers four times per ACK round (6-7 % of relayd's CPU on the
@@ -68,6 +68,54 @@ def test_repeated_ranges_are_not_walked_again() -> None:
     grown = (*ranges[:-1], (ranges[-1][0], ranges[-1][1] + 5))  # the top run grew by 5
     assert sender.on_ack(50, grown) == 5
     assert counting.pops == first + 5
+
+
+def test_a_filled_hole_walks_the_frame_that_filled_it_not_the_run_above() -> None:
+    """A resend fills the hole between two runs and they merge: the merged run starts where
+    the lower one did, yet only the resent frame is new (was: the whole upper run again)."""
+    sender = sender_with(1000)
+    counting = CountingFrames(sender.frames)
+    sender.frames = counting
+    assert sender.on_ack(10, ((20, 150), (151, 700), (701, 900))) == 10 + 130 + 549 + 199
+    before = counting.pops
+    assert sender.on_ack(10, ((20, 700), (701, 900))) == 1  # frame 150 came
+    assert counting.pops == before + 1  # was 551: 150 to 700
+    assert sender.on_ack(10, ((20, 900),)) == 1  # frame 700
+    assert counting.pops == before + 2  # was 201 more
+    assert sender.largest_acked == 899 and not set(range(20, 900)) & sender.frames.keys()
+
+
+class CountingRanges(tuple[tuple[int, int], ...]):
+    """An ACK's runs, counting how often they are walked."""
+
+    walks = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        type(self).walks += 1
+        return super().__iter__()
+
+
+def test_another_paths_copy_of_the_last_ack_is_known_without_walking_its_runs() -> None:
+    sender = sender_with(1000)
+    runs = CountingRanges((start, start + 19) for start in range(100, 740, 20))
+    assert sender.on_ack(50, runs) == 50 + 32 * 19
+    walks = CountingRanges.walks
+    assert sender.on_ack(50, runs) == 0  # the same runs, the same cumulative point
+    assert sender.on_ack(40, runs) == 0  # an older cumulative point beside them too
+    assert CountingRanges.walks == walks  # one comparison each (was a walk of 32 runs)
+    assert sender.on_ack(51, runs) == 1  # the cumulative point moved (frame 50): walked
+    assert CountingRanges.walks == walks + 1
+    assert sender.acked_below == 51
+
+
+def test_runs_past_what_was_sent_are_walked_again_once_it_is_sent() -> None:
+    """A forged ACK naming frames not sent yet takes what was sent; the same ACK again,
+    after more was sent, takes the rest (the repeat is not taken for a copy)."""
+    sender = sender_with(100)
+    assert sender.on_ack(0, ((50, 150),)) == 50
+    sender.push(bytes(100 * 100))
+    sender.make_frames(100, lambda seq, payload, fin: bytes(8))
+    assert sender.on_ack(0, ((50, 150),)) == 50
 
 
 def test_the_same_frames_freed_and_rack_line_as_the_full_walk() -> None:
