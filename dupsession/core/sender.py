@@ -70,7 +70,8 @@ class Sender:
         self._sacked: dict[int, int] = {}
         #: The runs the last ACK took (each clipped to what was sent), and its runs as they
         #: came (None when any was clipped): see `on_ack`.
-        self._ranges_taken: list[tuple[int, int]] = []
+        self._ranges_taken: tuple[tuple[int, int], ...] = ()
+        self._ranges_known: set[tuple[int, int]] = set()  #: the same runs, to look up
         self._ranges_seen: tuple[tuple[int, int], ...] | None = ()
         #: Bytes pushed and not cut into frames yet, as the pieces they came in (immutable
         #: bytes or read-only views): a frame's payload is a view into one of them, or a join
@@ -251,21 +252,22 @@ class Sender:
         The ranges repeat from ACK to ACK (every path's copy of an ACK lists the same lowest
         runs; at 5 % loss 32 runs over hundreds of frames), and every frame in a run the last
         ACK took is gone already (a frame number is never reused). So a copy that moves
-        nothing is known by one comparison (`on_ack`), and otherwise only what lies outside
-        the last ACK's runs is walked: per ACK, work in the newly acknowledged frames, not in
-        the runs' length. (Remembered by run start only, a resend that filled the hole below
-        a run walked the whole run above again: 2/3 of Sender.on_ack in relayd's py-spy of
-        the netlab's download at 5 % loss.)
+        nothing is known by one comparison (`on_ack`), a run the last ACK took whole by one
+        look-up, and otherwise only what lies outside the last ACK's runs is walked: per ACK,
+        work in the newly acknowledged frames, not in the runs' length. (Remembered by run
+        start only, a resend that filled the hole below a run walked the whole run above
+        again: 2/3 of Sender.on_ack in relayd's py-spy of the netlab's download at 5 % loss.)
         """
         freed = 0
-        taken, now_taken = self._ranges_taken, []
+        taken, known = self._ranges_taken, self._ranges_known
         next_seq, acked_below = self.next_seq, self.acked_below
         at, count, clipped = 0, len(taken), False
-        for start, end in ranges:
-            stop = end
-            if end > next_seq:  # frames not sent yet (only a forged ACK names them)
+        for run in ranges:
+            if run in known:
+                continue  # taken whole by the last ACK
+            start, stop = run
+            if stop > next_seq:  # frames not sent yet (only a forged ACK names them)
                 stop, clipped = next_seq, True
-            now_taken.append((start, stop))
             seq = max(start, acked_below)
             while at < count and taken[at][1] <= seq:
                 at += 1
@@ -278,8 +280,12 @@ class Sender:
                 upto = stop if skip == count else min(stop, taken[skip][0])
                 freed += self._take_run(seq, upto, ambiguous_after)
                 seq = upto
-        self._ranges_taken = now_taken
-        self._ranges_seen = None if clipped else ranges
+        if clipped:
+            self._ranges_taken = tuple((start, min(end, next_seq)) for start, end in ranges)
+            self._ranges_seen = None
+        else:
+            self._ranges_taken = self._ranges_seen = ranges
+        self._ranges_known = set(self._ranges_taken)
         return freed
 
     def _take_run(self, seq: int, stop: int, ambiguous_after: float) -> int:
