@@ -4,6 +4,7 @@
     python3 contrib/bench/core.py            # 2 datagram + 1 stream path, 20 MB, best of 5
     python3 contrib/bench/core.py --paths d  # one datagram path; `s`: one stream path
     python3 contrib/bench/core.py --encrypt --compress auto   # `forward`'s features
+    python3 contrib/bench/core.py --loss 5   # 5 % of the datagram paths' frames lost
 
 Bytes go client -> exit in 64 KiB writes. Each side is the real glue, `SessionDriver`
 (dupsession/aio/driver.py), on a virtual clock (tests/support/virtualloop.py): every frame of
@@ -12,13 +13,17 @@ back to the client at once, each path's frames as one read (`frames_received`, t
 path the glue takes), and the drivers' timers fire when due. CPU time (this thread only,
 so other processes on a busy machine disturb it little) is split by phase and reported in
 microseconds per DATA frame, all copies of it included. This isolates what the sans-IO core and
-the driver's loop cost from the event loop and the kernel (see docs/BENCHMARKS.md).
+the driver's loop cost from the event loop and the kernel (see docs/BENCHMARKS.md). With
+`--loss`, that share of the frames on datagram paths, both ways, is dropped (seeded, so every run
+and every tree of the same behaviour loses the same frames): the client then takes ACKs with
+selective ranges and resends, as relayd does in a download at 5 % loss.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -102,19 +107,35 @@ def pair(
     return client, to_exit, exit_, to_client, counter
 
 
-def hand_over(outbox: Outbox, driver: SessionDriver) -> None:
+class Loss:
+    """Drops `rate` of the frames on datagram paths, from a seeded generator."""
+
+    def __init__(self, rate: float, datagram: tuple[bool, ...], seed: int = 1) -> None:
+        self.rate, self.datagram, self.random = rate, datagram, random.Random(seed)
+
+    def keep(self, path_id: int, frames: list[bytes]) -> list[bytes]:
+        if not self.rate or not self.datagram[path_id]:
+            return frames
+        draw, rate = self.random.random, self.rate
+        return [frame for frame in frames if draw() >= rate]
+
+
+def hand_over(outbox: Outbox, driver: SessionDriver, loss: Loss | None = None) -> None:
     """Each path's frames of one flush as one read, the way the glue feeds a path's socket
     (`SessionDriver.frames_received`: the session's batch receive path)."""
     for path_id, frames in outbox.batches:
-        driver.frames_received(frames, path_id)
+        kept = frames if loss is None else loss.keep(path_id, frames)
+        if kept:
+            driver.frames_received(kept, path_id)
     outbox.batches.clear()
 
 
 def run(
-    datagram: tuple[bool, ...], total: int, features: Features
+    datagram: tuple[bool, ...], total: int, features: Features, loss: float = 0.0
 ) -> tuple[float, dict[str, float], float]:
     loop = VirtualLoop(0.0)
     client, to_exit, exit_, to_client, counter = pair(loop, datagram, features)
+    lose = Loss(loss, datagram) if loss else None
     data = os.urandom(CHUNK)
     phases = dict.fromkeys(PHASES, 0.0)
     clock = time.thread_time
@@ -130,11 +151,11 @@ def run(
         loop.run_soon()  # the client's flush
         t2 = clock()
         loop.now = now + HOP
-        hand_over(to_exit, exit_)
+        hand_over(to_exit, exit_, lose)
         t3 = clock()
         loop.run_soon()  # the exit's flush
         t4 = clock()
-        hand_over(to_client, client)
+        hand_over(to_client, client, lose)
         loop.run_soon()
         t5 = clock()
         loop.run_due()
@@ -167,15 +188,18 @@ def main() -> int:
     parser.add_argument("--paths", choices=sorted(KINDS), default="dds")
     parser.add_argument("--mb", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=5, help="runs; the cheapest is reported")
+    parser.add_argument("--loss", type=float, default=0.0, help="datagram paths' loss, percent")
     add_feature_flags(parser)
     args = parser.parse_args()
     features = features_from(args)
-    results = [run(KINDS[args.paths], args.mb * 1_000_000, features) for _ in range(args.repeat)]
+    total_bytes, loss = args.mb * 1_000_000, args.loss / 100
+    results = [run(KINDS[args.paths], total_bytes, features, loss) for _ in range(args.repeat)]
     total, phases, per_mb = min(results, key=lambda result: result[0])
     detail = "  ".join(f"{name} {cost:.2f}" for name, cost in phases.items())
     label = f"paths {args.paths}" + (", encrypted" if args.encrypt else "")
     label += f", compress {args.compress}" if features.compress is not Compress.OFF else ""
     label += ", jumbo" if features.jumbo else ""
+    label += f", {args.loss:g} % loss" if args.loss else ""
     print(f"{label}: {total:.2f} us CPU per DATA frame, {per_mb:.2f} ms per MB ({detail})")
     return 0
 
