@@ -78,9 +78,6 @@ RT_PRIORITY = 5  # SCHED_FIFO priority when run with --sched rt (1..99; kernel t
 MAX_PACKET = 65536
 
 
-_UNSEEN: Any = object()  #: a path cache miss (None caches an unroutable pair)
-
-
 def normalize_params(params: dict[str, Any], *, partial: bool = True) -> dict[str, Any]:
     """Validate and coerce impairment settings; raise ValueError naming the bad key.
 
@@ -327,6 +324,11 @@ class _Path:
         self.fifo: deque[tuple[float, int, bytes]] | None = (
             None if any(s.reorder for s in stages) else deque()
         )
+
+
+#: A path cache miss (None caches an unroutable pair): a `_Path` of its own, so the cache's
+#: look-up keeps its type (`_Path | None`) and mypy checks what `submit` does with it.
+_UNSEEN = _Path(())
 
 
 #: A heap entry: (release, seq, a packet or a pair's FIFO whose head is that packet). Sequence

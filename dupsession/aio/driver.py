@@ -6,7 +6,9 @@ the flush: `poke()` schedules one `flush()` for the end of this loop iteration, 
 frames read in one go costs one transmit and one timer re-arm; a close flushes at once, so its
 CLOSE frames leave before anyone tears the paths down; and a glue serving many sessions in one
 loop (relayd) calls `prompt()` at the end of an input callback, so an interactive session's
-flush does not wait behind the next turn's timers. The driver owns the clock (`clock`,
+stream output (`Session.has_stream_output`: events, bytes to frame, resends, decoded input, a
+reopened window) does not wait behind the next turn's timers; the rest (most ACKs, a losing
+copy's bookkeeping) waits for the turn's one flush. The driver owns the clock (`clock`,
 monotonic seconds) and may be given a loop other than asyncio's (`loop`: tests/test_driver.py runs
 it on a virtual clock), so no endpoint reads time for the core.
 """

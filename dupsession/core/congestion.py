@@ -118,10 +118,14 @@ MIN_PACING_STEP = 0.001
 #: the earliest path's wake-up serves the others, and an ACK's transmit the releases due soon
 #: after it. The path's pacing clock runs ahead to that due time and nothing accrues until now
 #: passes it, so the average rate is exact, a release is still one step's worth, and no path
-#: is ever ahead of its rate by more than this long's worth (`tests/core/test_pacing.py`). Each
-#: path waking at its own phase, relayd's two UDP paths woke it 730-1,260 times a second of a
-#: download, half its transmits; in the simulator's download (`sim_under_load.py`, 5 % loss)
-#: the exit's transmits that sent fell 40 %, its timer's 48 % (half a step: 23 %, 28 %).
+#: is ever ahead of its rate by more than this long's worth (`tests/core/test_pacing.py`). But
+#: two transmits a moment apart (the timer's, then an ACK's) can each take a release, so a path
+#: can send two steps' worth back to back: still never more than a step ahead of its rate line,
+#: within the 2 ms burst allowance (`tests/core/test_pacing_bound.py`); in the simulator's
+#: download up1's downlink queue p50 went 0.4 -> 0.8 ms (BENCHMARKS.md "relayd's transmits").
+#: Each path waking at its own phase, relayd's two UDP paths woke it 730-1,260 times a second
+#: of a download, half its transmits; in the simulator's download (`sim_under_load.py`, 5 %
+#: loss) the exit's transmits that sent fell 40 %, its timer's 48 % (half a step: 23 %, 26 %).
 PACING_SLACK = MIN_PACING_STEP
 #: A backlogged path past startup whose pacing wake-up came late (a busy event loop or CPU)
 #: gets the time it missed back, up to this long (s) at its pacing rate (not in startup or

@@ -256,9 +256,26 @@ def test_counters_and_reset() -> None:
     assert emu.stages["up1"]["out"].counters["packets"] == 0
 
 
+def stage_counters(emu: Emulator) -> dict[str, int]:
+    """Every stage's counters in the snapshot (the control socket's `stats`), by stage."""
+    return {
+        f"{name}.{d}.{key}": value
+        for name, dirs in emu.snapshot(0.0)["stages"].items()
+        for d, stage in dirs.items()
+        for key, value in stage["counters"].items()
+    }
+
+
 def test_control_keeps_the_waited_on_fds(tmp_path: Path) -> None:
-    """The loop's fd list follows the control clients (it is no longer built per wake-up)."""
-    control = _Control(str(tmp_path / "control.sock"), emulator())
+    """The loop's fd list follows the control clients (it is no longer built per wake-up), and
+    the control socket's `reset` zeroes every stage counter, the shaper's waits too: lab.py's
+    `reset_counters` relies on it between a benchmark's phases."""
+    emu = emulator("[links.up1.out]\nrate_kbit = 1000\nburst_bytes = 1250\nqueue_bytes = 62500\n")
+    for _ in range(60):  # 10 ms apart at 125 kB/s: waits past every step, then tail drops
+        emu.submit(packet(UP1, SERVER, 1250), now=0.0)
+    before = stage_counters(emu)
+    assert all(before[f"up1.out.{key}"] for key in ("packets", "queue", *WAIT_COUNTERS))
+    control = _Control(str(tmp_path / "control.sock"), emu)
     listener = control.sock.fileno()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
@@ -268,6 +285,9 @@ def test_control_keeps_the_waited_on_fds(tmp_path: Path) -> None:
             client.sendall(b'{"cmd": "reset"}\n')
             control.on_readable(control.fds[1])
             assert client.recv(100) == b'{"ok": true}\n'
+            after = stage_counters(emu)
+            assert after.keys() == before.keys() and not any(after.values()), after
+            assert not any(emu.counters.values())
         control.on_readable(control.fds[1])  # the client hung up
         assert control.fds == [listener] and not control.clients
     finally:
