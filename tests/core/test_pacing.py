@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from dupsession.core.congestion import MIN_PACING_STEP, PACING_SLACK, ModelRate
+from tests.core.test_congestion import cruising
 
 SRTT = 0.05
 
@@ -15,11 +16,8 @@ SRTT = 0.05
 def backlogged(rate: float, spent_at: float) -> ModelRate:
     """A cruising path pacing at `rate` frames/s with frames always waiting, its budget spent
     to the frame at `spent_at`."""
-    cc = ModelRate()
-    cc.mode, cc.btl_bw, cc._cycle, cc.app_limited = "probe", rate, 2, False
+    cc = cruising(spent_at, rate, SRTT)
     cc.pacing_gain = 1.0
-    cc.min_rtt, cc.min_rtt_at = SRTT, spent_at
-    cc.on_ack(spent_at, data_recv=0, rtt=None, srtt=SRTT, sent_by_echo=None)
     budget = cc.budget(spent_at, SRTT)
     assert budget
     cc.on_sent(spent_at, budget)
@@ -107,3 +105,22 @@ def test_one_transmit_takes_one_release_however_often_it_asks() -> None:
     assert cc.wake_at(SRTT) == pytest.approx(1.0018)
     assert cc.budget(1.001, SRTT) == 0  # not the next one too
     assert cc.budget(1.0011, SRTT) == 2  # a later transmit takes it
+
+
+def test_a_transmit_before_an_early_releases_due_time_takes_nothing() -> None:
+    """An early release runs the path's clock ahead to its due time; a transmit before that
+    (an ACK's, a moment later) finds the clock ahead of now (`ModelRate._refill`'s guard):
+    budget 0, the wake-up unchanged. Without the guard the clock went back to now, and the
+    next transmit took the release after it early as well: 2 more frames 0.6 ms before the
+    first one's due time, two releases ahead of the rate line."""
+    cc = backlogged(2500.0, 1.0)
+    assert cc.budget(1.001, SRTT) == 2
+    cc.on_sent(1.001, 2)
+    assert cc.budget(1.00101, SRTT) == 2  # the release due at 1.0018, early
+    cc.on_sent(1.00101, 2)
+    wake = cc.wake_at(SRTT)
+    assert wake == pytest.approx(1.0026)
+    for now in (1.0015, 1.0016, 1.0017):  # transmits before 1.0018
+        assert cc.budget(now, SRTT) == 0
+        cc.on_sent(now, 0)
+        assert cc.wake_at(SRTT) == wake
