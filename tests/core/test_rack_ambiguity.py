@@ -19,14 +19,15 @@ MIN_RTT = 0.05
 REORDER = 0.01
 
 
-def twenty_frames() -> Sender:
-    """Frames 0-9 sent at t=0, 10-19 at t=0.05; frame 0 resent at t=0.1 (found lost early)."""
+def twenty_frames(resent: int = 0) -> Sender:
+    """Frames 0-9 sent at t=0, 10-19 at t=0.05; frame `resent` resent at t=0.1 (found lost
+    early)."""
     sender = Sender(1 << 20)
     sender.push(bytes(20 * 100))
     sender.make_frames(100, lambda seq, chunk, fin: bytes(chunk))
     for seq in range(20):
         sender.sent(sender.frames[seq], 0.0 if seq < 10 else 0.05, 1.0)
-    first = sender.frames[0]
+    first = sender.frames[resent]
     first.armed = False
     sender.sent(first, 0.1, 1.0)
     return sender
@@ -54,6 +55,19 @@ def test_a_resend_acknowledged_a_round_trip_later_moves_the_line() -> None:
     assert sender.rack_sent_at == 0.1
     lost, _ = sender.detect_lost(now, REORDER, rack_rtt=0.06)
     assert [f.seq for f in lost] == [10, 11]  # sent 50 ms before a frame acknowledged
+
+
+def test_a_resend_acknowledged_by_a_range_answers_its_first_copy_too() -> None:
+    """The same rule where a range, not the cumulative point, takes the resent frame (the
+    selective walk, `Sender._take_run`): frame 0 still missing, frame 5 resent at 0.1, an ACK
+    2 ms later takes 1-9 and 12-13. Only frame 0 left long enough before 12 and 13 to be lost;
+    10 and 11 wait out the reorder window."""
+    sender = twenty_frames(resent=5)
+    now = 0.102
+    assert sender.on_ack(0, ((1, 10), *RANGES), ambiguous_after=now - MIN_RTT) == 11
+    assert sender.rack_sent_at == 0.05  # frames 12-13's send, not frame 5's resend
+    lost, _ = sender.detect_lost(now, REORDER, rack_rtt=0.052)
+    assert [f.seq for f in lost] == [0]
 
 
 def test_without_the_bound_a_spurious_resend_made_everything_before_it_lost() -> None:

@@ -22,16 +22,32 @@ class CountingFrames(dict[int, SentFrame]):
         return super().pop(key, default)
 
 
-def sender_with(frames: int) -> Sender:
+def sender_with(frames: int, rng: random.Random | None = None) -> Sender:
+    """Frame n sent at n ms; with `rng`, some resent (`sends` 2) up to 300 ms later."""
     sender = Sender(1 << 40)
     sender.push(bytes(100 * frames))
     sender.make_frames(100, lambda seq, payload, fin: bytes(8))
     for seq, sent in sender.frames.items():
         sent.sent_at, sent.sends = seq / 1000, 1
+        if rng is not None and rng.random() < 0.3:
+            sent.sent_at, sent.sends = seq / 1000 + rng.uniform(0, 0.3), 2
     return sender
 
 
-def full_walk(sender: Sender, cumulative: int, ranges: tuple[tuple[int, int], ...]) -> int:
+def moves_rack(sender: Sender, sent: SentFrame, ambiguous_after: float) -> bool:
+    """RFC 8985, 6.2 step 2: a resend acknowledged sooner than a round trip after it answers
+    its first copy, and its time does not move the RACK line."""
+    return sent.sent_at > sender.rack_sent_at and (
+        sent.sends < 2 or sent.sent_at <= ambiguous_after
+    )
+
+
+def full_walk(
+    sender: Sender,
+    cumulative: int,
+    ranges: tuple[tuple[int, int], ...],
+    ambiguous_after: float = float("-inf"),
+) -> int:
     """The walk without memory (main before this change), on a copy's state."""
     freed = 0
     if cumulative > sender.acked_below:
@@ -39,7 +55,7 @@ def full_walk(sender: Sender, cumulative: int, ranges: tuple[tuple[int, int], ..
             sent = sender.frames.pop(seq, None)
             if sent is not None:
                 freed += 1
-                if sent.sent_at > sender.rack_sent_at:
+                if moves_rack(sender, sent, ambiguous_after):
                     sender.rack_sent_at = sent.sent_at
             else:
                 sender._sacked.pop(seq, None)
@@ -51,7 +67,8 @@ def full_walk(sender: Sender, cumulative: int, ranges: tuple[tuple[int, int], ..
             if sent is not None:
                 sender._sacked[seq] = sent.payload_len
                 freed += 1
-                sender.rack_sent_at = max(sender.rack_sent_at, sent.sent_at)
+                if moves_rack(sender, sent, ambiguous_after):
+                    sender.rack_sent_at = sent.sent_at
                 sender.largest_acked = max(sender.largest_acked, seq)
     return freed
 
@@ -120,10 +137,12 @@ def test_runs_past_what_was_sent_are_walked_again_once_it_is_sent() -> None:
 
 def test_the_same_frames_freed_and_rack_line_as_the_full_walk() -> None:
     """Random ACK streams (runs that grow, merge, reorder, an older ACK late) free exactly
-    what the memoryless walk frees, ACK by ACK."""
+    what the memoryless walk frees, ACK by ACK, and keep the same RACK line: frames resent
+    at random, each ACK's ambiguity bound at random (review K2: with every frame sent once
+    the rule was never exercised)."""
     for seed in range(30):
         rng = random.Random(seed)
-        new, ref = sender_with(600), sender_with(600)
+        new, ref = sender_with(600, random.Random(seed)), sender_with(600, random.Random(seed))
         got: set[int] = set()
         cumulative = 0
         history: list[tuple[int, tuple[tuple[int, int], ...]]] = []
@@ -145,7 +164,8 @@ def test_the_same_frames_freed_and_rack_line_as_the_full_walk() -> None:
             history.append(ack)
             if rng.random() < 0.2:
                 ack = rng.choice(history)  # a reordered, older ACK
-            assert new.on_ack(*ack) == full_walk(ref, *ack)
+            bound = rng.uniform(0.0, 0.9)  # the ACK's `ambiguous_after`
+            assert new.on_ack(*ack, ambiguous_after=bound) == full_walk(ref, *ack, bound)
             assert new.frames.keys() == ref.frames.keys()
             assert new._sacked == ref._sacked
             assert (new.rack_sent_at, new.largest_acked, new.acked_below) == (
