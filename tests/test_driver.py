@@ -23,6 +23,7 @@ from dupsession.aio.driver import (
 )
 from dupsession.core import events, wire
 from dupsession.core.handshake import Accepted
+from dupsession.core.negotiate import Compress, Features
 from dupsession.core.session import Role, Session, SessionConfig
 from relayd.exit import ExitSession
 from tests.support.session import T0, handshake_keys
@@ -76,7 +77,9 @@ class Link:
 
 
 def _pair(
-    datagram: bool = True, poked: list[SessionDriver] | None = None
+    datagram: bool = True,
+    poked: list[SessionDriver] | None = None,
+    features: Features | None = None,
 ) -> tuple[VirtualLoop, SessionDriver, Link, SessionDriver, Recorder]:
     """`poked`: the exit's shared list of prompted drivers (relayd's)."""
     loop = VirtualLoop(T0)
@@ -84,7 +87,7 @@ def _pair(
     ends = []
     for role in (Role.CLIENT, Role.EXIT):
         recorder = Recorder(clock=loop.time)
-        session = Session(role, sid, keys, T0)
+        session = Session(role, sid, keys, T0, features=features)
         shared = poked if role is Role.EXIT else None
         driver = SessionDriver(session, recorder, loop.time, loop, poked=shared)
         ends.append((driver, recorder))
@@ -427,3 +430,79 @@ def test_an_exit_takes_at_most_window_bytes_while_its_target_connects() -> None:
     early = sum(map(len, exit_session._early))
     assert sent > 2 * config.window_bytes  # the client had more to give
     assert 0 < early <= config.window_bytes + wire.MAX_STREAM_PAYLOAD
+
+
+def _settled(
+    features: Features | None = None,
+) -> tuple[VirtualLoop, SessionDriver, SessionDriver, Recorder]:
+    """A pair past its attach probes (RTT samples in), nothing pending on either side."""
+    loop, client, _, exit_, exit_seen = _pair(features=features)
+    loop.run_until(lambda: loop.now >= T0 + 3 * DELAY, horizon=T0 + 1)
+    loop.run_soon()
+    return loop, client, exit_, exit_seen
+
+
+def _data(frames: list[bytes]) -> list[bytes]:
+    return [f for f in frames if f[1] == wire.FrameType.DATA]
+
+
+def test_an_ack_that_finds_a_frame_lost_is_prompted() -> None:
+    """An ACK in which RACK finds a keystroke lost queues its resend (`Recovery.waiting`):
+    the resend leaves at the end of the ACK's callback, not behind the turn's timers."""
+    loop, client, exit_, _ = _settled()
+    client.session.send(b"a")
+    lost_at = loop.now
+    assert len(_data(client.session.transmit(lost_at)[0])) == 1  # never arrives
+    loop.run_until(lambda: loop.now >= lost_at + DELAY, horizon=T0 + 2)  # 10 ms later
+    client.session.send(b"b")
+    (second,) = _data(client.session.transmit(loop.now)[0])
+    exit_.session.receive_frame(second, loop.now + DELAY, 0)  # a hole below it
+    ack_at = exit_.session.get_timer()
+    assert ack_at is not None
+    acks = exit_.session.transmit(ack_at)[0]
+    loop.call_at(ack_at + DELAY, lambda: None)  # its arrival (before the tail probe)
+    loop.run_until(lambda: loop.now >= ack_at + DELAY, horizon=T0 + 2)
+    assert client.session.sender.lost_detected == 0
+    transmits = _count_transmits(client)
+    for ack in acks:
+        client.frame_received(ack, 0)
+    client.prompt()
+    assert client.session.sender.lost_detected == 1
+    assert transmits() == 1  # at once
+    assert not client.session.recovery.waiting()  # the resend went out in it
+
+
+def test_a_reopened_receive_window_is_prompted() -> None:
+    """The exit's consumer (the target) drains: the window the peer may have filled goes out
+    in an ACK at once (`acks.window_update`), at the end of that callback."""
+    loop, client, exit_, exit_seen = _settled()
+    exit_.pause_receiving(True)
+    loop.run_soon()
+    client.session.send(b"k")
+    (frame,) = _data(client.session.transmit(loop.now)[0])
+    exit_.frame_received(frame, 0)
+    loop.run_soon()  # its ACK, with the frozen window
+    assert bytes(exit_seen.data) == b"k"
+    transmits = _count_transmits(exit_)
+    exit_.pause_receiving(False)
+    assert exit_.session.acks.window_update
+    exit_.prompt()
+    assert transmits() == 1
+
+
+def test_decoded_input_left_over_is_prompted() -> None:
+    """A compressed stream is decoded DRAIN_BUDGET at a time (`Inflow.more`: input left
+    to decode); an input that brings nothing else (a copy of a frame) still hands the rest
+    on at the end of its callback."""
+    loop, client, exit_, exit_seen = _settled(Features(compress=Compress.ON))
+    client.session.send(b"keystrokes " * 100_000)  # 1.1 MB, a few KB compressed
+    frames = _data(client.session.transmit(loop.now)[0])
+    exit_.frames_received(frames, 0)
+    loop.run_soon()  # the turn's flush: DRAIN_BUDGET more decoded and handed on
+    handed = len(exit_seen.data)
+    assert 0 < handed < 1_100_000  # the rest waits to be decoded
+    transmits = _count_transmits(exit_)
+    exit_.frame_received(frames[0], 0)  # a copy: nothing new for the stream
+    exit_.prompt()
+    assert transmits() == 1
+    assert len(exit_seen.data) > handed
