@@ -227,6 +227,16 @@ class DupConn(Conn):
         return [self.proc.pid]
 
 
+def machine_jiffies() -> tuple[float, float, float]:
+    """(busy, steal, total) jiffies of the whole machine from /proc/stat. Steal is time the
+    hypervisor ran another guest on our CPUs: on this VM the same code's loopback echo cost
+    twice the CPU on one day as on the day before, so a latency figure is read beside it."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    steal = fields[7] if len(fields) > 7 else 0.0
+    return sum(fields) - idle, steal, sum(fields)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, from /proc (0 if unavailable)."""
     try:
@@ -243,6 +253,8 @@ def cpu_seconds(pid: int) -> float:
 class Latency:
     samples: list[float]
     cpu: dict[str, float] = field(default_factory=dict)  #: process -> CPU seconds used
+    #: the whole machine over the rounds: (busy, steal) as shares of its CPU time
+    machine: tuple[float, float] = (0.0, 0.0)
 
     def pct(self, p: float) -> float:
         ordered = sorted(self.samples)
@@ -268,9 +280,11 @@ def echo_latency(conn: Conn, rounds: int, extra_pids: dict[str, int], warmup: in
     for pid in conn.cpu_pids():
         pids["client"] = pid
     cpu0: dict[str, float] = {}
+    machine0 = (0.0, 0.0, 0.0)
     for i in range(warmup + rounds):
         if i == warmup:
             cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            machine0 = machine_jiffies()
         t0 = time.perf_counter()
         conn.send(message)
         reply = conn.recv_exact(MESSAGE)
@@ -279,7 +293,12 @@ def echo_latency(conn: Conn, rounds: int, extra_pids: dict[str, int], warmup: in
             raise RuntimeError("echo reply differs from the message")
         if i >= warmup:
             samples.append(elapsed)
-    return Latency(samples, {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()})
+    busy, steal, total = (b - a for a, b in zip(machine0, machine_jiffies(), strict=True))
+    return Latency(
+        samples,
+        {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()},
+        (busy / total, steal / total) if total else (0.0, 0.0),
+    )
 
 
 @dataclass
@@ -571,7 +590,8 @@ def main() -> int:
         print("\necho latency (ms), one 64-byte message at a time")
         print(f"{'configuration':<18} {'p50':>8} {'p99':>8} {'mean':>8}"
               f" {'added/dir p50':>14} {'added/dir p99':>14}"
-              f" {'client us/echo':>15} {'relayd us/echo':>15}")  # fmt: skip
+              f" {'client us/echo':>15} {'relayd us/echo':>15}"
+              f" {'machine busy':>13} {'steal':>6}")  # fmt: skip
         base = latency.get("plain")
         for name, lat in latency.items():
             added = f" {'':>14} {'':>14}"
@@ -579,11 +599,13 @@ def main() -> int:
                 added = (f" {fmt_ms((lat.p50 - base.p50) / 2):>14}"
                          f" {fmt_ms((lat.p99 - base.p99) / 2):>14}")  # fmt: skip
             cpu = "".join(
-                f" {lat.cpu[proc] / len(lat.samples) * 1e6:15.0f}" if proc in lat.cpu else ""
+                f" {lat.cpu[proc] / len(lat.samples) * 1e6:15.0f}"
+                if proc in lat.cpu
+                else f" {'':>15}"
                 for proc in ("client", "relayd")
             )
             print(f"{name:<18} {fmt_ms(lat.p50):>8} {fmt_ms(lat.p99):>8} {fmt_ms(lat.mean):>8}"
-                  + added + cpu)  # fmt: skip
+                  + added + cpu + f" {lat.machine[0]:13.0%} {lat.machine[1]:6.1%}")  # fmt: skip
         if base is not None:
             for name, lat in latency.items():
                 if name != "plain":
