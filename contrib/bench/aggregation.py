@@ -50,6 +50,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from contrib.bench.lab_latency import cpu_times
 from contrib.netlab import Lab
 from dupsession import control
 from tests.lab.world import (
@@ -68,12 +69,6 @@ SUM_DOWN_BPS = sum(r[2] for r in ROUTES.values()) * 1000
 POLICIES = ("redundant", "best-k", "stripe", "auto")
 PLAIN_PORT = 2222
 TYPING_SECONDS = 10.0
-
-
-def cpu_times() -> tuple[float, float]:
-    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
 
 
 class Bench:

@@ -48,6 +48,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from contrib.bench.lab_latency import machine_times  # noqa: E402
+
 HOST = "127.0.0.1"
 MESSAGE = 64
 CHUNK = 256 * 1024
@@ -227,16 +233,6 @@ class DupConn(Conn):
         return [self.proc.pid]
 
 
-def machine_jiffies() -> tuple[float, float, float]:
-    """(busy, steal, total) jiffies of the whole machine from /proc/stat. Steal is time the
-    hypervisor ran another guest on our CPUs: on this VM the same code's loopback echo cost
-    twice the CPU on one day as on the day before, so a latency figure is read beside it."""
-    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    steal = fields[7] if len(fields) > 7 else 0.0
-    return sum(fields) - idle, steal, sum(fields)
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, from /proc (0 if unavailable)."""
     try:
@@ -284,7 +280,7 @@ def echo_latency(conn: Conn, rounds: int, extra_pids: dict[str, int], warmup: in
     for i in range(warmup + rounds):
         if i == warmup:
             cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
-            machine0 = machine_jiffies()
+            machine0 = machine_times()
         t0 = time.perf_counter()
         conn.send(message)
         reply = conn.recv_exact(MESSAGE)
@@ -293,7 +289,7 @@ def echo_latency(conn: Conn, rounds: int, extra_pids: dict[str, int], warmup: in
             raise RuntimeError("echo reply differs from the message")
         if i >= warmup:
             samples.append(elapsed)
-    busy, steal, total = (b - a for a, b in zip(machine0, machine_jiffies(), strict=True))
+    busy, steal, total = (b - a for a, b in zip(machine0, machine_times(), strict=True))
     return Latency(
         samples,
         {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()},
