@@ -1,9 +1,15 @@
-"""An SSH relay path (a stock sshd, direct-tcpip) costs under 2 ms over the same route's TCP.
+"""An SSH relay path (a stock sshd, direct-tcpip) pays no Nagle delay on a real route.
 
 Measured on the lab, where delay is per packet (unlike a TCP-terminating loopback shim), so
-sshd's Nagle against the client's delayed ACKs would show. The same route up1 -> relay2 ->
-server is used three ways, one session each: through `relayd relay` over TCP, through relay2's
-sshd with the pty session (dupsession's default), and through it without (`pty=no`).
+sshd's Nagle against the client's delayed ACKs shows: without the pty session it costs 26-33 ms
+at the median here. Issue 8's figure (an SSH relay within 2 ms of a TCP relay) is the shim
+test's, tests/e2e/test_ssh_relay.py; on the lab, with ssh, sshd, relayd and the emulator
+sharing two cores, the SSH relay's own work (sshd's crypto, one more process hop) measured
+1.3-2.1 ms, so this test bounds it at 5 ms: far below Nagle, above the machine's noise.
+
+The same route up1 -> relay2 -> server is used three ways, one session each, all three typing
+at once: through `relayd relay` over TCP, through relay2's sshd with the pty session
+(dupsession's default), and through it without (`pty=no`).
 """
 
 from __future__ import annotations
@@ -14,26 +20,30 @@ import time
 import pytest
 
 from tests.lab.world import JUMP, RELAY_PORT, SSH_PORT, EchoSession, World, route_rtt
+from tests.support.proxycmd import ProxyProbe
 
 pytestmark = pytest.mark.timeout(120)
 
-TYPING = 6.0  #: seconds of keystrokes per variant
+TYPING = 6.0  #: seconds of keystrokes (the three variants at once)
 
 
-def _p50(world: World, path: str, name: str) -> float:
+def _config(world: World, path: str, name: str) -> ProxyProbe:
     config = world.dir / f"{name}.toml"
     config.write_text(f'key = "{world.key}"\npaths = ["{path}"]\nconnect_timeout = 20\n')
-    echo = EchoSession(world, world.proxy(config, name)).start()
-    time.sleep(TYPING)
-    assert echo.finish() == 0, world.diagnostics(echo.proxy)
+    return world.proxy(config, name)
+
+
+def _p50(echo: EchoSession) -> float:
+    assert echo.finish() == 0, echo.world.diagnostics(echo.proxy)
     echo.check_stream()
-    assert echo.proxy.wait() == 0, world.diagnostics(echo.proxy)
+    assert echo.proxy is not None
+    assert echo.proxy.wait() == 0, echo.world.diagnostics(echo.proxy)
     latencies = echo.latencies(since=echo.received[5][1])  # past the first round trips
     assert len(latencies) > 0.7 * TYPING / echo.interval
     return statistics.median(latencies)
 
 
-def test_ssh_relay_adds_under_2ms_to_its_route(world: World) -> None:
+def test_ssh_relay_pays_no_nagle_delay(world: World) -> None:
     lab = world.lab
     uplink = lab.addr("client", "up1")
     exit_address = f"{lab.addr('server')}:7300"
@@ -43,13 +53,20 @@ def test_ssh_relay_adds_under_2ms_to_its_route(world: World) -> None:
         f"&identity={world.user_key}&known_hosts={world.jump_known_hosts}"
     )
     rtt = route_rtt("up1", JUMP)
-    tcp_p50 = _p50(world, relay, "via-relayd")
-    ssh_p50 = _p50(world, ssh, "via-sshd")
-    nagle_p50 = _p50(world, ssh + "&pty=no", "via-sshd-no-pty")
+    # The three sessions type at the same time, so a slow phase of the machine lands on all
+    # three alike: one after the other (until this change), a CI run's busy moment made the
+    # SSH relay look 3.6 ms slower than relayd's.
+    variants = {"via-relayd": relay, "via-sshd": ssh, "via-sshd-no-pty": ssh + "&pty=no"}
+    echoes = [EchoSession(world, _config(world, path, name)) for name, path in variants.items()]
+    for echo in echoes:
+        echo.start()
+    time.sleep(TYPING)
+    tcp_p50, ssh_p50, nagle_p50 = (_p50(echo) for echo in echoes)
     print(
         f"\nroute up1-{JUMP}-server, RTT {rtt:.0f} ms; echo p50: relayd relay over TCP "
         f"{tcp_p50:.1f} ms, SSH relay {ssh_p50:.1f} ms, SSH relay without the pty session "
         f"{nagle_p50:.1f} ms"
     )
     assert tcp_p50 >= rtt - 1.0, "the route was not delayed as configured"
-    assert ssh_p50 - tcp_p50 < 2.0, f"the SSH relay adds {ssh_p50 - tcp_p50:.1f} ms"
+    assert nagle_p50 - ssh_p50 > 10.0, "the lab did not show Nagle without the pty session"
+    assert ssh_p50 - tcp_p50 < 5.0, f"the SSH relay adds {ssh_p50 - tcp_p50:.1f} ms"
