@@ -270,10 +270,10 @@ def typing_chain(echo: EchoSession) -> dict[str, tuple[int, int]]:
     return chain
 
 
-def far_chain(lab: Lab) -> dict[str, tuple[int, int]]:
-    """The far end's processes an echo passes through: relayd (its loop: the main thread),
-    the typing session's `cat` (the newest bare `cat` in the server's namespace:
-    EchoSession's) and the sshd above it."""
+def far_chain(lab: Lab, relayd_pid: int | None = None) -> dict[str, tuple[int, int]]:
+    """The far end's processes an echo passes through: relayd (its loop: the main thread;
+    `relayd_pid`, or the server's only `relayd serve`), the typing session's `cat` (the newest
+    bare `cat` in the server's namespace: EchoSession's) and the sshd above it."""
     server = Path(f"/run/netns/{lab.ns('server')}").stat().st_ino
     cats = []
     for entry in Path("/proc").iterdir():
@@ -288,6 +288,8 @@ def far_chain(lab: Lab) -> dict[str, tuple[int, int]]:
     relayd = [
         pid for pid, (label, _) in cpu_by_process({server}).items() if label == "relayd serve"
     ]
+    if relayd_pid is not None:
+        relayd = [relayd_pid]
     found = {"relayd": (relayd[0], relayd[0])} if len(relayd) == 1 else {}
     if cats:
         _, cat, sshd = max(cats)

@@ -37,6 +37,10 @@ namespace; dupsession's keystroke and echo followed by DATA frame number, not ta
 first packet either way), and each downlink's queue during the download; where client in goes
 (which path's copy came first, in-order and TCP head-of-line waits, the typing chain's
 run-queue waits from /proc schedstat, and with `--sched-trace S` from `perf sched`).
+`--typing-exit own` (a VARIANT, labelled): dupsession's typing session goes to a second
+`relayd serve` of its own at the exit (same arguments, port EXIT_PORT + 1), so the typing
+session and the download share no process there, only the cores (docs/BENCHMARKS.md, "One
+relayd process per session?").
 """
 
 from __future__ import annotations
@@ -75,8 +79,18 @@ from contrib.netlab import Lab
 from contrib.netlab.emulator import PACKET_LOG_ENV
 from contrib.netlab.lab import PROBE_PATH
 from dupsession import control
-from tests.lab.world import EXIT_PORT, SEED_LIKE, EchoSession, World, seed_like
+from tests.lab.world import (
+    EXIT_PORT,
+    GRACE,
+    SEED_LIKE,
+    SSH_PORT,
+    Daemon,
+    EchoSession,
+    World,
+    seed_like,
+)
 from tests.support.bulk import write_random_file
+from tests.support.sshd import require_binary
 
 ROUTES = [f"{uplink}-server" for uplink in SEED_LIKE]
 BETTER = "up1"  #: the better uplink (shorter RTT, more capacity): plain ssh's
@@ -85,6 +99,9 @@ WARM = 1.0  #: s after the download's first byte before typing samples count
 TAIL = 0.5  #: s before its last byte where they stop counting
 RAW_SECONDS = 4.0  #: length of the raw capacity check (at the scenario's rates)
 EMULATOR = "emulator.py"  #: the netlab emulator's process label
+#: `--typing-exit own`: the typing session's exit, a second `relayd serve` beside the first
+TYPING_EXIT_PORT = EXIT_PORT + 1
+TYPING_EXIT_LABEL = "relayd serve (typing)"  #: its CPU share's label
 
 
 @dataclass(frozen=True)
@@ -152,7 +169,8 @@ class CpuWatch:
     """CPU seconds of every process in the lab's namespaces, sampled every 0.25 s from a thread,
     so a process that exits before the end (a download's ssh) is still counted."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, labels: dict[int, str] | None = None) -> None:
+        self.labels = labels or {}  #: pid -> label, in place of its command's
         self.inodes = {Path(f"/run/netns/{ns}").stat().st_ino for ns in lab.created}
         self.first = cpu_by_process(self.inodes)
         self.last = dict(self.first)
@@ -180,6 +198,7 @@ class CpuWatch:
         busy, total = (b - a for a, b in zip(self.machine0, cpu_times(), strict=True))
         used: dict[str, float] = {}
         for pid, (label, cpu) in self.last.items():
+            label = self.labels.get(pid, label)
             used[label] = used.get(label, 0.0) + cpu - self.first.get(pid, (label, 0.0))[1]
         return used, busy / max(total, 1e-9), seconds
 
@@ -192,6 +211,27 @@ class Bench:
         self.cc = "?"
         self.exit_views: dict[str, list[str]] = {}
         self._watch_stop = threading.Event()
+        self.typing_exit: Daemon | None = None  #: `--typing-exit own`: the typing session's
+
+    def start_typing_exit(self) -> None:
+        """A second `relayd serve`, the first's arguments on another port and control socket,
+        for the typing session alone (`--typing-exit own`): the two sessions then share no
+        event loop and no process at the exit, only the machine's cores."""
+        world = self.world
+        assert world.run_dir is not None
+        self.typing_exit = Daemon(
+            "typing-exit",
+            "server",
+            [require_binary("relayd"), "serve", "--listen",
+             f"0.0.0.0:{TYPING_EXIT_PORT}", "--key", str(world.key),
+             "--allow", f"127.0.0.1:{SSH_PORT}", "--grace", str(GRACE),
+             "--control", str(world.run_dir / "typing.sock"), "--log-level", "info"],
+            world.dir / "typing-exit.log",
+            r"listening on",
+        ).start(self.lab)  # fmt: skip
+
+    def cpu_labels(self) -> dict[int, str]:
+        return {self.typing_exit.pid: TYPING_EXIT_LABEL} if self.typing_exit else {}
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -273,7 +313,12 @@ class Bench:
     def typing_session(self, method: Method) -> EchoSession:
         world = self.world
         if method.kind == "dupsession":
-            proxy = world.proxy(self.dupsession_config(method), f"{method.policy}-typing")
+            config = self.dupsession_config(method)
+            if self.typing_exit is not None:  # the same paths, to the typing session's exit
+                text = config.read_text().replace(f":{EXIT_PORT}?", f":{TYPING_EXIT_PORT}?")
+                config = config.with_name(f"typing-{config.name}")
+                config.write_text(text)
+            proxy = world.proxy(config, f"{method.policy}-typing")
             return EchoSession(world, proxy)
         mptcp = method.kind == "mptcp"
         return EchoSession(
@@ -298,7 +343,9 @@ class Bench:
         echo = self.typing_session(method).start()
         if self.args.breakdown or self.args.typing_nice is not None:
             result.chain = typing_chain(echo)
-            result.far = far_chain(self.lab)
+            result.far = far_chain(
+                self.lab, self.typing_exit.pid if self.typing_exit is not None else None
+            )
         if self.args.typing_nice is not None:  # a diagnosis: how much is waiting for a CPU
             for label in ("dupsession", "ssh"):
                 if label in result.chain:
@@ -309,7 +356,7 @@ class Bench:
         time.sleep(self.args.typing)
         idle_to = time.monotonic()
         result.schedstat.append(schedstats(result.chain))
-        watch = CpuWatch(self.lab)
+        watch = CpuWatch(self.lab, self.cpu_labels())
         self.lab.reset_counters()
         udp0 = {node: self.udp_errors(node) for node in ("client", "server")}
         proc = self.download_process(method)
@@ -574,6 +621,8 @@ def run_tag(loss: float, args: Any) -> str:
     recorders = [name for name, on in (("perf", args.sched_trace), ("py-spy", args.py_spy)) if on]
     if recorders:
         tag += f", DIAGNOSTIC ({' and '.join(recorders)} recording during dupsession's download)"
+    if args.typing_exit == "own":
+        tag += ", VARIANT (dupsession's typing session on its own relayd at the exit)"
     if args.paths != ["udp", "tcp"]:
         tag += f", VARIANT (dupsession paths: {'+'.join(args.paths)} on each uplink)"
     return tag
@@ -592,10 +641,13 @@ def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> No
     with Lab(seed_like(loss / 100, seed=9, scale=scale)) as lab:
         addrs = {u: lab.addr("client", u) for u in SEED_LIKE}
         world = World(lab, tmp)
+        bench: Bench | None = None
         try:
             world.start()
             world.start_plain_sshd()
             bench = Bench(world, source, args.mb * 1_000_000, digest, args)
+            if args.typing_exit == "own":
+                bench.start_typing_exit()
             bench.cc = bench.use_bbr()
             print(f"  TCP congestion control (client / server): {bench.cc}", flush=True)
             for line in bench.raw_capacity():
@@ -613,6 +665,8 @@ def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> No
                     flush=True,
                 )
         finally:
+            if bench is not None and bench.typing_exit is not None:
+                bench.typing_exit.stop()
             world.close()
     if args.breakdown:  # the emulator wrote its record as the lab stopped
         logs = sorted(tmp.glob("packets-*.json"))
@@ -620,6 +674,7 @@ def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> No
         uplinks = {u: _hex(addr) for u, addr in addrs.items()}
         for r in results:
             r.notes += breakdown(r, rows, uplinks)
+    assert bench is not None
     print()
     print(f"{tag}:")
     print("\n".join(report(tag, results, bench)))
@@ -655,6 +710,11 @@ def main() -> int:
     parser.add_argument(
         "--paths", nargs="+", default=["udp", "tcp"], choices=["udp", "tcp"],
         help="dupsession's path kinds on each uplink (default: udp tcp, the issue's 4 paths)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--typing-exit", choices=["shared", "own"], default="shared",
+        help="dupsession's typing session at the exit: on the download's relayd (shared, "
+        "as deployed) or on a second relayd of its own (own: a variant)",
     )  # fmt: skip
     args = parser.parse_args()
     if os.geteuid() != 0:

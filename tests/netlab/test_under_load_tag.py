@@ -16,7 +16,12 @@ from contrib.bench.under_load import run_tag
 
 def args(**changed: object) -> Namespace:
     """under_load.py's arguments for a plain run, with `changed`."""
-    plain: dict[str, object] = {"scale": 1.0, "paths": ["udp", "tcp"], "typing_nice": None}
+    plain: dict[str, object] = {
+        "scale": 1.0,
+        "paths": ["udp", "tcp"],
+        "typing_nice": None,
+        "typing_exit": "shared",
+    }
     return Namespace(**(plain | {"sched_trace": None, "py_spy": None} | changed))
 
 
@@ -32,6 +37,10 @@ def test_a_plain_run_is_named_by_its_loss_alone() -> None:
         ({"typing_nice": -10}, "DIAGNOSTIC (the typing session's dupsession and ssh at nice -10)"),
         ({"scale": 0.5}, "SCALED VARIANT (every rate x0.5)"),
         ({"paths": ["udp"]}, "VARIANT (dupsession paths: udp on each uplink)"),
+        (
+            {"typing_exit": "own"},
+            "VARIANT (dupsession's typing session on its own relayd at the exit)",
+        ),
     ],
 )
 def test_a_diagnosis_or_a_variant_is_in_the_runs_name(
