@@ -52,7 +52,14 @@ COPY_RATE = 50_000
 #: in a 3.9 s upload on 3374f29); the bound is at least this, between the two.
 COPY_FLOOR = 500_000
 TRANSFER_TIMEOUT = 90.0
-SLACK_MS = 50.0  #: allowed above the best surviving path's RTT for any echo around a cut
+#: Allowed above the best surviving path's RTT for any echo around a cut. It bounds a maximum
+#: over ~130 echoes, so one scheduling stall anywhere fails it: at 50 ms (until this change)
+#: a run beside two busy loops on the 2 cores failed at 101.5 ms with the worst echo *before*
+#: the cut as slow (102.1); quiet 55.6, busy 83.7, 101.5 and, beside other tests, 122.9 ms
+#: (136.3 before that cut; best surviving RTT 48). What it guards, an echo whose only copy
+#: must be resent: with `policy = "stripe"` (each frame once) the same run's maximum was 207,
+#: 298 and 308 ms. 120 ms (a bound of 168) sits between (2026-12-03; docs/TESTING.md).
+SLACK_MS = 120.0
 
 
 def _summary(ms: list[float]) -> str:
@@ -151,7 +158,7 @@ def test_commands_and_20mb_each_way(world: World, bulk_file: tuple[Path, str]) -
 
 def test_route_cut_mid_session_leaves_no_echo_gap(world: World) -> None:
     """The best route (up1-relay1: 2 of the 12 paths) dies mid-session: no echo waits longer
-    than the best surviving path's RTT + 50 ms."""
+    than the best surviving path's RTT + SLACK_MS (none waits for a resend)."""
     cut = ("up1", "relay1")
     best_surviving = min(route_rtt(u, v) for u, v in ROUTES if (u, v) != cut)
     echo = EchoSession(world, world.proxy(world.write_config(), "echo")).start()
