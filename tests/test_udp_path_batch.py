@@ -77,17 +77,36 @@ def test_frames_read_before_an_error_go_first(
     receiver, _ = pair
     owner = Owner()
     path = udp_path(receiver, owner)
-    reads: list[Any] = [([b"a"], None), ([b"b", b"c"], None), ConnectionRefusedError()]
 
     class Scripted:
         sock = receiver
 
-        def recv_frames(self) -> tuple[list[bytes], None]:
-            item = reads.pop(0)
-            if isinstance(item, Exception):
-                raise item
-            return item  # type: ignore[no-any-return]
+        def read_connected(self, batch: list[bytes], limit: int) -> None:
+            batch += [b"a", b"b", b"c"]
+            raise ConnectionRefusedError
 
     path._io = Scripted()  # type: ignore[assignment]
     path._readable()
     assert owner.calls == [(3, [b"a", b"b", b"c"]), ("error", 3)]
+
+
+@pytest.mark.parametrize("gro", [True, False])
+def test_a_gso_send_reads_back_as_its_datagrams(
+    pair: tuple[socket.socket, socket.socket], gro: bool
+) -> None:
+    """One `read_connected` per wake-up takes every datagram waiting, with or without GRO
+    (on loopback a GSO send reaches a UDP_GRO socket as one coalesced read, cut apart by the
+    control message's segment size), in order, up to its limit, the rest left waiting."""
+    receiver, sender = pair
+    io = BatchSocket(receiver, batching=gro)
+    assert io.gro is gro
+    frames = [bytes([i]) * 100 for i in range(9)] + [b"z" * 60]
+    BatchSocket(sender).send_frames(frames)
+    BatchSocket(sender).send_frames([b"y" * 80])
+    batch: list[bytes] = [b"before"]
+    io.read_connected(batch, 1 + len(frames))
+    assert batch == [b"before", *frames]
+    io.read_connected(batch, 100)
+    assert batch[-1] == b"y" * 80  # left waiting past the limit, read next time
+    io.read_connected(batch, 100)  # nothing waiting: returns, raises nothing
+    assert len(batch) == 2 + len(frames)

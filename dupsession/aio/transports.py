@@ -89,22 +89,17 @@ class UdpPath:
             return
         owner, path_id = self.owner, self.path_id
         batch: list[bytes] = []
-        while len(batch) < READ_BATCH:
-            try:
-                frames, _ = io.recv_frames()
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:  # ICMP unreachable and friends: the path is just silent
-                if batch:
-                    owner.path_frames(path_id, batch)
-                    batch = []
-                owner.path_error(path_id, failure_reason(exc))
-                # uvloop stops polling a socket after an error event: watch it afresh.
-                fd = io.sock.fileno()
-                self._loop.remove_reader(fd)
-                self._loop.add_reader(fd, self._readable)
-                return
-            batch += frames
+        try:
+            io.read_connected(batch, READ_BATCH)
+        except OSError as exc:  # ICMP unreachable and friends: the path is just silent
+            if batch:
+                owner.path_frames(path_id, batch)
+            owner.path_error(path_id, failure_reason(exc))
+            # uvloop stops polling a socket after an error event: watch it afresh.
+            fd = io.sock.fileno()
+            self._loop.remove_reader(fd)
+            self._loop.add_reader(fd, self._readable)
+            return
         if batch:
             owner.path_frames(path_id, batch)
 
