@@ -435,16 +435,17 @@ class Session(ReceiveData, Closing):
         """When the path's controller lets it send what waits for it, if anything does."""
         if path.state is PathState.DOWN or not path.writable:
             return None  # `transmit` skips a down or full path: its budget never refills
-        wake = path.cc.wake_at(path.rtt.srtt)
-        if wake is None:
-            return None
+        # asked only when something waits: `wake_at` is pure, and the common answer is that
+        # nothing does (an idle session's every timer: ~1/4 of get_timer's cost on 4 paths)
         if self.scheduler.waiting(path, self.sender):
-            return wake
-        if resends_waiting and wake > self._transmitted_at:
-            # Lost frames wait for a budget: wake when it grows, never for a path whose
-            # budget was there at the last transmit and took none of them (a tier or policy
-            # keeps it out): that would be a busy loop.
-            return wake
+            return path.cc.wake_at(path.rtt.srtt)
+        if resends_waiting:
+            wake = path.cc.wake_at(path.rtt.srtt)
+            if wake is not None and wake > self._transmitted_at:
+                # Lost frames wait for a budget: wake when it grows, never for a path whose
+                # budget was there at the last transmit and took none of them (a tier or
+                # policy keeps it out): that would be a busy loop.
+                return wake
         return None
 
     def _path_timeout(self) -> float:

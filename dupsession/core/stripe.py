@@ -9,9 +9,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from dupsession.core.paths import Path
+from dupsession.core.policy import Tier
 from dupsession.core.schedule_copies import fill_overflow, hand_out
 from dupsession.core.schedule_paths import (
     ACK_SLACK,
+    benched,
     budget_now,
     delivery_rate,
     frame_limit,
@@ -19,6 +21,8 @@ from dupsession.core.schedule_paths import (
     path_rto,
     rank,
     roles,
+    sendable,
+    stalled,
 )
 from dupsession.core.sender import Sender, SentFrame
 
@@ -32,6 +36,10 @@ Take = Callable[[Path, SentFrame, bool], None]
 class Stripe:
     """Each frame once, on the path expected to deliver it first (`stripe`); with
     `copy_spare`, spare budget copies frames in flight on other paths (`auto`)."""
+
+    #: Whether `schedule` takes its shortcut for a transmit with nothing to hand out (`_idle`);
+    #: tests/sim/test_idle_schedule.py turns it off to check that both ways run alike.
+    skip_idle = True
 
     __slots__ = (
         "copy_spare",
@@ -78,7 +86,10 @@ class Stripe:
         resend: list[SentFrame],
         rto: float,
     ) -> dict[int, list[bytes]]:
-        primary, overflow = roles(list(paths), now)
+        paths = list(paths)
+        if self.skip_idle and self._idle(now, paths, sender, resend):
+            return {}
+        primary, overflow = roles(paths, now)
         ranked, spare = rank(primary, now)
         budget = {p.path_id: budget_now(p, now) for p in ranked + spare}
         self.owd = {p.path_id: one_way_delay(p) for p in ranked + overflow + spare}
@@ -144,10 +155,69 @@ class Stripe:
             )
             self.next_new = max(self.next_new, self.overflow_next)
         self.reorder_spread = self._spread(ranked)
+        self._forget_reinjected(sender)
+        return out
+
+    def _forget_reinjected(self, sender: Sender) -> None:
         if len(self.reinjected) > 4096:
             low = sender.acked_below
             self.reinjected = {s for s in self.reinjected if s >= low}
-        return out
+
+    def _idle(self, now: float, paths: list[Path], sender: Sender, resend: list[SentFrame]) -> bool:
+        """Whether this transmit has nothing to hand out, and if so its bookkeeping done: the
+        state the full schedule would leave, without its roles, ranks, budgets and passes.
+
+        Most transmits of an interactive session are such: the copies of a keystroke that came
+        first on another path, the copies of its ACK (loopback, 2 UDP + 2 TCP: ~5 transmits
+        per keystroke at each end, each the whole schedule). Nothing to hand out means no
+        resend waits, no new frame, no single copy in flight overdue (nothing to re-inject),
+        every usable path's cursor at the newest frame (nothing to copy), no tiers (no
+        overflow, no quiet backups) and no stalled path (it would be left out of the ranks).
+        The full schedule then only moves these: the acknowledged copies leave `flight`, each
+        path's controller refills its budget (`budget_now`) and is told it left budget unused
+        (`hand_out`: app-limited), `stalled` retires a stall past STALL_RETRY, nothing is
+        starved, and the reorder spread is taken anew."""
+        self.next_new = next_new = max(self.next_new, sender.acked_below)
+        if resend or self.pending or next_new < sender.next_seq:
+            return False
+        in_flight = self._drop_acknowledged(now, sender)
+        if in_flight is None:
+            return False
+        usable = []
+        for path in paths:
+            if path.tier is not Tier.PRIMARY:
+                return False
+            if sendable(path):
+                if path.cursor < next_new:
+                    return False
+                usable.append(path)
+        if any(stalled(path, now) for path in usable):
+            return False  # `stalled` is idempotent: the full schedule's calls find the same
+        for path in usable:
+            budget_now(path, now)  # the controller's pacing clock moves as in `schedule`
+            hand_out(path, now, 0, 0, True, {}, [])
+        self.starved = set()
+        spread = 0.0
+        if in_flight:  # `_spread` over `rank`'s ranked paths: here the usable ones not benched
+            bench = benched(usable, now)
+            spread = self._spread([p for p in usable if p.path_id not in bench] or usable)
+        self.reorder_spread = spread
+        self._forget_reinjected(sender)
+        return True
+
+    def _drop_acknowledged(self, now: float, sender: Sender) -> bool | None:
+        """Drops the acknowledged single copies off the heads of `flight`, as `_reinject`
+        does; whether any is left in flight, None if one is overdue (a re-injection's)."""
+        frames = sender.frames
+        in_flight = False
+        for queue in self.flight.values():
+            while queue and queue[0][1] not in frames:
+                queue.popleft()
+            if queue:
+                if queue[0][0] <= now:
+                    return None
+                in_flight = True
+        return in_flight
 
     def _resend(
         self,
