@@ -35,9 +35,6 @@ PENDING_LIMIT = 256 * 1024
 #: ~40-220 bytes of objects (a view, its bytes), so a trickle of tiny reads held as pieces
 #: made PENDING_LIMIT of pending bytes take 5-55 MB (2-byte pushes) instead of 256 KiB.
 SMALL_PIECE = 512
-#: RACK's send order (`Sender.detect_lost`) is compacted past twice the frames held plus this
-#: many entries: stale ones pile up behind a frame held in flight long (a stalled path).
-SEND_ORDER_SLACK = 1024
 
 
 @dataclass(slots=True)
@@ -56,10 +53,6 @@ class SentFrame:
     #: policy honours it; a stream path never loses one: one copy there).
     copies: int = 1
     on_paths: int = 0  #: bit i: a copy went on path i (striping policies; see `_finish`)
-
-
-def _seq(frame: SentFrame) -> int:
-    return frame.seq
 
 
 class Sender:
@@ -103,13 +96,6 @@ class Sender:
         #: that, by more than the reorder window, and still unacknowledged, is lost.
         self.rack_sent_at = float("-inf")
         self.largest_acked = -1
-        #: (send time, frame number) of every round's first copy, in send order: RACK's
-        #: candidates, oldest first (`detect_lost`). An entry goes stale when its frame is
-        #: acknowledged or sent again (the newer entry holds it then).
-        self._send_order: deque[tuple[float, int]] = deque()
-        #: False once a send went out at an earlier time than the one before it (a clock that
-        #: stepped back): `detect_lost` then walks every frame, as it did before the order.
-        self._in_order = True
         self.lost_detected = 0
         #: When an ACK last acknowledged anything new (the session sets it): a resend after
         #: that is not backed off, since the path is delivering.
@@ -325,60 +311,10 @@ class Sender:
         """RACK: unacknowledged frames below the highest acknowledged one that were sent at
         least `reorder` seconds before the most recently sent acknowledged frame are lost.
 
-        Returns the lost frames, in frame-number order (their resend deadline disarmed: the
-        caller resends them) and when the next frame would cross that line (`rack_rtt` after
-        the acknowledged frame's send, plus `reorder`), if any is waiting for it.
-
-        The frames are taken in send order and the walk stops at the first one still waiting
-        for the line: every frame sent after it crosses the line later. Walked in frame-number
-        order instead, every ACK went over each frame in flight below the highest acknowledged
-        one, and with two paths of different delay that is all of the slower path's flight
-        (~68 us per ACK in sim_under_load's download; contrib/bench/send_cost.py).
+        Returns the lost frames (their resend deadline disarmed: the caller resends them) and
+        when the next frame would cross that line (`rack_rtt` after the acknowledged frame's
+        send, plus `reorder`), if any is waiting for it.
         """
-        if not self._in_order:
-            return self._detect_lost_walk(now, reorder, rack_rtt)
-        lost: list[SentFrame] = []
-        wake: float | None = None
-        largest, rack, frames, order = (
-            self.largest_acked,
-            self.rack_sent_at,
-            self.frames,
-            self._send_order,
-        )
-        while order:  # drop the stale head: acknowledged, or sent again since
-            sent = frames.get(order[0][1])
-            if sent is not None and sent.sent_at == order[0][0]:
-                break
-            order.popleft()
-        for sent_at, seq in order:
-            if sent_at > rack:
-                break  # sent after the acknowledged frame, and so is every later entry
-            if seq >= largest:
-                continue
-            sent = frames.get(seq)
-            if sent is None or not sent.armed or sent.sent_at != sent_at:
-                continue  # acknowledged, already queued for a resend, or a stale entry
-            if sent_at + reorder <= rack:
-                sent.armed = False
-                lost.append(sent)
-            else:
-                at = sent_at + rack_rtt + reorder
-                if at <= now:
-                    sent.armed = False
-                    lost.append(sent)
-                else:  # the earliest to cross the line: every later entry crosses it later
-                    wake = at
-                    break
-        if len(lost) > 1:
-            lost.sort(key=_seq)  # resends go oldest first, as the frame-number walk gave them
-        self.lost_detected += len(lost)
-        return lost, wake
-
-    def _detect_lost_walk(
-        self, now: float, reorder: float, rack_rtt: float
-    ) -> tuple[list[SentFrame], float | None]:
-        """`detect_lost` over every unacknowledged frame, in frame-number order: for sends
-        whose times went backwards, where the send order is not the order of send times."""
         lost: list[SentFrame] = []
         wake: float | None = None
         largest, rack = self.largest_acked, self.rack_sent_at
@@ -399,19 +335,6 @@ class Sender:
                     wake = at
         self.lost_detected += len(lost)
         return lost, wake
-
-    def _note_send(self, now: float, seq: int) -> None:
-        """A round's first copy left at `now`: RACK's send order (`detect_lost`)."""
-        order = self._send_order
-        if order and now < order[-1][0]:
-            self._in_order = False
-        order.append((now, seq))
-        if len(order) > 2 * len(self.frames) + SEND_ORDER_SLACK:
-            # Stale entries behind a long-lived head (a frame held in flight): keep the rest.
-            frames = self.frames
-            self._send_order = deque(
-                (at, s) for at, s in order if (f := frames.get(s)) is not None and f.sent_at == at
-            )
 
     def on_peer_window(self, window_end: int, cumulative: int) -> bool:
         """The peer's advertised window end from an ACK (with its cumulative point); True when
@@ -447,7 +370,6 @@ class Sender:
         frame.sends = sends + 1
         frame.sent_at = now
         frame.armed = True
-        self._note_send(now, frame.seq)
         if sends:
             self.retransmissions += 1
             # Back off only while nothing gets through (RFC 9002 resets its PTO count on any
@@ -478,7 +400,6 @@ class Sender:
             frame.sent_at = now
             frame.armed = True
             frame.deadline = deadline
-            self._note_send(now, frame.seq)
         self._arm_all([frame.seq for frame in frames], deadline)
 
     def defer(self, frame: SentFrame, deadline: float) -> None:
