@@ -4,7 +4,7 @@ client asked, and a malformed value is never answered."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dupsession.core import negotiate, wire
@@ -21,6 +21,9 @@ schedules = st.builds(
 )
 
 
+# No per-example deadline: the bodies take 0-11 ms, but one stall of the shared VM
+# (100+ ms seen beside other work) would fail the run as Flaky (review L16).
+@settings(deadline=None)
 @given(schedules)
 def test_schedule_round_trips_and_the_exit_follows_it(schedule: Schedule) -> None:
     assert Schedule.decode(schedule.encode()) == schedule

@@ -52,14 +52,20 @@ COPY_RATE = 50_000
 #: in a 3.9 s upload on 3374f29); the bound is at least this, between the two.
 COPY_FLOOR = 500_000
 TRANSFER_TIMEOUT = 90.0
-#: Allowed above the best surviving path's RTT for any echo around a cut. It bounds a maximum
-#: over ~130 echoes, so one scheduling stall anywhere fails it: at 50 ms (until this change)
-#: a run beside two busy loops on the 2 cores failed at 101.5 ms with the worst echo *before*
-#: the cut as slow (102.1); quiet 55.6, busy 83.7, 101.5 and, beside other tests, 122.9 ms
-#: (136.3 before that cut; best surviving RTT 48). What it guards, an echo whose only copy
-#: must be resent: with `policy = "stripe"` (each frame once) the same run's maximum was 207,
-#: 298 and 308 ms. 120 ms (a bound of 168) sits between (2026-12-03; docs/TESTING.md).
-SLACK_MS = 120.0
+#: Allowed above the best surviving path's RTT for any echo around a cut: issue 3's target
+#: ("no echo gap longer than the best surviving path's RTT + 50 ms").
+SLACK_MS = 50.0
+#: The bound is a maximum over ~130 echoes, so one scheduling stall of the machine anywhere
+#: fails it: beside two busy loops on the 2 cores a run failed at 101.5 ms with the worst echo
+#: *before* the cut as slow (102.1); quiet 55.6, busy 83.7, 101.5 and, beside other tests,
+#: 122.9 ms (136.3 before that cut; best surviving RTT 48). So the same session's echoes before
+#: the cut are the control: the cut may cost no more than SLACK_MS above the worst stall they
+#: showed over their median (review L14, 2026-12-03), up to NOISE_CAP_MS: a policy whose own
+#: tail is long stalls before the cut too, and must not buy itself a looser bound. What it
+#: guards, an echo whose only copy must be resent: with `policy = "stripe"` (each frame once)
+#: the maximum was 207-308 ms (279.5 and 284.3 with pre-cut "noise" of 212-247 ms of its own).
+NOISE_CAP_MS = 70.0
+CONTROL_SETTLE = 1.0  #: s after the session starts before its echoes count as the control
 
 
 def _summary(ms: list[float]) -> str:
@@ -158,7 +164,8 @@ def test_commands_and_20mb_each_way(world: World, bulk_file: tuple[Path, str]) -
 
 def test_route_cut_mid_session_leaves_no_echo_gap(world: World) -> None:
     """The best route (up1-relay1: 2 of the 12 paths) dies mid-session: no echo waits longer
-    than the best surviving path's RTT + SLACK_MS (none waits for a resend)."""
+    than the best surviving path's RTT + SLACK_MS, beyond the stalls the same session showed
+    before the cut (none waits for a resend)."""
     cut = ("up1", "relay1")
     best_surviving = min(route_rtt(u, v) for u, v in ROUTES if (u, v) != cut)
     echo = EchoSession(world, world.proxy(world.write_config(), "echo")).start()
@@ -167,7 +174,7 @@ def test_route_cut_mid_session_leaves_no_echo_gap(world: World) -> None:
     world.set_routes([cut], down=True)
     time.sleep(6.0)
     _finish(world, echo)
-    before = echo.latencies(until=cut_at)
+    before = echo.latencies(since=echo.started + CONTROL_SETTLE, until=cut_at)
     after = echo.latencies(since=cut_at - 0.5)
     arrivals = [t for _, t in echo.received]
     gaps = [(b - a) * 1000 for a, b in itertools.pairwise(arrivals)]
@@ -176,8 +183,12 @@ def test_route_cut_mid_session_leaves_no_echo_gap(world: World) -> None:
         f"longest silence between echoes: {max(gaps):.1f} ms (writer period "
         f"{echo.interval * 1000:.0f} ms); best surviving RTT {best_surviving:.0f} ms"
     )
-    assert len(after) > 100
-    assert max(after) <= best_surviving + SLACK_MS, world.diagnostics(echo.proxy)
+    assert len(after) > 100 and len(before) > 40
+    # the machine's stalls, not the cut's (capped: see NOISE_CAP_MS)
+    noise = min(NOISE_CAP_MS, max(0.0, max(before) - statistics.median(before)))
+    bound = best_surviving + SLACK_MS + noise
+    print(f"bound {best_surviving:.0f} + {SLACK_MS:.0f} + noise {noise:.1f} = {bound:.1f} ms")
+    assert max(after) <= bound, world.diagnostics(echo.proxy)
     _one_session(world)
     world.check_logs_clean()
 

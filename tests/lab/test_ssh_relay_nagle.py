@@ -2,10 +2,11 @@
 
 Measured on the lab, where delay is per packet (unlike a TCP-terminating loopback shim), so
 sshd's Nagle against the client's delayed ACKs shows: without the pty session it costs 26-33 ms
-at the median here. Issue 8's figure (an SSH relay within 2 ms of a TCP relay) is the shim
-test's, tests/e2e/test_ssh_relay.py; on the lab, with ssh, sshd, relayd and the emulator
-sharing two cores, the SSH relay's own work (sshd's crypto, one more process hop) measured
-1.3-2.1 ms, so this test bounds it at 5 ms: far below Nagle, above the machine's noise.
+at the median here. Issue 3's figure (an SSH relay path adds under 2 ms to its route) is the
+shim test's, tests/e2e/test_ssh_relay.py, held there against a TCP relay hop; on the lab, with
+ssh, sshd, relayd and the emulator sharing two cores, the SSH relay's own work (sshd's crypto,
+one more process hop) measured 0.7-2.1 ms, so this test bounds it at 5 ms: far below Nagle,
+above the machine's noise.
 
 The same route up1 -> relay2 -> server is used three ways, one session each, all three typing
 at once: through `relayd relay` over TCP, through relay2's sshd with the pty session
