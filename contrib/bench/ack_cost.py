@@ -16,7 +16,6 @@ changes the counts too, and they are printed beside the times.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -73,12 +72,7 @@ class Meter:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mb", type=float, default=20.0)
-    parser.add_argument("--loss", type=float, default=5.0, help="percent, each way (UDP)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=1, help="runs; the cheapest is reported")
-    args = parser.parse_args()
+    args = sim_under_load.cost_arguments(__doc__, loss=5.0)
     meter = Meter()
     meter.install()
     best: tuple[float, float, int, int] | None = None

@@ -15,7 +15,6 @@ counts (a tree that changes behaviour changes them).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
@@ -73,12 +72,7 @@ class Meter:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mb", type=float, default=20.0)
-    parser.add_argument("--loss", type=float, default=0.0, help="percent, each way (UDP)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=1, help="runs; the cheapest is reported")
-    args = parser.parse_args()
+    args = sim_under_load.cost_arguments(__doc__, loss=0.0)
     best: Meter | None = None
     for _ in range(args.repeat):
         meters: list[Meter] = []

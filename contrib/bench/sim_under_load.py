@@ -143,6 +143,17 @@ def count_transmits(driver: SessionDriver) -> dict[str, int]:
     return counts
 
 
+def cost_arguments(doc: str, loss: float) -> argparse.Namespace:
+    """The arguments of the cost benches that time one simulated download's calls
+    (ack_cost.py, send_cost.py): its size, loss and seed, and runs of which the cheapest counts."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--mb", type=float, default=20.0)
+    parser.add_argument("--loss", type=float, default=loss, help="percent, each way (UDP)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="runs; the cheapest is reported")
+    return parser.parse_args()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=float, default=40.0)
