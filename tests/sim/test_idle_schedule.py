@@ -18,7 +18,10 @@ from hypothesis import strategies as st
 
 import tests.sim.network as network
 from dupsession.core.negotiate import Features
-from dupsession.core.policy import Policy, Schedule
+from dupsession.core.paths import Path
+from dupsession.core.policy import Policy, Schedule, Tier
+from dupsession.core.schedule_paths import sendable, stalled
+from dupsession.core.sender import Sender
 from dupsession.core.session import Session
 from dupsession.core.stripe import Stripe
 from tests.sim.echo import EchoSimulation
@@ -160,3 +163,105 @@ def test_an_echoed_keystroke_takes_the_shortcut_on_most_transmits() -> None:
         sim.run(3.0)
     assert len(sim.rtts) == 40
     assert sum(taken) >= 0.4 * len(taken), (sum(taken), len(taken))
+
+
+def _echo(
+    specs: Callable[[], list[PathSpec]], schedule: Schedule, burst: int, keystrokes: int = 12
+) -> Callable[[], Simulation]:
+    """Typing at 20 ms a keystroke, with a `burst`-byte transfer 0.3 s in (0: none); the
+    paths made anew for each run (a `Bottleneck` keeps its queue)."""
+
+    def make() -> Simulation:
+        sim = EchoSimulation(
+            specs(), 3, keystrokes, 0.02, start=0.2, features=Features(schedule=schedule)
+        )
+        if burst:
+            at = network.START + 0.3
+            sim.client.writes = deque(sorted([*sim.client.writes, (at, bytes(burst))]))
+            sim._push(at, sim.client, network.Wake())
+        return sim
+
+    return make
+
+
+def _udp(delay: float = 0.005, **up: Any) -> PathSpec:
+    return PathSpec(LinkSpec(delay=delay, **up), LinkSpec(delay=delay))
+
+
+#: Each case is a condition of `Stripe._idle` that a sampled session seldom meets; each fails
+#: with that condition dropped from `_idle` (mutants K4, K5, K8 of review L18).
+CASES = {
+    # K5: a backup path kept quiet, an overflow path filled only past the primaries' queue:
+    # `roles` decides, which the shortcut skips.
+    "backup": (lambda: [_udp(), _udp(0.002)], Schedule(Policy.AUTO, tiers=((1, Tier.BACKUP),)), 0),
+    "overflow": (
+        lambda: [_udp(), _udp(0.002)],
+        Schedule(Policy.STRIPE, tiers=((1, Tier.OVERFLOW),)),
+        20_000,
+    ),
+    # K4: one path dies 0.25 s in, while typing: it stalls, and `rank` leaves it out.
+    "stall": (lambda: [_udp(), _udp(0.002, outages=((0.25, 9.0),))], Schedule(Policy.AUTO), 0),
+    # K8: a slow path's budget runs out in a transfer a fast one takes the rest of (its cursor
+    # behind the newest frame), then typing goes on. K3 (`starved` left set) is not killed
+    # here: no quiet transmit in these cases (nor in 2 UDP paths, a TCP and a UDP one, 30 %
+    # loss, a bottlenecked fast path; 3-60 kB transfers, auto and stripe) found `starved`
+    # set: the full schedule that hands out the last frame clears it in `_assign`, and only a
+    # path ranked before one that took the rest would be left in it. The check below asks
+    # anyway.
+    "lagging": (
+        lambda: [_udp(0.002), _udp(0.03, bottleneck=network.Bottleneck(100_000, queue=0.05))],
+        Schedule(Policy.AUTO),
+        60_000,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_idle_shortcut_matches_the_full_schedule_where_it_must_step_aside(case: str) -> None:
+    specs, schedule, burst = CASES[case]
+    make = _echo(specs, schedule, burst)
+    full = trace(make, 1.2, idle=False)
+    short = trace(make, 1.2, idle=True)
+    assert len(full) == len(short)
+    for at, (a, b) in enumerate(zip(full, short, strict=True)):
+        assert a == b, f"transmit {at} differs: {a[:2]}"
+
+
+@pytest.mark.parametrize(
+    ("case", "met"),
+    [
+        ("backup", "tier"),
+        ("overflow", "tier"),
+        ("stall", "stalled"),
+        ("lagging", "lagging"),
+    ],
+)
+def test_idle_shortcut_steps_aside_for_each_of_its_conditions(case: str, met: str) -> None:
+    """Each case meets its condition at a transmit with nothing new to send, where the
+    shortcut must step aside (tiers, a stalled or lagging path) or must clear `starved`.
+    The traces above need not differ there (the full schedule may do what the shortcut
+    would); this asks the shortcut itself."""
+    specs, schedule, burst = CASES[case]
+    idle = Stripe._idle
+    seen: list[str] = []
+
+    def checked(
+        self: Stripe, now: float, paths: list[Path], sender: Sender, resend: list[Any]
+    ) -> bool:
+        newest = max(self.next_new, sender.acked_below)
+        quiet = not resend and not self.pending and newest >= sender.next_seq
+        tier = any(p.tier is not Tier.PRIMARY for p in paths)
+        usable = [p for p in paths if sendable(p)]
+        lags = any(p.cursor < newest for p in usable)
+        stall = any(stalled(p, now) for p in usable)
+        taken = idle(self, now, paths, sender, resend)
+        if quiet:
+            seen.extend(n for n, c in [("tier", tier), ("lagging", lags), ("stalled", stall)] if c)
+            assert not (taken and (tier or lags or stall)), (now, tier, lags, stall)
+            assert not (taken and self.starved), (now, self.starved)
+        return taken
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Stripe, "_idle", checked)
+        _echo(specs, schedule, burst)().run(1.2)
+    assert met in seen, seen
