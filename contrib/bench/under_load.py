@@ -315,7 +315,8 @@ class Bench:
         if method.kind == "dupsession":
             config = self.dupsession_config(method)
             if self.typing_exit is not None:  # the same paths, to the typing session's exit
-                text = config.read_text().replace(f":{EXIT_PORT}?", f":{TYPING_EXIT_PORT}?")
+                paths = len(ROUTES) * len(self.args.paths)
+                text = to_typing_exit(config.read_text(), paths)
                 config = config.with_name(f"typing-{config.name}")
                 config.write_text(text)
             proxy = world.proxy(config, f"{method.policy}-typing")
@@ -608,6 +609,17 @@ def report(tag: str, results: list[Result], bench: Bench) -> list[str]:
     return lines
 
 
+def to_typing_exit(config: str, paths: int) -> str:
+    """`config` (a `write_paths_config` text of `paths` paths to the exit) sent to the typing
+    session's own relayd. Every path must move: one left on the shared relayd would make a
+    run titled "on its own relayd" a shared one, unseen (review L7)."""
+    old, new = f":{EXIT_PORT}?", f":{TYPING_EXIT_PORT}?"
+    found = config.count(old)
+    if found != paths:
+        raise ValueError(f"{found} of {paths} paths to the exit found as '{old}' in {config!r}")
+    return config.replace(old, new)
+
+
 def run_tag(loss: float, args: Any) -> str:
     """The run's name in every headline and PASS/MISS line: the loss rate, and what makes the
     run other than a plain one (a variant of the scenario, or a diagnosis beside it)."""
@@ -665,9 +677,11 @@ def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> No
                     flush=True,
                 )
         finally:
-            if bench is not None and bench.typing_exit is not None:
-                bench.typing_exit.stop()
-            world.close()
+            try:  # a stop that fails (a timeout) must not leave the lab up on a shared machine
+                if bench is not None and bench.typing_exit is not None:
+                    bench.typing_exit.stop()
+            finally:
+                world.close()
     if args.breakdown:  # the emulator wrote its record as the lab stopped
         logs = sorted(tmp.glob("packets-*.json"))
         rows: list[Row] = [tuple(row) for row in json.loads(logs[-1].read_text())] if logs else []

@@ -11,7 +11,7 @@ from argparse import Namespace
 
 import pytest
 
-from contrib.bench.under_load import run_tag
+from contrib.bench.under_load import EXIT_PORT, TYPING_EXIT_PORT, run_tag, to_typing_exit
 
 
 def args(**changed: object) -> Namespace:
@@ -47,3 +47,14 @@ def test_a_diagnosis_or_a_variant_is_in_the_runs_name(
     changed: dict[str, object], said: str
 ) -> None:
     assert run_tag(5.0, args(**changed)) == f"5 % loss, {said}"
+
+
+def test_own_typing_exit_moves_every_path_or_says_so() -> None:
+    """`--typing-exit own` rewrites every exit path's port, or stops (review L7)."""
+    url = f"udp://198.18.0.1:{EXIT_PORT}?bind=198.18.1.1&via=server"
+    config = f'paths = ["{url}", "{url.replace("udp", "tcp")}"]\n'
+    moved = to_typing_exit(config, 2)
+    assert moved.count(f":{TYPING_EXIT_PORT}?") == 2
+    assert f":{EXIT_PORT}?" not in moved
+    with pytest.raises(ValueError, match="1 of 2 paths"):
+        to_typing_exit(config.replace(f"{EXIT_PORT}?bind", f"{EXIT_PORT}/?bind", 1), 2)
