@@ -48,9 +48,22 @@ class EchoMeter:
 
 
 async def type_keystrokes(
-    client: Client, meter: EchoMeter, seconds: float, interval: float = KEYSTROKE_INTERVAL
+    client: Client,
+    meter: EchoMeter,
+    seconds: float,
+    interval: float = KEYSTROKE_INTERVAL,
+    start: float | None = None,
 ) -> None:
-    """Type one keystroke every `interval` for `seconds`, then let the echoes settle."""
+    """Type one keystroke every `interval` for `seconds`, then let the echoes settle. With a
+    `start`, keystroke k goes at `start + k * interval`: a fixed phase, so sessions typing at
+    once a fraction of `interval` apart never take the same loop turn, nor do their echoes."""
+    if start is not None:
+        for counter in range(int(seconds / interval)):
+            await asyncio.sleep(max(0.0, start + counter * interval - time.monotonic()))
+            meter.sent[counter] = time.monotonic()
+            client.local_data(RECORD.pack(counter))
+        await asyncio.sleep(SETTLE)
+        return
     counter = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

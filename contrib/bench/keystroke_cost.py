@@ -25,13 +25,9 @@ import tempfile
 import threading
 import time
 
+from overhead import cpu_seconds  # the script's directory is on sys.path
+
 PATHS = ("udp", "udp", "tcp", "tcp")
-
-
-def cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def one(tree: str, port: int, count: int, interval: float) -> tuple[float, float, int]:
@@ -72,7 +68,7 @@ def one(tree: str, port: int, count: int, interval: float) -> tuple[float, float
 
             threading.Thread(target=read, daemon=True).start()
             time.sleep(2)
-            r0, c0 = cpu(relayd.pid), cpu(client.pid)
+            r0, c0 = cpu_seconds(relayd.pid), cpu_seconds(client.pid)
             start = time.monotonic()
             assert client.stdin is not None
             for i in range(count):
@@ -80,8 +76,8 @@ def one(tree: str, port: int, count: int, interval: float) -> tuple[float, float
                 delay = start + (i + 1) * interval - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            relay_ms = (cpu(relayd.pid) - r0) / count * 1e3
-            client_ms = (cpu(client.pid) - c0) / count * 1e3
+            relay_ms = (cpu_seconds(relayd.pid) - r0) / count * 1e3
+            client_ms = (cpu_seconds(client.pid) - c0) / count * 1e3
             return relay_ms, client_ms, echoes[0]
         finally:
             for proc in (client, relayd, socat):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from dupsession.client import Client
 from dupsession.core import wire
-from dupsession.echo import RECORD, SETTLE, EchoMeter, open_echo_session
+from dupsession.echo import EchoMeter, open_echo_session, type_keystrokes
 from dupsession.pathspec import PathSpec, parse_path
 from dupsession.settings import ClientSettings
 from dupsession.testing.shim import Impairment
@@ -75,16 +75,6 @@ def _tcp_relay(exit_: Relay, log: Path) -> Iterator[int]:
         stop_process(process)
 
 
-async def _type_on_schedule(client: Client, meter: EchoMeter, start: float) -> None:
-    """Keystroke k at `start + k * INTERVAL`: a fixed phase, so sessions typing at once a
-    fraction of INTERVAL apart never take the same loop turn, nor do their echoes."""
-    for counter in range(int(TYPING / INTERVAL)):
-        await asyncio.sleep(max(0.0, start + counter * INTERVAL - time.monotonic()))
-        meter.sent[counter] = time.monotonic()
-        client.local_data(RECORD.pack(counter))
-    await asyncio.sleep(SETTLE)
-
-
 def _echo_p50s(
     shims: ShimThread, relay: Relay, specs: tuple[PathSpec, ...]
 ) -> tuple[list[float], list[Client]]:
@@ -105,7 +95,10 @@ def _echo_p50s(
 
         async def type_all() -> None:
             await asyncio.gather(
-                *(_type_on_schedule(c, m, at) for (c, m), at in zip(sessions, phases, strict=True))
+                *(
+                    type_keystrokes(c, m, TYPING, INTERVAL, start=at)
+                    for (c, m), at in zip(sessions, phases, strict=True)
+                )
             )
 
         shims.run(type_all())
