@@ -200,7 +200,8 @@ async def serve(
     if reload is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: _reload(server, reload))
     await stop.wait()
-    log.info("shutting down: closing %d session(s)", len(server.sessions))
+    remote = len(server.workers.sessions) if server.workers is not None else 0
+    log.info("shutting down: closing %d session(s)", len(server.sessions) + remote)
     for close in closers:
         close()
     await server.close()
@@ -216,7 +217,7 @@ def daemon_facts(server: ExitServer, started: float) -> Callable[[], dict[str, A
         assert server.address is not None
         host, port = server.address[:2]
         listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        return {
+        facts = {
             "version": version(),
             "listen": [f"udp+tcp {listen}"],
             "allow": sorted(
@@ -225,6 +226,9 @@ def daemon_facts(server: ExitServer, started: float) -> Callable[[], dict[str, A
             "max_sessions": server.limits.max_sessions,
             "uptime": time.monotonic() - started,
         }
+        if server.workers is not None:
+            facts["session_processes"] = server.workers.facts()
+        return facts
 
     return facts
 

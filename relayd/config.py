@@ -54,8 +54,18 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
             continue  # defined with the other serve flags
         numeric = float if _LIMITS[name] in (float, "float") else int
         serve.add_argument(
-            flag, type=numeric, default=None, metavar="N", help=f"limit (default {_default(name)})"
+            flag,
+            type=numeric,
+            default=None,
+            metavar="N",
+            help=_HELP.get(name, "limit") + f" (default {_default(name)})",
         )
+
+
+_HELP = {
+    "session_processes": "serve each new session in a worker process of its own, at most N "
+    "at once (beyond: in this process); 0: every session in this process",
+}
 
 
 def _default(name: str) -> object:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 
 from dupsession.aio.driver import SessionDriver
 from dupsession.aio.udp import BatchSocket
@@ -21,13 +21,22 @@ TARGET_CONNECT_TIMEOUT = 10.0
 TARGET_HIGH_WATER = 1024 * 1024
 
 
+class DatagramSender(Protocol):
+    """Where a datagram path's frames go out: the listener's `BatchSocket`, or a session
+    worker's per-address sockets (relayd/worker.py)."""
+
+    def send_frames(self, frames: list[bytes], addr: tuple[str, int] | None = None) -> None: ...
+
+
 class UdpPathReply:
     """A datagram path's sink: frames go where the session's address book says (the validated
     address, or within the anti-amplification budget an unvalidated one)."""
 
     datagram = True
 
-    def __init__(self, io: BatchSocket, book: PathAddresses[tuple[str, int]], path_id: int) -> None:
+    def __init__(
+        self, io: DatagramSender, book: PathAddresses[tuple[str, int]], path_id: int
+    ) -> None:
         self.io = io
         self.book = book
         self.path_id = path_id
@@ -43,10 +52,11 @@ class UdpReply:
 
     datagram = True
 
-    def __init__(self, sock: BatchSocket | socket.socket, addr: tuple[str, int]) -> None:
+    def __init__(self, sock: DatagramSender | socket.socket, addr: tuple[str, int]) -> None:
         # The listener's shared socket, with GSO batching when the server set it up.
-        self.io = sock if isinstance(sock, BatchSocket) else BatchSocket(sock, batching=False)
-        self.sock = self.io.sock
+        self.io: DatagramSender = (
+            BatchSocket(sock, batching=False) if isinstance(sock, socket.socket) else sock
+        )
         self.addr = addr
 
     def send_frames(self, frames: list[bytes]) -> None:

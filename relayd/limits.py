@@ -38,6 +38,9 @@ class Limits:
     #: A session whose every path is a TCP connection, all closed by the client, is freed after
     #: this long (s) instead of the full grace period: a live client reconnects within seconds.
     orphan_grace: float = 60.0
+    #: Serve each new session in a worker process of its own, at most this many at once
+    #: (beyond: in the main process); 0: every session in the main process (relayd/workers.py).
+    session_processes: int = 0
 
     def check(self) -> None:
         """Raise ValueError naming the first limit that makes no sense."""
@@ -54,6 +57,8 @@ class Limits:
         for name in ("handshake_timeout", "orphan_grace"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"limit {name} must be above 0 seconds")
+        if self.session_processes < 0:
+            raise ValueError("limit session_processes must be at least 0")
         if self.session_buffer < 64 * 1024:
             raise ValueError("limit session_buffer must be at least 65536 bytes")
 

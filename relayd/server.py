@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import pickle
 import resource
 import socket
 import time
@@ -46,10 +48,12 @@ from dupsession.core.handshake import (
 from dupsession.core.session import Role, Session, SessionConfig, SessionState
 from dupsession.pathspec import PathSpecError, parse_hostport
 from dupsession.report import PathReport, SessionReport
+from relayd import channel
 from relayd.acl import AllowList
 from relayd.exit import TARGET_HIGH_WATER, ExitSession, UdpPathReply, UdpReply
 from relayd.limits import Limits, PerSourceBuckets, RateLimitedLog, TokenBucket
 from relayd.replay import ReplayJournal
+from relayd.workers import Worker, WorkerPool
 
 log = logging.getLogger("relayd")
 _DATA = int(wire.FrameType.DATA)
@@ -147,12 +151,16 @@ class _StreamConnection(asyncio.BufferedProtocol):
 
     datagram = False
 
-    def __init__(self, server: ExitServer) -> None:
+    def __init__(self, server: ExitServer, initial: bytes = b"") -> None:
         self.server = server
         self.deframer = framing.BufferedDeframer()
         self.transport: asyncio.Transport | None = None
         self.session: ExitSession | None = None
         self.path_id: int | None = None
+        #: A session worker's: what the dispatcher read before it passed the connection on.
+        self.initial = initial
+        #: Set by `ExitServer.stream_frame`: the session is a worker's, pass the connection on.
+        self.handoff: Worker | None = None
 
         self.peer: tuple[str, int] = ("?", 0)
         self._deadline: asyncio.TimerHandle | None = None
@@ -175,6 +183,13 @@ class _StreamConnection(asyncio.BufferedProtocol):
         self._deadline = asyncio.get_running_loop().call_later(
             self.server.limits.handshake_timeout, self._handshake_timeout
         )
+        initial, self.initial = self.initial, b""
+        for start in range(0, len(initial), framing.READ_SIZE):
+            chunk = initial[start : start + framing.READ_SIZE]
+            self.get_buffer(len(chunk))[: len(chunk)] = chunk
+            self.buffer_updated(len(chunk))
+            if self.transport is None or self.transport.is_closing():
+                break
 
     def _handshake_timeout(self) -> None:
         self._deadline = None
@@ -222,11 +237,35 @@ class _StreamConnection(asyncio.BufferedProtocol):
                 frames = []
             if batch:
                 session.driver.frames_received(batch, path_id)
-        for frame in frames:
+        for i, frame in enumerate(frames):
             if not self.server.stream_frame(self, frame):
-                self.drop()
+                if self.handoff is not None:
+                    self._hand_over(self.handoff, frames[i:])
+                else:
+                    self.drop()
                 break
         self.server.prompt()
+
+    def _hand_over(self, worker: Worker, frames: list[bytes]) -> None:
+        """Pass the connection to the session's worker with every byte read and not yet
+        handled (these frames, then the partial one): the worker reads on where we stop, so
+        no byte is lost or read twice. If the channel cannot take it, the connection is
+        dropped (the client's path reconnects)."""
+        data = framing.pack(frames) + self.deframer.pending()
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            fd = os.dup(sock.fileno())
+            try:
+                sent = worker.send_stream(fd, self.peer, data)
+            finally:
+                os.close(fd)  # the worker holds its own copy now (or none: dropped)
+            if not sent:
+                log.warning("session worker %d: cannot pass a connection on", worker.pid)
+        self.bound()  # no longer ours to time or count
+        if transport is not None:
+            # Closes our descriptor only: the connection lives on in the worker.
+            transport.abort()
 
     def pause_writing(self) -> None:
         self._writable(False)
@@ -297,6 +336,9 @@ class _UdpBatch:
 
 
 class ExitServer:
+    #: False in a session worker (relayd/worker.py), which never starts workers itself.
+    spawns_workers = True
+
     def __init__(self, config: ExitConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.clock = clock  #: monotonic seconds, for every session's driver and the tables
@@ -322,6 +364,8 @@ class ExitServer:
         self._journal: ReplayJournal | None = None
         if config.state_dir is not None:
             self._journal = ReplayJournal(config.state_dir)
+        #: `--session-processes N`: sessions served by worker processes (relayd/workers.py).
+        self.workers: WorkerPool | None = None
 
     @property
     def handshake(self) -> ServerHandshake:
@@ -341,7 +385,10 @@ class ExitServer:
                 len(remembered),
             )
         host, port = self.config.listen
-        udp = await bind_udp(host, port)
+        if self.limits.session_processes > 0 and self.spawns_workers:
+            udp = await self._group_listener(host, port)
+        else:
+            udp = await bind_udp(host, port)
         self._udp = udp
         self._udp_io = BatchSocket(udp)
         bound_port = udp.getsockname()[1]
@@ -351,7 +398,27 @@ class ExitServer:
         )
         self._loop.add_reader(udp.fileno(), self._udp_readable)
         self.address = (udp.getsockname()[0], bound_port)
+        if self.limits.session_processes > 0 and self.spawns_workers:
+            self.workers = WorkerPool(
+                self._worker_config, self.limits.session_processes, self._udp_frame
+            )
+            self.workers.start()
+            log.info("sessions in worker processes: at most %d", self.limits.session_processes)
         log.info("relayd exit listening on %s:%d (udp+tcp)", *self.address)
+
+    async def _group_listener(self, host: str, port: int) -> socket.socket:
+        """The UDP listener as the first socket of a reuseport group (relayd/reuseport.py)."""
+        from relayd import reuseport
+
+        infos = await self._loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        return reuseport.listener(str(infos[0][4][0]), port)
+
+    def _worker_config(self) -> bytes:
+        """The CONFIG message for a session worker: this configuration without the state
+        directory (the replay journal is the dispatcher's alone), and the listen address."""
+        config = replace(self.config, state_dir=None)
+        level = logging.getLogger().getEffectiveLevel()
+        return channel.CONFIG + pickle.dumps((config, self.address, level))
 
     def reconfigure(self, config: ExitConfig) -> None:
         """SIGHUP: new allow-list, limits and keys; live sessions stay (but those of a key no
@@ -368,12 +435,17 @@ class ExitServer:
         self.config = config
         self.limits = limits
         self.session_config = config.session_config()
+        if self.workers is not None:
+            self.workers.reconfigure(limits.session_processes)
+        elif limits.session_processes > 0 and self.spawns_workers:
+            log.warning("reload: session_processes takes a restart to turn on; ignored")
         log.info(
             "configuration reloaded: %d allow entr%s, %d key(s), %d session(s) kept",
             len(config.allow.entries),
             "y" if len(config.allow.entries) == 1 else "ies",
             len(self.handshakes),
-            sum(1 for s in self.sessions.values() if s.closed is None),
+            sum(1 for s in self.sessions.values() if s.closed is None)
+            + (len(self.workers.sessions) if self.workers is not None else 0),
         )
 
     # -- unbound TCP connections -----------------------------------------------------------
@@ -445,13 +517,16 @@ class ExitServer:
             except OSError:  # BlockingIOError included: the socket is drained
                 break
             if addr is not None:  # always, on this unconnected socket
-                for data in frames:
-                    if not batch.take(self.sessions, data, addr):
-                        batch.flush()
-                        self._udp_frame(data, addr)
+                self._udp_input(frames, addr, batch)
             count += len(frames)
         batch.flush()
         self.prompt()
+
+    def _udp_input(self, frames: list[bytes], addr: tuple[str, int], batch: _UdpBatch) -> None:
+        for data in frames:
+            if not batch.take(self.sessions, data, addr):
+                batch.flush()
+                self._udp_frame(data, addr)
 
     def prompt(self) -> None:
         """At the end of every input callback (a UDP read, a TCP path's read, a target's):
@@ -476,6 +551,10 @@ class ExitServer:
             return
         exit_session = self.sessions.get(data[4:12])
         if exit_session is None:
+            worker = self.workers.worker_of(data[4:12]) if self.workers is not None else None
+            if worker is not None:  # its worker has no socket for this address (yet)
+                worker.send_datagram(data, addr)
+                return
             self.rejected_frames += 1
             self._reset(data, UdpReply(io, addr), addr[0])
             return
@@ -560,6 +639,10 @@ class ExitServer:
         exit_session = conn.session or self.sessions.get(frame[4:12])
         if exit_session is None:
             if conn.session is None:
+                worker = self.workers.worker_of(frame[4:12]) if self.workers is not None else None
+                if worker is not None:  # a worker's session: the connection goes there
+                    conn.handoff = worker
+                    return False
                 self._reset(frame, conn, conn.peer[0])  # unknown session, fresh connection
                 return False
             return True
@@ -623,6 +706,10 @@ class ExitServer:
             if hello.path_id not in paths and len(paths) < MAX_PATHS:
                 self._join(existing, hello.path_id, reply, len(frame))
             return True
+        remote = self.workers.session(hello.session_id) if self.workers is not None else None
+        if remote is not None:  # a resend or a JOIN of a worker's session: its worker answers
+            same = remote.client_nonce == hello.client_nonce
+            return same and self._to_worker(remote.worker, frame, reply)
         if handshake.seen(hello):
             # Its session is gone (closed, tombstone expired, or before a restart): a replay.
             self.refused_log.warning(
@@ -639,6 +726,9 @@ class ExitServer:
             )
             reply.send_frames([handshake.refusal_frame(frame, hello, status, reason)])
             return True
+        handed = self._new_remote(handshake, hello, frame, reply, source, unix_now)
+        if handed is not None:
+            return handed  # a worker's now (None: no workers, or none to be had)
         host, port = (
             ("probe", 0) if hello.target == wire.PROBE_TARGET else (parse_hostport(hello.target))
         )
@@ -668,20 +758,75 @@ class ExitServer:
         self._loop.create_task(exit_session.connect_target())
         return True
 
+    def _new_remote(
+        self,
+        handshake: ServerHandshake,
+        hello: wire.Hello,
+        frame: bytes,
+        reply: UdpReply | _StreamConnection,
+        source: tuple[str, int],
+        unix_now: float,
+    ) -> bool | None:
+        """A verified, permitted new session goes to a worker, which re-runs the handshake
+        on the HELLO and answers it. Its nonce is remembered and journaled here first, as for
+        a session of our own: the worker's death never makes the HELLO replayable. None: no
+        worker could be had (the caller serves the session itself)."""
+        if self.workers is None or not self.workers.available():
+            return None
+        try:
+            # Only for what it records (the nonce, within the replay memory's bound): the
+            # worker makes the session's keys.
+            handshake.accept(hello, unix_now)
+        except HandshakeError as exc:
+            self.refused_log.warning("refused handshake from %s port %d: %s", *source, exc)
+            return False
+        if self._journal is not None:
+            try:
+                expiry = replay_expiry(hello, unix_now)
+                self._journal.append(hello.client_nonce, expiry, hello.session_id, unix_now)
+            except OSError as exc:
+                log.warning("replay memory not written (%s): %s", self._journal.path, exc)
+        worker = self.workers.assign(
+            hello.session_id, hello.client_nonce, source[0], handshake.psk_id
+        )
+        if worker is None:
+            return None
+        log.info(
+            "session %s: for target %s from %s, to worker %d",
+            hello.session_id.hex(),
+            hello.target,
+            source[0],
+            worker.pid,
+        )
+        return self._to_worker(worker, frame, reply)
+
+    def _to_worker(self, worker: Worker, frame: bytes, reply: UdpReply | _StreamConnection) -> bool:
+        """A HELLO for a worker's session: a datagram goes there with its source address, a
+        TCP connection is passed on by its caller (False here: `handoff` is set)."""
+        if isinstance(reply, UdpReply):
+            worker.send_datagram(frame, reply.addr)
+            return True
+        if reply.session is not None:
+            return True  # a connection bound to a session here stays with it
+        reply.handoff = worker
+        return False
+
     def _refusal(self, hello: wire.Hello, source: tuple[str, int]) -> tuple[int, str] | None:
         limits = self.limits
-        if len(self.sessions) >= limits.max_sessions:
+        remote = self.workers.sessions if self.workers is not None else {}
+        if len(self.sessions) + len(remote) >= limits.max_sessions:
             return wire.WelcomeStatus.FULL, "exit is full"
         critical = wire.unknown_critical(hello.options, KNOWN_CRITICAL)
         if critical:  # the client relies on something this exit does not do: say so, never guess
             return wire.WelcomeStatus.UNSUPPORTED, f"exit does not implement option(s) {critical}"
         mine = sum(1 for s in self.sessions.values() if s.source == source[0])
+        mine += sum(1 for r in remote.values() if r.source == source[0])
         if mine >= limits.max_sessions_per_source:
             return wire.WelcomeStatus.FULL, (
                 f"exit is full for {source[0]}: {limits.max_sessions_per_source} sessions"
             )
         worst = 2 * self.session_config.window_bytes + 2 * TARGET_HIGH_WATER
-        if (len(self.sessions) + 1) * worst > limits.memory_limit:
+        if (len(self.sessions) + len(remote) + 1) * worst > limits.memory_limit:
             return wire.WelcomeStatus.FULL, "exit is full: memory limit reached"
         if hello.target == wire.PROBE_TARGET:
             return None  # an echo inside the exit: reaches nothing, needs no allow-list entry
@@ -754,8 +899,9 @@ class ExitServer:
         return [report.as_dict() for report in self.reports()]
 
     def reports(self) -> list[SessionReport]:
-        """Every session in the table, for the control socket and the metrics."""
-        reports = []
+        """Every session in the table, for the control socket and the metrics (a worker's
+        as it last pushed them)."""
+        reports = self.workers.reports() if self.workers is not None else []
         for exit_session in self.sessions.values():
             driver = exit_session.driver
             core = replace(driver.snapshot(), state=STATE_NAMES[driver.state])
@@ -784,6 +930,8 @@ class ExitServer:
     # -- shutdown ------------------------------------------------------------------------------
 
     async def close(self, reason: str = "exit shutting down") -> None:
+        if self.workers is not None:
+            await self.workers.close(reason)  # each worker CLOSEs its sessions three times
         live = [s for s in self.sessions.values() if s.closed is None]
         for exit_session in live:
             exit_session.abort(wire.CloseCode.SHUTDOWN, reason)

@@ -205,7 +205,9 @@ def process_label(pid: int) -> str:
     if not argv:
         return "?"
     name = Path(argv[0].split()[0].rstrip(":")).name
-    if name.startswith("python") and len(argv) > 1:
+    if name.startswith("python") and len(argv) > 2 and argv[1] == "-m":
+        name, argv = argv[2], argv[2:]  # a module: relayd.worker, a session worker
+    elif name.startswith("python") and len(argv) > 1:
         name, argv = Path(argv[1]).name, argv[1:]
     if name == "relayd" and len(argv) > 1:
         name += " " + argv[1]

@@ -41,6 +41,8 @@ run-queue waits from /proc schedstat, and with `--sched-trace S` from `perf sche
 `relayd serve` of its own at the exit (same arguments, port EXIT_PORT + 1), so the typing
 session and the download share no process there, only the cores (docs/BENCHMARKS.md, "One
 relayd process per session?").
+`--exit-processes N` (a VARIANT, labelled): the exit's `relayd serve --session-processes N`,
+each session in a worker process of its own (docs/ARCHITECTURE.md, "Session workers").
 """
 
 from __future__ import annotations
@@ -635,6 +637,11 @@ def run_tag(loss: float, args: Any) -> str:
         tag += f", DIAGNOSTIC ({' and '.join(recorders)} recording during dupsession's download)"
     if args.typing_exit == "own":
         tag += ", VARIANT (dupsession's typing session on its own relayd at the exit)"
+    if args.exit_processes:
+        tag += (
+            f", VARIANT (relayd serve --session-processes {args.exit_processes} at the exit: "
+            "a worker process per session)"
+        )
     if args.paths != ["udp", "tcp"]:
         tag += f", VARIANT (dupsession paths: {'+'.join(args.paths)} on each uplink)"
     return tag
@@ -652,7 +659,8 @@ def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> No
         os.environ[PACKET_LOG_ENV] = str(tmp)  # the emulator inherits it
     with Lab(seed_like(loss / 100, seed=9, scale=scale)) as lab:
         addrs = {u: lab.addr("client", u) for u in SEED_LIKE}
-        world = World(lab, tmp)
+        exit_args = ("--session-processes", str(args.exit_processes))
+        world = World(lab, tmp, exit_args if args.exit_processes else ())
         bench: Bench | None = None
         try:
             world.start()
@@ -729,6 +737,11 @@ def main() -> int:
         "--typing-exit", choices=["shared", "own"], default="shared",
         help="dupsession's typing session at the exit: on the download's relayd (shared, "
         "as deployed) or on a second relayd of its own (own: a variant)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--exit-processes", type=int, default=0, metavar="N",
+        help="the exit's relayd serve with --session-processes N: each session in a worker "
+        "process of its own (a variant; default 0: every session in one process, as deployed)",
     )  # fmt: skip
     args = parser.parse_args()
     if os.geteuid() != 0:

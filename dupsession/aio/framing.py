@@ -171,6 +171,14 @@ class BufferedDeframer:
         arena.held = held
         return frames
 
+    def pending(self) -> bytes:
+        """The partial frame held after the last read (bytes of a frame not yet complete):
+        what a connection passed to another process must take along."""
+        arena = self._arena
+        if arena.owner is self:
+            return bytes(arena.view[: arena.held])
+        return self._saved
+
     def release(self) -> None:
         """The connection is gone: its partial frame (if in the buffer) is not kept."""
         arena = self._arena

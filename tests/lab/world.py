@@ -238,6 +238,8 @@ class World:
 
     lab: Lab
     dir: Path
+    #: More `relayd serve` arguments for the exit (a bench's variant: --session-processes N).
+    exit_args: tuple[str, ...] = ()
     key: Path = field(init=False)
     user_key: Path = field(init=False)
     known_hosts: Path = field(init=False)
@@ -285,7 +287,8 @@ class World:
             "server",
             [relayd, "serve", "--listen", f"0.0.0.0:{EXIT_PORT}", "--key", str(self.key),
              "--allow", f"127.0.0.1:{SSH_PORT}", "--grace", str(GRACE),
-             "--control", str(self.run_dir / "relayd.sock"), "--log-level", "info"],
+             "--control", str(self.run_dir / "relayd.sock"), "--log-level", "info",
+             *self.exit_args],
             d / "exit.log",
             r"listening on",
         ).start(lab)  # fmt: skip

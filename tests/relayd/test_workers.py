@@ -1,0 +1,367 @@
+"""`relayd serve --session-processes N`: sessions in worker processes, over real sockets and
+real processes (relayd/workers.py, relayd/worker.py): end to end on UDP and TCP paths, a
+roaming client, a killed worker, HELLOs that must spawn nothing, status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dupsession.core import wire
+from dupsession.core.handshake import ClientHandshake
+from dupsession.keyfile import load
+from tests.support.attack import Attacker, EchoSession, UdpTap
+from tests.support.processes import wait_for
+from tests.support.relay import Relay, start_relay
+from tests.support.sshd import require_binary
+from tests.support.targets import TcpTarget
+
+pytestmark = pytest.mark.timeout(60)
+
+WORKER = re.compile(r"to worker (\d+)")
+
+
+@pytest.fixture
+def echo() -> Iterator[TcpTarget]:
+    with TcpTarget("echo") as target:
+        yield target
+
+
+@pytest.fixture
+def relays(tmp_path: Path) -> Iterator[Callable[..., Relay]]:
+    """`relays(allow, processes=2)`: relayd with session workers; stopped (and checked
+    clean) at teardown."""
+    started: list[Relay] = []
+
+    def start(allow: Sequence[str], processes: int = 2, **kwargs: Any) -> Relay:
+        extra = ["--session-processes", str(processes), *kwargs.pop("extra_args", ())]
+        relay = start_relay(tmp_path / f"relay{len(started)}", allow, extra_args=extra, **kwargs)
+        started.append(relay)
+        return relay
+
+    yield start
+    errors = []
+    for relay in started:
+        try:
+            relay.stop()
+        except AssertionError as exc:
+            errors.append(str(exc))
+    assert not errors, "\n".join(errors)
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found.update(int(c) for c in (task / "children").read_text().split())
+    return {c for c in found if _alive(c)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def status(relay: Relay) -> dict[str, Any]:
+    """`relayd status --json` of this relayd (its control socket), one document."""
+    result = subprocess.run(
+        [require_binary("relayd"), "status", "--json", "--control", str(_control(relay))],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    docs = json.loads(result.stdout)
+    return docs[0] if isinstance(docs, list) else docs
+
+
+def _control(relay: Relay) -> Path:
+    return Path(re.findall(r"control socket (\S+)", relay.log)[0])
+
+
+def worker_pids(relay: Relay) -> list[int]:
+    return [int(p) for p in WORKER.findall(relay.log)]
+
+
+def connected_udp_peers(pid: int) -> set[int]:
+    """Remote ports of the connected UDP sockets process `pid` holds (/proc/net/udp)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for line in Path(f"/proc/{pid}/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, inode = fields[2], fields[9]
+        if inode in inodes and not remote.endswith(":0000"):
+            ports.add(int(remote.split(":")[1], 16))
+    return ports
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def test_udp_and_tcp_paths_through_a_worker(relays: Callable[..., Relay], echo: TcpTarget) -> None:
+    relay = relays([f"127.0.0.1:{echo.port}"])
+    tap = UdpTap((relay.host, relay.port))  # to see the client's UDP source port
+    session = EchoSession(relay.key, [f"udp://127.0.0.1:{tap.port}", relay.path("tcp")], echo.port)
+    try:
+        assert session.roundtrip(b"first\n", 10), relay.log
+        (pid,) = worker_pids(relay)
+        assert pid in children(relay.pid), "the session's worker is not relayd's child"
+        assert "opened for target" in relay.log and f"relayd[worker {pid}]" in relay.log
+        for n in range(20):
+            assert session.roundtrip(f"line {n}\n".encode(), 3), relay.log
+        # The worker answers from a socket connected to the client's address, so the
+        # kernel delivers that address's datagrams to it: the dispatcher passed it the HELLO,
+        # the TCP connection and a few early datagrams, not the 20 lines' hundred-odd frames.
+        assert tap.back.getsockname()[1] in connected_udp_peers(pid)
+        facts = status(relay)["daemon"]["session_processes"]
+        assert facts["serving"] == 1 and facts["pids"] == [pid] and facts["cap"] == 2
+        assert facts["forwarded"] < 20, facts
+        # The echo went both ways on both kinds of path.
+        tcp_only = EchoSession(relay.key, [relay.path("tcp")], echo.port)
+        try:
+            assert tcp_only.roundtrip(b"tcp only\n", 10), relay.log
+            assert len(worker_pids(relay)) == 2
+        finally:
+            tcp_only.close()
+    finally:
+        session.close()
+        tap.close()
+
+
+class Rebinder:
+    """A UDP hop whose upstream source port changes on `rebind()`: a NAT rebinding."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.down = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.down.bind(("127.0.0.1", 0))
+        self.port = self.down.getsockname()[1]
+        self.up = self._new_up()
+        self.client: tuple[str, int] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _new_up(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        return sock
+
+    def rebind(self) -> int:
+        old, self.up = self.up, self._new_up()
+        time.sleep(0.05)
+        old.close()
+        return int(self.up.getsockname()[1])
+
+    def _run(self) -> None:
+        import select
+
+        while not self._stop.is_set():
+            up = self.up
+            with contextlib.suppress(OSError, ValueError):
+                ready, _, _ = select.select([self.down, up], [], [], 0.05)
+                for sock in ready:
+                    data, addr = sock.recvfrom(65535)
+                    if sock is self.down:
+                        self.client = addr
+                        up.sendto(data, self.upstream)
+                    elif self.client is not None:
+                        self.down.sendto(data, self.client)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.down.close()
+        self.up.close()
+
+
+def _type_until(session: EchoSession, relay: Relay, pattern: str) -> None:
+    """Type lines (each must come back) until relayd logs `pattern` (15 s at most)."""
+    deadline, n = time.monotonic() + 15, 0
+    while not re.search(pattern, relay.log):
+        assert time.monotonic() < deadline, f"relayd never logged {pattern!r}:\n{relay.log}"
+        assert session.roundtrip(f"line {n}\n".encode(), 3), relay.log
+        n += 1
+        time.sleep(0.05)
+
+
+def test_a_roaming_udp_path_follows_to_its_worker(
+    relays: Callable[..., Relay], echo: TcpTarget
+) -> None:
+    relay = relays([f"127.0.0.1:{echo.port}"], extra_args=["--log-level", "debug"])
+    hop = Rebinder((relay.host, relay.port))
+    session = EchoSession(relay.key, [f"udp://127.0.0.1:{hop.port}"], echo.port)
+    try:
+        assert session.roundtrip(b"before\n", 10), relay.log
+        (pid,) = worker_pids(relay)
+        _type_until(session, relay, rf"validated at 127\.0\.0\.1:{hop.up.getsockname()[1]}\b")
+        new_port = hop.rebind()
+        # Typing on: the new address reaches the dispatcher (the worker has no socket for it
+        # yet), which passes it on; the worker challenges it and moves the path once echoed.
+        _type_until(session, relay, rf"moved \S+ -> 127\.0\.0\.1:{new_port}\b")
+        assert new_port in connected_udp_peers(pid)
+    finally:
+        session.close()
+        hop.close()
+
+
+# ------------------------------------------------------------------------------- failures
+
+
+def test_a_killed_worker_ends_its_session_and_frees_its_slot(
+    relays: Callable[..., Relay], echo: TcpTarget
+) -> None:
+    relay = relays([f"127.0.0.1:{echo.port}"], processes=1)
+    session = EchoSession(relay.key, [relay.path("udp"), relay.path("tcp")], echo.port)
+    try:
+        assert session.roundtrip(b"first\n", 10), relay.log
+        (pid,) = worker_pids(relay)
+        os.kill(pid, signal.SIGKILL)
+        # Its frames now reach the dispatcher for an unknown session: a RESET, as after an
+        # exit restart, and the client exits 6 at once (not after its grace period).
+        code, err = session.wait(15)
+        assert code == 6, err
+        relay.wait_for_log(rf"session worker {pid} gone")
+        assert pid not in children(relay.pid)  # reaped
+    finally:
+        session.close()
+    # The dispatcher lives on, and the cap of 1 is free again: the next session gets a worker.
+    again = EchoSession(relay.key, [relay.path("udp")], echo.port)
+    try:
+        assert again.roundtrip(b"again\n", 10), relay.log
+        assert len(worker_pids(relay)) == 2
+    finally:
+        again.close()
+
+
+def test_beyond_the_cap_sessions_run_in_the_dispatcher(
+    relays: Callable[..., Relay], echo: TcpTarget
+) -> None:
+    relay = relays([f"127.0.0.1:{echo.port}"], processes=1)
+    first = EchoSession(relay.key, [relay.path("udp")], echo.port)
+    second = EchoSession(relay.key, [relay.path("udp")], echo.port)
+    try:
+        assert first.roundtrip(b"one\n", 10) and second.roundtrip(b"two\n", 10), relay.log
+        assert len(worker_pids(relay)) == 1
+        assert relay.sessions_opened() == 2
+        assert len(children(relay.pid)) == 1  # at the cap: no spare either
+        docs = status(relay)["sessions"]
+        assert len(docs) == 2 and {d["state"] for d in docs} == {"up"}, docs
+    finally:
+        first.close()
+        second.close()
+
+
+# --------------------------------------------------------------------------------- attacks
+
+
+def test_unauthenticated_and_replayed_hellos_spawn_nothing(
+    relays: Callable[..., Relay], echo: TcpTarget
+) -> None:
+    relay = relays([f"127.0.0.1:{echo.port}"], processes=4)
+    exit_addr = (relay.host, relay.port)
+    wait_for(lambda: len(children(relay.pid)) == 1, 10, "no spare worker")
+    spare = children(relay.pid)
+    psk = load(relay.key)
+    hello = ClientHandshake(psk, f"127.0.0.1:{echo.port}", time.time()).hello_frame(1)
+    attacker = Attacker()
+    with contextlib.ExitStack() as stack:
+        stack.callback(attacker.close)
+        # Garbage, a HELLO under another key, a HELLO with a flipped byte: no answer, no worker.
+        attacker.send(os.urandom(300), exit_addr)
+        attacker.send(ClientHandshake(os.urandom(32), "x:1", time.time()).hello_frame(1), exit_addr)
+        attacker.send(hello[:40] + bytes([hello[40] ^ 1]) + hello[41:], exit_addr)
+        tcp = stack.enter_context(socket.create_connection(exit_addr, timeout=2))
+        tcp.sendall(len(hello).to_bytes(2, "big") + hello[:-1] + bytes([hello[-1] ^ 1]))
+        time.sleep(0.5)
+        assert children(relay.pid) == spare and not worker_pids(relay)
+        # The valid HELLO opens one session in the spare...
+        client = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        client.bind(("127.0.0.1", 0))
+        client.settimeout(3)
+        client.sendto(hello, exit_addr)
+        assert client.recv(65535)[1] == wire.FrameType.WELCOME
+        assert worker_pids(relay) == list(spare)
+        relay.wait_for_log(r"session \w+: opened")
+        # ...whose worker is killed: the same HELLO replayed, from the attacker's address and
+        # over TCP, is refused as a replay: no session, no worker for it.
+        os.kill(spare.pop(), signal.SIGKILL)
+        relay.wait_for_log(r"session worker \d+ gone")
+        attacker.send(hello, exit_addr)
+        tcp2 = stack.enter_context(socket.create_connection(exit_addr, timeout=2))
+        tcp2.sendall(len(hello).to_bytes(2, "big") + hello)
+        relay.wait_for_log(r"replayed hello")
+        time.sleep(0.3)
+        assert len(worker_pids(relay)) == 1 and attacker.received == 0
+        assert relay.sessions_opened() == 1
+
+
+def test_sighup_keeps_worker_sessions_and_shutdown_closes_them(
+    relays: Callable[..., Relay], echo: TcpTarget
+) -> None:
+    relay = relays([f"127.0.0.1:{echo.port}"])
+    session = EchoSession(relay.key, [relay.path("udp")], echo.port)
+    try:
+        assert session.roundtrip(b"one\n", 10), relay.log
+        # SIGHUP with the flags unchanged: the worker's session stays.
+        os.kill(relay.pid, signal.SIGHUP)
+        relay.wait_for_log(r"configuration reloaded")
+        time.sleep(0.3)
+        assert session.roundtrip(b"two\n", 3), relay.log
+        # Shutdown: the worker sends CLOSE, the client exits at once (not after its grace),
+        # and every worker is gone with relayd.
+        pids = children(relay.pid)
+        assert pids
+        relay.stop()
+        code, err = session.wait(10)
+        assert code != 0 and "shutting down" in err, err
+        assert not any(_alive(p) for p in pids)
+    finally:
+        session.close()
+
+
+def test_workers_close_their_sessions_when_the_dispatcher_dies(
+    tmp_path: Path, echo: TcpTarget
+) -> None:
+    """A crashed dispatcher leaves no orphan: each worker reads EOF on its channel, sends its
+    client a CLOSE (the client learns at once, not after its grace period) and exits."""
+    relay = start_relay(
+        tmp_path, [f"127.0.0.1:{echo.port}"], extra_args=["--session-processes", "2"]
+    )
+    session = EchoSession(relay.key, [relay.path("udp"), relay.path("tcp")], echo.port)
+    try:
+        assert session.roundtrip(b"hello\n", 10), relay.log
+        workers = children(relay.pid)
+        assert len(workers) == 2  # the session's and the spare
+        os.kill(relay.pid, signal.SIGKILL)
+        relay.process.wait(5)
+        started = time.monotonic()
+        code, err = session.wait(10)
+        assert code == 6 and "exit shutting down" in err, err
+        assert time.monotonic() - started < 5
+        wait_for(lambda: not any(_alive(p) for p in workers), 5, "the workers to exit")
+    finally:
+        session.close()
+        relay.stop(check=False)
