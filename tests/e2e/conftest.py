@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.bulk import BULK_SIZE, write_random_file
 from tests.support.proxycmd import ProxyProbe
-from tests.support.relay import Relay, start_relay
+from tests.support.relay import Relay, started_relays
 from tests.support.shims import ShimThread
 from tests.support.sshd import PrivateSshd, private_sshd
 from tests.support.tmux import TmuxPane
@@ -51,21 +51,7 @@ def relays(tmp_path: Path) -> Iterator[Callable[..., Relay]]:
     Each is stopped by PID with SIGTERM at teardown, and must then exit 0 with a clean log
     (a test that stops one itself has already checked that).
     """
-    started: list[Relay] = []
-
-    def start(allow: Sequence[str], **kwargs: Any) -> Relay:
-        relay = start_relay(tmp_path / f"relay{len(started)}", allow, **kwargs)
-        started.append(relay)
-        return relay
-
-    yield start
-    errors: list[str] = []
-    for relay in started:
-        try:
-            relay.stop()
-        except AssertionError as exc:
-            errors.append(str(exc))
-    assert not errors, "\n".join(errors)
+    yield from started_relays(tmp_path)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e import test_attacks as attacks
 from tests.e2e.test_attacks import echo, tap_session
-from tests.support.relay import Relay, start_relay
+from tests.support.relay import Relay, start_relay, started_relays
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -42,21 +42,7 @@ def _workers_on(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def relays(tmp_path: Path) -> Iterator[Callable[..., Relay]]:
-    started: list[Relay] = []
-
-    def start(allow: Sequence[str], **kwargs: Any) -> Relay:
-        relay = _with_workers(tmp_path / f"relay{len(started)}", allow, **kwargs)
-        started.append(relay)
-        return relay
-
-    yield start
-    errors = []
-    for relay in started:
-        try:
-            relay.stop()
-        except AssertionError as exc:
-            errors.append(str(exc))
-    assert not errors, "\n".join(errors)
+    yield from started_relays(tmp_path, WORKERS)
 
 
 __all__ = ["echo", "tap_session"]  # fixtures the imported tests use

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from dupsession.core.handshake import ClientHandshake
 from dupsession.keyfile import load
 from tests.support.attack import Attacker, EchoSession, UdpTap
 from tests.support.processes import wait_for
-from tests.support.relay import Relay, start_relay
+from tests.support.relay import Relay, start_relay, started_relays
 from tests.support.sshd import require_binary
 from tests.support.targets import TcpTarget
 
@@ -42,24 +42,13 @@ def echo() -> Iterator[TcpTarget]:
 
 @pytest.fixture
 def relays(tmp_path: Path) -> Iterator[Callable[..., Relay]]:
-    """`relays(allow, processes=2)`: relayd with session workers; stopped (and checked
-    clean) at teardown."""
-    started: list[Relay] = []
+    """relayd with session workers (2; `extra_args=cap(n)` for another cap, the last flag
+    wins); each stopped and checked clean at teardown."""
+    yield from started_relays(tmp_path, cap(2))
 
-    def start(allow: Sequence[str], processes: int = 2, **kwargs: Any) -> Relay:
-        extra = ["--session-processes", str(processes), *kwargs.pop("extra_args", ())]
-        relay = start_relay(tmp_path / f"relay{len(started)}", allow, extra_args=extra, **kwargs)
-        started.append(relay)
-        return relay
 
-    yield start
-    errors = []
-    for relay in started:
-        try:
-            relay.stop()
-        except AssertionError as exc:
-            errors.append(str(exc))
-    assert not errors, "\n".join(errors)
+def cap(processes: int) -> list[str]:
+    return ["--session-processes", str(processes)]
 
 
 def children(pid: int) -> set[int]:
@@ -233,7 +222,7 @@ def test_a_roaming_udp_path_follows_to_its_worker(
 def test_a_killed_worker_ends_its_session_and_frees_its_slot(
     relays: Callable[..., Relay], echo: TcpTarget
 ) -> None:
-    relay = relays([f"127.0.0.1:{echo.port}"], processes=1)
+    relay = relays([f"127.0.0.1:{echo.port}"], extra_args=cap(1))
     session = EchoSession(relay.key, [relay.path("udp"), relay.path("tcp")], echo.port)
     try:
         assert session.roundtrip(b"first\n", 10), relay.log
@@ -259,7 +248,7 @@ def test_a_killed_worker_ends_its_session_and_frees_its_slot(
 def test_beyond_the_cap_sessions_run_in_the_dispatcher(
     relays: Callable[..., Relay], echo: TcpTarget
 ) -> None:
-    relay = relays([f"127.0.0.1:{echo.port}"], processes=1)
+    relay = relays([f"127.0.0.1:{echo.port}"], extra_args=cap(1))
     first = EchoSession(relay.key, [relay.path("udp")], echo.port)
     second = EchoSession(relay.key, [relay.path("udp")], echo.port)
     try:
@@ -280,7 +269,7 @@ def test_beyond_the_cap_sessions_run_in_the_dispatcher(
 def test_unauthenticated_and_replayed_hellos_spawn_nothing(
     relays: Callable[..., Relay], echo: TcpTarget
 ) -> None:
-    relay = relays([f"127.0.0.1:{echo.port}"], processes=4)
+    relay = relays([f"127.0.0.1:{echo.port}"], extra_args=cap(4))
     exit_addr = (relay.host, relay.port)
     wait_for(lambda: len(children(relay.pid)) == 1, 10, "no spare worker")
     spare = children(relay.pid)
@@ -347,9 +336,7 @@ def test_workers_close_their_sessions_when_the_dispatcher_dies(
 ) -> None:
     """A crashed dispatcher leaves no orphan: each worker reads EOF on its channel, sends its
     client a CLOSE (the client learns at once, not after its grace period) and exits."""
-    relay = start_relay(
-        tmp_path, [f"127.0.0.1:{echo.port}"], extra_args=["--session-processes", "2"]
-    )
+    relay = start_relay(tmp_path, [f"127.0.0.1:{echo.port}"], extra_args=cap(2))
     session = EchoSession(relay.key, [relay.path("udp"), relay.path("tcp")], echo.port)
     try:
         assert session.roundtrip(b"hello\n", 10), relay.log

@@ -11,9 +11,10 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.support.sshd import free_port, require_binary
 
@@ -161,3 +162,25 @@ def start_relay(
         if attempt == attempts - 1:
             raise AssertionError(f"relayd would not start after {attempts} attempts:\n{relay.log}")
     raise AssertionError("unreachable")
+
+
+def started_relays(workdir: Path, extra_args: Sequence[str] = ()) -> Iterator[Callable[..., Relay]]:
+    """The body of a `relays` fixture: `start(allow, **start_relay's keywords)` starts relayd
+    (with `extra_args` before the test's own); at teardown each is stopped by PID with
+    SIGTERM and must exit 0 with a clean log (one a test stopped itself was checked then)."""
+    started: list[Relay] = []
+
+    def start(allow: Sequence[str], **kwargs: Any) -> Relay:
+        kwargs["extra_args"] = [*extra_args, *kwargs.get("extra_args", ())]
+        relay = start_relay(workdir / f"relay{len(started)}", allow, **kwargs)
+        started.append(relay)
+        return relay
+
+    yield start
+    errors: list[str] = []
+    for relay in started:
+        try:
+            relay.stop()
+        except AssertionError as exc:
+            errors.append(str(exc))
+    assert not errors, "\n".join(errors)
