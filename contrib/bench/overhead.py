@@ -17,7 +17,8 @@ Measured:
 - bulk throughput, upload (to a sink) and download (from a source): direct TCP, then through
   dupsession with 1 TCP path and with 3 paths (2 UDP + 1 TCP, `redundant`: every frame on
   every path); the median of `--repeat` transfers, and the CPU time per MB that the client
-  and relayd spent (from /proc: steadier than MB/s on a busy machine).
+  and relayd spent (from /proc: steadier than MB/s on a busy machine), and beside them the
+  target's and this bench's own (the load that shares the cores with them).
 
 With `--encrypt`, every dupsession configuration runs a second time with payload encryption
 (`dupsession --encrypt`, ChaCha20), named "... enc": the difference in client and relayd
@@ -428,6 +429,7 @@ class Bench:
             stdout=subprocess.PIPE,
         )
         self.procs.append(targets)
+        self.targets_pid = targets.pid
         assert targets.stdout is not None
         self.echo_port, self.bulk_port = map(int, targets.stdout.readline().split())
         for _attempt in range(3):
@@ -592,7 +594,10 @@ def main() -> int:
                         for _ in range(repeat):
                             paths = spec and bench.paths(spec)
                             with bench.connect(bench.bulk_port, paths, bool(variant)) as conn:
-                                runs.append(bulk(conn, op, nbytes, extra if spec else {}))
+                                # the load beside the session: the target and this bench
+                                others = {"target": bench.targets_pid, "bench": os.getpid()}
+                                pids = {**extra, **others} if spec else others
+                                runs.append(bulk(conn, op, nbytes, pids))
     finally:
         bench.stop()
 
@@ -632,7 +637,8 @@ def main() -> int:
         print(f"\nbulk throughput, {nbytes / 1e6:.0f} MB per transfer, median of {repeat}"
               " (range in brackets); CPU time per MB moved, per process")  # fmt: skip
         print(f"{'configuration':<18} {'direction':<9} {'MB/s':>8} {'range':>15} {'vs plain':>9}"
-              f" {'client ms/MB':>13} {'relayd ms/MB':>13}")  # fmt: skip
+              f" {'client ms/MB':>13} {'relayd ms/MB':>13}"
+              f" {'target ms/MB':>13} {'bench ms/MB':>12}")  # fmt: skip
         medians = {key: median_transfer(runs) for key, runs in transfers.items()}
         for (name, label), tr in medians.items():
             runs = transfers[name, label]
@@ -640,8 +646,8 @@ def main() -> int:
             base_tr = medians.get(("plain", label))
             ratio = f"{tr.mbs / base_tr.mbs:.1%}" if base_tr is not None else ""
             cpu = "".join(
-                f" {tr.cpu_ms_per_mb(proc):13.2f}" if proc in tr.cpu else f" {'':>13}"
-                for proc in ("client", "relayd")
+                f" {tr.cpu_ms_per_mb(proc):{width}.2f}" if proc in tr.cpu else f" {'':>{width}}"
+                for proc, width in (("client", 13), ("relayd", 13), ("target", 13), ("bench", 12))
             )
             print(f"{name:<18} {label:<9} {tr.mbs:8.1f} {spread:>15} {ratio:>9}{cpu}")
         goals = (
