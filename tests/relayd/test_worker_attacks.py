@@ -1,5 +1,5 @@
 """The exit's attack tests (tests/e2e/test_attacks.py) again with session workers on: every
-relayd they start runs `--session-processes 2`, so each attacked session lives in a worker and
+relayd they start runs `--session-processes 4`, so each attacked session lives in a worker and
 each attack goes through the dispatcher's hand-over (replays, raced ACKs, reflection, RESETs
 after a restart, the replay journal, table limits, SIGHUP).
 
@@ -21,11 +21,12 @@ import pytest
 
 from tests.e2e import test_attacks as attacks
 from tests.e2e.test_attacks import echo, tap_session
+from tests.relayd.test_workers import served_by_a_worker
 from tests.support.relay import Relay, start_relay, started_relays
 
 pytestmark = pytest.mark.timeout(60)
 
-WORKERS = ("--session-processes", "2")
+WORKERS = ("--session-processes", "4")
 
 
 def _with_workers(workdir: Path, allow: Sequence[str], **kwargs: Any) -> Relay:
@@ -42,7 +43,7 @@ def _workers_on(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def relays(tmp_path: Path) -> Iterator[Callable[..., Relay]]:
-    yield from started_relays(tmp_path, WORKERS)
+    yield from started_relays(tmp_path, WORKERS, served_by_a_worker)
 
 
 __all__ = ["echo", "tap_session"]  # fixtures the imported tests use

@@ -51,6 +51,13 @@ def cap(processes: int) -> list[str]:
     return ["--session-processes", str(processes)]
 
 
+def served_by_a_worker(relay: Relay) -> None:
+    """Every session this relayd opened was opened in a worker: a test run with workers on
+    that measured the dispatcher's own sessions would prove nothing about workers."""
+    opened = re.findall(r"(relayd\[worker \d+\]|relayd) INFO session \w+: opened", relay.log)
+    assert all(who != "relayd" for who in opened), relay.log
+
+
 def children(pid: int) -> set[int]:
     """The live child processes of `pid` (Linux /proc)."""
     found = set()

@@ -164,10 +164,15 @@ def start_relay(
     raise AssertionError("unreachable")
 
 
-def started_relays(workdir: Path, extra_args: Sequence[str] = ()) -> Iterator[Callable[..., Relay]]:
+def started_relays(
+    workdir: Path,
+    extra_args: Sequence[str] = (),
+    check: Callable[[Relay], None] | None = None,
+) -> Iterator[Callable[..., Relay]]:
     """The body of a `relays` fixture: `start(allow, **start_relay's keywords)` starts relayd
     (with `extra_args` before the test's own); at teardown each is stopped by PID with
-    SIGTERM and must exit 0 with a clean log (one a test stopped itself was checked then)."""
+    SIGTERM and must exit 0 with a clean log (one a test stopped itself was checked then),
+    and passes `check` (run on its log after the stop)."""
     started: list[Relay] = []
 
     def start(allow: Sequence[str], **kwargs: Any) -> Relay:
@@ -181,6 +186,8 @@ def started_relays(workdir: Path, extra_args: Sequence[str] = ()) -> Iterator[Ca
     for relay in started:
         try:
             relay.stop()
+            if check is not None:
+                check(relay)
         except AssertionError as exc:
             errors.append(str(exc))
     assert not errors, "\n".join(errors)
