@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import pickle
+import signal
 import socket
 import sys
 from collections import OrderedDict
@@ -273,6 +274,9 @@ async def serve(chan: socket.socket) -> int:
     config, local, level = pickle.loads(message[1:])  # from our parent: see relayd/channel.py
     logging.getLogger().setLevel(level)
     server = WorkerServer(config, chan, local)
+    # A SIGTERM of its own (systemd stops the whole control group) ends it as a QUIT does:
+    # its client gets a CLOSE, not silence until a RESET.
+    loop.add_signal_handler(signal.SIGTERM, server._quit, "exit shutting down")
     await server.start()
     channel.send(chan, channel.READY)
     await server.done.wait()
@@ -290,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, format="%(asctime)s relayd[worker %(process)d] %(levelname)s %(message)s"
     )
+    # Ctrl-C in relayd's terminal and a SIGHUP to the process group reach the workers too:
+    # the dispatcher tells them what to do (QUIT, the new CONFIG), the signal itself is not
+    # theirs to act on (SIGHUP's default would end the session, SIGINT's print a traceback).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     chan = socket.socket(fileno=int(args[0]))
     return run(serve(chan), service=True)
 

@@ -338,6 +338,29 @@ def test_sighup_keeps_worker_sessions_and_shutdown_closes_them(
         session.close()
 
 
+def test_signals_to_a_worker_hup_and_int_ignored_term_closes_its_session(
+    relays: Callable[..., Relay], echo: TcpTarget
+) -> None:
+    """SIGHUP and Ctrl-C reach a worker with its process group: the dispatcher acts on them,
+    the worker not (its session lives on). A SIGTERM of its own (systemd stopping the unit's
+    control group) ends its session with a CLOSE, not silence."""
+    relay = relays([f"127.0.0.1:{echo.port}"])
+    session = EchoSession(relay.key, [relay.path("udp")], echo.port)
+    try:
+        assert session.roundtrip(b"one\n", 10), relay.log
+        (pid,) = worker_pids(relay)
+        os.kill(pid, signal.SIGHUP)
+        os.kill(pid, signal.SIGINT)
+        time.sleep(0.3)
+        assert _alive(pid) and session.roundtrip(b"two\n", 3), relay.log
+        os.kill(pid, signal.SIGTERM)
+        code, err = session.wait(5)
+        assert code == 6 and "exit shutting down" in err, err
+        relay.wait_for_log(rf"session worker {pid} gone")
+    finally:
+        session.close()
+
+
 def test_workers_close_their_sessions_when_the_dispatcher_dies(
     tmp_path: Path, echo: TcpTarget
 ) -> None:
