@@ -48,6 +48,7 @@ each session in a worker process of its own (docs/ARCHITECTURE.md, "Session work
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -637,6 +638,10 @@ def run_tag(loss: float, args: Any) -> str:
         tag += f", DIAGNOSTIC ({' and '.join(recorders)} recording during dupsession's download)"
     if args.typing_exit == "own":
         tag += ", VARIANT (dupsession's typing session on its own relayd at the exit)"
+    if args.pin_exit:
+        tag += (
+            ", DIAGNOSTIC (the exit's relayd and sshd on CPU 1, every other lab process on CPU 0)"
+        )
     if args.exit_processes:
         tag += (
             f", VARIANT (relayd serve --session-processes {args.exit_processes} at the exit: "
@@ -645,6 +650,17 @@ def run_tag(loss: float, args: Any) -> str:
     if args.paths != ["udp", "tcp"]:
         tag += f", VARIANT (dupsession paths: {'+'.join(args.paths)} on each uplink)"
     return tag
+
+
+def pin_tree(pid: int, cpu: int) -> None:
+    """Every thread of `pid` and of its descendants on `cpu` (what they start later inherits
+    it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), {cpu})
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                pin_tree(int(child), cpu)
 
 
 def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> None:
@@ -665,6 +681,9 @@ def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> No
         try:
             world.start()
             world.start_plain_sshd()
+            if args.pin_exit:  # the exit's relayd (its workers too) and sshd on a core of their own
+                for pid in (world.exit.pid, world.sshds["server"].pid):
+                    pin_tree(pid, 1)
             bench = Bench(world, source, args.mb * 1_000_000, digest, args)
             if args.typing_exit == "own":
                 bench.start_typing_exit()
@@ -739,11 +758,18 @@ def main() -> int:
         "as deployed) or on a second relayd of its own (own: a variant)",
     )  # fmt: skip
     parser.add_argument(
+        "--pin-exit", action="store_true",
+        help="DIAGNOSTIC: the exit's relayd and sshd (and what they start) on CPU 1, every "
+        "other lab process on CPU 0: an exit host of its own, on a two-core machine",
+    )  # fmt: skip
+    parser.add_argument(
         "--exit-processes", type=int, default=0, metavar="N",
         help="the exit's relayd serve with --session-processes N: each session in a worker "
         "process of its own (a variant; default 0: every session in one process, as deployed)",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.pin_exit:
+        os.sched_setaffinity(0, {0})  # inherited by the lab's processes; the exit's moved later
     if os.geteuid() != 0:
         print("under_load: needs root (network namespaces)", file=sys.stderr)
         return 2
