@@ -21,6 +21,8 @@ def args(**changed: object) -> Namespace:
         "paths": ["udp", "tcp"],
         "typing_nice": None,
         "typing_exit": "shared",
+        "exit_processes": 0,
+        "pin_exit": False,
     }
     return Namespace(**(plain | {"sched_trace": None, "py_spy": None} | changed))
 
@@ -40,6 +42,15 @@ def test_a_plain_run_is_named_by_its_loss_alone() -> None:
         (
             {"typing_exit": "own"},
             "VARIANT (dupsession's typing session on its own relayd at the exit)",
+        ),
+        (
+            {"exit_processes": 4},
+            "VARIANT (relayd serve --session-processes 4 at the exit: a worker process per "
+            "session)",
+        ),
+        (
+            {"pin_exit": True},
+            "DIAGNOSTIC (the exit's relayd and sshd on CPU 1, every other lab process on CPU 0)",
         ),
     ],
 )
