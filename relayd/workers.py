@@ -157,7 +157,9 @@ class WorkerPool:
         try:
             # A fresh interpreter (fork + exec), never a fork of this running loop.
             proc = subprocess.Popen(
-                [sys.executable, "-m", "relayd.worker", str(theirs.fileno())],
+                # -P: the working directory stays off the import path, so a writable
+                # directory relayd was started from cannot plant code run with the exit key.
+                [sys.executable, "-P", "-m", "relayd.worker", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
@@ -265,7 +267,12 @@ class WorkerPool:
         self.cap = cap
         message = self._config_message()
         for worker in self.workers:
-            channel.send(worker.sock, message)
+            if not channel.send(worker.sock, message):
+                # A worker that missed the new key set could keep a revoked key's session
+                # alive: it is stopped instead (its sessions end, its slot is reaped).
+                log.warning("session worker %d missed the new configuration: stopped", worker.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    worker.proc.kill()
         self._keep_spare()
 
     def facts(self) -> dict[str, Any]:
