@@ -9,12 +9,12 @@ HOST PORT`) and relayd's `serve` and `relay` run as services."""
 from __future__ import annotations
 
 import gc
+import platform
 import subprocess
 import sys
 
-import pytest
-
 from dupsession.aio.loop import run
+from tests.prereq import missing
 
 
 async def frozen() -> int:
@@ -35,6 +35,7 @@ def test_a_service_runs_with_its_startup_objects_frozen() -> None:
 _CHURN = """
 import asyncio, resource, sys
 from dupsession.aio.loop import run
+from tests.prereq import missing
 
 async def churn():
     for _ in range(200):
@@ -51,10 +52,11 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt")
 def test_a_service_keeps_its_freed_heap() -> None:
     """Without it glibc trimmed the heap after each burst of frames and every regrown page was
     a fault (relayd uploading: 140 per MB); a service reuses its heap."""
+    if platform.libc_ver()[0] != "glibc":
+        missing("needs glibc (mallopt)")
     faults = {
         mode: int(
             subprocess.run(
