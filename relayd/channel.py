@@ -9,12 +9,15 @@ Dispatcher -> worker:
   ASSIGN    session id (8): this worker now serves that session
   DATAGRAM  source address, datagram (a HELLO, a JOIN, a datagram from an address the
             worker has no socket for yet)
-  STREAM    peer address, the bytes already read; the TCP connection's descriptor (SCM_RIGHTS)
+  STREAM    token (8), peer address, the bytes already read; the TCP connection's descriptor
+            (SCM_RIGHTS)
   QUIT      reason (UTF-8): close every session (CLOSE three times) and exit
 Worker -> dispatcher:
   READY     (empty): the worker runs and read its CONFIG
   SNAPSHOT  JSON list of SESSION documents (docs/CONTROL.md)
   BOUNCE    source address, datagram: reached the worker's socket but is not its session's
+  SETTLED   token (8): the STREAM's connection bound to the session or closed (until then it
+            counts against the dispatcher's limits on unauthenticated connections)
 
 CONFIG is a pickle because it comes from the parent that spawned the worker, over a channel no
 one else holds; the worker's messages to the dispatcher are JSON or raw bytes, parsed with
@@ -28,7 +31,7 @@ import socket
 import struct
 
 CONFIG, ASSIGN, DATAGRAM, STREAM, QUIT = b"C", b"A", b"U", b"T", b"Q"
-READY, SNAPSHOT, BOUNCE = b"R", b"S", b"B"
+READY, SNAPSHOT, BOUNCE, SETTLED = b"R", b"S", b"B", b"D"
 
 #: Largest message: a TCP connection's first read (framing.READ_SIZE plus a held partial frame)
 #: with its header. The socket buffers are sized for a few of them.
@@ -36,6 +39,7 @@ MAX_MESSAGE = 512 * 1024
 CHANNEL_BUFFER = 2 * 1024 * 1024
 
 _ADDR = struct.Struct("!BH")  # host length, port; then the host (UTF-8)
+TOKEN = struct.Struct("!Q")  #: a STREAM's, echoed by its SETTLED
 
 
 def socketpair() -> tuple[socket.socket, socket.socket]:

@@ -161,6 +161,8 @@ class _StreamConnection(asyncio.BufferedProtocol):
         self.initial = initial
         #: Set by `ExitServer.stream_frame`: the session is a worker's, pass the connection on.
         self.handoff: Worker | None = None
+        #: Passed on to this worker under this token, not yet SETTLED (`_hand_over`).
+        self.away: tuple[Worker, int] | None = None
 
         self.peer: tuple[str, int] = ("?", 0)
         self._deadline: asyncio.TimerHandle | None = None
@@ -193,6 +195,9 @@ class _StreamConnection(asyncio.BufferedProtocol):
 
     def _handshake_timeout(self) -> None:
         self._deadline = None
+        if self.away is not None:
+            self.bound()  # its worker's own deadline drops it now: its slot here is free
+            return
         if self.session is None:
             self.server.refused_log.warning(
                 "handshake timeout from %s port %d: no valid frame in %.0f s",
@@ -202,10 +207,15 @@ class _StreamConnection(asyncio.BufferedProtocol):
             self.drop()
 
     def bound(self) -> None:
-        """The connection carries a session path now: no longer pending."""
+        """The connection carries a session path now (or, passed on, its worker's): no longer
+        pending."""
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+        if self.away is not None:
+            worker, token = self.away
+            self.away = None
+            worker.handed.pop(token, None)
         self.server.release_pending(self)
 
     def send_frames(self, frames: list[bytes]) -> None:
@@ -254,15 +264,24 @@ class _StreamConnection(asyncio.BufferedProtocol):
         data = framing.pack(frames) + self.deframer.pending()
         transport = self.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
+        token = None
         if sock is not None:
             fd = os.dup(sock.fileno())
             try:
-                sent = worker.send_stream(fd, self.peer, data)
+                token = worker.send_stream(fd, self.peer, data, self.bound)
             finally:
                 os.close(fd)  # the worker holds its own copy now (or none: dropped)
-            if not sent:
+            if token is None:
                 log.warning("session worker %d: cannot pass a connection on", worker.pid)
-        self.bound()  # no longer ours to time or count
+        if token is None:
+            self.bound()  # gone: no longer ours to time or count
+        else:
+            # Security: its first frame only named a worker's session (an id anyone on the
+            # path sees), nothing is verified yet: it stays counted against its source's and
+            # the total unauthenticated limits until its worker says it bound or closed
+            # (SETTLED), or our handshake deadline passes, so those limits bound the
+            # hand-overs in flight as they bound our own unbound connections.
+            self.away = (worker, token)
         if transport is not None:
             # Closes our descriptor only: the connection lives on in the worker.
             transport.abort()
@@ -287,10 +306,8 @@ class _StreamConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.deframer.release()
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        self.server.release_pending(self)
+        if self.away is None:  # one passed on stays counted until it is SETTLED
+            self.bound()
         if self.session is not None and self.path_id is not None:
             self.session.driver.detach(self.path_id, self)
             self.server.stream_closed(self.session)
@@ -551,9 +568,10 @@ class ExitServer:
             return
         exit_session = self.sessions.get(data[4:12])
         if exit_session is None:
-            worker = self.workers.worker_of(data[4:12]) if self.workers is not None else None
-            if worker is not None:  # its worker has no socket for this address (yet)
-                worker.send_datagram(data, addr)
+            workers = self.workers
+            worker = workers.worker_of(data[4:12]) if workers is not None else None
+            if workers is not None and worker is not None:
+                workers.forward(worker, data, addr)  # no socket for this address there (yet)
                 return
             self.rejected_frames += 1
             self._reset(data, UdpReply(io, addr), addr[0])
@@ -804,7 +822,8 @@ class ExitServer:
         """A HELLO for a worker's session: a datagram goes there with its source address, a
         TCP connection is passed on by its caller (False here: `handoff` is set)."""
         if isinstance(reply, UdpReply):
-            worker.send_datagram(frame, reply.addr)
+            assert self.workers is not None
+            self.workers.forward(worker, frame, reply.addr)
             return True
         if reply.session is not None:
             return True  # a connection bound to a session here stays with it

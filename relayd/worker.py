@@ -128,6 +128,8 @@ class WorkerServer(ExitServer):
         self._udp_io = self.peers  # type: ignore[assignment]  # duck-typed: send_frames
         self._ticker: asyncio.TimerHandle | None = None
         self._last_push = b""
+        #: Adopted connections not yet bound or closed: the token the dispatcher counts them by.
+        self._unsettled: dict[_StreamConnection, int] = {}
 
     async def start(self) -> None:
         self._loop.add_reader(self.channel.fileno(), self._channel_readable)
@@ -160,8 +162,9 @@ class WorkerServer(ExitServer):
             addr, offset = channel.unpack_addr(body)
             self.datagrams_in([body[offset:]], addr)
         elif kind == channel.STREAM and fds:
-            addr, offset = channel.unpack_addr(body)
-            self._adopt(fds[0], addr, body[offset:])
+            (token,) = channel.TOKEN.unpack_from(body)
+            addr, offset = channel.unpack_addr(body[channel.TOKEN.size :])
+            self._adopt(fds[0], addr, body[channel.TOKEN.size + offset :], token)
         elif kind == channel.ASSIGN:
             self.assigned.add(body[:8])
             self._loop.call_later(ASSIGN_TIMEOUT, self._assign_timeout, body[:8])
@@ -172,23 +175,39 @@ class WorkerServer(ExitServer):
         elif kind == channel.QUIT:
             self._quit(body.decode(errors="replace") or "exit shutting down")
 
-    def _adopt(self, fd: int, peer: tuple[str, int], data: bytes) -> None:
+    def _adopt(self, fd: int, peer: tuple[str, int], data: bytes, token: int) -> None:
         try:
             sock = socket.socket(fileno=fd)
         except OSError:
             socket.close(fd)
+            self._settle(token)
             return
+
+        def connection() -> _StreamConnection:
+            conn = _StreamConnection(self, initial=data)
+            self._unsettled[conn] = token
+            return conn
 
         async def adopt() -> None:
             try:
-                await self._loop.connect_accepted_socket(
-                    lambda: _StreamConnection(self, initial=data), sock
-                )
+                await self._loop.connect_accepted_socket(connection, sock)
             except OSError as exc:
                 log.warning("cannot adopt a connection from %s port %d: %s", *peer, exc)
                 sock.close()
+                self._settle(token)
 
         self._loop.create_task(adopt())
+
+    def release_pending(self, conn: _StreamConnection) -> None:
+        """An adopted connection bound to the session or closed: the dispatcher, which still
+        counts it as unauthenticated, is told (SETTLED)."""
+        super().release_pending(conn)
+        token = self._unsettled.pop(conn, None)
+        if token is not None:
+            self._settle(token)
+
+    def _settle(self, token: int) -> None:
+        channel.send(self.channel, channel.SETTLED + channel.TOKEN.pack(token))
 
     def _assign_timeout(self, session_id: bytes) -> None:
         if session_id not in self.sessions:

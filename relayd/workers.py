@@ -17,7 +17,8 @@ served in the dispatcher's own process, as without the option), plus one spare s
 `WORKER_START_TIMEOUT`, exits when its session is gone, and is killed if it does not quit
 within `QUIT_TIMEOUT` of being told to. A dead worker's sessions leave the table at its
 channel's EOF: their frames then get what an unknown session gets (a RESET), their HELLO
-nonces stay remembered (a replay is refused).
+nonces stay remembered (a replay is refused). What the dispatcher passes on is bounded too
+(`forward`, `SETTLED`): the session id it goes by is no secret.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import contextlib
 import json
 import logging
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -35,6 +37,7 @@ from typing import Any
 
 from dupsession.report import SchemaError, SessionReport
 from relayd import channel
+from relayd.limits import PerSourceBuckets, TokenBucket
 
 log = logging.getLogger("relayd")
 
@@ -48,6 +51,13 @@ RESPAWN_DELAY = 1.0
 READ_BATCH = 64
 #: Session reports kept per worker (it serves one session; a bound on what it can push).
 MAX_REPORTS = 4
+#: Datagrams passed to workers per second from one source address (burst twice that), and to
+#: one worker from all sources (burst as many). A worker's own traffic needs few: HELLOs,
+#: JOINs, and an address's first datagrams until the worker's socket for it exists (about one
+#: round trip). The second bound is for spoofed sources: it keeps a worker's channel (its
+#: CONFIGs, its legitimate forwards) from filling, at 1000 x 1.4 KB < `CHANNEL_BUFFER`.
+FORWARD_RATE_PER_SOURCE = 100.0
+FORWARD_RATE_PER_WORKER = 1000.0
 
 
 @dataclass(slots=True)
@@ -70,20 +80,36 @@ class Worker:
     session_ids: set[bytes] = field(default_factory=set)
     reports: list[SessionReport] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
+    forwarded: int = 0  #: datagrams and connections the dispatcher passed it
+    limited: int = 0  #: datagrams for it dropped by the forwarding rate limits
+    bucket: TokenBucket = field(
+        default_factory=lambda: TokenBucket(FORWARD_RATE_PER_WORKER, FORWARD_RATE_PER_WORKER)
+    )
+    #: Connections passed on and not yet SETTLED: token -> what releases the dispatcher's count.
+    handed: dict[int, Callable[[], None]] = field(default_factory=dict)
+    _tokens: int = 0
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    forwarded: int = 0  #: datagrams and connections the dispatcher passed it
-
     def send_datagram(self, data: bytes, addr: tuple[str, int]) -> bool:
         self.forwarded += 1
         return channel.send(self.sock, channel.datagram(channel.DATAGRAM, data, addr))
 
-    def send_stream(self, fd: int, peer: tuple[str, int], data: bytes) -> bool:
+    def send_stream(
+        self, fd: int, peer: tuple[str, int], data: bytes, release: Callable[[], None]
+    ) -> int | None:
+        """Pass a connection on; its token (`release` runs at its SETTLED, or at the
+        worker's end), or None if the channel would not take it."""
+        self._tokens += 1
+        token = self._tokens
+        message = channel.STREAM + channel.TOKEN.pack(token) + channel.pack_addr(peer) + data
+        if not channel.send(self.sock, message, [fd]):
+            return None
         self.forwarded += 1
-        return channel.send(self.sock, channel.STREAM + channel.pack_addr(peer) + data, [fd])
+        self.handed[token] = release
+        return token
 
 
 class WorkerPool:
@@ -105,6 +131,11 @@ class WorkerPool:
         self._respawn: asyncio.TimerHandle | None = None
         self.closing = False
         self.forwarded_gone = 0  #: `Worker.forwarded` of the workers gone
+        self.limited_gone = 0  #: `Worker.limited` of the workers gone
+        self.bounced = 0  #: datagrams workers passed back (another session's)
+        self._forward_sources = PerSourceBuckets(
+            FORWARD_RATE_PER_SOURCE, 2 * FORWARD_RATE_PER_SOURCE
+        )
 
     # -- the table ---------------------------------------------------------------------------
 
@@ -124,6 +155,16 @@ class WorkerPool:
 
     def available(self) -> bool:
         return not self.closing and self.busy() < self.cap
+
+    def forward(self, worker: Worker, data: bytes, addr: tuple[str, int]) -> bool:
+        """A datagram for `worker`'s session that reached the dispatcher; False: not passed."""
+        # Security: anyone who saw the session id (it travels in clear) can send datagrams
+        # naming it, unauthenticated: what reaches the worker is rate-limited per source and
+        # per worker, so a flood costs the worker little and never fills its channel.
+        if not self._forward_sources.take(addr[0]) or not worker.bucket.take():
+            worker.limited += 1
+            return False
+        return worker.send_datagram(data, addr)
 
     def assign(
         self, session_id: bytes, client_nonce: bytes, source: str, key_id: str
@@ -206,6 +247,13 @@ class WorkerPool:
                 if worker.timer is not None:
                     worker.timer.cancel()
                     worker.timer = None
+                log.info("session worker %d ready", worker.pid)
+            elif kind == channel.SETTLED:
+                with contextlib.suppress(struct.error):
+                    (token,) = channel.TOKEN.unpack_from(body)
+                    release = worker.handed.pop(token, None)
+                    if release is not None:
+                        release()
             elif kind == channel.SNAPSHOT:
                 worker.reports = _reports(body)
             elif kind == channel.BOUNCE:
@@ -221,6 +269,7 @@ class WorkerPool:
             return
         data = body[offset:]
         if self.worker_of(data[4:12]) is not worker:
+            self.bounced += 1
             self._on_bounce(data, addr)
 
     def _gone(self, worker: Worker) -> None:
@@ -237,6 +286,9 @@ class WorkerPool:
                 del self.sessions[session_id]
         self.workers.remove(worker)
         self.forwarded_gone += worker.forwarded
+        self.limited_gone += worker.limited
+        for release in list(worker.handed.values()):
+            release()  # its connections died with it
         if self.spare is worker:
             self.spare = None
         log.info("session worker %d gone (%d session(s))", worker.pid, len(worker.session_ids))
@@ -284,6 +336,9 @@ class WorkerPool:
             "spare": self.spare is not None,
             "pids": [w.pid for w in self.workers if w is not self.spare],
             "forwarded": self.forwarded_gone + sum(w.forwarded for w in self.workers),
+            "limited": self.limited_gone + sum(w.limited for w in self.workers),
+            "bounced": self.bounced,
+            "spare_ready": self.spare is not None and self.spare.ready,
         }
 
     def reports(self) -> list[SessionReport]:

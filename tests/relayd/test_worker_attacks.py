@@ -21,8 +21,8 @@ import pytest
 
 from tests.e2e import test_attacks as attacks
 from tests.e2e.test_attacks import echo, tap_session
-from tests.relayd.test_workers import served_by_a_worker
-from tests.support.relay import Relay, start_relay, started_relays
+from tests.relayd.test_workers import ready_relays, served_by_a_worker, spare_ready
+from tests.support.relay import Relay, start_relay
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,7 +32,7 @@ WORKERS = ("--session-processes", "4")
 def _with_workers(workdir: Path, allow: Sequence[str], **kwargs: Any) -> Relay:
     kwargs["extra_args"] = [*WORKERS, *kwargs.get("extra_args", ())]
     relay = start_relay(workdir, allow, **kwargs)
-    relay.wait_for_log("sessions in worker processes")
+    spare_ready(relay)
     return relay
 
 
@@ -43,7 +43,7 @@ def _workers_on(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def relays(tmp_path: Path) -> Iterator[Callable[..., Relay]]:
-    yield from started_relays(tmp_path, WORKERS, served_by_a_worker)
+    yield from ready_relays(tmp_path, WORKERS, served_by_a_worker)
 
 
 __all__ = ["echo", "tap_session"]  # fixtures the imported tests use

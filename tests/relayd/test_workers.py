@@ -9,12 +9,14 @@ import contextlib
 import json
 import os
 import re
+import select
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import pytest
 from dupsession.core import wire
 from dupsession.core.handshake import ClientHandshake
 from dupsession.keyfile import load
+from relayd.workers import FORWARD_RATE_PER_SOURCE, WORKER_START_TIMEOUT
 from tests.support.attack import Attacker, EchoSession, UdpTap
 from tests.support.processes import wait_for
 from tests.support.relay import Relay, start_relay, started_relays
@@ -44,11 +47,37 @@ def echo() -> Iterator[TcpTarget]:
 def relays(tmp_path: Path) -> Iterator[Callable[..., Relay]]:
     """relayd with session workers (2; `extra_args=cap(n)` for another cap, the last flag
     wins); each stopped and checked clean at teardown."""
-    yield from started_relays(tmp_path, cap(2))
+    yield from ready_relays(tmp_path, cap(2))
+
+
+def ready_relays(
+    workdir: Path, extra_args: Sequence[str], check: Callable[[Relay], None] | None = None
+) -> Iterator[Callable[..., Relay]]:
+    """`started_relays`, each relayd returned once its spare worker is READY."""
+    relays = started_relays(workdir, extra_args, check)
+    start = next(relays)
+
+    def ready(*args: Any, **kwargs: Any) -> Relay:
+        relay = start(*args, **kwargs)
+        spare_ready(relay)
+        return relay
+
+    yield ready
+    yield from relays  # the teardown
 
 
 def cap(processes: int) -> list[str]:
     return ["--session-processes", str(processes)]
+
+
+def spare_ready(relay: Relay, count: int = 1) -> None:
+    """Wait for the `count`th worker's READY (its interpreter started and read its CONFIG), as
+    long as the dispatcher itself gives it: on a busy machine a start takes seconds."""
+    wait_for(
+        lambda: len(re.findall(r"session worker \d+ ready", relay.log)) >= count,
+        WORKER_START_TIMEOUT + 5,
+        f"worker {count} READY",
+    )
 
 
 def served_by_a_worker(relay: Relay) -> None:
@@ -278,8 +307,8 @@ def test_unauthenticated_and_replayed_hellos_spawn_nothing(
 ) -> None:
     relay = relays([f"127.0.0.1:{echo.port}"], extra_args=cap(4))
     exit_addr = (relay.host, relay.port)
-    wait_for(lambda: len(children(relay.pid)) == 1, 10, "no spare worker")
     spare = children(relay.pid)
+    assert len(spare) == 1, "no spare worker"
     psk = load(relay.key)
     hello = ClientHandshake(psk, f"127.0.0.1:{echo.port}", time.time()).hello_frame(1)
     attacker = Attacker()
@@ -296,7 +325,7 @@ def test_unauthenticated_and_replayed_hellos_spawn_nothing(
         # The valid HELLO opens one session in the spare...
         client = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         client.bind(("127.0.0.1", 0))
-        client.settimeout(3)
+        client.settimeout(WORKER_START_TIMEOUT)  # one HELLO, no resend: the spare is READY
         client.sendto(hello, exit_addr)
         assert client.recv(65535)[1] == wire.FrameType.WELCOME
         assert worker_pids(relay) == list(spare)
@@ -312,6 +341,151 @@ def test_unauthenticated_and_replayed_hellos_spawn_nothing(
         time.sleep(0.3)
         assert len(worker_pids(relay)) == 1 and attacker.received == 0
         assert relay.sessions_opened() == 1
+
+
+def _junk(session_id: bytes, size: int) -> bytes:
+    """An unauthenticated frame naming `session_id` (the id travels in clear)."""
+    return bytes([wire.VERSION, wire.FrameType.ACK, 0, 1]) + session_id + os.urandom(size)
+
+
+def _facts(relay: Relay) -> dict[str, Any]:
+    facts: dict[str, Any] = status(relay)["daemon"]["session_processes"]
+    return facts
+
+
+def test_datagrams_naming_a_workers_session_are_rate_limited_per_source(
+    relays: Callable[..., Relay], echo: TcpTarget
+) -> None:
+    """An observer who saw a session id floods datagrams naming it from its own address: the
+    dispatcher passes the session's worker at most `FORWARD_RATE_PER_SOURCE` of them a second
+    (burst twice that), and the session goes on."""
+    relay = relays([f"127.0.0.1:{echo.port}"])
+    tap = UdpTap((relay.host, relay.port))
+    session = EchoSession(relay.key, [f"udp://127.0.0.1:{tap.port}"], echo.port)
+    attacker = Attacker("127.0.0.9")
+    try:
+        assert session.roundtrip(b"first\n", 10), relay.log
+        before = _facts(relay)["forwarded"]
+        junk = _junk(tap.captured[0][4:12], 100)
+        started = time.monotonic()
+        for _ in range(2000):
+            attacker.send(junk, (relay.host, relay.port))
+        time.sleep(0.3)  # read and handled
+        facts = _facts(relay)
+        seconds = time.monotonic() - started
+        passed = facts["forwarded"] - before
+        assert passed <= FORWARD_RATE_PER_SOURCE * (2 + seconds), facts
+        assert facts["limited"] >= 2000 - passed - 100, facts  # the limit, not loss, held it
+        assert session.roundtrip(b"after\n", 3), relay.log
+        assert attacker.received == 0
+    finally:
+        attacker.close()
+        session.close()
+        tap.close()
+
+
+def test_connections_naming_a_workers_session_stay_counted_until_settled(
+    relays: Callable[..., Relay], echo: TcpTarget
+) -> None:
+    """TCP connections whose first frame only names a worker's session (unauthenticated) are
+    passed to the worker, but stay counted against their source's unauthenticated connections
+    until the worker says they bound or closed: the per-source limit bounds the hand-overs in
+    flight, and a closed one frees its slot at once."""
+    relay = relays([f"127.0.0.1:{echo.port}"], extra_args=["--max-pending-per-source", "4"])
+    tap = UdpTap((relay.host, relay.port))
+    session = EchoSession(relay.key, [f"udp://127.0.0.1:{tap.port}"], echo.port)
+    exit_addr = (relay.host, relay.port)
+    conns: list[socket.socket] = []
+    try:
+        assert session.roundtrip(b"first\n", 10), relay.log
+        frame = _junk(tap.captured[0][4:12], 40)
+        before = _facts(relay)["forwarded"]
+
+        def connect() -> None:
+            conn = socket.create_connection(exit_addr, 2, source_address=("127.0.0.10", 0))
+            conns.append(conn)
+            conn.sendall(struct.pack("!H", len(frame)) + frame)
+            time.sleep(0.1)  # read and passed on before the next one comes
+
+        for _ in range(10):
+            connect()
+        # The dispatcher's own refusal (not a worker's: "relayd[worker N]").
+        relay.wait_for_log(r"relayd WARNING refused connection from 127\.0\.0\.10 port \d+: 4 ")
+        assert _facts(relay)["forwarded"] - before == 4
+        for conn in conns:
+            conn.close()
+        time.sleep(0.5)  # the worker drops them and says so: their slots are free again
+        connect()
+        assert _facts(relay)["forwarded"] - before == 5
+        assert session.roundtrip(b"after\n", 3), relay.log
+    finally:
+        for conn in conns:
+            conn.close()
+        session.close()
+        tap.close()
+
+
+class SessionNat:
+    """A UDP hop that gives every client behind it one source address (a NAT mapping them all
+    to one port) and sends replies back by session id."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.down = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.down.bind(("127.0.0.1", 0))
+        self.port = self.down.getsockname()[1]
+        self.up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.up.bind(("127.0.0.1", 0))
+        self.clients: dict[bytes, tuple[str, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.down, self.up], [], [], 0.05)
+            for sock in ready:
+                data, addr = sock.recvfrom(65535)
+                if sock is self.down:
+                    self.clients[data[4:12]] = addr
+                    self.up.sendto(data, self.upstream)
+                elif data[4:12] in self.clients:
+                    self.down.sendto(data, self.clients[data[4:12]])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.down.close()
+        self.up.close()
+
+
+def test_a_datagram_for_another_session_goes_back_to_the_dispatcher(
+    relays: Callable[..., Relay], echo: TcpTarget
+) -> None:
+    """Two sessions from one client address: the second one's HELLO (and later its frames, or
+    the first's) reaches the socket the first session's worker connected to that address. That
+    worker must not answer it (it opens only its assigned session): it passes it back (BOUNCE),
+    the dispatcher opens the session in another worker, and both sessions work."""
+    relay = relays([f"127.0.0.1:{echo.port}"])
+    nat = SessionNat((relay.host, relay.port))
+    sessions = [EchoSession(relay.key, [f"udp://127.0.0.1:{nat.port}"], echo.port)]
+    try:
+        assert sessions[0].roundtrip(b"first\n", 10), relay.log
+        (pid,) = worker_pids(relay)
+        assert nat.up.getsockname()[1] in connected_udp_peers(pid)
+        spare_ready(relay, 2)
+        sessions.append(EchoSession(relay.key, [f"udp://127.0.0.1:{nat.port}"], echo.port))
+        assert sessions[1].roundtrip(b"second\n", 10), relay.log
+        for n in range(5):
+            for session in sessions:
+                assert session.roundtrip(f"line {n}\n".encode(), 3), relay.log
+        facts = _facts(relay)
+        assert facts["serving"] == 2 and len(set(worker_pids(relay))) == 2, facts
+        assert facts["bounced"] >= 1, facts
+    finally:
+        for session in sessions:
+            session.close()
+        nat.close()
 
 
 def test_sighup_keeps_worker_sessions_and_shutdown_closes_them(

@@ -182,7 +182,9 @@ class KeyHolder(Running):
         self.keys: SessionKeys | None = None
         self.welcome: wire.Welcome | None = None
 
-    def connect(self, target: str = wire.PROBE_TARGET, timeout: float = 3.0) -> wire.Welcome:
+    def connect(self, target: str = wire.PROBE_TARGET, timeout: float = 10.0) -> wire.Welcome:
+        """HELLO (resent every `POLL`) until a WELCOME; 10 s: a session worker's start, on a
+        busy machine, comes first."""
         if target != wire.PROBE_TARGET:
             self.handshake = ClientHandshake(self.psk, target, time.time())
         hello = self.handshake.hello_frame(1)
