@@ -10,7 +10,8 @@ One gap closed here: between a fresh socket's bind and its connect, the group's 
 hand it a share of every other client's datagrams (6 of 8 in a check on this kernel, see
 docs/BENCHMARKS.md). A one-instruction classic BPF program on the group ("return 0": the
 group's first socket, the listener) makes every datagram that no connected socket matches go
-to the listener, never to a socket about to connect.
+to the listener, never to a socket about to connect (tests/relayd/test_worker_pool.py checks
+both: the share without it, none with it).
 """
 
 from __future__ import annotations

@@ -79,6 +79,8 @@ class PeerSockets:
             io = self._open(addr)
             if io is None:
                 return  # loss, as a full socket buffer is
+        else:
+            self._socks.move_to_end(addr)  # least recently used first out
         io.send_frames(frames)
 
     def _open(self, addr: tuple[str, int]) -> BatchSocket | None:
@@ -99,6 +101,8 @@ class PeerSockets:
         with contextlib.suppress(OSError):  # an ICMP error: what was read before it stays
             io.read_connected(frames, READ_BATCH)
         if frames:
+            if addr in self._socks:
+                self._socks.move_to_end(addr)
             self.server.datagrams_in(frames, addr)
 
     def _close(self, io: BatchSocket) -> None:
