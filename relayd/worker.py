@@ -13,8 +13,8 @@ own code (`ExitServer`), minus the listeners:
 - it pushes its SESSION documents every `SNAPSHOT_INTERVAL` and at once when the session
   opens or closes, for `relayd status` and the metrics;
 - it exits once its session is gone (closed and its tombstone expired), when no session
-  arrives within `ASSIGN_TIMEOUT` of the ASSIGN, when told to QUIT, or when the dispatcher
-  goes (EOF).
+  arrives within the handshake timeout (`Limits.handshake_timeout`) of the ASSIGN, when told
+  to QUIT, or when the dispatcher goes (EOF).
 
 Security rules applied here: only an ASSIGNed session id opens a session (a HELLO for any
 other, from the network or on an adopted connection, is dropped: every new session passes the
@@ -54,9 +54,9 @@ log = logging.getLogger("relayd")
 
 #: Session documents go to the dispatcher this often (s), and when the session opens.
 SNAPSHOT_INTERVAL = 0.5
-#: The CONFIG must come within this (s) of the start, the session within this of its ASSIGN.
+#: The CONFIG must come within this (s) of the start (the session within the configured
+#: handshake timeout of its ASSIGN, as a TCP connection's first valid frame must).
 CONFIG_TIMEOUT = 10.0
-ASSIGN_TIMEOUT = 10.0
 #: Connected sockets per worker: every path's address and a few old ones (roaming).
 MAX_PEER_SOCKETS = 2 * MAX_PATHS
 
@@ -171,7 +171,8 @@ class WorkerServer(ExitServer):
             self._adopt(fds[0], addr, body[channel.TOKEN.size + offset :], token)
         elif kind == channel.ASSIGN:
             self.assigned.add(body[:8])
-            self._loop.call_later(ASSIGN_TIMEOUT, self._assign_timeout, body[:8])
+            # A worker holding a slot for a session that never comes must not live on.
+            self._loop.call_later(self.limits.handshake_timeout, self._assign_timeout, body[:8])
         elif kind == channel.CONFIG:
             config, _, level = pickle.loads(body)  # from our parent: see relayd/channel.py
             logging.getLogger().setLevel(level)
@@ -215,7 +216,11 @@ class WorkerServer(ExitServer):
 
     def _assign_timeout(self, session_id: bytes) -> None:
         if session_id not in self.sessions:
-            log.warning("session %s: no handshake within %.0f s", session_id.hex(), ASSIGN_TIMEOUT)
+            log.warning(
+                "session %s: no handshake within %.0f s",
+                session_id.hex(),
+                self.limits.handshake_timeout,
+            )
             self.assigned.discard(session_id)
             if not self.sessions and not self.assigned:
                 self._quit("no session")

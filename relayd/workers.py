@@ -13,9 +13,9 @@ datagrams from an address the worker has no socket for yet (roaming).
 
 Bounds: at most `Limits.session_processes` workers serve sessions (beyond: the session is
 served in the dispatcher's own process, as without the option), plus one spare started ahead
-(a Python start-up is a few hundred ms); a worker must say READY within
-`WORKER_START_TIMEOUT`, exits when its session is gone, and is killed if it does not quit
-within `QUIT_TIMEOUT` of being told to. A dead worker's sessions leave the table at its
+(a Python start-up is a few hundred ms; a cap lowered on SIGHUP stops it); a worker must say
+READY within `WORKER_START_TIMEOUT`, exits when its session is gone, and is killed if it does
+not quit within `QUIT_TIMEOUT` of being told to. A dead worker's sessions leave the table at its
 channel's EOF: their frames then get what an unknown session gets (a RESET), their HELLO
 nonces stay remembered (a replay is refused). What the dispatcher passes on is bounded too
 (`forward`, `SETTLED`): the session id it goes by is no secret.
@@ -317,6 +317,13 @@ class WorkerPool:
     def reconfigure(self, cap: int) -> None:
         """SIGHUP: the new configuration to every worker (a revoked key closes its sessions)."""
         self.cap = cap
+        if self.spare is not None and self.busy() >= cap:
+            # The cap went down to what already serves (to 0: no more workers): the spare
+            # would idle until shutdown, 40 MB for nothing. It holds no session: stopped.
+            log.info(
+                "session worker %d: spare beyond the new cap of %d, stopped", self.spare.pid, cap
+            )
+            self._kill(self.spare)
         message = self._config_message()
         for worker in self.workers:
             if not channel.send(worker.sock, message):

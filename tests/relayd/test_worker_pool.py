@@ -1,24 +1,43 @@
-"""Session workers' bounds, in this process over real sockets: a worker's per-address sockets
-(least recently used out first) and the listener's reuseport group (the BPF program's guard of
-a socket between its bind and its connect).
+"""Session workers' bounds, in this process over real worker processes and real sockets: the
+dispatcher's `WorkerPool` (start timeout, a lowered cap), a worker's handshake deadline, its
+per-address sockets (least recently used out first) and the listener's reuseport group (the
+BPF program's guard of a socket between its bind and its connect).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import pickle
 import select
+import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import pytest
 
-from relayd import reuseport
+from relayd import channel, reuseport, workers
+from relayd.acl import AllowList
+from relayd.limits import Limits
+from relayd.server import ExitConfig
 from relayd.worker import MAX_PEER_SOCKETS, PeerSockets
+from relayd.workers import WorkerPool
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def _config(limits: Limits) -> Callable[[], bytes]:
+    config = ExitConfig(("127.0.0.1", 0), os.urandom(32), AllowList.parse([]), limits=limits)
+    message = channel.CONFIG + pickle.dumps((config, ("127.0.0.1", 9), logging.INFO))
+    return lambda: message
+
+
+def _no_bounce(data: bytes, addr: tuple[str, int]) -> None:
+    raise AssertionError("nothing is bounced here")
 
 
 async def _until(predicate: Callable[[], object], timeout: float, what: str) -> None:
@@ -26,6 +45,98 @@ async def _until(predicate: Callable[[], object], timeout: float, what: str) -> 
     while not predicate():
         assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
         await asyncio.sleep(0.02)
+
+
+async def _ready_spare(pool: WorkerPool) -> workers.Worker:
+    """The pool's spare once READY (as long as the pool itself gives it, and then some)."""
+    await _until(
+        lambda: pool.spare is not None and pool.spare.ready,
+        workers.WORKER_START_TIMEOUT + 5,
+        "a READY spare",
+    )
+    assert pool.spare is not None
+    return pool.spare
+
+
+@contextlib.contextmanager
+def _pool(cap: int, limits: Limits) -> Iterator[WorkerPool]:
+    """A started pool; whatever happens, no worker outlives the test (killed by PID, reaped)."""
+    pool = WorkerPool(_config(limits), cap, _no_bounce)
+    pool.start()
+    try:
+        yield pool
+    finally:
+        for worker in list(pool.workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGKILL)
+            worker.proc.wait(5)
+            worker.sock.close()
+
+
+def test_a_worker_not_ready_in_time_is_killed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A spare that does not say READY within `WORKER_START_TIMEOUT` (here 1 s: stopped
+    before its interpreter got that far) is killed, and the next one starts after
+    `RESPAWN_DELAY`, not in a tight loop."""
+    monkeypatch.setattr(workers, "WORKER_START_TIMEOUT", 1.0)
+
+    async def scenario() -> None:
+        with _pool(1, Limits()) as pool:
+            stalled = pool.spare
+            assert stalled is not None
+            os.kill(stalled.pid, signal.SIGSTOP)  # microseconds after its exec: not READY
+            started = time.monotonic()
+            await _until(lambda: not stalled.alive, 5, "the stalled worker's end")
+            assert time.monotonic() - started >= 0.9
+            assert stalled.proc.wait(5) == -signal.SIGKILL and not stalled.ready
+            assert pool.spare is None  # none at once...
+            await asyncio.sleep(workers.RESPAWN_DELAY / 2)
+            assert pool.spare is None
+            await _ready_spare(pool)  # ...one a little later, and it starts
+            await pool.close("test over")
+
+    with caplog.at_level(logging.INFO, "relayd"):
+        asyncio.run(scenario())
+    assert "not ready in 1 s: killed" in caplog.text
+
+
+def test_a_worker_whose_session_never_comes_exits(capfd: pytest.CaptureFixture[str]) -> None:
+    """A worker ASSIGNed a session whose HELLO never reaches it (a lost forward) exits at the
+    handshake timeout (here 1 s), and its slot is free again."""
+
+    async def scenario() -> None:
+        with _pool(1, Limits(handshake_timeout=1.0)) as pool:
+            spare = await _ready_spare(pool)
+            worker = pool.assign(os.urandom(8), os.urandom(16), "127.0.0.1", "key")
+            assert worker is spare and pool.busy() == 1
+            started = time.monotonic()
+            await _until(lambda: not worker.alive, 5, "the worker's exit")
+            assert time.monotonic() - started >= 0.9
+            assert worker.proc.wait(5) == 0
+            assert pool.busy() == 0 and pool.available()
+            await pool.close("test over")
+
+    asyncio.run(scenario())
+    assert "no handshake within 1 s" in capfd.readouterr().err
+
+
+def test_a_cap_lowered_to_zero_stops_the_spare(caplog: pytest.LogCaptureFixture) -> None:
+    """SIGHUP with session_processes 0: the idle spare is stopped, none is started again."""
+
+    async def scenario() -> None:
+        with _pool(2, Limits()) as pool:
+            spare = await _ready_spare(pool)
+            pool.reconfigure(0)
+            assert pool.spare is None and not spare.alive and not pool.workers
+            assert spare.proc.wait(5) is not None
+            await asyncio.sleep(workers.RESPAWN_DELAY + 0.2)
+            assert not pool.workers
+            await pool.close("test over")
+
+    with caplog.at_level(logging.INFO, "relayd"):
+        asyncio.run(scenario())
+    assert "beyond the new cap of 0, stopped" in caplog.text
 
 
 # ---------------------------------------------------------------------- sockets, the group
