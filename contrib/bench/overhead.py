@@ -247,12 +247,60 @@ class DupConn(Conn):
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (0 if unavailable)."""
+    """User + system CPU time of a process, from /proc (0 if unavailable), and for relayd with
+    `--session-processes` that of its workers serving a session (its sessions' frames are
+    handled there, not in the dispatcher). The idle spare (no network socket) is left out: its
+    start, a Python start-up, is no echo's or MB's cost. A worker gone keeps its last reading,
+    so the difference of two readings never drops by a worker's whole life."""
+    workers = _SERVING.setdefault(pid, {})
+    for child in _children(pid):
+        if b"relayd.worker" in _read(f"/proc/{child}/cmdline") and _inet_sockets(child):
+            workers[child] = _own_cpu(child)
+    return _own_cpu(pid) + sum(workers.values())
+
+
+#: pid -> its session workers seen serving -> their CPU seconds when last read.
+_SERVING: dict[int, dict[int, float]] = {}
+
+
+def _own_cpu(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    except (OSError, IndexError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return b""
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found.update(int(c) for c in _read(f"{task}/children").split())
+    return found
+
+
+def _inet_sockets(pid: int) -> bool:
+    """Whether `pid` holds a UDP or TCP socket (a worker serving a session does)."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1].encode())
+    for table in ("udp", "udp6", "tcp", "tcp6"):
+        for line in _read(f"/proc/{pid}/net/{table}").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 9 and fields[9] in inodes:
+                return True
+    return False
 
 
 # --- the measurements -------------------------------------------------------------------------
