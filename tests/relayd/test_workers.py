@@ -368,14 +368,16 @@ def test_datagrams_naming_a_workers_session_are_rate_limited_per_source(
         before = _facts(relay)["forwarded"]
         junk = _junk(tap.captured[0][4:12], 100)
         started = time.monotonic()
-        for _ in range(2000):
-            attacker.send(junk, (relay.host, relay.port))
+        for _ in range(40):  # in bursts the listener's buffer holds (no loss: see below)
+            for _ in range(50):
+                attacker.send(junk, (relay.host, relay.port))
+            time.sleep(0.002)
         time.sleep(0.3)  # read and handled
         facts = _facts(relay)
         seconds = time.monotonic() - started
         passed = facts["forwarded"] - before
         assert passed <= FORWARD_RATE_PER_SOURCE * (2 + seconds), facts
-        assert facts["limited"] >= 2000 - passed - 100, facts  # the limit, not loss, held it
+        assert passed + facts["limited"] >= 1900, facts  # the limit held them, not loss
         assert session.roundtrip(b"after\n", 3), relay.log
         assert attacker.received == 0
     finally:
