@@ -1,8 +1,7 @@
 """An SSH relay path (a stock sshd, direct-tcpip) pays no Nagle delay on a real route.
 
 Measured on the lab, where delay is per packet (unlike a TCP-terminating loopback shim), so
-sshd's Nagle against the client's delayed ACKs shows: without the pty session it costs 26-33 ms
-at the median here. Issue 3's figure (an SSH relay path adds under 2 ms to its route) is the
+sshd's Nagle shows. Issue 3's figure (an SSH relay path adds under 2 ms to its route) is the
 shim test's, tests/e2e/test_ssh_relay.py, held there against a TCP relay hop; on the lab, with
 ssh, sshd, relayd and the emulator sharing two cores, the SSH relay's own work (sshd's crypto,
 one more process hop) measured 0.7-2.1 ms, so this test bounds it at 5 ms: far below Nagle,
@@ -10,12 +9,26 @@ above the machine's noise.
 
 The same route up1 -> relay2 -> server is used three ways, one session each, all three typing
 at once: through `relayd relay` over TCP, through relay2's sshd with the pty session
-(dupsession's default), and through it without (`pty=no`).
+(dupsession's default), and through it without (`pty=no`: the control, which must show Nagle).
+
+The echo comes back in two writes 3 ms apart (`SplitEcho`: a shell echoing a key and then
+redrawing), so every keystroke makes relayd send two small DATA frames, and the second reaches
+sshd while the first is in flight to the client (the route's 40 ms round trip). Without the
+pty session sshd holds it until the client's kernel acknowledges the first, whatever the client
+sends or when, so the control's margin no longer rests on dupsession's own ACK pattern (with
+`cat`'s single write it did: Nagle then caught only a separate ACK frame behind the echo,
+26-33 ms while relayd sent its ACKs alone, 5.5-17.7 once they rode with the echo; with the two
+writes 28-244 ms on both). A held second frame is just as visible to the main assertion, so a
+pty session that did not take fails it by tens of ms. The target's own session has a pty
+(`ssh -tt`), so the server's sshd does not hold the second write against relayd's delayed ACK
+either; REMOTE sets the pty raw, so the lines pass unchanged.
 """
 
 from __future__ import annotations
 
+import shlex
 import statistics
+import sys
 import time
 
 import pytest
@@ -26,6 +39,33 @@ from tests.support.proxycmd import ProxyProbe
 pytestmark = pytest.mark.timeout(120)
 
 TYPING = 6.0  #: seconds of keystrokes (the three variants at once)
+SPLIT_GAP = 0.003  #: seconds between the echo's two writes (well under the 40 ms round trip)
+IDLE_EXIT = 4.0  #: the echo ends after this long (s) without input: a pty passes no EOF
+
+#: Echo each line in two writes, SPLIT_GAP apart; exit after IDLE_EXIT s without input.
+_SPLIT_ECHO = f"""
+import os, select, time
+rest = b""
+while select.select([0], [], [], {IDLE_EXIT})[0]:
+    data = os.read(0, 4096)
+    if not data:
+        break
+    *lines, rest = (rest + data).split(b"\\n")
+    for line in lines:
+        os.write(1, line[:4])
+        time.sleep({SPLIT_GAP})
+        os.write(1, line[4:] + b"\\n")
+"""
+
+
+class SplitEcho(EchoSession):
+    """EchoSession whose target echoes each line in two writes, from a raw pty."""
+
+    REMOTE = (
+        f"stty raw -echo; echo READY; exec {shlex.quote(sys.executable)} -c "
+        f"{shlex.quote(_SPLIT_ECHO)}"
+    )
+    TTY = True
 
 
 def _config(world: World, path: str, name: str) -> ProxyProbe:
@@ -58,7 +98,7 @@ def test_ssh_relay_pays_no_nagle_delay(world: World) -> None:
     # three alike: one after the other (until this change), a CI run's busy moment made the
     # SSH relay look 3.6 ms slower than relayd's.
     variants = {"via-relayd": relay, "via-sshd": ssh, "via-sshd-no-pty": ssh + "&pty=no"}
-    echoes = [EchoSession(world, _config(world, path, name)) for name, path in variants.items()]
+    echoes = [SplitEcho(world, _config(world, path, name)) for name, path in variants.items()]
     for echo in echoes:
         echo.start()
     time.sleep(TYPING)

@@ -444,7 +444,8 @@ url = "{jump}&via={JUMP}"
         self.proxies.append(proxy)
         return proxy
 
-    def ssh_argv(self, proxy: ProxyProbe, remote: str) -> list[str]:
+    def ssh_argv(self, proxy: ProxyProbe, remote: str, tty: bool = False) -> list[str]:
+        """`ssh` through `proxy` to the server's sshd; `tty`: with a pty (`-tt`)."""
         argv = strict_ssh_argv(
             identity=self.user_key,
             known_hosts=self.known_hosts,
@@ -452,13 +453,16 @@ url = "{jump}&via={JUMP}"
             destination="root@127.0.0.1",
             port=SSH_PORT,
             proxy_command=proxy.command,
+            extra_opts=["-tt"] if tty else (),
             connect_timeout=30,
         )
         return [*argv, remote]
 
-    def ssh_popen(self, proxy: ProxyProbe, remote: str, **kwargs: Any) -> subprocess.Popen[Any]:
+    def ssh_popen(
+        self, proxy: ProxyProbe, remote: str, tty: bool = False, **kwargs: Any
+    ) -> subprocess.Popen[Any]:
         env = {**os.environ, "DUPSESSION_RUNTIME_DIR": str(self.run_dir)}
-        proc = self.lab.popen("client", self.ssh_argv(proxy, remote), env=env, **kwargs)
+        proc = self.lab.popen("client", self.ssh_argv(proxy, remote, tty), env=env, **kwargs)
         self.sessions.append(proc)
         return proc
 
@@ -527,6 +531,7 @@ class EchoSession:
     Through dupsession (`proxy`), or plain ssh: `ssh_argv(remote)` (`World.plain_ssh_argv`)."""
 
     REMOTE = "echo READY; exec cat"
+    TTY = False  #: run REMOTE with a pty (`ssh -tt`): REMOTE must then set it raw itself
 
     def __init__(
         self,
@@ -542,7 +547,7 @@ class EchoSession:
         pipes: dict[str, Any] = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "bufsize": 0}
         with self.stderr_path.open("wb") as err:
             if proxy is not None:
-                self.proc = world.ssh_popen(proxy, self.REMOTE, stderr=err, **pipes)
+                self.proc = world.ssh_popen(proxy, self.REMOTE, self.TTY, stderr=err, **pipes)
             else:
                 assert ssh_argv is not None, "EchoSession needs a proxy or an ssh_argv"
                 self.proc = world.lab.popen("client", ssh_argv(self.REMOTE), stderr=err, **pipes)
