@@ -12,13 +12,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 from dupsession.aio.driver import (
     BULK_FLUSH_DELAY,
     BULK_INPUT,
     FLUSH_AFTER_BYTES,
     INTERACTIVE_BACKLOG,
+    QUIET_FLUSH_DELAY,
     SessionDriver,
 )
 from dupsession.core import events, wire
@@ -184,8 +185,9 @@ def test_a_prompted_flush_leaves_no_flush_for_the_turn() -> None:
 def test_a_copy_that_lost_the_race_is_not_prompted() -> None:
     """A keystroke comes in once per path and only its first copy moves the stream: that one
     is flushed at the end of its callback; a later copy's flush (ACK bookkeeping, the timer)
-    waits for the turn. An input after such a copy that does move the stream (the echo) is
-    prompted at once: the shared list has the driver back."""
+    waits QUIET_FLUSH_DELAY, and the copies read meanwhile share it. An input after such a
+    copy that does move the stream (the echo) is prompted at once: the shared list has the
+    driver back."""
     poked: list[SessionDriver] = []
     loop, client, _, exit_, exit_seen = _pair(poked=poked)
     loop.run_until(lambda: loop.now >= T0 + 3 * DELAY, horizon=T0 + 1)  # the attach probes
@@ -208,12 +210,45 @@ def test_a_copy_that_lost_the_race_is_not_prompted() -> None:
     callback_ends()
     assert transmits() == 1  # a copy: nothing for the stream yet
     loop.run_soon()
-    assert transmits() == 2  # the turn's flush
+    assert transmits() == 1  # nor at the turn's end: it waits QUIET_FLUSH_DELAY...
+    exit_.frame_received(frame, 0)  # ...for the next copy, read in a turn of its own
+    callback_ends()
+    loop.run_soon()
+    assert transmits() == 1
+    loop.now += QUIET_FLUSH_DELAY
+    loop.run_due()
+    assert transmits() == 2  # one flush for both copies
     exit_.frame_received(frame, 0)
     callback_ends()
     exit_.send(b"e")  # the echo, in the same turn as a copy that was not prompted
     callback_ends()
     assert transmits() == 3
+
+
+def test_the_stream_waits_for_no_quiet_flush() -> None:
+    """Without relayd's prompt (the client): a copy's flush waits QUIET_FLUSH_DELAY, and new
+    data read while it waits goes to the consumer at the end of its own turn, not then."""
+    loop, client, _, exit_, exit_seen = _pair()
+    loop.run_until(lambda: loop.now >= T0 + 3 * DELAY, horizon=T0 + 1)  # the attach probes
+    loop.run_soon()
+    transmits = _count_transmits(exit_)
+    data = []
+    for chunk in (b"k", b"l"):
+        client.session.send(chunk)
+        out = client.session.transmit(loop.now)[0]
+        data += [f for f in out if f[1] == wire.FrameType.DATA]
+    exit_.frame_received(data[0], 0)
+    loop.run_soon()
+    assert bytes(exit_seen.data) == b"k" and transmits() == 1
+    exit_.frame_received(data[0], 0)  # its copy: the flush waits
+    loop.run_soon()
+    assert transmits() == 1 and exit_._flush_pending
+    exit_.frame_received(data[1], 0)  # the next keystroke, meanwhile: at the turn's end
+    loop.run_soon()
+    assert bytes(exit_seen.data) == b"kl" and transmits() == 2
+    loop.now += QUIET_FLUSH_DELAY
+    loop.run_due()
+    assert transmits() == 2  # that flush took the copy's too
 
 
 def test_an_upload_read_is_not_prompted() -> None:
@@ -262,7 +297,10 @@ def test_a_stopped_driver_is_gone_from_the_list_and_never_runs_again() -> None:
     session.add_path(0, True, T0)
     driver = SessionDriver(session, Recorder(clock=loop.time), loop.time, loop, poked=poked)
     driver.poke()
-    loop.run_soon()  # the loop's flush
+    loop.run_soon()
+    loop.now += QUIET_FLUSH_DELAY
+    loop.run_due()  # the loop's flush (of an input with nothing for the stream: deferred)
+    assert not driver._flush_pending
     driver.poke()
     assert poked == [driver, driver]
     driver.stop()
@@ -506,3 +544,45 @@ def test_decoded_input_left_over_is_prompted() -> None:
     exit_.prompt()
     assert transmits() == 1
     assert len(exit_seen.data) > handed
+
+
+class _EarlyLoop(VirtualLoop):
+    """Timers as uvloop keeps them: the delay rounded to the millisecond, from a loop clock
+    read at the turn's start (here 0.3 ms stale), so a timer fires up to 0.8 ms early."""
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Any:
+        delay = round((when - self.now) * 1000) / 1000
+        return super().call_at(max(self.now, self.now + delay - 0.0003), callback)
+
+
+def test_an_interactive_timer_that_fires_early_waits_out_the_rest() -> None:
+    """The core's timer runs no earlier than the deadline it asked for: a loop that fires
+    timers early (uvloop, by up to a millisecond) gets the rest re-armed, not a flush that finds
+    nothing due (0.2-0.9 of them per keystroke at relayd, ~100 us each)."""
+    loop = _EarlyLoop(T0)
+    sid, keys = handshake_keys()
+    drivers = []
+    for role in (Role.CLIENT, Role.EXIT):
+        session = Session(role, sid, keys, T0)
+        # a clock of its own (not loop.time): the driver converts deadlines, as with asyncio
+        drivers.append(SessionDriver(session, Recorder(), lambda: loop.now, loop))
+    client, exit_ = drivers
+    client.attach(0, Link(loop, exit_), datagram=True)
+    exit_.attach(0, Link(loop, client), datagram=True)
+    fired: list[tuple[float, float]] = []  # (now, the deadline asked for)
+    for driver in drivers:
+        handle = driver.session.handle_timer
+
+        def timed(
+            now: float, handle: Callable[[float], None] = handle, d: SessionDriver = driver
+        ) -> None:
+            fired.append((now, cast(float, d.session.get_timer())))
+            handle(now)
+
+        driver.session.handle_timer = timed  # type: ignore[method-assign]
+    for i in range(5):
+        loop.call_at(T0 + 0.05 * i, functools.partial(client.send, b"k"))
+    loop.run_until(lambda: loop.now >= T0 + 0.4, horizon=T0 + 10)
+    assert len(fired) >= 5  # ACK delays and probes
+    early = [(now, at) for now, at in fired if now < at]
+    assert not early, early

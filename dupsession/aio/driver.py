@@ -58,6 +58,17 @@ INTERACTIVE_WINDOW = 0.1
 #: CPU in them); a stream path's reads come in 256 KiB already (FLUSH_AFTER_BYTES).
 BULK_INPUT = 64 * 1024
 BULK_FLUSH_DELAY = 0.001
+#: An interactive session whose input brought nothing for the stream (`Session.
+#: has_stream_output`: the copies of a keystroke that lost the race to its first copy, the
+#: copies of an ACK) flushes this long (s) after the turn that read it, not at its end: the
+#: copies come in turns of their own (one per path's read) and each turn's flush found nothing
+#: to send (loopback typing, 4 paths: 2.6 such flushes per keystroke at relayd, ~0.9 at the
+#: client, ~100 us each). What it may hold back a millisecond: an ACK due by count, a path's
+#: reopened room; anything urgent that comes meanwhile flushes at once (`prompt`, the turn).
+QUIET_FLUSH_DELAY = 0.001
+#: Added to the rest of a timer that fired early (s): uvloop rounds a delay to the nearest
+#: millisecond, so the rest plus half a millisecond never rounds below it.
+_EARLY_PAD = 0.0005
 
 
 class FrameSink(Protocol):
@@ -120,6 +131,9 @@ class SessionDriver:
         self._turn_flush_queued = False
         #: `prompt` left the pending flush to the turn: the input brought nothing urgent.
         self._declined = False
+        #: The pending flush waits QUIET_FLUSH_DELAY: the turn's input was not urgent.
+        self._quiet_pending = False
+        self._quiet_queued = False  #: its call is queued (it runs then only if still pending)
         self._unflushed = 0  #: frame bytes received since the last flush
         self._input_since = float("-inf")  #: start of the current INTERACTIVE_WINDOW
         self._input_bytes = 0  #: frame bytes received in it
@@ -260,6 +274,11 @@ class SessionDriver:
                 # input (the echo after a copy that lost the race) must reach the next prompt.
                 self._declined = False
                 self._poked.append(self)
+            if self._quiet_pending and not self._turn_flush_queued:
+                # the pending flush waits QUIET_FLUSH_DELAY: this input may be urgent, and
+                # the turn's end asks (`_turn_flush`)
+                self._turn_flush_queued = True
+                self._loop.call_soon(self._turn_flush)
             return
         if not self._stopped:
             self._flush_pending = True
@@ -273,6 +292,24 @@ class SessionDriver:
 
     def _turn_flush(self) -> None:
         self._turn_flush_queued = False
+        if (
+            self._flush_pending
+            and self._interactive()
+            and not self.session.has_stream_output()
+            and not self._stopped
+        ):
+            # Nothing for the stream (a copy that lost the race, an ACK's copy): the flush
+            # (its ACK bookkeeping, the timer) waits QUIET_FLUSH_DELAY, and the copies and
+            # ACKs read meanwhile, in turns of their own, share it.
+            self._quiet_pending = True
+            if not self._quiet_queued:
+                self._quiet_queued = True
+                self._loop.call_at(self._loop.time() + QUIET_FLUSH_DELAY, self._quiet_flush)
+            return
+        self._queued_flush()
+
+    def _quiet_flush(self) -> None:
+        self._quiet_queued = False
         self._queued_flush()
 
     def _queued_flush(self) -> None:
@@ -293,20 +330,24 @@ class SessionDriver:
         that lost the race to its first copy, and most ACKs, leave the flush (their ACK
         bookkeeping, the timer) to the turn, once for all of them: on loopback, 2 UDP + 1 TCP,
         such flushes were 2.7 of relayd's 3.5 prompted flushes per echo, ~100 us each."""
-        if (
-            self._flush_pending
-            and self._input_bytes <= INTERACTIVE_BACKLOG  # not an upload's reads either
-            and self.session.backlog() <= INTERACTIVE_BACKLOG
-        ):
+        if self._flush_pending and self._interactive():
             if self.session.has_stream_output():
                 self.flush()
             else:
                 self._declined = True
 
+    def _interactive(self) -> bool:
+        """Little of our stream unacknowledged and little input in the current window (not an
+        upload's reads either): `INTERACTIVE_BACKLOG`."""
+        return (
+            self._input_bytes <= INTERACTIVE_BACKLOG
+            and self.session.backlog() <= INTERACTIVE_BACKLOG
+        )
+
     def flush(self) -> None:
         if self._stopped:  # a flush queued before `stop`, or a path's late event after it
             return
-        self._flush_pending = self._declined = False
+        self._flush_pending = self._declined = self._quiet_pending = False
         self._unflushed = 0
         session = self.session
         now = self.now()
@@ -374,8 +415,22 @@ class SessionDriver:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._timer_at = None
-        self.session.handle_timer(self.now())
+        at, self._timer_at = self._timer_at, None
+        now = self.now()
+        if at is not None and now < at and not self._loop_keeps_clock and self._interactive():
+            # Early: uvloop keeps timers in whole milliseconds of a loop clock read at the
+            # turn's start, so a deadline fires up to ~1 ms before it is due, and the core, asked
+            # then, has nothing due: a flush that sends nothing (~100 us), and the timer again.
+            # Wait out the rest instead, rounded up to the loop's millisecond (loopback typing:
+            # 0.2-0.9 such flushes per keystroke at relayd; "CPU per small frame"). Only an
+            # interactive session's (its ACK and probe timers): a transfer's pacing wake-up
+            # takes what is due within its slack early, as before.
+            self._timer_at = at
+            self._timer = self._loop.call_at(
+                self._loop.time() + _EARLY_PAD + (at - now), self._on_timer
+            )
+            return
+        self.session.handle_timer(now)
         self.flush()
 
     def stop(self) -> None:

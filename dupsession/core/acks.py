@@ -19,7 +19,7 @@ MAX_RTT_SAMPLE = 10.0
 class AckPending:
     """Whether received DATA (or a reopened window) needs an ACK, and from when."""
 
-    __slots__ = ("count", "delay", "every", "since", "window_update")
+    __slots__ = ("count", "delay", "every", "sent_at", "since", "window_update")
 
     def __init__(self, delay: float, every: int) -> None:
         self.delay = delay  #: hold an ACK at most this long (s) after DATA needing one...
@@ -27,6 +27,7 @@ class AckPending:
         self.since: float | None = None
         self.count = 0
         self.window_update = False  #: the receive window reopened: tell the peer now
+        self.sent_at = float("-inf")  #: when the last ACK for received DATA left
 
     def note(self, now: float) -> None:
         if self.since is None:
@@ -39,7 +40,15 @@ class AckPending:
             since is not None and (self.count >= self.every or now - since >= self.delay)
         )
 
-    def sent(self) -> None:
+    def rides_along(self, now: float) -> bool:
+        """Whether an owed ACK goes with the DATA we send now, before its delay: only when
+        the last one left at least a delay ago, so ACKs come no more often than the delay
+        timer would send them (a closed-loop echo at 1 ms a round: one ACK per 4 ms, not one
+        per message, each a read and a whole ACK's processing at the peer)."""
+        return self.since is not None and now - self.sent_at >= self.delay
+
+    def sent(self, now: float) -> None:
+        self.sent_at = now
         self.window_update = False
         self.since = None
         self.count = 0

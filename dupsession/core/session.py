@@ -349,7 +349,13 @@ class Session(ReceiveData, Closing):
         recovery.spread = scheduler.reorder_spread
         recovery.keep_waiting(resend)
         acks = self.acks
-        ack_due = acks.due(now)
+        # An owed ACK goes with the DATA we send now rather than alone on its delay timer
+        # (QUIC's and TCP's piggyback) when the last one left a delay ago (`rides_along`):
+        # the same ACKs on the same paths, a few ms sooner, and the timer's own wake-up and
+        # flush, and the peer's separate reads of them, are gone (a keystroke's echo at the
+        # exit went bare and its ACK followed 4 ms later on every path: a flush here, up to a
+        # read and a flush per path there; docs/BENCHMARKS.md, "CPU per small frame").
+        ack_due = acks.due(now) or (acks.rides_along(now) and any(out.values()))
         window_update = acks.window_update
         probe_interval = self.config.probe_interval
         for path in paths.values():
@@ -381,7 +387,7 @@ class Session(ReceiveData, Closing):
                 path.last_sent = now
                 path.bytes_sent += sum(map(len, frames))
         if ack_due:
-            acks.sent()
+            acks.sent(now)
         return out
 
     def challenge_frame(self, path_id: int, token: int, now: float) -> bytes | None:

@@ -8,6 +8,7 @@ each record's echo. All on virtual time, so tails are exact and reproduce from t
 from __future__ import annotations
 
 import statistics
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,23 @@ class EchoSimulation(Simulation):
 
         exit_side.on_data = echo  # type: ignore[method-assign]
         client_side.on_data = timed  # type: ignore[method-assign]
+
+
+def typing_with_burst(
+    specs: Sequence[PathSpec],
+    seed: int,
+    keystrokes: int,
+    interval: float,
+    burst: int,
+    **kwargs: Any,
+) -> EchoSimulation:
+    """Typing from 0.2 s, with a `burst`-byte transfer 0.3 s in (0: none)."""
+    sim = EchoSimulation(specs, seed, keystrokes, interval, start=0.2, **kwargs)
+    if burst:
+        at = START + 0.3
+        sim.client.writes = deque(sorted([*sim.client.writes, (at, bytes(burst))]))
+        sim._push(at, sim.client, Wake())
+    return sim
 
 
 @dataclass(frozen=True, slots=True)

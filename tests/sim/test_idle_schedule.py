@@ -24,7 +24,7 @@ from dupsession.core.schedule_paths import sendable, stalled
 from dupsession.core.sender import Sender
 from dupsession.core.session import Session
 from dupsession.core.stripe import Stripe
-from tests.sim.echo import EchoSimulation
+from tests.sim.echo import EchoSimulation, typing_with_burst
 from tests.sim.network import LinkSpec, PathSpec, Simulation
 from tests.support.session import handshake_keys
 
@@ -125,13 +125,8 @@ def test_idle_shortcut_sends_and_leaves_what_the_full_schedule_does(
 ) -> None:
     features = Features(schedule=Schedule(policy))
 
-    def make() -> Simulation:
-        sim = EchoSimulation(specs, seed, keystrokes, interval, start=0.2, features=features)
-        if burst:  # a transfer in the middle of the typing
-            at = network.START + 0.3
-            sim.client.writes = deque(sorted([*sim.client.writes, (at, bytes(burst))]))
-            sim._push(network.START + 0.3, sim.client, network.Wake())
-        return sim
+    def make() -> Simulation:  # a transfer in the middle of the typing
+        return typing_with_burst(specs, seed, keystrokes, interval, burst, features=features)
 
     until = 0.4 + keystrokes * interval
     full = trace(make, until, idle=False)
