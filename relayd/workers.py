@@ -345,6 +345,7 @@ class WorkerPool:
             "forwarded": self.forwarded_gone + sum(w.forwarded for w in self.workers),
             "limited": self.limited_gone + sum(w.limited for w in self.workers),
             "bounced": self.bounced,
+            "handed": sum(len(w.handed) for w in self.workers),
             "spare_ready": self.spare is not None and self.spare.ready,
         }
 

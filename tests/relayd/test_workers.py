@@ -353,6 +353,22 @@ def _facts(relay: Relay) -> dict[str, Any]:
     return facts
 
 
+def _settled_facts(relay: Relay, total: int, timeout: float = 10.0) -> dict[str, Any]:
+    """The counters once the dispatcher has handled what reached it: `forwarded + limited`
+    reached `total`, or stopped moving (what the listener dropped never counts)."""
+    deadline = time.monotonic() + timeout
+    facts = _facts(relay)
+    while time.monotonic() < deadline:
+        seen = facts["forwarded"] + facts["limited"]
+        if seen >= total:
+            return facts
+        time.sleep(0.3)
+        facts = _facts(relay)
+        if facts["forwarded"] + facts["limited"] == seen:
+            return facts
+    return facts
+
+
 def test_datagrams_naming_a_workers_session_are_rate_limited_per_source(
     relays: Callable[..., Relay], echo: TcpTarget
 ) -> None:
@@ -368,16 +384,17 @@ def test_datagrams_naming_a_workers_session_are_rate_limited_per_source(
         before = _facts(relay)["forwarded"]
         junk = _junk(tap.captured[0][4:12], 100)
         started = time.monotonic()
-        for _ in range(40):  # in bursts the listener's buffer holds (no loss: see below)
+        for _ in range(40):  # in bursts the listener's buffer holds (little loss)
             for _ in range(50):
                 attacker.send(junk, (relay.host, relay.port))
-            time.sleep(0.002)
-        time.sleep(0.3)  # read and handled
-        facts = _facts(relay)
+            time.sleep(0.01)
+        facts = _settled_facts(relay, before + 2000)
         seconds = time.monotonic() - started
         passed = facts["forwarded"] - before
         assert passed <= FORWARD_RATE_PER_SOURCE * (2 + seconds), facts
-        assert passed + facts["limited"] >= 1900, facts  # the limit held them, not loss
+        # The limit held them, not loss: this holds even if a busy machine lost hundreds of
+        # them at the listener (a relay descheduled for 10 ms), and fails without the limit.
+        assert facts["limited"] >= 1000, facts
         assert session.roundtrip(b"after\n", 3), relay.log
         assert attacker.received == 0
     finally:
@@ -413,12 +430,14 @@ def test_connections_naming_a_workers_session_stay_counted_until_settled(
             connect()
         # The dispatcher's own refusal (not a worker's: "relayd[worker N]").
         relay.wait_for_log(r"relayd WARNING refused connection from 127\.0\.0\.10 port \d+: 4 ")
-        assert _facts(relay)["forwarded"] - before == 4
+        assert _facts(relay)["forwarded"] - before == 4  # counted when passed on, at once
+        assert _facts(relay)["handed"] == 4
         for conn in conns:
             conn.close()
-        time.sleep(0.5)  # the worker drops them and says so: their slots are free again
+        # The worker drops them and says so (SETTLED): their slots are free again.
+        wait_for(lambda: _facts(relay)["handed"] == 0, 10, "the closed connections' SETTLED")
         connect()
-        assert _facts(relay)["forwarded"] - before == 5
+        wait_for(lambda: _facts(relay)["forwarded"] - before == 5, 10, "a freed slot used")
         assert session.roundtrip(b"after\n", 3), relay.log
     finally:
         for conn in conns:
