@@ -27,8 +27,10 @@ bounds checks: a worker that runs network input never feeds the dispatcher a pic
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import socket
 import struct
+import termios
 
 CONFIG, ASSIGN, DATAGRAM, STREAM, QUIT = b"C", b"A", b"U", b"T", b"Q"
 READY, SNAPSHOT, BOUNCE, SETTLED = b"R", b"S", b"B", b"D"
@@ -51,6 +53,18 @@ def socketpair() -> tuple[socket.socket, socket.socket]:
                 sock.setsockopt(socket.SOL_SOCKET, option, CHANNEL_BUFFER)
     mine.setblocking(False)
     return mine, theirs
+
+
+def send_buffer(sock: socket.socket) -> int:
+    """The send buffer the kernel gave (bytes of skb truesize): `CHANNEL_BUFFER` asked for,
+    at most 2 x net.core.wmem_max (416 KiB on a default kernel)."""
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+
+
+def queued(sock: socket.socket) -> int:
+    """Bytes sent and not yet read by the peer (SIOCOUTQ, in `send_buffer`'s units)."""
+    (count,) = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4)))
+    return int(count)
 
 
 def pack_addr(addr: tuple[str, int]) -> bytes:

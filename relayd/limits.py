@@ -83,6 +83,10 @@ class TokenBucket:
         self._tokens -= 1
         return True
 
+    def refund(self) -> None:
+        """Give back the token of an event a later check refused (it did not happen)."""
+        self._tokens = min(self.burst, self._tokens + 1)
+
 
 class PerSourceBuckets:
     """A `TokenBucket` per source address, the `capacity` most recent sources only (LRU): one
@@ -103,6 +107,11 @@ class PerSourceBuckets:
         else:
             self._buckets.move_to_end(source)
         return bucket.take(now)
+
+    def refund(self, source: str) -> None:
+        bucket = self._buckets.get(source)
+        if bucket is not None:
+            bucket.refund()
 
 
 class RateLimitedLog:

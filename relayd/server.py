@@ -816,14 +816,28 @@ class ExitServer:
             source[0],
             worker.pid,
         )
-        return self._to_worker(worker, frame, reply)
+        return self._to_worker(worker, frame, reply, fresh=True)
 
-    def _to_worker(self, worker: Worker, frame: bytes, reply: UdpReply | _StreamConnection) -> bool:
+    def _to_worker(
+        self,
+        worker: Worker,
+        frame: bytes,
+        reply: UdpReply | _StreamConnection,
+        fresh: bool = False,
+    ) -> bool:
         """A HELLO for a worker's session: a datagram goes there with its source address, a
         TCP connection is passed on by its caller (False here: `handoff` is set)."""
         if isinstance(reply, UdpReply):
             assert self.workers is not None
-            self.workers.forward(worker, frame, reply.addr)
+            if fresh:
+                # Security: the first HELLO of a session just assigned bypasses the forwarding
+                # rate limits: it is verified, its nonce fresh and now remembered (a resend
+                # would be refused as a replay once the worker exits), and it is bounded by
+                # the session limits. Junk naming other sessions from its address must not
+                # burn it (review N2; test_a_verified_hello_passes_a_flooded_source).
+                worker.send_datagram(frame, reply.addr)
+            else:
+                self.workers.forward(worker, frame, reply.addr)
             return True
         if reply.session is not None:
             return True  # a connection bound to a session here stays with it

@@ -51,13 +51,16 @@ RESPAWN_DELAY = 1.0
 READ_BATCH = 64
 #: Session reports kept per worker (it serves one session; a bound on what it can push).
 MAX_REPORTS = 4
-#: Datagrams passed to workers per second from one source address (burst twice that), and to
-#: one worker from all sources (burst as many). A worker's own traffic needs few: HELLOs,
+#: Datagrams passed to one worker per second from one source address (burst twice that), and
+#: to one worker from all sources (burst as many). A worker's own traffic needs few: HELLOs,
 #: JOINs, and an address's first datagrams until the worker's socket for it exists (about one
-#: round trip). The second bound is for spoofed sources: it keeps a worker's channel (its
-#: CONFIGs, its legitimate forwards) from filling, at 1000 x 1.4 KB < `CHANNEL_BUFFER`.
+#: round trip). The second bound is for spoofed sources: it bounds a flood's CPU in the worker.
+#: It does not bound the channel's fill (a default kernel's 416 KiB holds ~185 datagrams of
+#: 1.4 KB): `Worker.send_datagram` does.
 FORWARD_RATE_PER_SOURCE = 100.0
 FORWARD_RATE_PER_WORKER = 1000.0
+#: Source buckets kept per worker (LRU): a spoofer's fresh sources still meet the worker's bound.
+FORWARD_SOURCES = 1024
 
 
 @dataclass(slots=True)
@@ -82,9 +85,19 @@ class Worker:
     timer: asyncio.TimerHandle | None = None
     forwarded: int = 0  #: datagrams and connections the dispatcher passed it
     limited: int = 0  #: datagrams for it dropped by the forwarding rate limits
+    lost: int = 0  #: datagrams for it dropped because its channel was half full (or full)
     bucket: TokenBucket = field(
         default_factory=lambda: TokenBucket(FORWARD_RATE_PER_WORKER, FORWARD_RATE_PER_WORKER)
     )
+    #: Per source address, for this worker only: junk naming one session from an address does
+    #: not spend that address's budget for another session (review N2).
+    sources: PerSourceBuckets = field(
+        default_factory=lambda: PerSourceBuckets(
+            FORWARD_RATE_PER_SOURCE, 2 * FORWARD_RATE_PER_SOURCE, FORWARD_SOURCES
+        )
+    )
+    #: The channel's send buffer as the kernel gave it (`channel.send_buffer`), 0: unknown.
+    send_buffer: int = 0
     #: Connections passed on and not yet SETTLED: token -> what releases the dispatcher's count.
     handed: dict[int, Callable[[], None]] = field(default_factory=dict)
     _tokens: int = 0
@@ -94,8 +107,20 @@ class Worker:
         return self.proc.pid
 
     def send_datagram(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """Pass a datagram on; False (counted as lost) if it did not go."""
+        # Security: datagrams naming a session come from anyone who saw its id, and the rate
+        # limits let ~1000 through in a burst, more than a default kernel's channel holds
+        # (416 KiB: ~185 of 1.4 KB, skb truesize). So they never take the channel past half its
+        # send buffer: the other half stays for what must not be lost, a CONFIG (SIGHUP: a
+        # worker that misses one is killed, its session ends) and a STREAM (a connection).
+        if self.send_buffer and channel.queued(self.sock) > self.send_buffer // 2:
+            self.lost += 1
+            return False
+        if not channel.send(self.sock, channel.datagram(channel.DATAGRAM, data, addr)):
+            self.lost += 1
+            return False
         self.forwarded += 1
-        return channel.send(self.sock, channel.datagram(channel.DATAGRAM, data, addr))
+        return True
 
     def send_stream(
         self, fd: int, peer: tuple[str, int], data: bytes, release: Callable[[], None]
@@ -132,10 +157,9 @@ class WorkerPool:
         self.closing = False
         self.forwarded_gone = 0  #: `Worker.forwarded` of the workers gone
         self.limited_gone = 0  #: `Worker.limited` of the workers gone
+        self.lost_gone = 0  #: `Worker.lost` of the workers gone
         self.bounced = 0  #: datagrams workers passed back (another session's)
-        self._forward_sources = PerSourceBuckets(
-            FORWARD_RATE_PER_SOURCE, 2 * FORWARD_RATE_PER_SOURCE
-        )
+        self._logged_buffer = False
 
     # -- the table ---------------------------------------------------------------------------
 
@@ -159,9 +183,16 @@ class WorkerPool:
     def forward(self, worker: Worker, data: bytes, addr: tuple[str, int]) -> bool:
         """A datagram for `worker`'s session that reached the dispatcher; False: not passed."""
         # Security: anyone who saw the session id (it travels in clear) can send datagrams
-        # naming it, unauthenticated: what reaches the worker is rate-limited per source and
-        # per worker, so a flood costs the worker little and never fills its channel.
-        if not self._forward_sources.take(addr[0]) or not worker.bucket.take():
+        # naming it, unauthenticated: what reaches the worker is rate-limited per (worker,
+        # source) and per worker, so a flood costs the worker little (its channel: in
+        # `send_datagram`). The source's bucket first, so one source's flood spends its own
+        # tokens, not the worker's; its token is given back if the worker's bound refuses.
+        source = addr[0]
+        if not worker.sources.take(source):
+            worker.limited += 1
+            return False
+        if not worker.bucket.take():
+            worker.sources.refund(source)
             worker.limited += 1
             return False
         return worker.send_datagram(data, addr)
@@ -210,7 +241,10 @@ class WorkerPool:
             return None
         finally:
             theirs.close()
-        worker = Worker(proc, mine)
+        worker = Worker(proc, mine, send_buffer=channel.send_buffer(mine))
+        if not self._logged_buffer:
+            self._logged_buffer = True
+            log.info("session worker channel: %d bytes of send buffer", worker.send_buffer)
         self.workers.append(worker)
         channel.send(mine, self._config_message())
         self._loop.add_reader(mine.fileno(), self._readable, worker)
@@ -287,6 +321,7 @@ class WorkerPool:
         self.workers.remove(worker)
         self.forwarded_gone += worker.forwarded
         self.limited_gone += worker.limited
+        self.lost_gone += worker.lost
         for release in list(worker.handed.values()):
             release()  # its connections died with it
         if self.spare is worker:
@@ -344,6 +379,7 @@ class WorkerPool:
             "pids": [w.pid for w in self.workers if w is not self.spare],
             "forwarded": self.forwarded_gone + sum(w.forwarded for w in self.workers),
             "limited": self.limited_gone + sum(w.limited for w in self.workers),
+            "lost": self.lost_gone + sum(w.lost for w in self.workers),
             "bounced": self.bounced,
             "handed": sum(len(w.handed) for w in self.workers),
             "spare_ready": self.spare is not None and self.spare.ready,

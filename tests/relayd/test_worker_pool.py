@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import pytest
 
+from dupsession.core import wire
 from relayd import channel, reuseport, workers
 from relayd.acl import AllowList
 from relayd.limits import Limits
@@ -140,6 +141,69 @@ def test_a_cap_lowered_to_zero_stops_the_spare(caplog: pytest.LogCaptureFixture)
     with caplog.at_level(logging.INFO, "relayd"):
         asyncio.run(scenario())
     assert "beyond the new cap of 0, stopped" in caplog.text
+
+
+def _junk(session_id: bytes, size: int) -> bytes:
+    """An unauthenticated frame naming `session_id` (the id travels in clear)."""
+    return bytes([wire.VERSION, wire.FrameType.ACK, 0, 1]) + session_id + os.urandom(size)
+
+
+def test_a_forward_flood_leaves_room_for_a_config(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A default kernel's channel (2 x wmem_max 212992: 416 KiB) holds ~185 datagrams of
+    1.4 KB, fewer than the rate limits pass in a burst (1000, from 10 sources here). Datagram
+    forwards stop at half the send buffer, so a SIGHUP's CONFIG still goes to a worker whose
+    channel is flooded (before: "missed the new configuration", and the worker killed)."""
+    monkeypatch.setattr(channel, "CHANNEL_BUFFER", 212992)
+
+    async def scenario() -> None:
+        with _pool(2, Limits()) as pool:
+            spare = await _ready_spare(pool)
+            session_id = os.urandom(8)
+            worker = pool.assign(session_id, os.urandom(16), "127.0.0.1", "key")
+            assert worker is spare and worker.send_buffer <= 2 * 212992
+            frame = _junk(session_id, 1376)  # 1388 bytes
+            os.kill(worker.pid, signal.SIGSTOP)  # reads nothing meanwhile: the worst case
+            try:
+                for i in range(1000):  # 10 sources x 100: within both rate limits
+                    pool.forward(worker, frame, (f"127.0.1.{i % 10}", 4000))
+                assert worker.limited == 0 and worker.lost >= 1, (worker.forwarded, worker.lost)
+                assert channel.queued(worker.sock) <= worker.send_buffer // 2 + 4096
+                with caplog.at_level(logging.WARNING, "relayd"):
+                    pool.reconfigure(2)  # a SIGHUP now: its CONFIG must go
+            finally:
+                os.kill(worker.pid, signal.SIGCONT)
+            await asyncio.sleep(0.5)
+            assert worker.alive and worker.proc.poll() is None
+            assert pool.facts()["lost"] == worker.lost
+            await pool.close("test over")
+
+    asyncio.run(scenario())
+    assert "missed the new configuration" not in caplog.text
+
+
+def test_a_verified_hello_passes_a_flooded_source() -> None:
+    """Junk naming session A from an address spends that address's forwarding budget for A's
+    worker only: the verified HELLO of a new session B from the same address reaches B's
+    worker (before: one pool-wide bucket per IP, and B's HELLO was dropped)."""
+
+    async def scenario() -> None:
+        with _pool(2, Limits()) as pool:
+            a = await _ready_spare(pool)
+            session_a = os.urandom(8)
+            assert pool.assign(session_a, os.urandom(16), "127.0.0.1", "key") is a
+            b = await _ready_spare(pool)
+            for _ in range(300):  # a key holder (or a CGNAT neighbour) naming A from a new port
+                pool.forward(a, _junk(session_a, 40), ("127.0.0.1", 5555))
+            assert a.limited >= 1  # the source's budget for A is spent
+            session_b = os.urandom(8)
+            assert pool.assign(session_b, os.urandom(16), "127.0.0.1", "key") is b
+            hello = bytes([wire.VERSION, wire.FrameType.HELLO, 0, 1]) + session_b + bytes(200)
+            assert pool.forward(b, hello, ("127.0.0.1", 6666)), (b.limited, b.lost)
+            await pool.close("test over")
+
+    asyncio.run(scenario())
 
 
 # ---------------------------------------------------------------------- sockets, the group
