@@ -188,9 +188,12 @@ class WorkerServer(ExitServer):
             self._settle(token)
             return
 
+        made: list[_StreamConnection] = []
+
         def connection() -> _StreamConnection:
             conn = _StreamConnection(self, initial=data)
             self._unsettled[conn] = token
+            made.append(conn)
             return conn
 
         async def adopt() -> None:
@@ -199,7 +202,10 @@ class WorkerServer(ExitServer):
             except OSError as exc:
                 log.warning("cannot adopt a connection from %s port %d: %s", *peer, exc)
                 sock.close()
-                self._settle(token)
+                # The factory may have run: its entry goes too (no leak), and SETTLED is sent
+                # once (not again if the connection was already released).
+                if not made or self._unsettled.pop(made[0], None) is not None:
+                    self._settle(token)
 
         self._loop.create_task(adopt())
 

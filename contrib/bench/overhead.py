@@ -253,10 +253,28 @@ def cpu_seconds(pid: int) -> float:
     start, a Python start-up, is no echo's or MB's cost. A worker gone keeps its last reading,
     so the difference of two readings never drops by a worker's whole life."""
     workers = _SERVING.setdefault(pid, {})
+    spawned = b"--session-processes" in _read(f"/proc/{pid}/cmdline")
     for child in _children(pid):
-        if b"relayd.worker" in _read(f"/proc/{child}/cmdline") and _inet_sockets(child):
-            workers[child] = _own_cpu(child)
+        if b"relayd.worker" in _read(f"/proc/{child}/cmdline"):
+            spawned = True
+            if _inet_sockets(child):
+                workers[child] = _own_cpu(child)
+    if spawned and not workers and pid not in _WARNED:
+        # Without its workers the figure is the dispatcher's alone (~0 us/echo): a silently
+        # weakened measurement, so say it loudly (review N9).
+        _WARNED.add(pid)
+        print(
+            f"WARNING: relayd {pid} runs session workers but none serving was found"
+            " (/proc/PID/task/*/children missing, or no worker holds a network socket yet):"
+            " its CPU figures are the dispatcher's alone",
+            file=sys.stderr,
+            flush=True,
+        )
     return _own_cpu(pid) + sum(workers.values())
+
+
+#: relayd pids warned about: session workers on, none serving found.
+_WARNED: set[int] = set()
 
 
 #: pid -> its session workers seen serving -> their CPU seconds when last read.
