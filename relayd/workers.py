@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dupsession.core import wire
 from dupsession.report import SchemaError, SessionReport
 from relayd import channel
 from relayd.limits import PerSourceBuckets, TokenBucket
@@ -92,6 +93,14 @@ class Worker:
     #: Per source address, for this worker only: junk naming one session from an address does
     #: not spend that address's budget for another session (review N2).
     sources: PerSourceBuckets = field(
+        default_factory=lambda: PerSourceBuckets(
+            FORWARD_RATE_PER_SOURCE, 2 * FORWARD_RATE_PER_SOURCE, FORWARD_SOURCES
+        )
+    )
+    #: The same for a source's other frames (HELLO, ACK...): its DATA, held at the per-source
+    #: rate while it rebinds, cannot starve the fresh ACK that moves its path to a direct
+    #: socket (review N3).
+    path_sources: PerSourceBuckets = field(
         default_factory=lambda: PerSourceBuckets(
             FORWARD_RATE_PER_SOURCE, 2 * FORWARD_RATE_PER_SOURCE, FORWARD_SOURCES
         )
@@ -188,11 +197,12 @@ class WorkerPool:
         # `send_datagram`). The source's bucket first, so one source's flood spends its own
         # tokens, not the worker's; its token is given back if the worker's bound refuses.
         source = addr[0]
-        if not worker.sources.take(source):
+        sources = worker.sources if data[1] == wire.FrameType.DATA else worker.path_sources
+        if not sources.take(source):
             worker.limited += 1
             return False
         if not worker.bucket.take():
-            worker.sources.refund(source)
+            sources.refund(source)
             worker.limited += 1
             return False
         return worker.send_datagram(data, addr)

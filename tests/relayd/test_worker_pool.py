@@ -206,6 +206,26 @@ def test_a_verified_hello_passes_a_flooded_source() -> None:
     asyncio.run(scenario())
 
 
+def test_a_sources_data_does_not_starve_its_ack() -> None:
+    """A client rebinding during an upload: its DATA from the new address reaches the
+    dispatcher and is held at the per-source rate; its fresh ACK, which moves the path to a
+    direct socket, has a bucket of its own and still passes (before: the same bucket)."""
+
+    async def scenario() -> None:
+        with _pool(1, Limits()) as pool:
+            worker = await _ready_spare(pool)
+            session_id = os.urandom(8)
+            assert pool.assign(session_id, os.urandom(16), "127.0.0.1", "key") is worker
+            data = bytes([wire.VERSION, wire.FrameType.DATA, 0, 1]) + session_id + bytes(100)
+            for _ in range(300):
+                pool.forward(worker, data, ("127.0.0.1", 5555))
+            assert worker.limited >= 1  # the source's DATA budget is spent
+            assert pool.forward(worker, _junk(session_id, 40), ("127.0.0.1", 5555))
+            await pool.close("test over")
+
+    asyncio.run(scenario())
+
+
 # ---------------------------------------------------------------------- sockets, the group
 
 
