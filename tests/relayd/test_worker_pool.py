@@ -206,6 +206,28 @@ def test_a_verified_hello_passes_a_flooded_source() -> None:
     asyncio.run(scenario())
 
 
+def test_forwards_to_one_worker_are_bounded_from_all_sources() -> None:
+    """Spoofed sources (20 here, each within its own burst of 200) meet the per-worker bound:
+    at most `FORWARD_RATE_PER_WORKER` a second (burst as many) pass the rate limits."""
+
+    async def scenario() -> None:
+        with _pool(1, Limits()) as pool:
+            worker = await _ready_spare(pool)
+            session_id = os.urandom(8)
+            assert pool.assign(session_id, os.urandom(16), "127.0.0.1", "key") is worker
+            frame = _junk(session_id, 40)
+            started = time.monotonic()
+            for i in range(4000):
+                pool.forward(worker, frame, (f"127.0.0.{20 + i % 20}", 4000))
+            seconds = time.monotonic() - started
+            passed = worker.forwarded + worker.lost  # passed both rate limits
+            assert 1000 <= passed <= workers.FORWARD_RATE_PER_WORKER * (1 + seconds), seconds
+            assert worker.limited == 4000 - passed
+            await pool.close("test over")
+
+    asyncio.run(scenario())
+
+
 def test_a_sources_data_does_not_starve_its_ack() -> None:
     """A client rebinding during an upload: its DATA from the new address reaches the
     dispatcher and is held at the per-source rate; its fresh ACK, which moves the path to a
