@@ -8,8 +8,9 @@ one more process hop) measured 0.7-2.1 ms, so this test bounds it at 5 ms: far b
 above the machine's noise.
 
 The same route up1 -> relay2 -> server is used three ways, one session each, all three typing
-at once: through `relayd relay` over TCP, through relay2's sshd with the pty session
-(dupsession's default), and through it without (`pty=no`: the control, which must show Nagle).
+at once and measured over one window (they stop together): through `relayd relay` over TCP,
+through relay2's sshd with the pty session (dupsession's default), and through it without
+(`pty=no`: the control, which must show Nagle).
 
 The echo comes back in two writes 3 ms apart (`SplitEcho`: a shell echoing a key and then
 redrawing), so every keystroke makes relayd send two small DATA frames, and the second reaches
@@ -21,7 +22,8 @@ sends or when, so the control's margin no longer rests on dupsession's own ACK p
 writes 28-244 ms on both). A held second frame is just as visible to the main assertion, so a
 pty session that did not take fails it by tens of ms. The target's own session has a pty
 (`ssh -tt`), so the server's sshd does not hold the second write against relayd's delayed ACK
-either; REMOTE sets the pty raw, so the lines pass unchanged.
+either; REMOTE sets the pty raw, so the lines pass unchanged, and ends on a line `q`, as a pty
+passes no EOF.
 """
 
 from __future__ import annotations
@@ -40,18 +42,17 @@ pytestmark = pytest.mark.timeout(120)
 
 TYPING = 6.0  #: seconds of keystrokes (the three variants at once)
 SPLIT_GAP = 0.003  #: seconds between the echo's two writes (well under the 40 ms round trip)
-IDLE_EXIT = 4.0  #: the echo ends after this long (s) without input: a pty passes no EOF
+WARMUP = 5  #: echoes past the first round trips before the measured window
 
-#: Echo each line in two writes, SPLIT_GAP apart; exit after IDLE_EXIT s without input.
+#: Echo each line in two writes, SPLIT_GAP apart; exit on the line `q` (a pty passes no EOF).
 _SPLIT_ECHO = f"""
-import os, select, time
+import os, time
 rest = b""
-while select.select([0], [], [], {IDLE_EXIT})[0]:
-    data = os.read(0, 4096)
-    if not data:
-        break
+while data := os.read(0, 4096):
     *lines, rest = (rest + data).split(b"\\n")
     for line in lines:
+        if line == b"q":
+            raise SystemExit
         os.write(1, line[:4])
         time.sleep({SPLIT_GAP})
         os.write(1, line[4:] + b"\\n")
@@ -66,6 +67,7 @@ class SplitEcho(EchoSession):
         f"{shlex.quote(_SPLIT_ECHO)}"
     )
     TTY = True
+    END = b"q\n"
 
 
 def _config(world: World, path: str, name: str) -> ProxyProbe:
@@ -74,14 +76,16 @@ def _config(world: World, path: str, name: str) -> ProxyProbe:
     return world.proxy(config, name)
 
 
-def _p50(echo: EchoSession) -> float:
+def _p50(echo: EchoSession, since: float, end: float) -> tuple[float, int]:
+    """The median echo time of the lines sent in [since, end), and how many there were."""
+    echo.wait_echoes(len(echo.sent), 10.0)  # the lines after `end` too: END follows them
     assert echo.finish() == 0, echo.world.diagnostics(echo.proxy)
     echo.check_stream()
     assert echo.proxy is not None
     assert echo.proxy.wait() == 0, echo.world.diagnostics(echo.proxy)
-    latencies = echo.latencies(since=echo.received[5][1])  # past the first round trips
+    latencies = echo.latencies(since=since, until=end)
     assert len(latencies) > 0.7 * TYPING / echo.interval
-    return statistics.median(latencies)
+    return statistics.median(latencies), len(latencies)
 
 
 def test_ssh_relay_pays_no_nagle_delay(world: World) -> None:
@@ -102,11 +106,20 @@ def test_ssh_relay_pays_no_nagle_delay(world: World) -> None:
     for echo in echoes:
         echo.start()
     time.sleep(TYPING)
-    tcp_p50, ssh_p50, nagle_p50 = (_p50(echo) for echo in echoes)
+    # One window for all three: from when the last to start is past its first round trips
+    # to when they all stop typing, so none has samples from a machine the others left.
+    end = time.monotonic()
+    for echo in echoes:
+        echo.stop()
+    since = max(echo.received[WARMUP][1] for echo in echoes)
+    (tcp_p50, tcp_n), (ssh_p50, ssh_n), (nagle_p50, nagle_n) = (
+        _p50(echo, since, end) for echo in echoes
+    )
     print(
-        f"\nroute up1-{JUMP}-server, RTT {rtt:.0f} ms; echo p50: relayd relay over TCP "
-        f"{tcp_p50:.1f} ms, SSH relay {ssh_p50:.1f} ms, SSH relay without the pty session "
-        f"{nagle_p50:.1f} ms"
+        f"\nroute up1-{JUMP}-server, RTT {rtt:.0f} ms; echo p50 over the same {end - since:.1f} s "
+        f"(samples): relayd relay over TCP {tcp_p50:.1f} ms ({tcp_n}), SSH relay "
+        f"{ssh_p50:.1f} ms ({ssh_n}), SSH relay without the pty session {nagle_p50:.1f} ms "
+        f"({nagle_n})"
     )
     assert tcp_p50 >= rtt - 1.0, "the route was not delayed as configured"
     assert nagle_p50 - ssh_p50 > 10.0, "the lab did not show Nagle without the pty session"

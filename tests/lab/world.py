@@ -532,6 +532,7 @@ class EchoSession:
 
     REMOTE = "echo READY; exec cat"
     TTY = False  #: run REMOTE with a pty (`ssh -tt`): REMOTE must then set it raw itself
+    END = b""  #: sent before stdin closes: a pty passes no EOF, so REMOTE exits on this line
 
     def __init__(
         self,
@@ -605,12 +606,18 @@ class EchoSession:
     def wait_echoes(self, count: int, timeout: float) -> None:
         wait_for(lambda: len(self.received) >= count, timeout, f"{count} echoes", step=0.005)
 
-    def finish(self, timeout: float = 30.0) -> int:
-        """Stop writing, end ssh's stdin, wait for every echo and for ssh to exit."""
+    def stop(self) -> None:
+        """Stop writing (ssh's stdin stays open): several sessions can stop together."""
         self._stop.set()
         self._writer.join(5)
+
+    def finish(self, timeout: float = 30.0) -> int:
+        """Stop writing, end ssh's stdin, wait for every echo and for ssh to exit."""
+        self.stop()
         with contextlib.suppress(OSError):
             assert self.proc.stdin is not None
+            if self.END:
+                self.proc.stdin.write(self.END)
             self.proc.stdin.close()
         self._reader.join(timeout)
         try:
