@@ -833,8 +833,10 @@ class ExitServer:
                 # Security: the first HELLO of a session just assigned bypasses the forwarding
                 # rate limits: it is verified, its nonce fresh and now remembered (a resend
                 # would be refused as a replay once the worker exits), and it is bounded by
-                # the session limits. Junk naming other sessions from its address must not
-                # burn it (review N2; test_a_verified_hello_passes_a_flooded_source).
+                # the session limits. Defence in depth: a just-assigned worker's buckets are
+                # fresh and no junk can name its session before this HELLO, so no test can
+                # make the limits refuse it; the per-(worker, source) buckets that keep other
+                # sessions' junk off it are test_a_verified_hello_passes_a_flooded_source's.
                 worker.send_datagram(frame, reply.addr)
             else:
                 self.workers.forward(worker, frame, reply.addr)
