@@ -75,6 +75,11 @@ class RemoteSession:
     worker: Worker
 
 
+def _source_buckets() -> PerSourceBuckets:
+    """A worker's per-source forwarding buckets (`FORWARD_RATE_PER_SOURCE`, burst twice)."""
+    return PerSourceBuckets(FORWARD_RATE_PER_SOURCE, 2 * FORWARD_RATE_PER_SOURCE, FORWARD_SOURCES)
+
+
 @dataclass(eq=False, slots=True)
 class Worker:
     proc: subprocess.Popen[bytes]
@@ -92,19 +97,11 @@ class Worker:
     )
     #: Per source address, for this worker only: junk naming one session from an address does
     #: not spend that address's budget for another session (review N2).
-    sources: PerSourceBuckets = field(
-        default_factory=lambda: PerSourceBuckets(
-            FORWARD_RATE_PER_SOURCE, 2 * FORWARD_RATE_PER_SOURCE, FORWARD_SOURCES
-        )
-    )
+    sources: PerSourceBuckets = field(default_factory=_source_buckets)
     #: The same for a source's other frames (HELLO, ACK...): its DATA, held at the per-source
     #: rate while it rebinds, cannot starve the fresh ACK that moves its path to a direct
     #: socket (review N3).
-    path_sources: PerSourceBuckets = field(
-        default_factory=lambda: PerSourceBuckets(
-            FORWARD_RATE_PER_SOURCE, 2 * FORWARD_RATE_PER_SOURCE, FORWARD_SOURCES
-        )
-    )
+    path_sources: PerSourceBuckets = field(default_factory=_source_buckets)
     #: The channel's send buffer as the kernel gave it (`channel.send_buffer`), 0: unknown.
     send_buffer: int = 0
     #: Connections passed on and not yet SETTLED: token -> what releases the dispatcher's count.
