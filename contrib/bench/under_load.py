@@ -43,6 +43,8 @@ session and the download share no process there, only the cores (docs/BENCHMARKS
 relayd process per session?").
 `--exit-processes N` (a VARIANT, labelled): the exit's `relayd serve --session-processes N`,
 each session in a worker process of its own (docs/ARCHITECTURE.md, "Session workers").
+`--repeat N`: every method N times in turn in one lab; each repetition's report, then each
+method pooled over them (every echo of all N: the p99 of N times the samples; the median rate).
 """
 
 from __future__ import annotations
@@ -150,6 +152,7 @@ class Result:
     far: dict[str, tuple[int, int]] = field(default_factory=dict)  #: the far end's, likewise
     schedstat: list[dict[str, tuple[int, int, int]]] = field(default_factory=list)
     sched_trace: Path | None = None  #: --sched-trace: perf's record during the download
+    exit_view: list[str] = field(default_factory=list)  #: the exit's paths mid-download
 
     def keep_echoes(
         self, echo: EchoSession, idle: tuple[float, float], first: float | None, last: float
@@ -212,7 +215,6 @@ class Bench:
         self.source, self.size, self.digest = source, size, digest
         self.args = args
         self.cc = "?"
-        self.exit_views: dict[str, list[str]] = {}
         self._watch_stop = threading.Event()
         self.typing_exit: Daemon | None = None  #: `--typing-exit own`: the typing session's
 
@@ -367,7 +369,7 @@ class Bench:
         assert proc.stdout is not None
         side: list[Callable[[], None]] = []
         if method.kind == "dupsession":
-            side.append(lambda: self.exit_view(method))
+            side.append(lambda: self.exit_view(result))
             if self.args.watch:
                 side.append(lambda: self.watch_exit(method, proc))
             if self.args.py_spy:
@@ -492,9 +494,9 @@ class Bench:
         result.sched_trace = out
         record_scheduler(out, self.args.sched_trace)
 
-    def exit_view(self, method: Method) -> None:
+    def exit_view(self, result: Result) -> None:
         """The exit's busiest session's paths mid-download: the download's sender."""
-        self.exit_views[method.name] = self.exit_lines()
+        result.exit_view = self.exit_lines()
 
     def exit_lines(self) -> list[str]:
         """The exit's busiest session's paths now, one line each, and its TCP sockets."""
@@ -574,7 +576,7 @@ def _hex(addr: str) -> str:
 # -- report --------------------------------------------------------------------------------
 
 
-def report(tag: str, results: list[Result], bench: Bench) -> list[str]:
+def report(tag: str, results: list[Result]) -> list[str]:
     lines = []
     plain = next(r for r in results if r.method.kind == "ssh")
     head = f"{'method':<30} {'idle p50/p99':>13} {'busy p50/p99':>13} {'+p99':>6} {'Mbit/s':>7}"
@@ -593,8 +595,15 @@ def report(tag: str, results: list[Result], bench: Bench) -> list[str]:
         )
         lines.append(f"    downlink queues' tail drops during the download: {drops}")
         lines += [f"    note: {n}" for n in r.notes]
-        lines += [f"    exit: {v}" for v in bench.exit_views.get(r.method.name, [])]
-    lines.append("targets:")
+        lines += [f"    exit: {v}" for v in r.exit_view]
+    return [*lines, "targets:", *verdicts(tag, results)]
+
+
+def verdicts(tag: str, results: list[Result]) -> list[str]:
+    """The targets' PASS/MISS lines of each dupsession method in `results` (plain ssh's
+    download is the reference)."""
+    lines = []
+    plain = next(r for r in results if r.method.kind == "ssh")
     for r in results:
         if r.method.kind != "dupsession":
             continue
@@ -610,6 +619,47 @@ def report(tag: str, results: list[Result], bench: Bench) -> list[str]:
             f">= plain ssh on {BETTER} {plain.mbit:.1f} Mbit/s ({r.mbit / plain.mbit:.2f}x)"
         )
     return lines
+
+
+def pooled(runs: list[Result]) -> Result:
+    """One method's repetitions as one run: every idle and busy echo together, so the p99 is
+    the quantile of all of them; the median download rate; complete only if every download
+    was. Why: one run's busy p99 is the 2nd highest of ~130 echoes and its idle p99 the 3rd of
+    ~200, so one slow echo moves a run's verdict; the pool estimates the same quantile of the
+    same method from N times the samples. Each repetition's own figures are printed first."""
+    first = runs[0]
+    assert all(r.method == first.method for r in runs), "pool one method's runs only"
+    return Result(
+        first.method,
+        idle=[ms for r in runs for ms in r.idle],
+        busy=[ms for r in runs for ms in r.busy],
+        mbit=statistics.median(r.mbit for r in runs),
+        seconds=statistics.median(r.seconds for r in runs),
+        complete=all(r.complete for r in runs),
+    )
+
+
+def report_pooled(tag: str, reps: list[list[Result]]) -> list[str]:
+    """Each method over all repetitions (`pooled`): samples, pooled p50/p99, median rate, and
+    each repetition's rise and rate beside them; then the targets on the pooled figures."""
+    methods = [r.method for r in reps[0]]
+    pools = [pooled([rep[i] for rep in reps]) for i in range(len(methods))]
+    plain = next(r for r in pools if r.method.kind == "ssh")
+    lines = [
+        f"{'method':<30} {'n idle/busy':>11} {'idle p50/p99':>13} {'busy p50/p99':>13} "
+        f"{'+p99':>6} {'Mbit/s':>7} {'x ssh':>6}  each repetition: +p99, Mbit/s"
+    ]
+    for i, r in enumerate(pools):
+        each = "; ".join(
+            f"{rep[i].p99(True) - rep[i].p99(False):+.0f}, {rep[i].mbit:.1f}" for rep in reps
+        )
+        lines.append(
+            f"{r.method.name:<30} {len(r.idle):>5}/{len(r.busy):<5} "
+            f"{r.p50(False):5.0f}/{r.p99(False):<5.0f} ms {r.p50(True):5.0f}/{r.p99(True):<5.0f} "
+            f"ms {r.p99(True) - r.p99(False):+5.0f} {r.mbit:7.1f} {r.mbit / plain.mbit:6.2f}  "
+            f"{each}"
+        )
+    return [*lines, "targets:", *verdicts(tag, pools)]
 
 
 def to_typing_exit(config: str, paths: int) -> str:
@@ -652,6 +702,11 @@ def run_tag(loss: float, args: Any) -> str:
     return tag
 
 
+def rep_tag(rep: int, repeat: int) -> str:
+    """Repetition `rep` (from 0) of `repeat`'s mark in its lines; none for a single run."""
+    return f" (repetition {rep + 1} of {repeat})" if repeat > 1 else ""
+
+
 def pin_tree(pid: int, cpu: int) -> None:
     """Every thread of `pid` and of its descendants on `cpu` (what they start later inherits
     it)."""
@@ -678,6 +733,7 @@ def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> No
         exit_args = ("--session-processes", str(args.exit_processes))
         world = World(lab, tmp, exit_args if args.exit_processes else ())
         bench: Bench | None = None
+        reps: list[list[Result]] = []  #: each repetition's results, in `methods`' order
         try:
             world.start()
             world.start_plain_sshd()
@@ -691,18 +747,23 @@ def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> No
             print(f"  TCP congestion control (client / server): {bench.cc}", flush=True)
             for line in bench.raw_capacity():
                 print(f"  {line}", flush=True)
-            results = []
-            for method in METHODS:
-                wanted = not args.only or any(o in method.name for o in args.only)
-                if not wanted and method.kind != "ssh":  # plain ssh: the targets' reference
-                    continue
-                results.append(bench.run(method))
-                r = results[-1]
-                print(
-                    f"  {method.name}: idle p99 {r.p99(False):.0f} ms, during the download "
-                    f"{r.p99(True):.0f} ms, download {r.mbit:.1f} Mbit/s in {r.seconds:.1f} s",
-                    flush=True,
-                )
+            methods = [
+                m  # plain ssh always: the targets' reference
+                for m in METHODS
+                if not args.only or any(o in m.name for o in args.only) or m.kind == "ssh"
+            ]
+            for rep in range(args.repeat):  # each method in turn, so a slow minute hits all
+                results = []
+                reps.append(results)
+                for method in methods:
+                    results.append(bench.run(method))
+                    r = results[-1]
+                    print(
+                        f"  {method.name}{rep_tag(rep, args.repeat)}: idle p99 "
+                        f"{r.p99(False):.0f} ms, during the download {r.p99(True):.0f} ms, "
+                        f"download {r.mbit:.1f} Mbit/s in {r.seconds:.1f} s",
+                        flush=True,
+                    )
         finally:
             try:  # a stop that fails (a timeout) must not leave the lab up on a shared machine
                 if bench is not None and bench.typing_exit is not None:
@@ -713,12 +774,16 @@ def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> No
         logs = sorted(tmp.glob("packets-*.json"))
         rows: list[Row] = [tuple(row) for row in json.loads(logs[-1].read_text())] if logs else []
         uplinks = {u: _hex(addr) for u, addr in addrs.items()}
-        for r in results:
+        for r in (r for results in reps for r in results):
             r.notes += breakdown(r, rows, uplinks)
-    assert bench is not None
-    print()
-    print(f"{tag}:")
-    print("\n".join(report(tag, results, bench)))
+    for rep, results in enumerate(reps):
+        print()
+        print(f"{tag}{rep_tag(rep, args.repeat)}:")
+        print("\n".join(report(tag + rep_tag(rep, args.repeat), results)))
+    if args.repeat > 1:
+        print()
+        print(f"{tag}, pooled over {args.repeat} repetitions:")
+        print("\n".join(report_pooled(f"{tag}, pooled", reps)))
 
 
 def main() -> int:
@@ -767,7 +832,14 @@ def main() -> int:
         help="the exit's relayd serve with --session-processes N: each session in a worker "
         "process of its own (a variant; default 0: every session in one process, as deployed)",
     )  # fmt: skip
+    parser.add_argument(
+        "--repeat", type=int, default=1, metavar="N",
+        help="run every method N times in turn in one lab; print each repetition, then each "
+        "method pooled over them (every echo's p99, the median rate)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.pin_exit:
         os.sched_setaffinity(0, {0})  # inherited by the lab's processes; the exit's moved later
     if os.geteuid() != 0:
