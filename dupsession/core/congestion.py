@@ -111,8 +111,14 @@ BURST_TIME = 0.002
 #: Pacing tokens within this of a whole frame count as that frame (float rounding).
 TOKEN_ROUNDING = 1e-6
 MIN_BURST = 4.0
-#: Wake for pacing no more often than this (s).
-MIN_PACING_STEP = 0.001
+#: Wake for pacing no more often than this (s): a release is this long's worth at the rate
+#: (BURST_TIME's, the same 2 ms). Each wake-up is a transmit, a fixed cost (a scheduler pass,
+#: a send per path): from 1 ms to 2 ms the simulator's download exit (`send_cost.py --mb 10`)
+#: made 27 % fewer transmits for 19 % less CPU per MB, the typing rise unchanged
+#: (`sim_under_load.py`: +5.9 against +5.8 ms at 0 %; up1's downlink queue p50 1.3 -> 1.7 ms),
+#: and on the netlab relayd's share of a core during the download fell from 43-52 % to 38-45 %
+#: (BENCHMARKS.md "Pacing step: 1 ms -> 2 ms").
+MIN_PACING_STEP = 0.002
 #: A transmit takes every path whose next pacing release is due within this long (s), with
 #: the budget the path will have then (Linux fq's timer slack, QUIC pacers' alarm granularity):
 #: the earliest path's wake-up serves the others, and an ACK's transmit the releases due soon
@@ -120,9 +126,9 @@ MIN_PACING_STEP = 0.001
 #: passes it, so the average rate is exact, a release is still one step's worth, and no path
 #: is ever ahead of its rate by more than this long's worth (`tests/core/test_pacing.py`). But
 #: two transmits a moment apart (the timer's, then an ACK's) can each take a release, so a path
-#: can send two steps' worth back to back: still never more than a step ahead of its rate line,
-#: within the 2 ms burst allowance (`tests/core/test_pacing_bound.py`); in the simulator's
-#: download up1's downlink queue p50 went 0.4 -> 0.8 ms (BENCHMARKS.md "relayd's transmits").
+#: can send two steps' worth (4 ms at its rate) back to back: still never more than a step
+#: ahead of its rate line (`tests/core/test_pacing_bound.py`); in the simulator's download
+#: up1's downlink queue p50 went 0.4 -> 0.8 ms (BENCHMARKS.md "relayd's transmits").
 #: Each path waking at its own phase, relayd's two UDP paths woke it 730-1,260 times a second
 #: of a download, half its transmits; in the simulator's download (`sim_under_load.py`, 5 %
 #: loss) the exit's transmits that sent fell 40 %, its timer's 48 % (half a step: 23 %, 26 %).

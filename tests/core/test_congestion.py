@@ -12,6 +12,7 @@ from dupsession.core.congestion import (
     LOSS_COMPENSATION_MAX,
     LOSS_EWMA,
     MIN_BURST,
+    MIN_PACING_STEP,
     MIN_WINDOW,
     PACING_CATCH_UP,
     PROBE_GAINS,
@@ -46,8 +47,8 @@ def test_first_budget_is_the_initial_window_then_pacing_refills_it() -> None:
     # no estimate yet: paced at startup gain x initial window per RTT
     rate = STARTUP_GAIN * INITIAL_WINDOW / SRTT
     assert cc.pacing_rate(SRTT) == pytest.approx(rate)
-    # the next wake is when a burst's worth (at least MIN_BURST frames, 1 ms) has refilled...
-    need = max(1.0, rate * 0.001)
+    # the next wake is when a release (a pacing step's worth, at most MIN_BURST) has refilled...
+    need = max(1.0, rate * MIN_PACING_STEP)
     assert cc.wake_at(SRTT) == pytest.approx(10.0 + min(MIN_BURST, need) / rate)
     # ...and tokens never pile up beyond one burst (2 ms at the rate, at least MIN_BURST)
     assert cc.budget(10.01, SRTT) == int(max(MIN_BURST, rate * 0.002))

@@ -11,6 +11,7 @@ from dupsession.core.congestion import MIN_PACING_STEP, PACING_SLACK, ModelRate
 from tests.core.test_congestion import cruising
 
 SRTT = 0.05
+STEP = MIN_PACING_STEP  #: times below are in steps, so the tests hold for any step
 
 
 def backlogged(rate: float, spent_at: float) -> ModelRate:
@@ -46,18 +47,18 @@ def wake_ups(paths: list[ModelRate], until: float) -> list[tuple[float, list[int
         seen.append((now, sent))
 
 
-def test_two_paths_due_0_3_ms_apart_wake_the_session_once() -> None:
-    """Each path waking at its own phase, relayd's two UDP paths woke it every ms each: half
-    its transmits (730-1,260 a second) were such wake-ups. Two paths due 0.3 ms apart wake the
-    session once: the later one goes in the earlier one's transmit, and from then on every
-    wake-up serves both, one step's worth each."""
-    a, b = backlogged(3000.0, 1.0), backlogged(2000.0, 1.0003)
-    assert a.wake_at(SRTT) == pytest.approx(1.001)
-    assert b.wake_at(SRTT) == pytest.approx(1.0013)
-    seen = wake_ups([a, b], until=1.1)
+def test_two_paths_due_0_3_steps_apart_wake_the_session_once() -> None:
+    """Each path waking at its own phase, relayd's two UDP paths woke it every step each: half
+    its transmits (730-1,260 a second at a 1 ms step) were such wake-ups. Two paths due 0.3
+    steps apart wake the session once: the later one goes in the earlier one's transmit, and
+    from then on every wake-up serves both, one step's worth each."""
+    a, b = backlogged(3 / STEP, 1.0), backlogged(2 / STEP, 1.0 + 0.3 * STEP)
+    assert a.wake_at(SRTT) == pytest.approx(1.0 + STEP)
+    assert b.wake_at(SRTT) == pytest.approx(1.0 + 1.3 * STEP)
+    seen = wake_ups([a, b], until=1.0 + 100.5 * STEP)
     assert len(seen) == 100  # one per step, not two
     assert all(sent == [3, 2] for _, sent in seen)
-    assert [now for now, _ in seen[:3]] == pytest.approx([1.001, 1.002, 1.003])
+    assert [now for now, _ in seen[:3]] == pytest.approx([1.0 + k * STEP for k in (1, 2, 3)])
 
 
 @pytest.mark.parametrize("phase", [0.0, 0.00037, 0.00099])
@@ -84,27 +85,28 @@ def test_aligned_paths_keep_their_rates_within_the_slack(phase: float) -> None:
 def test_a_release_due_within_the_slack_goes_in_a_transmit_and_a_later_one_waits() -> None:
     """A transmit at any moment (an ACK's): a release due within PACING_SLACK goes in it, the
     path's clock running ahead to that due time, and nothing accrues again before that clock;
-    one due later waits (a frame every 2 ms here)."""
-    cc = backlogged(500.0, 1.0)
-    assert cc.wake_at(SRTT) == pytest.approx(1.002)
-    assert cc.budget(1.002 - PACING_SLACK - 1e-4, SRTT) == 0  # due 1.1 ms on: waits
-    assert cc.budget(1.002 - PACING_SLACK + 1e-4, SRTT) == 1  # due 0.9 ms on: goes now
-    cc.on_sent(1.0011, 1)
-    assert cc.wake_at(SRTT) == pytest.approx(1.004)  # a frame's time after its due time
-    assert cc.budget(1.002, SRTT) == 0  # (its clock is at 1.002: nothing accrued yet)
-    assert cc.budget(1.004 - PACING_SLACK + 1e-4, SRTT) == 1
+    one due later waits (a frame every 2 steps here)."""
+    cc = backlogged(0.5 / STEP, 1.0)
+    due = 1.0 + 2 * STEP
+    assert cc.wake_at(SRTT) == pytest.approx(due)
+    assert cc.budget(due - PACING_SLACK - 1e-4, SRTT) == 0  # due the slack and 0.1 ms on: waits
+    assert cc.budget(due - PACING_SLACK + 1e-4, SRTT) == 1  # due just within it: goes now
+    cc.on_sent(due - PACING_SLACK + 1e-4, 1)
+    assert cc.wake_at(SRTT) == pytest.approx(due + 2 * STEP)  # a frame's time after its due time
+    assert cc.budget(due, SRTT) == 0  # (its clock is at `due`: nothing accrued yet)
+    assert cc.budget(due + 2 * STEP - PACING_SLACK + 1e-4, SRTT) == 1
 
 
 def test_one_transmit_takes_one_release_however_often_it_asks() -> None:
     """The scheduler asks a path's budget more than once in a transmit (`Stripe`, then the
     copies): the release after the one it took is due within the slack too, and taking it as
     well would send two steps' worth at once."""
-    cc = backlogged(2500.0, 1.0)
-    assert cc.budget(1.001, SRTT) == 2  # its own release (2.5 accrued)
-    cc.on_sent(1.001, 2)
-    assert cc.wake_at(SRTT) == pytest.approx(1.0018)
-    assert cc.budget(1.001, SRTT) == 0  # not the next one too
-    assert cc.budget(1.0011, SRTT) == 2  # a later transmit takes it
+    cc = backlogged(2.5 / STEP, 1.0)
+    assert cc.budget(1.0 + STEP, SRTT) == 2  # its own release (2.5 accrued)
+    cc.on_sent(1.0 + STEP, 2)
+    assert cc.wake_at(SRTT) == pytest.approx(1.0 + 1.8 * STEP)
+    assert cc.budget(1.0 + STEP, SRTT) == 0  # not the next one too
+    assert cc.budget(1.0 + 1.1 * STEP, SRTT) == 2  # a later transmit takes it
 
 
 def test_a_transmit_before_an_early_releases_due_time_takes_nothing() -> None:
@@ -113,14 +115,14 @@ def test_a_transmit_before_an_early_releases_due_time_takes_nothing() -> None:
     budget 0, the wake-up unchanged. Without the guard the clock went back to now, and the
     next transmit took the release after it early as well: 2 more frames 0.6 ms before the
     first one's due time, two releases ahead of the rate line."""
-    cc = backlogged(2500.0, 1.0)
-    assert cc.budget(1.001, SRTT) == 2
-    cc.on_sent(1.001, 2)
-    assert cc.budget(1.00101, SRTT) == 2  # the release due at 1.0018, early
-    cc.on_sent(1.00101, 2)
+    cc = backlogged(2.5 / STEP, 1.0)
+    assert cc.budget(1.0 + STEP, SRTT) == 2
+    cc.on_sent(1.0 + STEP, 2)
+    assert cc.budget(1.0 + 1.01 * STEP, SRTT) == 2  # the release due 1.8 steps on, early
+    cc.on_sent(1.0 + 1.01 * STEP, 2)
     wake = cc.wake_at(SRTT)
-    assert wake == pytest.approx(1.0026)
-    for now in (1.0015, 1.0016, 1.0017):  # transmits before 1.0018
+    assert wake == pytest.approx(1.0 + 2.6 * STEP)
+    for now in (1.0 + k * STEP for k in (1.5, 1.6, 1.7)):  # transmits before its due time
         assert cc.budget(now, SRTT) == 0
         cc.on_sent(now, 0)
         assert cc.wake_at(SRTT) == wake

@@ -75,15 +75,18 @@ def assert_bounded(rate: float, seen: list[tuple[float, int]]) -> None:
 
 
 def test_a_timer_transmit_then_an_acks_a_moment_later_send_two_steps_back_to_back() -> None:
-    """The case the docs describe: at 2,500 frames/s (2.5 a step) the timer's transmit takes
-    its release (2 frames) and an ACK's transmit 10 us later takes the next, due 0.8 ms on (2
-    more): 4 frames within 10 us, 1.5 ahead of the rate line, under its step's worth."""
-    cc = on_time_path(2500.0)
-    first = transmit(cc, START + 0.001)
-    second = transmit(cc, START + 0.00101)
+    """The case the docs describe: at 2.5 frames a step the timer's transmit takes its release
+    (2 frames) and an ACK's transmit 0.01 steps later takes the next, due 0.8 steps on (2
+    more): 4 frames back to back, 1.5 ahead of the rate line, under its step's worth."""
+    step = MIN_PACING_STEP
+    rate = 2.5 / step
+    cc = on_time_path(rate)
+    cc._tokens = 0.0  # no fraction in hand: the releases below are 2.5 frames each
+    first = transmit(cc, START + step)
+    second = transmit(cc, START + 1.01 * step)
     assert (first, second) == (2, 2)
-    assert first + second <= 2500.0 * (0.00101 + MIN_PACING_STEP)
-    assert transmit(cc, START + 0.00102) == 0  # a third takes nothing: the clock is a step on
+    assert first + second <= rate * (1.01 * step + step)
+    assert transmit(cc, START + 1.02 * step) == 0  # a third takes nothing: the clock is a step on
 
 
 @settings(max_examples=200, deadline=None)

@@ -99,6 +99,7 @@ class Bottleneck:
     dropped: int = 0
     max_wait: float = 0.0  #: the longest wait any frame had (s): the queueing delay reached
     waits: list[float] = field(default_factory=list)  #: every frame's wait, in order
+    arrivals: list[float] = field(default_factory=list)  #: ...and when it reached the port
     carried: int = 0  #: bytes of every frame admitted (resends included): the port's use
 
     def admit(self, size: int, now: float, drop: bool) -> float | None:
@@ -112,7 +113,21 @@ class Bottleneck:
         self.carried += size
         self.max_wait = max(self.max_wait, wait)
         self.waits.append(wait)
+        self.arrivals.append(now)
         return self.busy_until
+
+    def standing_waits(self, since: int = 0) -> list[float]:
+        """From the `since`th admitted frame on, the wait of each burst's first frame (frames
+        arriving at one instant are a burst): the queue standing before the burst, without
+        the burst's own, which a pacing release of n frames adds to all but its first."""
+        pairs = zip(self.arrivals[since:], self.waits[since:], strict=True)
+        last = self.arrivals[since - 1] if since else None
+        standing = []
+        for at, wait in pairs:
+            if at != last:
+                standing.append(wait)
+            last = at
+        return standing
 
 
 @dataclass(frozen=True, slots=True)
