@@ -215,6 +215,9 @@ class Bench:
         self.source, self.size, self.digest = source, size, digest
         self.args = args
         self.cc = "?"
+        #: "-rN" in the file and process names of repetition N under --repeat (else ""): a
+        #: later repetition's must not overwrite an earlier one's (py-spy, perf, proxies)
+        self.rep = ""
         self._watch_stop = threading.Event()
         self.typing_exit: Daemon | None = None  #: `--typing-exit own`: the typing session's
 
@@ -324,7 +327,7 @@ class Bench:
                 text = to_typing_exit(config.read_text(), paths)
                 config = config.with_name(f"typing-{config.name}")
                 config.write_text(text)
-            proxy = world.proxy(config, f"{method.policy}-typing")
+            proxy = world.proxy(config, f"{method.policy}-typing{self.rep}")
             return EchoSession(world, proxy)
         mptcp = method.kind == "mptcp"
         return EchoSession(
@@ -335,7 +338,8 @@ class Bench:
         world, remote = self.world, f"cat {self.source}"
         pipes: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE}
         if method.kind == "dupsession":
-            proxy = world.proxy(self.dupsession_config(method), f"{method.policy}-download")
+            name = f"{method.policy}-download{self.rep}"
+            proxy = world.proxy(self.dupsession_config(method), name)
             return world.ssh_popen(proxy, remote, stderr=subprocess.DEVNULL, **pipes)
         argv = world.plain_ssh_argv(remote, BETTER, method.kind == "mptcp")
         proc = self.lab.popen("client", argv, stderr=subprocess.DEVNULL, **pipes)
@@ -479,7 +483,8 @@ class Bench:
             if not pids:
                 continue
             pid = max(pids, key=lambda p: later[p][1] - found[p][1])
-            out = Path(self.args.py_spy) / f"{method.policy or 'default'}-{label.split()[0]}.txt"
+            name = f"{method.policy or 'default'}-{label.split()[0]}{self.rep}.txt"
+            out = Path(self.args.py_spy) / name
             subprocess.Popen(
                 ["py-spy", "record", "-r", "100", "-f", "raw", "--nonblocking", "-d",
                  str(self.args.py_spy_seconds), "-o", str(out), "--pid", str(pid)],
@@ -490,7 +495,8 @@ class Bench:
         """Under --sched-trace S: the scheduler's events for S s, 3 s into the download
         (`record_scheduler`), so --breakdown can say how long each process of the typing chain
         waited on a run queue while an echo was on its way in."""
-        out = self.world.dir / f"sched-{method.policy or 'default'}.data"  # removed with it
+        # (removed with the world's directory)
+        out = self.world.dir / f"sched-{method.policy or 'default'}{self.rep}.data"
         result.sched_trace = out
         record_scheduler(out, self.args.sched_trace)
 
@@ -629,14 +635,25 @@ def pooled(runs: list[Result]) -> Result:
     same method from N times the samples. Each repetition's own figures are printed first."""
     first = runs[0]
     assert all(r.method == first.method for r in runs), "pool one method's runs only"
-    return Result(
+    pool = Result(
         first.method,
         idle=[ms for r in runs for ms in r.idle],
         busy=[ms for r in runs for ms in r.busy],
-        mbit=statistics.median(r.mbit for r in runs),
-        seconds=statistics.median(r.seconds for r in runs),
+        mbit=_median([r.mbit for r in runs]),
+        seconds=_median([r.seconds for r in runs]),
         complete=all(r.complete for r in runs),
     )
+    moved = sum(1 for r in runs if r.busy)
+    if moved < len(runs):  # a download that never moved has no rate and no busy echoes
+        pool.notes.append(f"only {moved} of {len(runs)} downloads moved")
+    return pool
+
+
+def _median(values: list[float]) -> float:
+    """The median of the numbers among `values` (NaN: a download that never moved), NaN if
+    none: `statistics.median` with a NaN in the list answers by where it stands."""
+    numbers = [v for v in values if v == v]
+    return statistics.median(numbers) if numbers else float("nan")
 
 
 def report_pooled(tag: str, reps: list[list[Result]]) -> list[str]:
@@ -659,6 +676,7 @@ def report_pooled(tag: str, reps: list[list[Result]]) -> list[str]:
             f"ms {r.p99(True) - r.p99(False):+5.0f} {r.mbit:7.1f} {r.mbit / plain.mbit:6.2f}  "
             f"{each}"
         )
+        lines += [f"    note: {n}" for n in r.notes]
     return [*lines, "targets:", *verdicts(tag, pools)]
 
 
@@ -700,6 +718,12 @@ def run_tag(loss: float, args: Any) -> str:
     if args.paths != ["udp", "tcp"]:
         tag += f", VARIANT (dupsession paths: {'+'.join(args.paths)} on each uplink)"
     return tag
+
+
+def print_report(tag: str, rep: int, repeat: int, results: list[Result]) -> None:
+    print()
+    print(f"{tag}{rep_tag(rep, repeat)}:")
+    print("\n".join(report(tag + rep_tag(rep, repeat), results)), flush=True)
 
 
 def rep_tag(rep: int, repeat: int) -> str:
@@ -753,8 +777,9 @@ def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> No
                 if not args.only or any(o in m.name for o in args.only) or m.kind == "ssh"
             ]
             for rep in range(args.repeat):  # each method in turn, so a slow minute hits all
-                results = []
+                results: list[Result] = []
                 reps.append(results)
+                bench.rep = f"-r{rep + 1}" if args.repeat > 1 else ""
                 for method in methods:
                     results.append(bench.run(method))
                     r = results[-1]
@@ -764,6 +789,8 @@ def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> No
                         f"download {r.mbit:.1f} Mbit/s in {r.seconds:.1f} s",
                         flush=True,
                     )
+                if not args.breakdown:  # (the breakdown needs the lab's packet record: at the end)
+                    print_report(tag, rep, args.repeat, results)
         finally:
             try:  # a stop that fails (a timeout) must not leave the lab up on a shared machine
                 if bench is not None and bench.typing_exit is not None:
@@ -776,10 +803,8 @@ def run_loss(loss: float, source: Path, digest: str, args: Any, tmp: Path) -> No
         uplinks = {u: _hex(addr) for u, addr in addrs.items()}
         for r in (r for results in reps for r in results):
             r.notes += breakdown(r, rows, uplinks)
-    for rep, results in enumerate(reps):
-        print()
-        print(f"{tag}{rep_tag(rep, args.repeat)}:")
-        print("\n".join(report(tag + rep_tag(rep, args.repeat), results)))
+        for rep, results in enumerate(reps):
+            print_report(tag, rep, args.repeat, results)
     if args.repeat > 1:
         print()
         print(f"{tag}, pooled over {args.repeat} repetitions:")
@@ -834,8 +859,8 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument(
         "--repeat", type=int, default=1, metavar="N",
-        help="run every method N times in turn in one lab; print each repetition, then each "
-        "method pooled over them (every echo's p99, the median rate)",
+        help="run every method N times in turn in one lab (N times as long); print each "
+        "repetition, then each method pooled over them (every echo's p99, the median rate)",
     )  # fmt: skip
     args = parser.parse_args()
     if args.repeat < 1:

@@ -129,9 +129,10 @@ MIN_PACING_STEP = 0.002
 #: can send two steps' worth (4 ms at its rate) back to back: still never more than a step
 #: ahead of its rate line (`tests/core/test_pacing_bound.py`); in the simulator's download
 #: up1's downlink queue p50 went 0.4 -> 0.8 ms (BENCHMARKS.md "relayd's transmits").
-#: Each path waking at its own phase, relayd's two UDP paths woke it 730-1,260 times a second
-#: of a download, half its transmits; in the simulator's download (`sim_under_load.py`, 5 %
-#: loss) the exit's transmits that sent fell 40 %, its timer's 48 % (half a step: 23 %, 26 %).
+#: At the 1 ms step then: each path waking at its own phase, relayd's two UDP paths woke it
+#: 730-1,260 times a second of a download, half its transmits; in the simulator's download
+#: (`sim_under_load.py`, 5 % loss) the exit's transmits that sent fell 40 %, its timer's 48 %
+#: (half a step: 23 %, 26 %).
 PACING_SLACK = MIN_PACING_STEP
 #: A backlogged path past startup whose pacing wake-up came late (a busy event loop or CPU)
 #: gets the time it missed back, up to this long (s) at its pacing rate (not in startup or

@@ -61,14 +61,14 @@ def test_two_paths_due_0_3_steps_apart_wake_the_session_once() -> None:
     assert [now for now, _ in seen[:3]] == pytest.approx([1.0 + k * STEP for k in (1, 2, 3)])
 
 
-@pytest.mark.parametrize("phase", [0.0, 0.00037, 0.00099])
+@pytest.mark.parametrize("phase", [0.0, 0.37, 0.99])
 def test_aligned_paths_keep_their_rates_within_the_slack(phase: float) -> None:
-    """Over a second each path sends its pacing rate (within a step's worth and a frame: 0.1 %),
-    no release is more than a step's worth and the fraction of a frame left over from the last
-    (a frame below 1000 frames/s), and no path is ever ahead of its rate by more than
-    PACING_SLACK: the alignment moves releases, it adds none."""
+    """Over a second each path sends its pacing rate (within a step's worth and a frame), no
+    release is more than a step's worth and the fraction of a frame left over from the last (a
+    frame below 1/STEP frames/s), and no path is ever ahead of its rate by more than
+    PACING_SLACK: the alignment moves releases, it adds none. Phases and offsets in steps."""
     rates = (3000.0, 2500.0, 1700.0, 700.0)
-    starts = [1.0 + phase + i * 0.00021 for i in range(len(rates))]
+    starts = [1.0 + (phase + i * 0.21) * STEP for i in range(len(rates))]
     paths = [backlogged(r, s) for r, s in zip(rates, starts, strict=True)]
     seen = wake_ups(paths, until=2.0)
     totals = [0] * len(rates)

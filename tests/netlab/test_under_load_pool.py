@@ -53,3 +53,17 @@ def test_a_pool_with_a_slow_third_misses() -> None:
     good = [run(DUP, [50.0] * 200, [60.0] * 130, 60.0), run(PLAIN, [50.0], [55.0], 40.0)]
     lines = report_pooled("5 % loss, pooled", [slow, good, good])
     assert any(line.startswith(f"  MISS {DUP.name}, 5 % loss, pooled: typing") for line in lines)
+
+
+def test_a_download_that_never_moved_is_said_and_leaves_the_median_alone() -> None:
+    """A repetition whose download delivered nothing has no rate (NaN) and no busy echoes:
+    `statistics.median` with a NaN answers by where it stands (review O1)."""
+    stalled = Result(DUP, idle=[50.0] * 100, busy=[], mbit=float("nan"), seconds=float("nan"))
+    for order in (
+        [stalled, run(DUP, [50.0], [60.0], 60.0), run(DUP, [50.0], [60.0], 70.0)],
+        [run(DUP, [50.0], [60.0], 60.0), run(DUP, [50.0], [60.0], 70.0), stalled],
+    ):
+        pool = pooled(order)
+        assert pool.mbit == 65.0
+        assert not pool.complete
+        assert pool.notes == ["only 2 of 3 downloads moved"]

@@ -119,7 +119,8 @@ class Bottleneck:
     def standing_waits(self, since: int = 0) -> list[float]:
         """From the `since`th admitted frame on, the wait of each burst's first frame (frames
         arriving at one instant are a burst): the queue standing before the burst, without
-        the burst's own, which a pacing release of n frames adds to all but its first."""
+        the burst's own, which a pacing release of n frames adds to all but its first. On links
+        without jitter only: with it no two frames arrive together, and this is every wait."""
         pairs = zip(self.arrivals[since:], self.waits[since:], strict=True)
         last = self.arrivals[since - 1] if since else None
         standing = []

@@ -12,7 +12,8 @@ import statistics
 
 import pytest
 
-from dupsession.core.congestion import ModelRate
+from dupsession.core.congestion import MIN_PACING_STEP, ModelRate
+from dupsession.core.session_base import SessionConfig
 from tests.sim.network import (
     START,
     Bottleneck,
@@ -183,16 +184,23 @@ def test_without_jitter_the_noise_term_leaves_the_drain_after_a_probe(delay: flo
     Measured before each pacing release (`Bottleneck.standing_waits`): a release's own frames
     queue behind each other, more with a 2 ms pacing step than with 1 ms, and that is no
     standing queue. Median there with the noise term on cruise rounds 0.60 and 0.91 ms, from
-    every round 1.17 and 1.75 ms (2 ms step; 0.44 / 0.55 against 0.87 / 1.01 at 1 ms)."""
+    every round 1.17 and 1.75 ms (2 ms step; 0.44 / 0.55 against 0.87 / 1.01 at 1 ms: the
+    bound is the 2 ms step's and must move with MIN_PACING_STEP, which the first assert pins)."""
     port = Bottleneck(20 * MBIT, queue=0.2)
     spec = PathSpec(LinkSpec(delay=delay, bottleneck=port), LinkSpec(delay=delay))
     sim = Simulation([spec], 1, [bytes(12_000_000)], [])
     result = sim.run(until=60, stop=lambda s: len(s.exit.received) >= 12_000_000)
     assert result.exit.received == result.client.sent, result.describe()
+    assert MIN_PACING_STEP == 0.002, "the bound below is the 2 ms step's: recalibrate it"
     assert statistics.median(port.standing_waits(len(port.waits) // 2)) < 0.00105
 
 
-@pytest.mark.parametrize("outage", [1.0, 3.0])
+SPIRAL = "a 2 s outage: resends of frames the peer had read as 4-6 % loss (found 2026-12-04)"
+
+
+@pytest.mark.parametrize(
+    "outage", [1.0, 3.0, pytest.param(2.0, marks=pytest.mark.xfail(strict=True, reason=SPIRAL))]
+)
 def test_after_an_outage_the_path_resumes_at_its_rate(outage: float) -> None:
     """A 10 Mbit/s, 40 ms datagram path goes dark both ways for 1 or 3 s during a 6 MB
     upload. The first delivery-rate sample after it spanned the silence and the estimate
@@ -208,7 +216,8 @@ def test_after_an_outage_the_path_resumes_at_its_rate(outage: float) -> None:
     measure is read at every step of that second, not at its ends: resends of frames the peer
     already had still read as up to 1.4 % (1 ms step) or 1.9 % (2 ms) for a few rounds. A 2 s
     outage shows that spiral in full (the rate 2.7-3.3 Mbit/s the second after, either step):
-    found with this change and left open (BENCHMARKS.md, "Pacing step: 1 ms -> 2 ms")."""
+    found with the 2 ms step, left open and pinned here as a strict xfail (BENCHMARKS.md,
+    "Pacing step: 1 ms -> 2 ms"): fixing it turns that case into a failure to remove."""
     port = Bottleneck(10 * MBIT, queue=0.2)
     dark = ((2.0, 2.0 + outage),)
     spec = PathSpec(
@@ -237,5 +246,5 @@ def test_after_an_outage_the_path_resumes_at_its_rate(outage: float) -> None:
 
     result = sim.run(until=60, stop=stop)
     assert result.exit.received == result.client.sent, result.describe()
-    assert first[0][0] - back <= 0.5 + 0.1, first  # max_backoff and a round trip
+    assert first[0][0] - back <= SessionConfig().max_backoff + 0.1, first  # and a round trip
     assert marks[0] >= 0.6 * 10 * MBIT, marks  # the second after: 7.7-9.7 Mbit/s
