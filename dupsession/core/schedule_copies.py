@@ -11,6 +11,14 @@ from dupsession.core.paths import Path
 from dupsession.core.schedule_paths import budget_now, frame_limit, one_way_delay, path_rto
 from dupsession.core.sender import Sender, SentFrame
 
+#: A datagram path whose own measured outbound loss is at least this carries a small new frame
+#: twice (`_send_new`)...
+TWICE_LOSS = 0.01
+#: ...a frame this small (bytes on the wire: a keystroke, an echo, an ssh window update)...
+TWICE_FRAME = 256
+#: ...when at most this many new frames wait for the path: interactive, not a transfer.
+TWICE_WAITING = 2
+
 
 def hand_out(
     path: Path,
@@ -98,6 +106,19 @@ def _send_new(
     seq = max(path.cursor, sender.acked_below)
     end = sender.next_seq
     count = 0
+    # A keystroke on a lossy datagram path goes twice. On the netlab at 5 % loss, a keystroke
+    # whose copies on the fast uplink were lost (its UDP copy, while that uplink's TCP path
+    # waited out a retransmission) came home by the slow uplink, 20-25 ms later: most of the
+    # typing p99 idle and during a download (docs/BENCHMARKS.md "A keystroke twice"). The
+    # extra copy is counted nowhere (not in `count`: the path's and its controller's
+    # `data sent`), so the loss measures read the frame's loss on the path, either copy
+    # delivering it; the peer keeps the first copy (`Receiver`: a duplicate frame number).
+    twice = (
+        path.datagram
+        and end - seq <= TWICE_WAITING
+        and path.own_outbound.loss >= TWICE_LOSS
+        and (budget is None or budget >= 2 * (end - seq))
+    )
     if seq < end:
         table, mark, append = sender.frames, sender.sent, frames.append
         first: list[SentFrame] = []  # never sent before: armed together (`Sender.sent_first`)
@@ -109,6 +130,8 @@ def _send_new(
             if sent is None or len(sent.frame) > limit:
                 continue
             append(sent.frame)
+            if twice and len(sent.frame) <= TWICE_FRAME:
+                append(sent.frame)
             count += 1
             if not sent.armed:  # only the round's first copy arms the resend timer
                 if not sent.sends:

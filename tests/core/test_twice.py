@@ -1,0 +1,66 @@
+"""A keystroke on a lossy datagram path goes twice (`schedule_copies._send_new`).
+
+Why: on the netlab at 5 % loss, a keystroke whose copies on the fast uplink were lost came home
+by the slow one, 20-25 ms later, and those made the typing p99 (docs/BENCHMARKS.md "A keystroke
+twice"). The extra copy is counted nowhere, so the path's loss measures still read the frame's
+loss on the path; the peer delivers the bytes once.
+"""
+
+from __future__ import annotations
+
+from dupsession.core.events import StreamData
+from dupsession.core.paths import PathState
+from dupsession.core.schedule_copies import TWICE_FRAME, TWICE_LOSS, TWICE_WAITING
+from tests.support.session import Pair, data_frames, drain
+
+
+def lossy(loss: float, paths: int = 2, datagram: bool = True) -> tuple[Pair, float]:
+    """A connected pair whose client measured `loss` outbound on path 0 and none elsewhere."""
+    pair = Pair(paths=paths, datagram=datagram)
+    now = pair.connect()
+    pair.client.paths[0].own_outbound.loss = loss
+    return pair, now
+
+
+def test_a_keystroke_goes_twice_on_the_lossy_path_only_and_arrives_once() -> None:
+    pair, now = lossy(TWICE_LOSS)
+    pair.client.send(b"k")
+    out = pair.client.transmit(now)
+    twice, once = data_frames(out, 0), data_frames(out, 1)
+    assert len(twice) == 2 and twice[0] == twice[1]
+    assert len(once) == 1 and once[0] == twice[0]
+    assert pair.client.paths[0].data_sent == pair.client.paths[1].data_sent  # counted once
+    pair.deliver(pair.exit, out, now + 0.02)
+    got = [e.data for e in drain(pair.exit) if isinstance(e, StreamData)]
+    assert b"".join(got) == b"k"
+
+
+def test_below_the_loss_threshold_once() -> None:
+    pair, now = lossy(TWICE_LOSS * 0.9)
+    pair.client.send(b"k")
+    assert len(data_frames(pair.client.transmit(now), 0)) == 1
+
+
+def test_a_large_frame_goes_once() -> None:
+    pair, now = lossy(0.05)
+    pair.client.send(bytes(400))  # one frame over TWICE_FRAME
+    assert len(data_frames(pair.client.transmit(now), 0)) == 1
+    assert TWICE_FRAME < 400
+
+
+def test_small_frames_backed_up_on_the_path_go_once() -> None:
+    """More small frames waiting for the path than a keystroke's (the path was down while
+    they went on the other one): a backlog, not typing."""
+    pair, now = lossy(0.05)
+    pair.client.paths[0].state = PathState.DOWN
+    for i in range(TWICE_WAITING + 1):
+        pair.client.send(b"k")
+        assert len(data_frames(pair.client.transmit(now + i * 0.01), 1)) == 1
+    pair.client.paths[0].state = PathState.UP
+    assert len(data_frames(pair.client.transmit(now + 0.1), 0)) == TWICE_WAITING + 1
+
+
+def test_a_stream_path_never_doubles() -> None:
+    pair, now = lossy(0.05, paths=1, datagram=False)
+    pair.client.send(b"k")
+    assert len(data_frames(pair.client.transmit(now), 0)) == 1
