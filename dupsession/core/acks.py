@@ -74,6 +74,7 @@ def make_ack(
     DATA frame counted in an ACK was sent before it.
     """
     sent = path.data_sent - behind
+    twins = path.twins_sent - (path.batch_twins if behind else 0)  # (behind: the whole batch)
     echo, delay = 0, 0
     if path.challenge is not None:
         (echo, at), path.challenge = path.challenge, None
@@ -83,7 +84,7 @@ def make_ack(
     path.ack_pseq += 1
     ts_us = int(now * 1e6) if challenge is None else challenge
     if challenge is None:  # a token is no timestamp: it must not enter the (sorted) send log
-        path.ack_log.append((ts_us, sent))
+        path.ack_log.append((ts_us, sent, twins))
     ack = wire.Ack(
         path_id=path.path_id,
         pseq=path.ack_pseq,
@@ -119,20 +120,22 @@ def on_path_ack(path: Path, ack: wire.Ack, now: float) -> tuple[float | None, in
     else:
         path.peer_ts_us = ack.ts_us
         path.peer_ts_at = now
-    sample, sent_by_echo = None, None
+    sample, sent_by_echo, own_by_echo = None, None, None
     if ack.echo_ts_us:
         sent_log = path.ack_log
         while sent_log and sent_log[0][0] < ack.echo_ts_us:
             sent_log.popleft()
         if sent_log and sent_log[0][0] == ack.echo_ts_us:
-            sent_by_echo = sent_log[0][1]
+            _, sent_by_echo, twins = sent_log[0]
+            # The peer takes a frame once per path: a keystroke's twin is no loss of ours.
+            own_by_echo = sent_by_echo - twins
         sample = now - ack.echo_ts_us / 1e6 - ack.echo_delay_us / 1e6
         if 0 <= sample <= MAX_RTT_SAMPLE:
             path.rtt.add(sample)
             path.rtt_history.append(sample)
         else:
             sample = None
-    path.note_own_loss(ack.data_recv, sent_by_echo)
+    path.note_own_loss(ack.data_recv, own_by_echo)
     path.note_delivery(ack.data_recv)
     path.outbound.lag = ack.lag_us / 1e6
     path.outbound.first = ack.first

@@ -133,8 +133,14 @@ class Path:
     data_sent: int = 0
     data_sent_at_ack: int = 0  #: `data_sent` when this path last carried an ACK of ours
     ack_sent_at: float = float("-inf")
-    #: (ts, data_sent) of our recent ACKs on this path: what had been sent when each left
-    ack_log: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=ACK_LOG))
+    #: (ts, data_sent, twins_sent) of our recent ACKs on this path: what had been sent when
+    #: each left
+    ack_log: deque[tuple[int, int, int]] = field(default_factory=lambda: deque(maxlen=ACK_LOG))
+    #: A keystroke's second copy on this path (`schedule_copies._send_new`): counted in
+    #: `data_sent` like any copy, left out of our own loss measure (`note_own_loss`); and how
+    #: many of them the transmit in progress put behind its ACK (`make_ack`'s `behind`)
+    twins_sent: int = 0
+    batch_twins: int = 0
     data_recv: int = 0
     data_recv_at_ack: int = 0  #: `data_recv` when this path last carried an ACK of ours
     #: Genuine DATA copies that came on this path again, for a frame it had delivered before

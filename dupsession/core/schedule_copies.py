@@ -87,7 +87,9 @@ def copy_everything(
             sender.sent(sent, now, rto)
             sent_here += copies
         repeats = sent_here  # resends below the path's cursor: it carried them before
+        twins = path.twins_sent
         sent_here += _send_new(path, frames, sender, now, rto, limit, budget)
+        repeats += path.twins_sent - twins  # a twin is a copy the path carried a moment before
         left = path.cursor >= sender.next_seq
         hand_out(path, now, sent_here, budget, left, out, frames, repeats)
     return out
@@ -110,9 +112,10 @@ def _send_new(
     # whose copies on the fast uplink were lost (its UDP copy, while that uplink's TCP path
     # waited out a retransmission) came home by the slow uplink, 20-25 ms later: most of the
     # typing p99 idle and during a download (docs/BENCHMARKS.md "A keystroke twice"). The
-    # extra copy is counted nowhere (not in `count`: the path's and its controller's
-    # `data sent`), so the loss measures read the frame's loss on the path, either copy
-    # delivering it; the peer keeps the first copy (`Receiver`: a duplicate frame number).
+    # extra copy is a copy like a resend: in `count` (the path's `data sent`, which the peer's
+    # inbound loss holds its arrivals against), a repeat to the controller (left out of its
+    # loss measure), and in `Path.twins_sent`, which our own outbound loss measure leaves out
+    # (the peer's `data received` takes a frame once per path). The peer delivers the first.
     twice = (
         path.datagram
         and end - seq <= TWICE_WAITING
@@ -130,9 +133,12 @@ def _send_new(
             if sent is None or len(sent.frame) > limit:
                 continue
             append(sent.frame)
+            count += 1
             if twice and len(sent.frame) <= TWICE_FRAME:
                 append(sent.frame)
-            count += 1
+                count += 1
+                path.twins_sent += 1
+                path.batch_twins += 1
             if not sent.armed:  # only the round's first copy arms the resend timer
                 if not sent.sends:
                     first.append(sent)

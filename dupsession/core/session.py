@@ -383,6 +383,7 @@ class Session(ReceiveData, Closing):
                     frames = out[path.path_id] = [ack]
                 else:  # first: its timestamp must not wait behind our own burst
                     frames.insert(0, ack)
+            path.batch_twins = 0
             if frames:
                 path.last_sent = now
                 path.bytes_sent += sum(map(len, frames))

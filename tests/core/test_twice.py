@@ -2,11 +2,14 @@
 
 Why: on the netlab at 5 % loss, a keystroke whose copies on the fast uplink were lost came home
 by the slow one, 20-25 ms later, and those made the typing p99 (docs/BENCHMARKS.md "A keystroke
-twice"). The extra copy is counted nowhere, so the path's loss measures still read the frame's
-loss on the path; the peer delivers the bytes once.
+twice"). The extra copy counts as a copy on the wire (`data sent`) and as a repeat to the
+controller, and our own loss measure leaves it out, so no loss measure reads it as a loss;
+the peer delivers the bytes once.
 """
 
 from __future__ import annotations
+
+import itertools
 
 from dupsession.core.events import StreamData
 from dupsession.core.paths import PathState
@@ -29,7 +32,9 @@ def test_a_keystroke_goes_twice_on_the_lossy_path_only_and_arrives_once() -> Non
     twice, once = data_frames(out, 0), data_frames(out, 1)
     assert len(twice) == 2 and twice[0] == twice[1]
     assert len(once) == 1 and once[0] == twice[0]
-    assert pair.client.paths[0].data_sent == pair.client.paths[1].data_sent  # counted once
+    # a copy like any (the peer holds its arrivals against `data sent`), marked as a twin
+    assert pair.client.paths[0].data_sent == pair.client.paths[1].data_sent + 1
+    assert pair.client.paths[0].twins_sent == 1
     pair.deliver(pair.exit, out, now + 0.02)
     got = [e.data for e in drain(pair.exit) if isinstance(e, StreamData)]
     assert b"".join(got) == b"k"
@@ -64,3 +69,21 @@ def test_a_stream_path_never_doubles() -> None:
     pair, now = lossy(0.05, paths=1, datagram=False)
     pair.client.send(b"k")
     assert len(data_frames(pair.client.transmit(now), 0)) == 1
+
+
+def test_twins_read_as_no_loss_on_either_end() -> None:
+    """Typing over a loss-free path while it doubles: our own outbound loss only falls (counted
+    as copies the peer takes once per path, the twins read as 50 % loss and kept the rule on
+    for good), the controller's stays none, and the peer's inbound loss stays none (our
+    `data sent` counts the twins it received)."""
+    pair, now = lossy(0.05, paths=1)
+    path = pair.client.paths[0]
+    seen = []
+    for _ in range(20):
+        pair.client.send(b"k")
+        now = pair.exchange(now, rounds=3)
+        seen.append(path.own_outbound.loss)
+    assert path.twins_sent >= 5
+    assert all(b <= a for a, b in itertools.pairwise(seen)) and seen[-1] < 0.05
+    assert path.cc.loss_rate == 0.0
+    assert pair.exit.paths[0].inbound.loss == 0.0
