@@ -116,14 +116,13 @@ def _send_new(
     # inbound loss holds its arrivals against), a repeat to the controller (left out of its
     # loss measure), and in `Path.twins_sent`, which our own outbound loss measure leaves out
     # (the peer's `data received` takes a frame once per path). The peer delivers the first.
-    # Lossy by either measure. Ours leaves twins out (the peer's `data received` takes a frame
-    # once per path), so on a doubling path it could read only both copies' loss, p squared,
-    # under the gate, and the rule would switch itself off and on (review P1; measured, it
-    # stays near p, resends whose first copy arrived counting too: tests/core/test_twice.py).
-    # The peer's figure counts every copy and reads p. Replayed copies can lower the peer's
-    # figure (SECURITY.md), not ours: a replayer can turn doubling off only while our own
-    # measure reads under 1 %.
-    lossy = path.own_outbound.loss >= TWICE_LOSS or path.outbound.loss >= TWICE_LOSS
+    # Our own measure only, which a replay cannot lower (SECURITY.md). It leaves twins out, so
+    # on a doubling path it could read both copies' loss only (p squared, under the gate:
+    # review P1); measured, it stays near p, since resends whose first copy arrived count as
+    # lost too (tests/core/test_twice.py: 298 of 300 keystrokes doubled at 5 %). Gating on
+    # the peer's per-copy figure as well measured worse on the netlab (docs/BENCHMARKS.md "A
+    # keystroke twice") and was reverted.
+    lossy = path.own_outbound.loss >= TWICE_LOSS
     twice = (
         path.datagram
         and end - seq <= TWICE_WAITING

@@ -96,8 +96,8 @@ def test_typing_over_a_lossy_path_keeps_going_twice() -> None:
     nearly every keystroke goes twice (298 of the last 300 here). Review P1 modelled our own
     measure on a doubling path as both copies' loss (p squared, under the 1 % gate): measured
     here it stays near p (5.8 %), since resends whose first copy arrived (their ACK lost)
-    count as lost too; the gate also takes the peer's per-copy figure (7-8 %), so the rule
-    does not rest on that."""
+    count as lost too. This pins that outcome: a change that lets our measure fall to p
+    squared on a doubling path fails here."""
     rng = random.Random(7)
     pair, now = lossy(0.0, paths=1)
     path = pair.client.paths[0]
