@@ -53,6 +53,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import select
@@ -652,7 +653,7 @@ def pooled(runs: list[Result]) -> Result:
 def _median(values: list[float]) -> float:
     """The median of the numbers among `values` (NaN: a download that never moved), NaN if
     none: `statistics.median` with a NaN in the list answers by where it stands."""
-    numbers = [v for v in values if v == v]
+    numbers = [v for v in values if not math.isnan(v)]
     return statistics.median(numbers) if numbers else float("nan")
 
 

@@ -74,7 +74,7 @@ def make_ack(
     DATA frame counted in an ACK was sent before it.
     """
     sent = path.data_sent - behind
-    twins = path.twins_sent - (path.batch_twins if behind else 0)  # (behind: the whole batch)
+    twins = path.twins_sent - path.batch_twins  # (twins come only with frames behind it)
     echo, delay = 0, 0
     if path.challenge is not None:
         (echo, at), path.challenge = path.challenge, None

@@ -116,17 +116,12 @@ def _send_new(
     # inbound loss holds its arrivals against), a repeat to the controller (left out of its
     # loss measure), and in `Path.twins_sent`, which our own outbound loss measure leaves out
     # (the peer's `data received` takes a frame once per path). The peer delivers the first.
-    # Our own measure only, which a replay cannot lower (SECURITY.md). It leaves twins out, so
-    # on a doubling path it could read both copies' loss only (p squared, under the gate:
-    # review P1); measured, it stays near p, since resends whose first copy arrived count as
-    # lost too (tests/core/test_twice.py: 298 of 300 keystrokes doubled at 5 %). Gating on
-    # the peer's per-copy figure as well measured worse on the netlab (docs/BENCHMARKS.md "A
-    # keystroke twice") and was reverted.
-    lossy = path.own_outbound.loss >= TWICE_LOSS
+    # Gated on our own measure, which a replay cannot lower (SECURITY.md); on a doubling path
+    # it stays near p, not p squared (tests/core/test_twice.py; ARCHITECTURE.md).
     twice = (
         path.datagram
         and end - seq <= TWICE_WAITING
-        and lossy
+        and path.own_outbound.loss >= TWICE_LOSS
         and (budget is None or budget >= 2 * (end - seq))
     )
     if seq < end:
