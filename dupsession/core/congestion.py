@@ -210,6 +210,7 @@ class ModelRate(CongestionController):
         "_round_sum",
         "_rtt_noise",
         "_sent_total",
+        "_silent_at",
         "_tokens",
         "_tokens_at",
         "_wait_until",
@@ -254,6 +255,9 @@ class ModelRate(CongestionController):
         self._presumed = 0
         self._presumed_at = 0
         self._last_ack_at = float("-inf")
+        #: When silence last wrote the window off (`_inflight`): until an ACK comes, the path
+        #: keeps at most MIN_WINDOW frames in flight per silent stretch.
+        self._silent_at = float("-inf")
         self.inflight = 0
         self._tokens = float(INITIAL_WINDOW)
         self._tokens_at: float | None = None
@@ -547,8 +551,23 @@ class ModelRate(CongestionController):
     def _stale_after(self, srtt: float) -> float:
         return max(STALE_RTTS * srtt, STALE_MIN)
 
+    def _silent(self) -> bool:
+        """Silence wrote the window off and no ACK came since."""
+        return self._silent_at > self._last_ack_at
+
+    def _window(self, srtt: float) -> int:
+        # While silent, MIN_WINDOW per stale stretch (room for recovery's probes), not a
+        # window: rewritten off every stale stretch, a full window went into a 2 s outage
+        # each 0.2 s, the pacing rate into the dark (tests/sim/test_congestion.py's outage).
+        return MIN_WINDOW if self._silent() else self.cwnd(srtt)
+
     def _inflight(self, now: float, srtt: float) -> int:
-        if self.inflight and now - self._last_ack_at > self._stale_after(srtt):
+        # (`wake_at`'s sum, not a difference: a float difference a hair under the stale time
+        # left the silence undeclared at the wake-up it asked for, and the session spun)
+        if self.inflight and now >= max(self._last_ack_at, self._silent_at) + self._stale_after(
+            srtt
+        ):
+            self._silent_at = now
             # Silence: all lost, for now. Not for good: a queue that held them longer than
             # this (a startup burst into a 200 ms router queue) delivers them later, and a
             # write-off kept after that let the path keep that many more in flight than its
@@ -587,7 +606,8 @@ class ModelRate(CongestionController):
             due = self._due(rate)
             if now < due <= now + PACING_SLACK:
                 tokens = self._refill(due, rate)
-        room = self.cwnd(srtt) - self._inflight(now, srtt)
+        inflight = self._inflight(now, srtt)  # (first: it may find a silence, `_window`)
+        room = self._window(srtt) - inflight
         if self.mode == "probe":  # the only mode with catch-up: spend it over several turns
             tokens = min(tokens, TURN_BURSTS * self._burst(rate))
         # A float sum of elapsed x rate lands a hair under a whole frame (0.9999999999994):
@@ -609,7 +629,10 @@ class ModelRate(CongestionController):
             self._last_ack_at = now  # silence is counted from the first send
 
     def on_budget_left(self, left: bool) -> None:
-        self.app_limited = left
+        # Held back by silence's window (`_window`) says nothing of the path's capacity: in
+        # startup it counted as rounds with the pipe full, and a paused peer's probes ended
+        # the startup of a path that had never filled it (test_congestion_pause.py).
+        self.app_limited = left or self._silent()
 
     def borrow(self, now: float, count: int) -> None:
         self._tokens -= count
@@ -626,8 +649,8 @@ class ModelRate(CongestionController):
             return None
         rate = self.pacing_rate(srtt)
         at = self._due(rate)
-        if self.inflight >= self.cwnd(srtt):  # window-limited: ACKs open it, or silence
-            at = max(at, self._last_ack_at + self._stale_after(srtt))
+        if self.inflight >= self._window(srtt):  # window-limited: ACKs open it, or silence
+            at = max(at, max(self._last_ack_at, self._silent_at) + self._stale_after(srtt))
         return at
 
     def snapshot(self) -> dict[str, Any]:

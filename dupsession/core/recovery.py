@@ -30,8 +30,10 @@ RESTART_FRAMES = 4
 
 class Recovery:
     __slots__ = (
+        "_probed_at",
         "_resend",
         "_tail_probed",
+        "_timeouts",
         "ack_delay",
         "last_progress",
         "loss_time",
@@ -65,6 +67,8 @@ class Recovery:
         #: losses; the probe timeout counts from here too (RFC 9002 arms it from the last
         #: ACK-eliciting event), so a queue that grows the RTT does not time out a whole window.
         self.last_progress = float("-inf")
+        self._probed_at = float("-inf")  #: when a probe timeout last fired...
+        self._timeouts = 0  #: ...and how many fired in a row with no ACK progress between
 
     @staticmethod
     def reorder_window(paths: Iterable[Path]) -> float:
@@ -148,6 +152,7 @@ class Recovery:
             frame.armed = False  # its heap entry goes stale; the resend re-arms it
             frame.copies = 1  # refused, not lost: one copy, as the first was
         sender.progress_at = now
+        self._probed_at = float("-inf")  # nor is the probe timeout (`_probe_gate`)
         # Lowest first: the peer delivers in order, and what RACK or a probe queued during the
         # pause was refused too (the probes of the first dropped frames, behind later ones).
         self._resend = sorted({*self._resend, *(f.seq for f in dropped)})
@@ -186,6 +191,9 @@ class Recovery:
         if now < self._probe_gate(sender, paths):
             return
         expired = sender.expired(now)
+        if expired:
+            self._timeouts = self._timeouts + 1 if self._probed_at > self.last_progress else 1
+            self._probed_at = now
         # A probe timeout resends the oldest few frames only, as RFC 9002's probes do: their
         # ACK lets RACK find what else was lost. Resending everything that timed out would
         # mostly repeat frames the peer holds beyond the 32 runs an ACK can list.
@@ -218,7 +226,17 @@ class Recovery:
             and _datagrams_up(paths) > 0
         ):
             return float("-inf")
-        return self.last_progress + self.rto_value
+        gate = self.last_progress + self.rto_value
+        if self._probed_at > self.last_progress:
+            # Nothing came back since the last probe timeout: the next waits twice as long,
+            # up to `max_backoff` (RFC 9002's PTO backoff, for the session, not per frame).
+            # Each frame's own deadline runs from its own send, so without this a window sent
+            # into an outage timed out one frame per pacing step: the whole window resent
+            # every timeout into the dark, ~1000 frames a second on a 10 Mbit/s path, and
+            # those resends, acknowledged late, read as loss after it (the 2 s outage spiral,
+            # tests/sim/test_congestion.py).
+            gate = max(gate, self._probed_at + sender.backed_off(self.rto_value, self._timeouts))
+        return gate
 
     def _probe(self, frames: list[SentFrame], twice: bool) -> None:
         for frame in frames:

@@ -380,8 +380,7 @@ class Sender:
                 deadline = now + rto
             else:
                 frame.backoff += 1
-                backoff = 2 ** min(frame.backoff, MAX_BACKOFF_EXPONENT)
-                deadline = now + min(rto * backoff, max(rto, self.max_delay))
+                deadline = now + self.backed_off(rto, frame.backoff)
         else:
             deadline = now + rto  # a first send: no backoff (the common case, kept cheap)
         frame.deadline = deadline
@@ -390,6 +389,11 @@ class Sender:
             group.append(frame.seq)
         else:
             self._arm(frame.seq, deadline)
+
+    def backed_off(self, rto: float, rounds: int) -> float:
+        """`rto` doubled per round with no ACK progress, never beyond `max_delay` (nor below
+        `rto`): a frame's resend, and recovery's probe timeout across frames."""
+        return min(rto * (1 << min(rounds, MAX_BACKOFF_EXPONENT)), max(rto, self.max_delay))
 
     def sent_first(self, frames: list[SentFrame], now: float, rto: float) -> None:
         """`sent` for frames never sent before, at once (a transmit's new frames on a path):

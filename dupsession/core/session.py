@@ -367,7 +367,8 @@ class Session(ReceiveData, Closing):
                     and not path.quiet
                     and (path.datagram or _stream_path_has_news(path, now, frames, window_update))
                 )
-                or now - path.last_sent >= probe_interval
+                or now >= path.last_sent + probe_interval  # (`get_timer`'s sum: a float
+                # difference a hair under the interval sent nothing at the wake it asked for)
                 or (
                     path.data_sent - path.data_sent_at_ack >= RTT_PROBE_FRAMES
                     and now - path.ack_sent_at >= max(path.rtt.srtt / 4, RTT_PROBE_MIN_GAP)
@@ -469,7 +470,7 @@ class Session(ReceiveData, Closing):
             if (
                 path.state is PathState.UP
                 and path.last_recv is not None
-                and now - path.last_recv >= timeout
+                and now >= path.last_recv + timeout  # (`get_timer`'s sum, as above)
             ):
                 path.state = PathState.DOWN
                 self._events.append(PathDown(path.path_id))
@@ -478,7 +479,7 @@ class Session(ReceiveData, Closing):
                 self._all_down_since = now
             if self.paths and any(p.last_recv is not None for p in self.paths.values()):
                 self.state = SessionState.RESUMING
-            if now - self._all_down_since >= self.config.grace_period:
+            if now >= self._all_down_since + self.config.grace_period:  # (likewise)
                 self._finish(
                     wire.CloseCode.TIMEOUT,
                     f"no path alive for {self.config.grace_period:.0f} s",

@@ -271,8 +271,9 @@ def test_a_late_wake_up_of_a_backlogged_path_gets_its_sending_time_back() -> Non
     turns = spend(cc, 1.008)  # woken 7 ms late: 8 ms' worth, TURN_BURSTS per transmit
     assert sum(turns) == int(0.008 * rate) > burst * TURN_BURSTS
     assert max(turns) == burst * TURN_BURSTS < sum(turns)
-    # never more than PACING_CATCH_UP's worth, however late
-    turns = spend(cc, 1.2)
+    # never more than PACING_CATCH_UP's worth, however late (short of the stale time, 0.2 s
+    # with no ACK: silence caps the window, `test_silence_keeps_min_window_in_flight...`)
+    turns = spend(cc, 1.15)
     assert sum(turns) == int(PACING_CATCH_UP * rate)
     assert max(turns) == burst * TURN_BURSTS < sum(turns)
     # a path with nothing to send (app-limited) keeps one burst, as before: a keystroke after
@@ -459,3 +460,26 @@ def test_a_fast_path_waits_out_a_slow_ones_1_25_round(fast: float, slow: float) 
         # its cycle, then at most the other's 1.25 round (or its own 2 rounds), + 1 round
         limit = len(PROBE_GAINS) + max(other / rtt, PROBE_DEFER_ROUNDS) + 1
         assert len(gaps) >= 6.0 / rtt / limit - 1 and max(gaps) <= limit, gaps
+
+
+def test_silence_keeps_min_window_in_flight_until_an_ack_comes() -> None:
+    """No ACK for the stale time (0.2 s here): what is in flight is written off, and until an
+    ACK comes the path keeps at most MIN_WINDOW frames in flight per stale stretch, room for
+    recovery's probes. Written off afresh every stale stretch with the whole window open, a
+    path sent its pacing rate into a 2 s outage (1000 frames a second on 10 Mbit/s), and the
+    resends that outage made read as loss after it (tests/sim/test_congestion.py)."""
+    cc = cruising(now=1.0, rate=2000.0)
+    window = cc.cwnd(SRTT)
+    assert window > 10 * MIN_WINDOW
+    cc.on_sent(1.0, 8)
+    stale = 1.0 + STALE_MIN  # (STALE_MIN > 3 x SRTT)
+    assert cc.budget(stale - 0.01, SRTT) > MIN_WINDOW  # not silent yet: paced, window open
+    for stretch in range(3):
+        at = stale + STALE_MIN * stretch
+        assert cc.budget(at, SRTT) == MIN_WINDOW and cc.inflight == 0, stretch
+        cc.on_sent(at, MIN_WINDOW)
+        assert cc.budget(at + 0.05, SRTT) == 0
+        # window-limited: it wakes when the next stale stretch would write these off
+        assert cc.wake_at(SRTT) == pytest.approx(at + STALE_MIN)
+    cc.on_ack(1.65, data_recv=2, rtt=SRTT, srtt=SRTT, sent_by_echo=None)
+    assert cc.cwnd(SRTT) == window and cc.budget(1.66, SRTT) > MIN_WINDOW

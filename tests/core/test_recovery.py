@@ -129,6 +129,35 @@ def test_probe_timeout_backoff_never_leaves_a_keystroke_waiting_seconds() -> Non
     assert gaps[0] == pytest.approx(rto, abs=1e-9)
 
 
+def test_a_window_sent_into_silence_is_probed_with_backoff_not_frame_by_frame() -> None:
+    """Forty frames 2 ms apart, then nothing comes back (an outage). Each frame's deadline
+    runs from its own send, so each timed out in its turn: a probe every 2 ms, the window
+    resent into the dark every timeout (on a 10 Mbit/s path ~1000 frames a second through a
+    2 s outage, whose late ACKs then read as loss: the spiral in tests/sim/test_congestion.py).
+    The probe timeout backs off for the session, as RFC 9002's PTO: the oldest frames (twice
+    on a lone datagram path) one timeout after the first send, then 2 and 4 timeouts later,
+    then every max_backoff."""
+    pair = Pair()
+    c = pair.client
+    now = pair.connect(T0, delay=0.025)
+    for i in range(40):
+        c.send(bytes(1196))
+        assert len(data_frames(c.transmit(now + 0.002 * i))) == 1
+    rto, cap = c.recovery.rto_value, c.config.max_backoff
+    rounds: list[tuple[float, list[int]]] = []
+    until = now + 1.9  # (the path goes down after 2 s of silence)
+    while (timer := c.get_timer()) is not None and timer < until:
+        c.handle_timer(timer)
+        if out := data_frames(c.transmit(timer)):
+            rounds.append((timer - now, [seq_of(f) for f in out]))
+        drain(c)
+    assert 4 * rto < cap < 8 * rto  # (so the fourth round is the cap's)
+    expected = [rto, 3 * rto, 7 * rto, 7 * rto + cap, 7 * rto + 2 * cap]
+    assert [at for at, _ in rounds] == pytest.approx(expected, abs=1e-9)
+    # the first round finds frame 0 alone due (frame 1's deadline is 2 ms later)
+    assert [seqs for _, seqs in rounds] == [[0, 0]] + [[0, 0, 1, 1]] * 4
+
+
 def test_resend_of_a_rack_loss_is_byte_identical_and_counted() -> None:
     pair = Pair()
     c, e = pair.client, pair.exit
