@@ -37,7 +37,9 @@ class AckPending:
     def due(self, now: float) -> bool:
         since = self.since
         return self.window_update or (
-            since is not None and (self.count >= self.every or now - since >= self.delay)
+            # `deadline`'s sum, not a difference: at clock values such as 128-256 s the
+            # difference fell a hair under the delay at the wake-up it asked for, and spun
+            since is not None and (self.count >= self.every or now >= since + self.delay)
         )
 
     def rides_along(self, now: float) -> bool:

@@ -177,7 +177,9 @@ class ModelRate(CongestionController):
     """
 
     __slots__ = (
+        "_busy_at",
         "_bw",
+        "_capped",
         "_cruise_round",
         "_cycle",
         "_deferred",
@@ -255,9 +257,12 @@ class ModelRate(CongestionController):
         self._presumed = 0
         self._presumed_at = 0
         self._last_ack_at = float("-inf")
-        #: When silence last wrote the window off (`_inflight`): until an ACK comes, the path
-        #: keeps at most MIN_WINDOW frames in flight per silent stretch.
-        self._silent_at = float("-inf")
+        #: When silence last wrote the window off (`_inflight`; until an ACK comes, a path
+        #: backlogged as it fell silent, `_capped`, keeps at most MIN_WINDOW frames in flight
+        #: per stale stretch, `_window`), and the first send with nothing in flight (a burst
+        #: after a quiet spell, the last ACK a keepalive's, is not silent 2 ms in: review Q1).
+        self._silent_at = self._busy_at = float("-inf")
+        self._capped = False
         self.inflight = 0
         self._tokens = float(INITIAL_WINDOW)
         self._tokens_at: float | None = None
@@ -332,8 +337,8 @@ class ModelRate(CongestionController):
         """The peer's ACK on this path: its count of our DATA copies it received here (mod
         2**32), an RTT sample when it echoed one of our timestamps, and how many frames we had
         sent here when that timestamp left."""
-        if now - self._last_ack_at > self._stale_after(srtt):  # no ACK for the write-off's time
-            self._after_silence()
+        if self._silent() or now >= self._last_ack_at + self._stale_after(srtt):
+            self._after_silence()  # no ACK for the write-off's time
         self._last_ack_at = now
         if rtt is not None:
             self._rtt_sample(now, rtt)
@@ -555,18 +560,26 @@ class ModelRate(CongestionController):
         """Silence wrote the window off and no ACK came since."""
         return self._silent_at > self._last_ack_at
 
+    def _stale_at(self, srtt: float) -> float:
+        """When what is in flight counts as lost: a stale time after the latest of the last
+        ACK, the last write-off and the first send with nothing in flight. One sum for
+        `_inflight` and `wake_at`: a float difference a hair under the stale time left the
+        silence undeclared at the wake-up it asked for, and the session spun."""
+        return max(self._last_ack_at, self._silent_at, self._busy_at) + self._stale_after(srtt)
+
     def _window(self, srtt: float) -> int:
-        # While silent, MIN_WINDOW per stale stretch (room for recovery's probes), not a
-        # window: rewritten off every stale stretch, a full window went into a 2 s outage
-        # each 0.2 s, the pacing rate into the dark (tests/sim/test_congestion.py's outage).
-        return MIN_WINDOW if self._silent() else self.cwnd(srtt)
+        # A backlogged path, silent: MIN_WINDOW per stale stretch (room for recovery's probes),
+        # not a window: rewritten off every stale stretch, a full window went into a 2 s
+        # outage each 0.2 s, the pacing rate into the dark (tests/sim/test_congestion.py's
+        # outage). Not a keystroke's path: there the probes' twin copies took all four and
+        # keystrokes typed in the dark waited a stretch more (review Q2: the first echo after
+        # a 1 s outage 160 ms median, 88 before; tests/sim/test_silence.py).
+        return MIN_WINDOW if self._capped and self._silent() else self.cwnd(srtt)
 
     def _inflight(self, now: float, srtt: float) -> int:
-        # (`wake_at`'s sum, not a difference: a float difference a hair under the stale time
-        # left the silence undeclared at the wake-up it asked for, and the session spun)
-        if self.inflight and now >= max(self._last_ack_at, self._silent_at) + self._stale_after(
-            srtt
-        ):
+        if self.inflight and now >= self._stale_at(srtt):
+            if not self._silent():  # the silence begins: was the path backlogged?
+                self._capped = not self.app_limited
             self._silent_at = now
             # Silence: all lost, for now. Not for good: a queue that held them longer than
             # this (a startup burst into a 200 ms router queue) delivers them later, and a
@@ -616,6 +629,8 @@ class ModelRate(CongestionController):
         return max(0, min(int(tokens + TOKEN_ROUNDING), room))
 
     def on_sent(self, now: float, count: int, repeats: int = 0) -> None:
+        if not self.inflight:
+            self._busy_at = now
         self._tokens -= count
         self.inflight += count
         self._sent_total += count
@@ -632,7 +647,7 @@ class ModelRate(CongestionController):
         # Held back by silence's window (`_window`) says nothing of the path's capacity: in
         # startup it counted as rounds with the pipe full, and a paused peer's probes ended
         # the startup of a path that had never filled it (test_congestion_pause.py).
-        self.app_limited = left or self._silent()
+        self.app_limited = left or (self._capped and self._silent())
 
     def borrow(self, now: float, count: int) -> None:
         self._tokens -= count
@@ -650,7 +665,7 @@ class ModelRate(CongestionController):
         rate = self.pacing_rate(srtt)
         at = self._due(rate)
         if self.inflight >= self._window(srtt):  # window-limited: ACKs open it, or silence
-            at = max(at, max(self._last_ack_at, self._silent_at) + self._stale_after(srtt))
+            at = max(at, self._stale_at(srtt))
         return at
 
     def snapshot(self) -> dict[str, Any]:

@@ -6,8 +6,10 @@ Two ways a frame is found lost, as in RFC 9002 / RFC 8985:
   lost keystroke costs about one RTT more when anything follows it;
 - by timeout (the probe timeout), when nothing comes back: each frame's resend deadline is
   `srtt + 4·rttvar + ack delay` of the *best* live path (one slow path cannot slow recovery),
-  doubling per consecutive timeout of that frame but never beyond `max_backoff`, so one
-  keystroke never waits seconds.
+  doubling per consecutive timeout of that frame, and while nothing comes back for the
+  session as a whole (RFC 9002's PTO count), but never beyond `max_backoff`, so one
+  keystroke never waits seconds and a window sent into an outage is not resent frame by
+  frame.
 Frames' deadlines live in the sender's heap; this module decides the timeout they are armed
 with and collects the frames to resend.
 """
@@ -152,7 +154,7 @@ class Recovery:
             frame.armed = False  # its heap entry goes stale; the resend re-arms it
             frame.copies = 1  # refused, not lost: one copy, as the first was
         sender.progress_at = now
-        self._probed_at = float("-inf")  # nor is the probe timeout (`_probe_gate`)
+        self._probed_at = float("-inf")  # nor the probe timeout: the next counts as the first
         # Lowest first: the peer delivers in order, and what RACK or a probe queued during the
         # pause was refused too (the probes of the first dropped frames, behind later ones).
         self._resend = sorted({*self._resend, *(f.seq for f in dropped)})
@@ -203,10 +205,11 @@ class Recovery:
         self._probe(expired[:PROBE_FRAMES], twice)
 
     def _probe_gate(self, sender: Sender, paths: Iterable[Path]) -> float:
-        """The earliest a probe timeout may fire: one timeout after the last ACK progress,
-        while many frames are in flight (a queue that grows the RTT must not time out a whole
-        window while ACKs keep coming); with a few frames only and a datagram path up, no
-        later than each frame's own deadline (its send plus one timeout).
+        """The earliest a probe timeout may fire, while many frames are in flight: one timeout
+        after the last ACK progress (a queue that grows the RTT must not time out a whole
+        window while ACKs keep coming), and 2^k timeouts (at most `max_backoff`) after the last
+        probe timeout, k of them with no progress between; with a few frames only and a
+        datagram path up, no later than each frame's own deadline (its send plus one timeout).
 
         A keystroke goes out a few ms before the previous one's ACK arrives (interval 50 ms,
         RTT plus ACK delay 51), so counted from that ACK its probe went 2-10 ms late, twice

@@ -464,10 +464,11 @@ def test_a_fast_path_waits_out_a_slow_ones_1_25_round(fast: float, slow: float) 
 
 def test_silence_keeps_min_window_in_flight_until_an_ack_comes() -> None:
     """No ACK for the stale time (0.2 s here): what is in flight is written off, and until an
-    ACK comes the path keeps at most MIN_WINDOW frames in flight per stale stretch, room for
-    recovery's probes. Written off afresh every stale stretch with the whole window open, a
-    path sent its pacing rate into a 2 s outage (1000 frames a second on 10 Mbit/s), and the
-    resends that outage made read as loss after it (tests/sim/test_congestion.py)."""
+    ACK comes a path that was backlogged (not app-limited) keeps at most MIN_WINDOW frames in
+    flight per stale stretch, room for recovery's probes. Written off afresh every stale
+    stretch with the whole window open, a path sent its pacing rate into a 2 s outage (1000
+    frames a second on 10 Mbit/s), and the resends that outage made read as loss after it
+    (tests/sim/test_congestion.py)."""
     cc = cruising(now=1.0, rate=2000.0)
     window = cc.cwnd(SRTT)
     assert window > 10 * MIN_WINDOW
@@ -482,4 +483,16 @@ def test_silence_keeps_min_window_in_flight_until_an_ack_comes() -> None:
         # window-limited: it wakes when the next stale stretch would write these off
         assert cc.wake_at(SRTT) == pytest.approx(at + STALE_MIN)
     cc.on_ack(1.65, data_recv=2, rtt=SRTT, srtt=SRTT, sent_by_echo=None)
-    assert cc.cwnd(SRTT) == window and cc.budget(1.66, SRTT) > MIN_WINDOW
+    assert not cc._silent() and cc.budget(1.66, SRTT) > MIN_WINDOW
+
+
+def test_a_silent_path_that_was_not_backlogged_keeps_its_window() -> None:
+    """A keystroke's path falls silent (an outage while typing): recovery's probes go twice on
+    a lone path and would take all of MIN_WINDOW, holding the keystrokes typed in the dark
+    back a stale stretch more (review Q2, tests/sim/test_silence.py). Its window stays."""
+    cc = cruising(now=1.0, rate=2000.0)
+    cc.on_sent(1.0, 2)
+    cc.on_budget_left(True)  # nothing more to send: app-limited
+    at = 1.0 + STALE_MIN
+    assert cc.budget(at, SRTT) > MIN_WINDOW and cc.inflight == 0  # written off, not capped
+    assert cc._silent()

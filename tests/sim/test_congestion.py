@@ -228,17 +228,19 @@ def test_after_an_outage_the_path_resumes_at_its_rate(outage: float) -> None:
     first: list[tuple[float, int]] = []  #: (time, bytes) of the first delivery after it
     marks: list[int] = []
     dark_sends = [0, 0]  #: the path's DATA copies sent when the outage began, and ended
+    dark_resends = [0, 0]  #: the sender's resend rounds then
 
     def stop(s: Simulation) -> bool:
         nonlocal before
         now, got = s.now - START, len(s.exit.received)
         cc = next(iter(s.client.session.paths.values())).cc
         assert isinstance(cc, ModelRate)
+        resends = s.client.session.sender.retransmissions
         if now < 2.0:
-            dark_sends[0] = cc._sent_total
+            dark_sends[0], dark_resends[0] = cc._sent_total, resends
         if now < back:
             before = got
-            dark_sends[1] = cc._sent_total
+            dark_sends[1], dark_resends[1] = cc._sent_total, resends
         elif not first and got > before:
             first.append((now, got))
         if first and now <= first[0][0] + 1:
@@ -253,3 +255,6 @@ def test_after_an_outage_the_path_resumes_at_its_rate(outage: float) -> None:
     assert marks[0] >= 0.8 * 10 * MBIT, marks  # the second after: 9.3 Mbit/s each
     # into the dark: the window in flight, then a probe now and then (70-86; before 886-1914)
     assert dark_sends[1] - dark_sends[0] <= 150, dark_sends
+    # ...and recovery's probes backed off for the session: 8-10 resend rounds (with the window
+    # cap alone 10-18, with neither 372-869: a frame per pacing step)
+    assert dark_resends[1] - dark_resends[0] <= 12, dark_resends
