@@ -573,7 +573,7 @@ class ModelRate(CongestionController):
         # outage each 0.2 s, the pacing rate into the dark (tests/sim/test_congestion.py's
         # outage). Not a keystroke's path: there the probes' twin copies took all four and
         # keystrokes typed in the dark waited a stretch more (review Q2: the first echo after
-        # a 1 s outage 160 ms median, 88 before; tests/sim/test_silence.py).
+        # a 1-1.44 s outage 124.5 ms median, 89 before, 94 now; tests/sim/test_silence.py).
         return MIN_WINDOW if self._capped and self._silent() else self.cwnd(srtt)
 
     def _inflight(self, now: float, srtt: float) -> int:

@@ -234,10 +234,9 @@ class Recovery:
             # Nothing came back since the last probe timeout: the next waits twice as long,
             # up to `max_backoff` (RFC 9002's PTO backoff, for the session, not per frame).
             # Each frame's own deadline runs from its own send, so without this a window sent
-            # into an outage timed out one frame per pacing step: the whole window resent
-            # every timeout into the dark, ~1000 frames a second on a 10 Mbit/s path, and
-            # those resends, acknowledged late, read as loss after it (the 2 s outage spiral,
-            # tests/sim/test_congestion.py).
+            # into an outage timed out one frame per pacing step: 300-600 resends a second
+            # into the dark on a 10 Mbit/s path, 372-869 rounds in a 1-3 s outage, 8-10 now
+            # (tests/sim/test_congestion.py's outage test).
             gate = max(gate, self._probed_at + sender.backed_off(self.rto_value, self._timeouts))
         return gate
 
