@@ -20,6 +20,26 @@ TWICE_FRAME = 256
 TWICE_WAITING = 2
 
 
+def doubles(path: Path, waiting: int, budget: int | None) -> bool:
+    """Whether a small new frame goes twice on `path`: a datagram path whose own measured
+    outbound loss is at least TWICE_LOSS, with at most TWICE_WAITING new frames waiting for it
+    (typing, not a transfer) and budget for both copies. Every policy asks this of the path a
+    new frame goes on (`_send_new`; `Stripe._take_new`, for `auto` and `stripe`)."""
+    return (
+        path.datagram
+        and waiting <= TWICE_WAITING
+        and path.own_outbound.loss >= TWICE_LOSS
+        and (budget is None or budget >= 2 * waiting)
+    )
+
+
+def note_twin(path: Path) -> None:
+    """Count a twin the path carries: in `data_sent` like any copy (`hand_out`), and apart, so
+    that our own loss measure leaves it out (`acks.make_ack`, `Path.twins_sent`)."""
+    path.twins_sent += 1
+    path.batch_twins += 1
+
+
 def hand_out(
     path: Path,
     now: float,
@@ -118,12 +138,7 @@ def _send_new(
     # (the peer's `data received` takes a frame once per path). The peer delivers the first.
     # Gated on our own measure, which a replay cannot lower (SECURITY.md); on a doubling path
     # it stays near p, not p squared (tests/core/test_twice.py; ARCHITECTURE.md).
-    twice = (
-        path.datagram
-        and end - seq <= TWICE_WAITING
-        and path.own_outbound.loss >= TWICE_LOSS
-        and (budget is None or budget >= 2 * (end - seq))
-    )
+    twice = doubles(path, end - seq, budget)
     if seq < end:
         table, mark, append = sender.frames, sender.sent, frames.append
         first: list[SentFrame] = []  # never sent before: armed together (`Sender.sent_first`)
@@ -139,8 +154,7 @@ def _send_new(
             if twice and len(sent.frame) <= TWICE_FRAME:
                 append(sent.frame)
                 count += 1
-                path.twins_sent += 1
-                path.batch_twins += 1
+                note_twin(path)
             if not sent.armed:  # only the round's first copy arms the resend timer
                 if not sent.sends:
                     first.append(sent)

@@ -10,7 +10,13 @@ from collections.abc import Callable, Iterable
 
 from dupsession.core.paths import Path
 from dupsession.core.policy import Tier
-from dupsession.core.schedule_copies import fill_overflow, hand_out
+from dupsession.core.schedule_copies import (
+    TWICE_FRAME,
+    doubles,
+    fill_overflow,
+    hand_out,
+    note_twin,
+)
 from dupsession.core.schedule_paths import (
     ACK_SLACK,
     benched,
@@ -324,10 +330,17 @@ class Stripe:
         frame's number. It stops at the first frame shorter than `shortest` or longer than the
         path carries, and (ECF) where the faster paths, `faster` = (their summed rate, the
         fastest one's one-way delay), would still deliver the rest no later than this path
-        would: the frame is left to their queues. A path whose budget ran out first starves."""
+        would: the frame is left to their queues. A path whose budget ran out first starves.
+
+        A keystroke goes twice on a lossy datagram path (`schedule_copies.doubles`), as in the
+        copying policies: `auto`, the default, had no twins, and on the netlab at 5 % loss
+        about one keystroke in a hundred lost its one UDP copy on the fast uplink while that
+        uplink's TCP path waited out a retransmission, and came home by the slow uplink 20-25
+        ms later, idle or not: the typing p99 (docs/BENCHMARKS.md "Twins for `auto`")."""
         end, frames = sender.next_seq, sender.frames
         pid, owd, limit = path.path_id, one_way_delay(path), frame_limit(path)
         faster_rate, fastest_owd = faster
+        twice = doubles(path, end - seq, budget[pid])
         while seq < end and budget[pid] > 0:
             if faster_rate and (end - seq) / faster_rate + fastest_owd <= owd:
                 break
@@ -337,6 +350,9 @@ class Stripe:
             seq += 1
             if sent is not None:
                 take(path, sent, True)
+                if twice and len(sent.frame) <= TWICE_FRAME:
+                    take(path, sent, False)  # the twin: a repeat to the controller (`take`)
+                    note_twin(path)
         if seq < end and budget[pid] <= 0:
             self.starved.add(pid)
         return seq

@@ -1,4 +1,5 @@
-"""A keystroke on a lossy datagram path goes twice (`schedule_copies._send_new`).
+"""A keystroke on a lossy datagram path goes twice (`schedule_copies.doubles`), in every
+policy: the copying ones (`_send_new`) and `auto` and `stripe` (`Stripe._take_new`).
 
 Why: on the netlab at 5 % loss, a keystroke whose copies on the fast uplink were lost came home
 by the slow one, 20-25 ms later, and those made the typing p99 (docs/BENCHMARKS.md "A keystroke
@@ -12,44 +13,68 @@ from __future__ import annotations
 import itertools
 import random
 
+import pytest
+
 from dupsession.core.events import StreamData
+from dupsession.core.negotiate import Features
 from dupsession.core.paths import PathState
+from dupsession.core.policy import Policy, Schedule
 from dupsession.core.schedule_copies import TWICE_FRAME, TWICE_LOSS, TWICE_WAITING
 from dupsession.core.session import Session
 from tests.support.session import Pair, data_frames, drain
 
 
-def lossy(loss: float, paths: int = 2, datagram: bool = True) -> tuple[Pair, float]:
-    """A connected pair whose client measured `loss` outbound on path 0 and none elsewhere."""
-    pair = Pair(paths=paths, datagram=datagram)
+#: Every policy: None is the wire's default without a SCHEDULE option (redundant); `auto` is
+#: the client's default.
+POLICIES = [None, Policy.BEST_K, Policy.STRIPE, Policy.AUTO]
+
+
+def lossy(
+    loss: float, paths: int = 2, datagram: bool = True, policy: Policy | None = None
+) -> tuple[Pair, float]:
+    """A connected pair whose client measured `loss` outbound on path 0 and none elsewhere;
+    path 0 is the faster one (5 ms less RTT), where `stripe` and `auto` put a new frame."""
+    features = None if policy is None else Features(schedule=Schedule(policy, best_k=paths))
+    pair = Pair(paths=paths, datagram=datagram, features=features)
     now = pair.connect()
+    for pid, path in pair.client.paths.items():
+        path.rtt.srtt = path.rtt.min_rtt = 0.1 + 0.005 * pid
     pair.client.paths[0].own_outbound.loss = loss
     return pair, now
 
 
-def test_a_keystroke_goes_twice_on_the_lossy_path_only_and_arrives_once() -> None:
-    pair, now = lossy(TWICE_LOSS)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_keystroke_goes_twice_on_the_lossy_path_only_and_arrives_once(
+    policy: Policy | None,
+) -> None:
+    pair, now = lossy(TWICE_LOSS, policy=policy)
     pair.client.send(b"k")
     out = pair.client.transmit(now)
-    twice, once = data_frames(out, 0), data_frames(out, 1)
+    twice, elsewhere = data_frames(out, 0), data_frames(out, 1)
     assert len(twice) == 2 and twice[0] == twice[1]
-    assert len(once) == 1 and once[0] == twice[0]
     # a copy like any (the peer holds its arrivals against `data sent`), marked as a twin
-    assert pair.client.paths[0].data_sent == pair.client.paths[1].data_sent + 1
     assert pair.client.paths[0].twins_sent == 1
+    assert pair.client.paths[1].twins_sent == 0
+    if policy is Policy.STRIPE:
+        assert elsewhere == []  # each frame once: only the twin is extra
+    else:
+        assert elsewhere == twice[:1]
+        assert pair.client.paths[0].data_sent == pair.client.paths[1].data_sent + 1
     pair.deliver(pair.exit, out, now + 0.02)
     got = [e.data for e in drain(pair.exit) if isinstance(e, StreamData)]
     assert b"".join(got) == b"k"
 
 
-def test_below_the_loss_threshold_once() -> None:
-    pair, now = lossy(TWICE_LOSS * 0.9)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_below_the_loss_threshold_once(policy: Policy | None) -> None:
+    pair, now = lossy(TWICE_LOSS * 0.9, policy=policy)
     pair.client.send(b"k")
     assert len(data_frames(pair.client.transmit(now), 0)) == 1
 
 
-def test_a_large_frame_goes_once() -> None:
-    pair, now = lossy(0.05)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_large_frame_goes_once(policy: Policy | None) -> None:
+    pair, now = lossy(0.05, policy=policy)
     pair.client.send(bytes(400))  # one frame over TWICE_FRAME
     assert len(data_frames(pair.client.transmit(now), 0)) == 1
     assert TWICE_FRAME < 400
@@ -67,18 +92,20 @@ def test_small_frames_backed_up_on_the_path_go_once() -> None:
     assert len(data_frames(pair.client.transmit(now + 0.1), 0)) == TWICE_WAITING + 1
 
 
-def test_a_stream_path_never_doubles() -> None:
-    pair, now = lossy(0.05, paths=1, datagram=False)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_stream_path_never_doubles(policy: Policy | None) -> None:
+    pair, now = lossy(0.05, paths=1, datagram=False, policy=policy)
     pair.client.send(b"k")
     assert len(data_frames(pair.client.transmit(now), 0)) == 1
 
 
-def test_twins_read_as_no_loss_on_either_end() -> None:
+@pytest.mark.parametrize("policy", [None, Policy.AUTO])
+def test_twins_read_as_no_loss_on_either_end(policy: Policy | None) -> None:
     """Typing over a loss-free path while it doubles: our own outbound loss only falls (counted
     as copies the peer takes once per path, the twins read as 50 % loss and kept the rule on
     for good), the controller's stays none, and the peer's inbound loss stays none (our
     `data sent` counts the twins it received)."""
-    pair, now = lossy(0.05, paths=1)
+    pair, now = lossy(0.05, paths=1, policy=policy)
     path = pair.client.paths[0]
     seen = []
     for _ in range(20):
@@ -91,7 +118,8 @@ def test_twins_read_as_no_loss_on_either_end() -> None:
     assert pair.exit.paths[0].inbound.loss == 0.0
 
 
-def test_typing_over_a_lossy_path_keeps_going_twice() -> None:
+@pytest.mark.parametrize("policy", [None, Policy.AUTO])
+def test_typing_over_a_lossy_path_keeps_going_twice(policy: Policy | None) -> None:
     """5 % random loss each way, a keystroke every 50 ms: once the path has measured its loss,
     nearly every keystroke goes twice (298 of the last 300 here). Review P1 modelled our own
     measure on a doubling path as both copies' loss (p squared, under the 1 % gate): measured
@@ -99,7 +127,7 @@ def test_typing_over_a_lossy_path_keeps_going_twice() -> None:
     count as lost too. This pins that outcome: a change that lets our measure fall to p
     squared on a doubling path fails here."""
     rng = random.Random(7)
-    pair, now = lossy(0.0, paths=1)
+    pair, now = lossy(0.0, paths=1, policy=policy)
     path = pair.client.paths[0]
 
     def carry(to: Session, out: dict[int, list[bytes]], at: float) -> None:
