@@ -248,7 +248,48 @@ def breakdown(r: Result, rows: list[Row], uplinks: dict[str, str]) -> list[str]:
             for i, name in enumerate(PARTS)
         )
         lines.append(f"busy p99 with one part held at its idle median, ms: {cells}")
-    return lines + _queue_lines(r, rows, uplinks) + _client_in_lines(r, came_in)
+    return (
+        lines
+        + _queue_lines(r, rows, uplinks)
+        + _client_in_lines(r, came_in)
+        + _slowest_lines(r, rows, set(uplinks.values()))
+    )
+
+
+def _slowest_lines(r: Result, rows: list[Row], mine: set[str], count: int = 3) -> list[str]:
+    """Each span's `count` slowest echoes, with every copy of the keystroke's DATA frame and
+    what became of it: lost in the emulator, or due at the far end (ms after typing). Why:
+    the idle p99 at 5 % loss was keystrokes whose only fast copy was lost, which the parts
+    above cannot show (they follow the copies that arrived); this listing found that `auto`
+    sent a keystroke once on the fast uplink (docs/BENCHMARKS.md "Twins for `auto`")."""
+    if r.method.kind != "dupsession" or not rows or len(rows[0]) < 10:
+        return []
+    flows = _typing_flows(r, rows, mine)
+    uplink = {addr: name for name, addr in r.uplinks.items()}
+    copies: dict[int, list[tuple[float, float | None, str]]] = {}
+    for now, due, _, proto, src, _, sport, _, _, head in rows:
+        if (src, sport) in flows and (n := data_frame(proto, head)) is not None:
+            way = f"{uplink.get(src, src)}/{'tcp' if proto == 6 else 'udp'}"
+            copies.setdefault(n, []).append((now, due, way))
+    firsts = sorted((at[0][0], n) for n, at in copies.items())
+    starts = [at for at, _ in firsts]
+    lines = []
+    for span, (a, b) in r.spans.items():
+        echoes = [(e - t, t) for t, e in zip(r.typed, r.echoed, strict=False) if a <= t < b]
+        for took, typed in sorted(echoes, reverse=True)[:count]:
+            i = bisect.bisect_left(starts, typed)
+            if i == len(firsts) or firsts[i][0] > typed + took:
+                continue
+            n = firsts[i][1]
+            fates = ", ".join(
+                f"{way} {'lost' if due is None else f'{(due - typed) * 1e3:.1f}'}"
+                for _, due, way in sorted(copies[n])
+            )
+            lines.append(
+                f"slow {span} echo {took * 1e3:.0f} ms, typed {typed - a:.2f} s in: keystroke "
+                f"frame {n}'s copies, each lost or due at the far end (ms after typing): {fates}"
+            )
+    return lines
 
 
 # -- where "client in" goes (--breakdown, --sched-trace) ---------------------------------------

@@ -136,8 +136,8 @@ class Path:
     #: (ts, data_sent, twins_sent) of our recent ACKs on this path: what had been sent when
     #: each left
     ack_log: deque[tuple[int, int, int]] = field(default_factory=lambda: deque(maxlen=ACK_LOG))
-    #: A keystroke's second copy on this path (`schedule_copies._send_new`): counted in
-    #: `data_sent` like any copy, left out of our own loss measure (`note_own_loss`); and how
+    #: A keystroke's second copy on this path (`schedule_copies.doubles`, `note_twin`): counted
+    #: in `data_sent` like any copy, left out of our own loss measure (`note_own_loss`); and how
     #: many of them the transmit in progress put behind its ACK (`make_ack`'s `behind`)
     twins_sent: int = 0
     batch_twins: int = 0

@@ -12,7 +12,7 @@ from dupsession.core.schedule_paths import budget_now, frame_limit, one_way_dela
 from dupsession.core.sender import Sender, SentFrame
 
 #: A datagram path whose own measured outbound loss is at least this carries a small new frame
-#: twice (`_send_new`)...
+#: twice (`doubles`)...
 TWICE_LOSS = 0.01
 #: ...a frame this small (bytes on the wire: a keystroke, an echo, an ssh window update)...
 TWICE_FRAME = 256
@@ -23,8 +23,10 @@ TWICE_WAITING = 2
 def doubles(path: Path, waiting: int, budget: int | None) -> bool:
     """Whether a small new frame goes twice on `path`: a datagram path whose own measured
     outbound loss is at least TWICE_LOSS, with at most TWICE_WAITING new frames waiting for it
-    (typing, not a transfer) and budget for both copies. Every policy asks this of the path a
-    new frame goes on (`_send_new`; `Stripe._take_new`, for `auto` and `stripe`)."""
+    (typing, not a transfer) and budget for both copies. Every policy asks this of the primary
+    path a new frame goes on (`_send_new`; `Stripe._take_new`, for `auto` and `stripe`);
+    overflow paths take single copies (`fill_overflow`), and only while the primaries are
+    saturated, which typing never makes them."""
     return (
         path.datagram
         and waiting <= TWICE_WAITING

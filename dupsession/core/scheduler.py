@@ -10,7 +10,8 @@ the client chose for the session (`core/policy.py`).
 - `BestK` (`best_k.py`): every frame on the k paths with the best recent delivery; the
   others carry one probe copy now and then so their figures stay fresh; a degraded path is
   swapped out.
-- `Stripe` (`stripe.py`): each frame once, on the path expected to deliver it first
+- `Stripe` (`stripe.py`): each frame once (a keystroke twice on a lossy datagram path, as in
+  every policy: `schedule_copies.doubles`), on the path expected to deliver it first
   (ECF/BLEST: a slower path takes a frame only when the faster ones' queue would deliver it
   later than it would); a frame still unacknowledged when it should have been is re-sent
   once on a faster path (deadline re-injection, as xquic does), and a fast path with spare

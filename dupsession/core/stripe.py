@@ -1,6 +1,7 @@
 """The `stripe` and `auto` policies: each frame once, on the path expected to deliver it
-first (ECF/BLEST), with deadline and tail re-injection; `auto` (`Stripe(copy_spare=True)`)
-also copies frames in flight onto whatever budget the paths have left.
+first (ECF/BLEST; a keystroke twice there when that is a lossy datagram path), with deadline
+and tail re-injection; `auto` (`Stripe(copy_spare=True)`) also copies frames in flight onto
+whatever budget the paths have left.
 """
 
 from __future__ import annotations
@@ -331,12 +332,9 @@ class Stripe:
         path carries, and (ECF) where the faster paths, `faster` = (their summed rate, the
         fastest one's one-way delay), would still deliver the rest no later than this path
         would: the frame is left to their queues. A path whose budget ran out first starves.
-
-        A keystroke goes twice on a lossy datagram path (`schedule_copies.doubles`), as in the
-        copying policies: `auto`, the default, had no twins, and on the netlab at 5 % loss
-        about one keystroke in a hundred lost its one UDP copy on the fast uplink while that
-        uplink's TCP path waited out a retransmission, and came home by the slow uplink 20-25
-        ms later, idle or not: the typing p99 (docs/BENCHMARKS.md "Twins for `auto`")."""
+        A keystroke goes twice on a lossy datagram path (`schedule_copies.doubles`): its one
+        copy there lost, it would come by a slower path (docs/BENCHMARKS.md "Twins for
+        `auto`")."""
         end, frames = sender.next_seq, sender.frames
         pid, owd, limit = path.path_id, one_way_delay(path), frame_limit(path)
         faster_rate, fastest_owd = faster

@@ -23,7 +23,6 @@ from dupsession.core.schedule_copies import TWICE_FRAME, TWICE_LOSS, TWICE_WAITI
 from dupsession.core.session import Session
 from tests.support.session import Pair, data_frames, drain
 
-
 #: Every policy: None is the wire's default without a SCHEDULE option (redundant); `auto` is
 #: the client's default.
 POLICIES = [None, Policy.BEST_K, Policy.STRIPE, Policy.AUTO]
@@ -90,6 +89,50 @@ def test_small_frames_backed_up_on_the_path_go_once() -> None:
         assert len(data_frames(pair.client.transmit(now + i * 0.01), 1)) == 1
     pair.client.paths[0].state = PathState.UP
     assert len(data_frames(pair.client.transmit(now + 0.1), 0)) == TWICE_WAITING + 1
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_more_small_frames_waiting_than_a_keystrokes_go_once(policy: Policy | None) -> None:
+    """Keystrokes that queued while the path could not send (one frame each) are a backlog
+    when it can: each goes once, in every policy."""
+    pair, now = lossy(0.05, paths=1, policy=policy)
+    path = pair.client.paths[0]
+    path.writable = False
+    for i in range(TWICE_WAITING + 1):
+        pair.client.send(b"k")
+        pair.client.transmit(now + i * 0.01)
+    path.writable = True
+    assert len(data_frames(pair.client.transmit(now + 0.1), 0)) == TWICE_WAITING + 1
+    assert path.twins_sent == 0
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_no_budget_for_the_twin_goes_once(
+    policy: Policy | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The twin never overdraws the path's controller (Stripe's `take` does not check)."""
+    pair, now = lossy(0.05, paths=1, policy=policy)
+    path = pair.client.paths[0]
+    real = type(path.cc).budget
+    monkeypatch.setattr(type(path.cc), "budget", lambda cc, at, srtt: min(1, real(cc, at, srtt)))
+    pair.client.send(b"k")
+    assert len(data_frames(pair.client.transmit(now), 0)) == 1
+    assert path.twins_sent == 0
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_an_ack_ahead_of_a_twin_counts_neither_copy(policy: Policy | None) -> None:
+    """An ACK that leaves before a keystroke and its twin (`Session.transmit` puts it first)
+    logs what had been sent before it: neither copy in `data sent`, nor the twin in
+    `twins_sent` (`batch_twins`), or our own loss measure would read the pair as a loss."""
+    pair, now = lossy(0.05, paths=1, policy=policy)
+    path = pair.client.paths[0]
+    now += pair.client.config.probe_interval  # an ACK goes with the keystroke (a probe)
+    pair.client.send(b"k")
+    out = pair.client.transmit(now)
+    assert len(data_frames(out, 0)) == 2 and len(out[0]) == 3  # the ACK, then both copies
+    _, sent, twins = path.ack_log[-1]
+    assert (sent, twins) == (path.data_sent - 2, path.twins_sent - 1)
 
 
 @pytest.mark.parametrize("policy", POLICIES)
