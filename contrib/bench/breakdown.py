@@ -226,8 +226,9 @@ def breakdown(r: Result, rows: list[Row], uplinks: dict[str, str]) -> list[str]:
     if "idle" not in r.spans or "busy" not in r.spans:
         return []
     r.uplinks = uplinks
+    mine = set(uplinks.values())
     came_in: list[EchoIn] = []
-    parts = _echo_parts(r, rows, set(uplinks.values()), came_in)
+    parts = _echo_parts(r, rows, mine, came_in)
     lines = []
     for span, got in parts.items():
         if not got:
@@ -252,7 +253,7 @@ def breakdown(r: Result, rows: list[Row], uplinks: dict[str, str]) -> list[str]:
         lines
         + _queue_lines(r, rows, uplinks)
         + _client_in_lines(r, came_in)
-        + _slowest_lines(r, rows, set(uplinks.values()))
+        + _slowest_lines(r, rows, mine)
     )
 
 

@@ -26,7 +26,18 @@ def doubles(path: Path, waiting: int, budget: int | None) -> bool:
     (typing, not a transfer) and budget for both copies. Every policy asks this of the primary
     path a new frame goes on (`_send_new`; `Stripe._take_new`, for `auto` and `stripe`);
     overflow paths take single copies (`fill_overflow`), and only while the primaries are
-    saturated, which typing never makes them."""
+    saturated, which typing never makes them.
+
+    Why: a keystroke whose copies on the fast uplink were lost (its UDP copy, while that
+    uplink's TCP path waited out a retransmission) came home by the slow uplink, 20-25 ms
+    later: on the netlab at 5 % loss, the typing p99 idle and during a download
+    (docs/BENCHMARKS.md "Twins for `auto`"). The twin is a copy like a resend: in the path's
+    `data sent` (which the peer's inbound loss holds its arrivals against), a repeat to the
+    controller (left out of its loss measure), and in `Path.twins_sent` (`note_twin`), which
+    our own outbound loss measure leaves out; the peer delivers the first. Gated on our own
+    measure, which a replay cannot lower (SECURITY.md); on a doubling path it stays near p in
+    the simulator (tests/core/test_twice.py), though on the netlab a loss-free stretch can
+    take it under the gate for a while (BENCHMARKS, the OR gate tried)."""
     return (
         path.datagram
         and waiting <= TWICE_WAITING
@@ -130,17 +141,7 @@ def _send_new(
     seq = max(path.cursor, sender.acked_below)
     end = sender.next_seq
     count = 0
-    # A keystroke on a lossy datagram path goes twice. On the netlab at 5 % loss, a keystroke
-    # whose copies on the fast uplink were lost (its UDP copy, while that uplink's TCP path
-    # waited out a retransmission) came home by the slow uplink, 20-25 ms later: most of the
-    # typing p99 idle and during a download (docs/BENCHMARKS.md "A keystroke twice"). The
-    # extra copy is a copy like a resend: in `count` (the path's `data sent`, which the peer's
-    # inbound loss holds its arrivals against), a repeat to the controller (left out of its
-    # loss measure), and in `Path.twins_sent`, which our own outbound loss measure leaves out
-    # (the peer's `data received` takes a frame once per path). The peer delivers the first.
-    # Gated on our own measure, which a replay cannot lower (SECURITY.md); on a doubling path
-    # it stays near p, not p squared (tests/core/test_twice.py; ARCHITECTURE.md).
-    twice = doubles(path, end - seq, budget)
+    twice = doubles(path, end - seq, budget)  # a twin is in `count`, like any copy
     if seq < end:
         table, mark, append = sender.frames, sender.sent, frames.append
         first: list[SentFrame] = []  # never sent before: armed together (`Sender.sent_first`)
