@@ -67,13 +67,15 @@ def make_ack(
     session_id: bytes,
     challenge: int | None = None,
     behind: int = 0,
+    echo_recv: bool = False,
 ) -> bytes:
     """The next ACK for `path`: stream state plus this path's timestamps and counters. With a
     `challenge` token it goes in place of `ts`, flagged CHALLENGE (path validation).
 
     `behind` DATA frames go out after it in the same batch: its `data sent` leaves them out,
     since the peer measures loss (and we in-flight) on the rule that a path is FIFO: every
-    DATA frame counted in an ACK was sent before it.
+    DATA frame counted in an ACK was sent before it. With `echo_recv` (both ends agreed to
+    ECHO_RECV) it also says how many we had received here when the timestamp it echoes came.
     """
     sent = path.data_sent - behind
     twins = path.twins_sent - path.batch_twins  # (twins come only with frames behind it)
@@ -102,13 +104,17 @@ def make_ack(
         first=path.inbound.first,
         loss_bp=round(path.inbound.loss * 10000),
         challenge=challenge is not None,
+        echo_recv=path.peer_ts_recv if echo_recv else None,
     )
     return wire.encode_ack(key, session_id, ack)
 
 
-def on_path_ack(path: Path, ack: wire.Ack, now: float) -> tuple[float | None, int | None]:
+def on_path_ack(
+    path: Path, ack: wire.Ack, now: float
+) -> tuple[float | None, int | None, int | None]:
     """Fold the per-path part of the peer's ACK into `path`; return the RTT sample, if any,
-    and how many DATA frames we had sent on the path when the echoed timestamp left.
+    how many DATA frames we had sent on the path when the echoed timestamp left, and, when
+    the ACK says so, the peer's `data received` (mod 2**32) when that timestamp arrived.
 
     The caller has checked that the ACK is fresh (`pseq` above the path's highest)."""
     path.acks_received += 1
@@ -122,6 +128,9 @@ def on_path_ack(path: Path, ack: wire.Ack, now: float) -> tuple[float | None, in
     else:
         path.peer_ts_us = ack.ts_us
         path.peer_ts_at = now
+        # FIFO: every copy the peer put on the path before this ACK has arrived or is lost
+        # by now, so what it sent by then less this is exactly what it lost (`echo recv`).
+        path.peer_ts_recv = path.data_recv
     sample, sent_by_echo, own_by_echo = None, None, None
     if ack.echo_ts_us:
         sent_log = path.ack_log
@@ -137,7 +146,8 @@ def on_path_ack(path: Path, ack: wire.Ack, now: float) -> tuple[float | None, in
             path.rtt_history.append(sample)
         else:
             sample = None
-    path.note_own_loss(ack.data_recv, own_by_echo)
+    echo_recv = ack.echo_recv if sent_by_echo is not None else None
+    path.note_own_loss(ack.data_recv, own_by_echo, echo_recv)
     path.note_delivery(ack.data_recv)
     path.outbound.lag = ack.lag_us / 1e6
     path.outbound.first = ack.first
@@ -150,4 +160,4 @@ def on_path_ack(path: Path, ack: wire.Ack, now: float) -> tuple[float | None, in
         ack.data_sent, path.data_recv + path.repeats_recv, path.inbound, path.peer_report
     )
     path.outbound.loss = ack.loss_bp / 10000
-    return sample, sent_by_echo
+    return sample, sent_by_echo, echo_recv

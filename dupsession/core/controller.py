@@ -39,10 +39,17 @@ class CongestionController:
         until the peer's counter shows it arrived after all."""
 
     def on_ack(
-        self, now: float, data_recv: int, rtt: float | None, srtt: float, sent_by_echo: int | None
+        self,
+        now: float,
+        data_recv: int,
+        rtt: float | None,
+        srtt: float,
+        sent_by_echo: int | None,
+        echo_recv: int | None = None,
     ) -> None:
         """The peer's ACK on this path: its DATA-received counter (mod 2**32), an RTT sample,
-        and how many DATA frames we had sent here when the timestamp it echoes left."""
+        how many DATA frames we had sent here when the timestamp it echoes left and, when the
+        ACK carries it, the peer's counter (mod 2**32) when that timestamp arrived."""
 
     def on_peer_resumed(self) -> None:
         """The ACK about to be applied reopened the window of the peer's paused consumer: what

@@ -25,6 +25,8 @@ CIPHER_CHACHA20 = 2
 COMPRESS_ZSTD = 1
 #: JUMBO option value: DATA payloads up to `wire.MAX_JUMBO_PAYLOAD` on stream-only sessions.
 JUMBO_STREAM = b"\x01"
+#: ECHO_RECV option value: both ends' ACKs carry `echo recv` (`wire.Ack.echo_recv`).
+ECHO_RECV_ON = b"\x01"
 
 
 class Compress(StrEnum):
@@ -53,6 +55,9 @@ class Features:
     #: session has no datagram path, instead of `wire.MAX_STREAM_PAYLOAD`: a quarter of the
     #: frames per MB, so a quarter of the per-frame work (docs/BENCHMARKS.md, "jumbo").
     jumbo: bool = False
+    #: Both ends' ACKs carry `echo recv`, so each end's congestion controller knows its loss
+    #: exactly rather than a lower bound (`wire.Ack.echo_recv`). On unless the peer is too old.
+    echo_recv: bool = True
 
 
 def offer(wanted: Features) -> wire.Options:
@@ -68,6 +73,8 @@ def offer(wanted: Features) -> wire.Options:
         options.append((wire.OptionType.SCHEDULE, wanted.schedule.encode()))
     if wanted.jumbo:
         options.append((wire.OptionType.JUMBO, JUMBO_STREAM))
+    if wanted.echo_recv:
+        options.append((wire.OptionType.ECHO_RECV, ECHO_RECV_ON))
     return tuple(options)
 
 
@@ -99,7 +106,10 @@ def answer(offered: wire.Options) -> tuple[wire.Options, Features]:
     jumbo = found.get(wire.OptionType.JUMBO) == JUMBO_STREAM
     if jumbo:
         options.append((wire.OptionType.JUMBO, JUMBO_STREAM))
-    return tuple(options), Features(encrypt, compress, schedule, jumbo)
+    echo_recv = found.get(wire.OptionType.ECHO_RECV) == ECHO_RECV_ON
+    if echo_recv:
+        options.append((wire.OptionType.ECHO_RECV, ECHO_RECV_ON))
+    return tuple(options), Features(encrypt, compress, schedule, jumbo, echo_recv)
 
 
 def settle(wanted: Features, answered: wire.Options) -> Features:
@@ -111,6 +121,7 @@ def settle(wanted: Features, answered: wire.Options) -> Features:
         wire.OptionType.COMPRESS,
         wire.OptionType.SCHEDULE,
         wire.OptionType.JUMBO,
+        wire.OptionType.ECHO_RECV,
     ):
         if otype in found and found[otype] != expected.get(otype):
             raise NegotiationError(f"the exit answered option {otype.name} that was not offered")
@@ -127,4 +138,6 @@ def settle(wanted: Features, answered: wire.Options) -> Features:
     # Our own direction follows our choice whatever the exit answered: an exit too old to take
     # SCHEDULE sends its direction redundantly, which costs bytes but never correctness.
     # JUMBO binds both directions (each end takes what the other may cut): answered or not.
-    return Features(encrypt, compress, wanted.schedule, wire.OptionType.JUMBO in found)
+    # So does ECHO_RECV (an end that does not know it drops the longer ACKs as broken).
+    jumbo, echo_recv = wire.OptionType.JUMBO in found, wire.OptionType.ECHO_RECV in found
+    return Features(encrypt, compress, wanted.schedule, jumbo, echo_recv)

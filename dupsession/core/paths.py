@@ -106,6 +106,17 @@ class DirectionStats:
     loss: float = 0.0
 
 
+def received_by_echo(delivered: int, data_recv: int, echo_recv: int | None) -> int:
+    """The peer's count of our DATA copies on a path when our echoed timestamp arrived,
+    unwrapped like `delivered` (its count now, unwrapped from `data_recv`): the ACK's `echo
+    recv` when it has one (and it is not ahead of `data_recv`), else `delivered`, which may
+    count copies sent after that timestamp too."""
+    if echo_recv is None:
+        return delivered
+    behind = (data_recv - echo_recv) & 0xFFFFFFFF
+    return delivered - behind if behind < 1 << 31 else delivered
+
+
 @dataclass(slots=True)
 class Path:
     path_id: int
@@ -123,6 +134,7 @@ class Path:
     ack_pseq: int = 0
     peer_ts_us: int = 0
     peer_ts_at: float = 0.0
+    peer_ts_recv: int = 0  #: `data_recv` when `peer_ts_us` arrived: our ACK's `echo recv`
     peer_pseq: int = -1  #: highest ACK pseq accepted on this path: older ones are replays
     peer_echo_us: int = 0  #: echo ts of the latest fresh ACK (path validation reads it)
     #: A path challenge to answer: (token, when it arrived). The next ACK on the path echoes
@@ -194,9 +206,12 @@ class Path:
             self.sent_since_progress = 0
             self.unreported_since = None
 
-    def note_own_loss(self, data_recv: int, sent_by_echo: int | None) -> None:
+    def note_own_loss(
+        self, data_recv: int, sent_by_echo: int | None, echo_recv: int | None = None
+    ) -> None:
         """Fold the peer's `data received` (mod 2**32) and, when its ACK echoed one of our
-        timestamps, what we had sent on the path by then into `own_outbound.loss`."""
+        timestamps, what we had sent on the path by then (and, with `echo recv`, what it had
+        received by then) into `own_outbound.loss`."""
         if self.own_delivered < 0:
             self.own_delivered = data_recv
         else:
@@ -206,8 +221,9 @@ class Path:
         if sent_by_echo is None:
             return
         # Copies the peer counted may include some sent after the echo: a lower bound on
-        # what is missing, so the largest one seen stands.
-        self.own_lost = max(self.own_lost, sent_by_echo - self.own_delivered)
+        # what is missing, so the largest one seen stands. `echo recv` leaves those out.
+        received = received_by_echo(self.own_delivered, data_recv, echo_recv)
+        self.own_lost = max(self.own_lost, sent_by_echo - received)
         last = self.own_report
         if last is None:
             self.own_report = (sent_by_echo, self.own_lost)

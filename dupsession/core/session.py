@@ -292,8 +292,8 @@ class Session(ReceiveData, Closing):
         if reopened:  # what the pause dropped is no loss to any path's controller
             for each in self.paths.values():
                 each.cc.on_peer_resumed()
-        sample, sent_by_echo = on_path_ack(path, ack, now)
-        path.cc.on_ack(now, ack.data_recv, sample, path.rtt.srtt, sent_by_echo)
+        sample, sent_by_echo, echo_recv = on_path_ack(path, ack, now)
+        path.cc.on_ack(now, ack.data_recv, sample, path.rtt.srtt, sent_by_echo, echo_recv)
         ambiguous_after = self.recovery.ambiguous_after(now, self.paths.values())
         if sender.on_ack(ack.cumulative, ack.ranges, ambiguous_after):
             self.recovery.last_progress = sender.progress_at = now
@@ -377,9 +377,7 @@ class Session(ReceiveData, Closing):
                 path.data_sent_at_ack, path.ack_sent_at = path.data_sent, now
                 path.data_recv_at_ack = path.data_recv
                 behind = len(frames) if frames else 0  # all DATA so far
-                ack = make_ack(
-                    path, now, self.receiver, self._tx_key, self.session_id, behind=behind
-                )
+                ack = self._make_ack(path, now, behind=behind)
                 if frames is None:
                     frames = out[path.path_id] = [ack]
                 else:  # first: its timestamp must not wait behind our own burst
@@ -400,7 +398,22 @@ class Session(ReceiveData, Closing):
         path = self.paths.get(path_id)
         if path is None or self.state is SessionState.CLOSED:
             return None
-        return make_ack(path, now, self.receiver, self._tx_key, self.session_id, challenge=token)
+        return self._make_ack(path, now, challenge=token)
+
+    def _make_ack(
+        self, path: Path, now: float, behind: int = 0, challenge: int | None = None
+    ) -> bytes:
+        """`acks.make_ack` with this session's stream, keys and agreed features."""
+        return make_ack(
+            path,
+            now,
+            self.receiver,
+            self._tx_key,
+            self.session_id,
+            challenge=challenge,
+            behind=behind,
+            echo_recv=self.features.echo_recv,
+        )
 
     # -- timers ---------------------------------------------------------------------------------
 

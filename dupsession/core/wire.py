@@ -76,6 +76,9 @@ class AckFlags:
     #: Path validation: the ACK's `ts` is a random challenge; answer on this path at once
     #: (the answer echoes it, proving the sender receives at the address it sends from).
     CHALLENGE = 0x01
+    #: The ACK ends with `echo recv` (4 bytes after `loss`): sent only to a peer that agreed
+    #: to the ECHO_RECV option, since an older decoder takes the longer ACK for a broken one.
+    ECHO_RECV = 0x02
 
 
 _DATA = int(FrameType.DATA)
@@ -249,9 +252,15 @@ class Ack:
     first: int = 0  #: DATA frames this path delivered before any other path (mod 2**32)
     loss_bp: int = 0  #: DATA loss the ACK's sender measured on this path inbound, 1/10000ths
     challenge: bool = False  #: `ts_us` is a path-validation challenge: answer at once
+    #: `data_recv` when the echoed ts arrived (mod 2**32; None: not sent). Paths are FIFO, so
+    #: the peer's frames sent before that ts less this are exactly the ones lost; `data_recv`
+    #: alone also counts frames sent after the ts, and a loss estimate from it runs short by
+    #: them: on a path whose window was one burst it never opened again (ModelRate.on_ack).
+    echo_recv: int | None = None
 
 
 ACK_TAIL = struct.Struct("!IIH")  # lag_us, first, loss_bp
+ECHO_RECV = struct.Struct("!I")  # echo_recv, after the tail when the ECHO_RECV flag is set
 
 
 def encode_ack(key: bytes, session_id: bytes, ack: Ack) -> bytes:
@@ -260,7 +269,8 @@ def encode_ack(key: bytes, session_id: bytes, ack: Ack) -> bytes:
         ACK_FIXED.pack(
             VERSION,
             FrameType.ACK,
-            AckFlags.CHALLENGE if ack.challenge else 0,
+            (AckFlags.CHALLENGE if ack.challenge else 0)
+            | (AckFlags.ECHO_RECV if ack.echo_recv is not None else 0),
             ack.path_id,
             session_id,
             ack.pseq & 0xFFFFFFFF,
@@ -281,6 +291,8 @@ def encode_ack(key: bytes, session_id: bytes, ack: Ack) -> bytes:
     parts.append(
         ACK_TAIL.pack(min(ack.lag_us, 0xFFFFFFFF), ack.first & 0xFFFFFFFF, min(ack.loss_bp, 10000))
     )
+    if ack.echo_recv is not None:
+        parts.append(ECHO_RECV.pack(ack.echo_recv & 0xFFFFFFFF))
     return seal(key, b"".join(parts))
 
 
@@ -290,13 +302,15 @@ def decode_ack(body: memoryview) -> Ack:
     (_, _, flags, path_id, _, pseq, ts, echo, delay, sent, recv, cum, wend, n) = (
         ACK_FIXED.unpack_from(body)
     )
-    if n > MAX_ACK_RANGES or len(body) != ACK_FIXED.size + n * RANGE.size + ACK_TAIL.size:
-        raise FrameError("ack frame length mismatch")
+    extra = ECHO_RECV.size if flags & AckFlags.ECHO_RECV else 0
     offset = ACK_FIXED.size + n * RANGE.size
+    if n > MAX_ACK_RANGES or len(body) != offset + ACK_TAIL.size + extra:
+        raise FrameError("ack frame length mismatch")
     ranges = _decode_ranges(cum, bytes(body[ACK_FIXED.size : offset])) if n else ()
     lag, first, loss_bp = ACK_TAIL.unpack_from(body, offset)
     if loss_bp > 10000:
         raise FrameError("ack loss above 100 %")
+    echo_recv = ECHO_RECV.unpack_from(body, offset + ACK_TAIL.size)[0] if extra else None
     return Ack(
         path_id,
         pseq,
@@ -312,6 +326,7 @@ def decode_ack(body: memoryview) -> Ack:
         first,
         loss_bp,
         bool(flags & AckFlags.CHALLENGE),
+        echo_recv,
     )
 
 
@@ -400,6 +415,7 @@ class OptionType(IntEnum):
     COMPRESS = 2  #: stream compression; see core/negotiate.py
     SCHEDULE = 3  #: scheduling policy, best-k's k, path tiers; see core/policy.py
     JUMBO = 4  #: stream-only sessions cut DATA payloads up to MAX_JUMBO_PAYLOAD; core/negotiate.py
+    ECHO_RECV = 5  #: ACKs carry `echo recv` (AckFlags.ECHO_RECV); core/negotiate.py
 
 
 def encode_options(options: Options) -> bytes:

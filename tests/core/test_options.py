@@ -15,6 +15,8 @@ PSK = bytes(range(32))
 NOW = 1_800_000_000.0
 SID = b"S" * 8
 TAG = b"h" * wire.TAG_SIZE
+#: The base protocol: what an end runs with a peer that answered none of its options.
+BASE = Features(echo_recv=False)
 
 option_lists = st.dictionaries(st.integers(1, 255), st.binary(max_size=40), max_size=8).map(
     lambda d: tuple(d.items())
@@ -122,8 +124,11 @@ def test_unknown_critical_option_from_the_exit_fails_the_handshake() -> None:
 @pytest.mark.parametrize("encrypt", [False, True])
 @pytest.mark.parametrize("compress", list(Compress))
 @pytest.mark.parametrize("jumbo", [False, True])
-def test_features_agree_at_both_ends(encrypt: bool, compress: Compress, jumbo: bool) -> None:
-    wanted = Features(encrypt, compress, jumbo=jumbo)
+@pytest.mark.parametrize("echo_recv", [False, True])
+def test_features_agree_at_both_ends(
+    encrypt: bool, compress: Compress, jumbo: bool, echo_recv: bool
+) -> None:
+    wanted = Features(encrypt, compress, jumbo=jumbo, echo_recv=echo_recv)
     client, hello, welcome_frame = handshake(negotiate.offer(wanted))
     _, exit_features = negotiate.answer(hello.options)
     welcome, _ = client.accept(0, welcome_frame)
@@ -133,7 +138,7 @@ def test_features_agree_at_both_ends(encrypt: bool, compress: Compress, jumbo: b
 def test_encryption_cannot_be_downgraded() -> None:
     """An exit that does not answer CIPHER (old, or a forged answer) is refused, never used in
     plaintext; a forged WELCOME without the option does not even verify."""
-    wanted = Features(encrypt=True)
+    wanted = Features(encrypt=True, echo_recv=False)  # (CIPHER the last option)
     client, _, stripped = handshake(negotiate.offer(wanted), exit_answer=())
     welcome, _ = client.accept(0, stripped)
     with pytest.raises(negotiate.NegotiationError, match="--no-encrypt"):
@@ -160,9 +165,9 @@ def test_exit_leaves_out_what_it_does_not_implement() -> None:
     options, features = negotiate.answer(
         ((wire.OptionType.CIPHER, b"\x09"), (wire.OptionType.COMPRESS, b"\x05\x01"))
     )
-    assert options == () and features == Features()
+    assert options == () and features == BASE
     # and a client that wanted compression goes without it (compression is optional)
-    assert negotiate.settle(Features(compress=Compress.ON), ()) == Features()
+    assert negotiate.settle(Features(compress=Compress.ON), ()) == BASE
 
 
 def test_the_per_frame_cipher_of_older_versions_is_refused_not_misread() -> None:
@@ -170,7 +175,7 @@ def test_the_per_frame_cipher_of_older_versions_is_refused_not_misread() -> None
     frame differently: an end that knows one of them never runs the other's offer."""
     assert negotiate.CIPHER_CHACHA20 == 2
     old_offer = ((wire.OptionType.CIPHER, b"\x01"),)
-    assert negotiate.answer(old_offer) == ((), Features())  # an old client then refuses
+    assert negotiate.answer(old_offer) == ((), BASE)  # an old client then refuses
     with pytest.raises(negotiate.NegotiationError, match="not offered"):
         negotiate.settle(Features(encrypt=True), old_offer)  # an old exit's answer
 
@@ -178,10 +183,25 @@ def test_the_per_frame_cipher_of_older_versions_is_refused_not_misread() -> None
 def test_jumbo_frames_bind_both_ends_or_neither() -> None:
     """JUMBO is ordinary: an old exit ignores it and both ends keep 16 KiB stream frames (its
     absence from the answer tells the client); an answer nobody offered is refused."""
-    wanted = Features(jumbo=True)
+    wanted = Features(jumbo=True, echo_recv=False)
     assert negotiate.offer(wanted) == ((wire.OptionType.JUMBO, negotiate.JUMBO_STREAM),)
-    assert negotiate.settle(wanted, ()) == Features()  # an exit that does not know it
+    assert negotiate.settle(wanted, ()) == BASE  # an exit that does not know it
     options, features = negotiate.answer(((wire.OptionType.JUMBO, b"\x07"),))
-    assert options == () and features == Features()  # a value it does not know: no answer
+    assert options == () and features == BASE  # a value it does not know: no answer
     with pytest.raises(negotiate.NegotiationError, match="not offered"):
         negotiate.settle(Features(), ((wire.OptionType.JUMBO, negotiate.JUMBO_STREAM),))
+
+
+def test_echo_recv_binds_both_ends_or_neither() -> None:
+    """ECHO_RECV is on by default and ordinary: an old exit ignores it (and would take the
+    longer ACKs for broken ones), so without its answer neither end sends them; an old client
+    never offers it, so the exit sends it none; a value it does not know goes unanswered."""
+    on = ((wire.OptionType.ECHO_RECV, negotiate.ECHO_RECV_ON),)
+    assert negotiate.offer(Features()) == on
+    assert negotiate.answer(on) == (on, Features())
+    assert negotiate.settle(Features(), on) == Features()
+    assert negotiate.settle(Features(), ()) == BASE  # an old exit
+    assert negotiate.answer(()) == ((), BASE)  # an old client
+    assert negotiate.answer(((wire.OptionType.ECHO_RECV, b"\x02"),)) == ((), BASE)
+    with pytest.raises(negotiate.NegotiationError, match="not offered"):
+        negotiate.settle(BASE, on)

@@ -201,6 +201,34 @@ def test_ack_with_too_many_ranges_rejected() -> None:
         wire.decode_ack(wire.verify(KEY, resealed_ack(patch)))
 
 
+@pytest.mark.parametrize("echo_recv", [0, 95, 2**32 + 95])
+def test_ack_echo_recv_round_trips_behind_its_flag(echo_recv: int) -> None:
+    """`echo recv` rides after the tail only with its flag: four bytes more, wrapping like the
+    other counters, and an ACK without it is byte for byte the old one."""
+    plain = wire.encode_ack(KEY, SID, sample_ack())
+    frame = wire.encode_ack(KEY, SID, replace(sample_ack(), echo_recv=echo_recv))
+    assert len(frame) == len(plain) + wire.ECHO_RECV.size
+    assert frame[2] == wire.AckFlags.ECHO_RECV and plain[2] == 0
+    decoded = wire.decode_ack(wire.verify(KEY, frame))
+    assert decoded == replace(sample_ack(), echo_recv=echo_recv & 0xFFFFFFFF)
+    assert wire.decode_ack(wire.verify(KEY, plain)).echo_recv is None
+
+
+def test_ack_echo_recv_flag_must_match_length() -> None:
+    """The flag without the four bytes, or the bytes without the flag, is a broken ACK (what
+    an end that does not know the flag makes of a longer ACK: why it is negotiated)."""
+
+    def flag_only(body: bytearray) -> None:
+        body[2] |= wire.AckFlags.ECHO_RECV
+
+    def bytes_only(body: bytearray) -> None:
+        body += bytes(wire.ECHO_RECV.size)
+
+    for patch in (flag_only, bytes_only):
+        with pytest.raises(wire.FrameError, match="length"):
+            wire.decode_ack(wire.verify(KEY, resealed_ack(patch)))
+
+
 def test_ack_with_loss_above_100_percent_rejected() -> None:
     def patch(body: bytearray) -> None:
         body[-2:] = (10001).to_bytes(2, "big")  # loss_bp closes the body
