@@ -139,7 +139,8 @@ def _add_session_options(parser: argparse.ArgumentParser) -> None:
         help="how frames use the paths: auto (the default: copies while paths have room, "
         "stripes the rest, so typing gets every path and a transfer their summed bandwidth), "
         "redundant (every frame on every path), best-k (on the k best paths), stripe (each "
-        "frame once, on the path that delivers it first); e.g. --policy redundant",
+        "frame once, on the path that delivers it first, a keystroke twice on a lossy "
+        "datagram path); e.g. --policy redundant",
     )
     parser.add_argument(
         "--best-k",
