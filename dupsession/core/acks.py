@@ -8,6 +8,7 @@ ACK releases is the sender's business (`Sender.on_ack`); this module owns the re
 from __future__ import annotations
 
 from dupsession.core import wire
+from dupsession.core.addresses import TOKEN_BASE
 from dupsession.core.paths import Path
 from dupsession.core.receiver import Receiver
 
@@ -79,9 +80,10 @@ def make_ack(
     """
     sent = path.data_sent - behind
     twins = path.twins_sent - path.batch_twins  # (twins come only with frames behind it)
-    echo, delay = 0, 0
+    echo, delay, echo_count = 0, 0, path.peer_ts_recv if echo_recv else None
     if path.challenge is not None:
-        (echo, at), path.challenge = path.challenge, None
+        # `echo recv` belongs to the latest `ts`, not to a token: none with a token's echo
+        (echo, at), path.challenge, echo_count = path.challenge, None, None
         delay = max(0, int((now - at) * 1e6))
     elif path.peer_ts_us:
         echo, delay = path.peer_ts_us, max(0, int((now - path.peer_ts_at) * 1e6))
@@ -104,7 +106,7 @@ def make_ack(
         first=path.inbound.first,
         loss_bp=round(path.inbound.loss * 10000),
         challenge=challenge is not None,
-        echo_recv=path.peer_ts_recv if echo_recv else None,
+        echo_recv=echo_count,
     )
     return wire.encode_ack(key, session_id, ack)
 
@@ -132,7 +134,8 @@ def on_path_ack(
         # by now, so what it sent by then less this is exactly what it lost (`echo recv`).
         path.peer_ts_recv = path.data_recv
     sample, sent_by_echo, own_by_echo = None, None, None
-    if ack.echo_ts_us:
+    if 0 < ack.echo_ts_us < TOKEN_BASE:  # (a token's echo is no timestamp of ours: it
+        # emptied the send log, and the next echo found nothing: no sample, no loss measure)
         sent_log = path.ack_log
         while sent_log and sent_log[0][0] < ack.echo_ts_us:
             sent_log.popleft()

@@ -41,12 +41,13 @@ CHALLENGE_RESERVE = 256
 MAX_CANDIDATES = 4
 MAX_TOKENS = 8
 #: Tokens are drawn from [2**62, 2**63): above any clock value in µs, so an echoed token is
-#: never mistaken for an RTT sample, and 62 bits no one can guess.
-_TOKEN_BASE = 1 << 62
+#: never mistaken for an RTT sample (nor for one of our timestamps, `acks.on_path_ack`), and
+#: 62 bits no one can guess.
+TOKEN_BASE = 1 << 62
 
 
 def random_token() -> int:
-    return _TOKEN_BASE + secrets.randbits(62)
+    return TOKEN_BASE + secrets.randbits(62)
 
 
 class Verdict(Enum):

@@ -173,8 +173,8 @@ class ModelRate(CongestionController):
     of one RTT): startup (gain 2.89 until the rate stops growing by 25 % for 3 rounds), drain
     (1/2.89 until in-flight is one BDP), probe (1.25, 0.75, 1 x 6: probe, drain what probing
     queued, cruise). In-flight is what we sent less what the peer received less what was
-    lost: sent before an echoed timestamp and not received when it was echoed (paths are FIFO
-    but for rare reordering); after a silence, everything in flight counts as lost.
+    lost: sent before an echoed timestamp and not received when it arrived (`echo recv`; paths
+    are FIFO but for rare reordering); after a silence, everything in flight counts as lost.
     """
 
     __slots__ = (
@@ -396,7 +396,7 @@ class ModelRate(CongestionController):
         # after the timestamp that had arrived: a path whose window was one burst
         # (4 frames in drain on loopback, after a startup burst the receiver's socket
         # dropped) kept that burst "in flight" after each ACK and sent 4 frames per
-        # stale write-off, 0.2 s, for the rest of a transfer (20 KB/s; the
+        # stale write-off, 0.2 s, for the rest of a transfer (20 frames/s, 24 KB/s; the
         # `tests/e2e` loopback echoes timed out about 1 run in 8).
         received = received_by_echo(self._delivered, data_recv, echo_recv)
         return max(sent_by_echo - received, 0)

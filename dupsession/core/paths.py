@@ -171,7 +171,9 @@ class Path:
     #: had arrived counts as lost: the bias is towards more loss, not less.
     own_outbound: DirectionStats = field(default_factory=DirectionStats)
     own_delivered: int = -1  #: the peer's `data received` on this path, unwrapped (-1: none)
-    own_lost: int = 0  #: the most copies seen missing: sent by an echo less `own_delivered`
+    #: the most copies seen missing: sent by an echo less the peer's count when it arrived
+    #: (`received_by_echo`)
+    own_lost: int = 0
     own_report: tuple[int, int] | None = None  #: (sent by the echo, own_lost) at the last fold
     inbound: DirectionStats = field(default_factory=DirectionStats)
     outbound: DirectionStats = field(default_factory=DirectionStats)

@@ -252,10 +252,11 @@ class Ack:
     first: int = 0  #: DATA frames this path delivered before any other path (mod 2**32)
     loss_bp: int = 0  #: DATA loss the ACK's sender measured on this path inbound, 1/10000ths
     challenge: bool = False  #: `ts_us` is a path-validation challenge: answer at once
-    #: `data_recv` when the echoed ts arrived (mod 2**32; None: not sent). Paths are FIFO, so
-    #: the peer's frames sent before that ts less this are exactly the ones lost; `data_recv`
-    #: alone also counts frames sent after the ts, and a loss estimate from it runs short by
-    #: them: on a path whose window was one burst it never opened again (ModelRate.on_ack).
+    #: `data_recv` when the echoed ts arrived (mod 2**32; None: not sent, or the echo is a
+    #: challenge's token). Paths are FIFO, so the peer's frames sent before that ts less this
+    #: are exactly the ones lost; `data_recv` alone also counts frames sent after the ts, and
+    #: a loss estimate from it runs short by them: a path whose window was one burst opened
+    #: it only at each stale write-off (`ModelRate._echoed_loss`).
     echo_recv: int | None = None
 
 

@@ -72,6 +72,16 @@ def test_a_frame_reordered_past_the_timestamp_is_lost_only_until_the_next_echo()
     assert cc.inflight == 5  # a reorder counted for good would leave 4 here
 
 
+def test_a_count_above_what_was_sent_by_the_timestamp_is_no_negative_loss() -> None:
+    """A copy sent after the timestamp that got to the peer before it (reordered the other
+    way) makes the count exceed what was sent by then: none lost, not fewer than none."""
+    cc = ModelRate()
+    cc.budget(1.0, SRTT)
+    cc.on_sent(1.0, 10)
+    cc.on_ack(1.002, data_recv=8, rtt=SRTT, srtt=SRTT, sent_by_echo=5, echo_recv=8)
+    assert cc.inflight == 2
+
+
 def test_received_by_echo_unwraps_like_the_counter() -> None:
     assert received_by_echo(2**32 + 5, 5, 2**32 - 3) == 2**32 - 3  # wrapped in between
     assert received_by_echo(100, 100, None) == 100  # no `echo recv`: the count now
@@ -141,9 +151,12 @@ def test_sessions_that_agreed_carry_echo_recv_and_count_exactly(echo_recv: bool)
     assert pair.exit.paths[0].cc.inflight == 2
     second, acks = _round(pair, now + 0.02, lose=0)
     assert second >= 2
+    path = pair.exit.paths[0]
     if echo_recv:
         assert acks[0].echo_recv == first - 2  # what the client had when round two's ts came
-        assert pair.exit.paths[0].cc.inflight == 0
+        assert path.cc.inflight == 0
     else:
         assert acks[0].echo_recv is None
-        assert pair.exit.paths[0].cc.inflight == 2
+        assert path.cc.inflight == 2
+    # best-k's own measure (and the twin gate) counts the same way
+    assert path.own_lost == (2 if echo_recv else 0)

@@ -224,13 +224,22 @@ def test_challenge_is_answered_at_once_with_its_token() -> None:
     frame = pair.exit.challenge_frame(1, token, now + 0.1)
     assert frame is not None
     pair.client.transmit(now + 0.1)  # nothing due right now
+    counted = pair.client.paths[1].peer_ts_recv
+    pair.client.paths[1].data_recv += 7  # (as if DATA had come since: a token is no `ts`)
     pair.client.receive_frame(frame, now + 0.11, 1)
+    assert pair.client.paths[1].peer_ts_recv == counted
     out = pair.client.transmit(now + 0.11)
     answer = [a for a in pair.acks(pair.client, out.get(1, [])) if a.path_id == 1]
     assert answer and answer[0].echo_ts_us == token
+    assert answer[0].echo_recv is None  # `echo recv` belongs to a timestamp, not a token
+    logged = list(pair.exit.paths[1].ack_log)
+    assert logged
     assert pair.exit.receive_frame(out[1][-1], now + 0.12, None) == 1
     assert pair.exit.paths[1].peer_echo_us == token
     assert pair.exit.paths[1].rtt.samples == samples  # the token's echo is no RTT sample
+    # nor one of our timestamps: our log of them stays for the next echo (it emptied it, and
+    # the next echo found nothing: no RTT sample, no loss measure for a round)
+    assert list(pair.exit.paths[1].ack_log) == logged
 
 
 # --- stateless reset ------------------------------------------------------------------------

@@ -46,6 +46,7 @@ def valid_frames() -> dict[str, bytes]:
         "data": wire.encode_data(KEY, SID, 5, b"hello", fin=False),
         "data-fin-empty": wire.encode_data(KEY, SID, 6, b"", fin=True),
         "ack": wire.encode_ack(KEY, SID, sample_ack()),
+        "ack-echo-recv": wire.encode_ack(KEY, SID, replace(sample_ack(), echo_recv=97)),
         "close": wire.encode_close(KEY, SID, 1, wire.CloseCode.TIMEOUT, "gone"),
         "hello": wire.encode_hello(auth_key(PSK), sample_hello()),
     }

@@ -57,7 +57,16 @@ def _damaged(frame: bytes, damage: int, at: int) -> bytes:
 def _state(session: Session) -> tuple[object, ...]:
     receiver, acks = session.receiver, session.acks
     paths = tuple(
-        (p.data_recv, p.bytes_recv, p.last_recv, p.bad_frames, p.inbound.frames, p.inbound.first)
+        (
+            p.data_recv,
+            p.bytes_recv,
+            p.last_recv,
+            p.bad_frames,
+            p.inbound.frames,
+            p.inbound.first,
+            p.peer_ts_us,
+            p.peer_ts_recv,  # (`echo recv`: the count before the DATA behind the ACK)
+        )
         for p in session.paths.values()
     )
     return (

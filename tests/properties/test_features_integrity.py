@@ -23,6 +23,7 @@ features = st.builds(
     encrypt=st.booleans(),
     compress=st.sampled_from(list(Compress)),
     jumbo=st.booleans(),
+    echo_recv=st.booleans(),  # (without it: the ACKs and loss bound an old peer gets)
 )
 
 
