@@ -134,8 +134,9 @@ def on_path_ack(
         # by now, so what it sent by then less this is exactly what it lost (`echo recv`).
         path.peer_ts_recv = path.data_recv
     sample, sent_by_echo, own_by_echo = None, None, None
-    if 0 < ack.echo_ts_us < TOKEN_BASE:  # (a token's echo is no timestamp of ours: it
-        # emptied the send log, and the next echo found nothing: no sample, no loss measure)
+    # A token's echo is none of our timestamps: popping up to it would empty the send log,
+    # and the next echo would find nothing (no RTT sample, no loss measure for a round).
+    if 0 < ack.echo_ts_us < TOKEN_BASE:
         sent_log = path.ack_log
         while sent_log and sent_log[0][0] < ack.echo_ts_us:
             sent_log.popleft()
